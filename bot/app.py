@@ -1,0 +1,126 @@
+"""The aiohttp application: ``POST /webhook``, ``GET /healthz``, and the services' lifetimes.
+
+The webhook endpoint acknowledges fast and does nothing slow: verify the signature over the raw
+bytes, check the shape, record the delivery, answer. Gitea waits 5 s and never retries, so
+everything fallible happens afterwards, driven by what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from pydantic import ValidationError
+
+from handlers import router as default_router
+
+from .engine import Engine
+from .forge import Forge
+from .intake import Intake
+from .payloads import PAYLOADS
+from .routing import Router
+from .services import Services
+from .settings import Settings
+from .store import Store
+from .webhook import Event, WebhookError
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+ROUTER = web.AppKey("router", Router)
+SERVICES = web.AppKey("services", Services)
+INTAKE = web.AppKey("intake", Intake)
+ENGINE = web.AppKey("engine", Engine)
+
+
+def create_app(settings: Settings, router: Router = default_router) -> web.Application:
+    missing = settings.missing_for_serve()
+    if missing:
+        raise ValueError("; ".join(missing))
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[ROUTER] = router
+    app.router.add_post("/webhook", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = await Store.open(settings.database)
+    session = aiohttp.ClientSession()
+    try:
+        forge = Forge(
+            session, settings.forge_url or "", settings.forge_token.get_secret_value(), timeout=settings.forge_timeout
+        )
+        services = Services(settings, store, forge)
+        app[SERVICES] = services
+        engine = Engine(services)
+        app[ENGINE] = engine
+        await engine.start()
+        intake = app[INTAKE] = Intake(services, app[ROUTER])
+        await intake.start()
+        engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver)
+        try:
+            yield
+        finally:
+            await intake.stop()
+            await engine.stop()
+    finally:
+        await session.close()
+        await store.close()
+
+
+def _answer(status: int, message: str) -> web.Response:
+    return web.json_response({"status": "ok" if status < 300 else "error", "message": message}, status=status)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    if (request.content_length or 0) > settings.max_body_bytes:
+        return _answer(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _answer(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        event = Event.from_http(request.headers, body, secret=settings.webhook_secret.get_secret_value())
+    except WebhookError as e:
+        log.warning("refused a delivery from %s: %s", request.remote, e)
+        return _answer(e.status, str(e))
+    if not app[ROUTER].handles(event.event_type):
+        return _answer(202, f"event type {event.event_type!r} ignored")
+    try:
+        PAYLOADS[event.event_type].model_validate(event.data)
+    except (KeyError, ValidationError) as e:
+        return _answer(400, f"unexpected {event.event_type} payload: {_first_error(e)}")
+    if not await app[SERVICES].store.record_delivery(event.delivery_id, event.event_type, body):
+        return _answer(200, f"delivery {event.delivery_id} already received")
+    app[INTAKE].submit(event.delivery_id, event.event_type, body)
+    return _answer(202, "accepted")
+
+
+def _first_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return f"no payload model for {e}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks = {
+        "store": services.store.ping(),
+        "docker": request.app[ENGINE].ping(),
+        "forge": services.forge.getitem("/version"),
+    }
+    results = await asyncio.gather(*(asyncio.wait_for(c, 5.0) for c in checks.values()), return_exceptions=True)
+    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results)}
+    return web.json_response(
+        {name: "up" if ok else "down" for name, ok in report.items()}, status=200 if all(report.values()) else 503
+    )

@@ -1,0 +1,212 @@
+"""A run's work around the agent: preparing its workspace and prompt, then judging and harvesting.
+
+Outcome rules: a non-empty BLOCKED.md → blocked with its text as the question; a non-zero exit,
+an OOM kill, a timeout or a kill → failed with the reason; otherwise QA (coding runs), then the
+harvest (commit leftovers, check the branch, push host-side) → completed. Every step re-reads and
+conditionally moves the run, so it applies to exactly the run whose container ended, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from . import workspace as wsmod
+from .agents import resolve
+from .executor.docker import DockerExecutor, Exit
+from .logs import mask, tail
+from .prompt import PromptContext, build_prompt, save_prompt
+from .services import Services
+from .store import Run
+from .workspace import Workspace, Workspaces
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+WRITE = frozenset({"write", "admin", "owner"})
+
+
+async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple[Workspace, str]:
+    """Clone or reuse the run's workspace on its branch and write its prompt."""
+    forge = services.forge
+    base = f"/repos/{run.owner}/{run.repo}"
+    repo = await forge.getitem(base)
+    issue = await forge.getitem(f"{base}/issues/{run.number}")
+    if run.is_pull:
+        pull = await forge.getitem(f"{base}/pulls/{run.number}")
+        if pull["head"].get("repo_id") != pull["base"].get("repo_id"):
+            raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
+        branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
+    else:
+        base_branch = repo.get("default_branch") or "main"
+        branch = run.branch or wsmod.branch_for(run.task, run.number)
+        new_branch = True
+    ws = await workspaces.prepare(run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch)
+    wsmod.clear_blocked(ws)
+    if run.answer:
+        wsmod.write_answer(ws, run.answer)
+    comments = await _writers_comments(services, run, await forge.getitem(f"{base}/issues/{run.number}/comments"))
+    context = PromptContext(
+        task=run.task,
+        owner=run.owner,
+        repo=run.repo,
+        branch=branch,
+        number=run.number,
+        is_pull=run.is_pull,
+        issue_title=issue.get("title", ""),
+        issue_body=issue.get("body", "") if await _may_write(services, run, issue["user"]["login"]) else "",
+        comments=comments,
+        answer=run.answer or None,
+        review=run.review,
+        repo_dir=ws.clone,
+    )
+    prompt = await build_prompt(context, services.settings)
+    save_prompt(ws, prompt)
+    return ws, prompt
+
+
+async def _writers_comments(services: Services, run: Run, comments: list[dict]) -> list[tuple[str, str]]:
+    """Recent comments by users with write access: only they may steer the agent."""
+    bot = await services.bot_login()
+    kept = []
+    for c in comments[-20:]:
+        login = c["user"]["login"]
+        if login != bot and await _may_write(services, run, login):
+            kept.append((login, c.get("body", "")))
+    return kept
+
+
+async def _may_write(services: Services, run: Run, login: str) -> bool:
+    if login in services.settings.allowed_users:
+        return True
+    path = f"/repos/{run.owner}/{run.repo}/collaborators/{login}/permission"
+    try:
+        return (await services.forge.getitem(path)).get("permission") in WRITE
+    except Exception:
+        return False
+
+
+async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settings) -> None:
+    """Keep the agent's output in ``.meta/`` (capped, secrets masked) before the container goes."""
+    secrets = settings.secrets()
+    limit = settings.limits.log_bytes
+    both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
+    out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
+    path = ws.meta / f"agent-{run.agent}.log"
+    existing = path.read_text(errors="replace") if path.exists() else ""
+    path.write_text(f"{existing}\n--- container output ---\n{both}" if existing else both)
+    (ws.meta / "stdout.log").write_text(out)
+
+
+async def finish(runner: Runner, run: Run, ws: Workspace, exit: Exit) -> None:
+    """Judge the agent's exit and move the run on; a cancelled run stays cancelled."""
+    store = runner.services.store
+    settings = runner.settings
+    current = await store.get(run.id)
+    if current is None or current.state != "running" or current.container_id != run.container_id:
+        return
+    started = run.started_at or time.time()
+    reason = _failure(exit, settings.limits.timeout)
+    quick = bool(reason) and not exit.timed_out and time.time() - started < settings.backoff.window
+    until = await store.record_outcome(
+        run.pool, quick_failure=quick, threshold=settings.backoff.failures, pause=settings.backoff.pause
+    )
+    if until:
+        log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
+    log_tail = tail((ws.meta / f"agent-{run.agent}.log").read_text(errors="replace"))
+    if reason:
+        await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
+                               result={"log_tail": log_tail})
+        return
+    question = wsmod.read_blocked(ws)
+    if question:
+        await store.transition(run.id, "blocked", reason="the agent asked a question", expect=("running",),
+                               exit_code=exit.code, question=question)
+        return
+    run = await store.update(run.id, exit_code=exit.code, result={"log_tail": log_tail})
+    await after_agent(runner, run, ws)
+
+
+def _failure(exit: Exit, timeout: float) -> str:
+    if exit.timed_out:
+        return f"the agent ran past its {timeout:g}s limit and was stopped"
+    if exit.oom_killed:
+        return "the agent ran out of memory and was killed"
+    if exit.killed:
+        return "the agent was killed"
+    if exit.code is None:
+        return exit.error or "the agent's container vanished"
+    if exit.code != 0:
+        return f"the agent exited with code {exit.code}"
+    return ""
+
+
+async def after_agent(runner: Runner, run: Run, ws: Workspace) -> None:
+    """QA for coding runs, then the harvest; resumable from ``qa`` or ``harvesting``."""
+    store = runner.services.store
+    if run.review:
+        review = (ws.meta / "stdout.log").read_text(errors="replace") if (ws.meta / "stdout.log").exists() else ""
+        await store.transition(run.id, "completed", expect=("running", "harvesting"),
+                               result={**run.result, "review": review})
+        return
+    if run.state == "running":
+        run = await store.transition(run.id, "qa", expect=("running",))
+        if run is None:
+            return
+    if run.state == "qa":
+        runner.services.wake_reporter()
+        failure = await run_qa(runner, run, ws)
+        if failure:
+            await store.transition(run.id, "failed", reason=failure[0], expect=("qa",),
+                                   result={**run.result, "qa_log": failure[1]})
+            return
+        run = await store.transition(run.id, "harvesting", expect=("qa",))
+        if run is None:
+            return
+    await harvest(runner, run, ws)
+
+
+async def run_qa(runner: Runner, run: Run, ws: Workspace) -> tuple[str, str] | None:
+    """Run the repo's QA commands in the agent's sandbox; (reason, output) of the first failure."""
+    settings = runner.settings
+    agent = resolve(settings, run.agent_spec)
+    output: list[str] = []
+    for index, argv in enumerate(wsmod.qa_commands(settings, run.owner, run.repo, ws.clone)):
+        spec = runner.container_spec(run, agent, ws, argv, role=f"qa{index}")
+        container = await runner.executor.start(spec)
+        try:
+            exit = await runner.executor.wait(container, time.time() + settings.limits.timeout, settings.limits.grace)
+            text = (await runner.executor.logs(container, limit=settings.limits.log_bytes)).decode(errors="replace")
+        finally:
+            await runner.executor.remove(container)
+        text = mask(text, settings.secrets())
+        output.append(f"$ {' '.join(argv)}\n{text}")
+        (ws.meta / "qa.log").write_text("\n".join(output))
+        if exit.code != 0 or exit.timed_out or exit.oom_killed:
+            reason = _failure(exit, settings.limits.timeout) or "failed"
+            return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)
+    return None
+
+
+async def harvest(runner: Runner, run: Run, ws: Workspace) -> None:
+    """Commit what the agent left, check the branch, push host-side, and record what happened."""
+    settings = runner.settings
+    store = runner.services.store
+    base_ref = f"origin/{ws.branch if run.is_pull else ws.base_branch}"
+    await wsmod.commit_leftovers(ws, wsmod.commit_message(run.task), settings.git)
+    commits = await wsmod.commits_since(ws, base_ref)
+    result = {**run.result, "branch": ws.branch, "base": ws.base_branch, "commits": commits}
+    if not commits:
+        await store.transition(run.id, "completed", expect=("harvesting",), result=result | {"pushed": False})
+        return
+    violations = await wsmod.check_branch(ws, base_ref, settings.protected_paths, settings.max_file_bytes)
+    if violations:
+        await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
+                               expect=("harvesting",), result=result | {"violations": violations})
+        return
+    head = await runner.workspaces.push(ws, ws.branch)
+    await store.transition(run.id, "completed", expect=("harvesting",),
+                           result=result | {"pushed": True}, head_sha=head)

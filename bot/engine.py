@@ -1,0 +1,46 @@
+"""Wires the dispatch engine: Docker executor, workspaces, runner, reporter and scheduler."""
+
+from __future__ import annotations
+
+import logging
+
+from .executor.docker import DockerExecutor
+from .reporter import Reporter
+from .runner import Runner
+from .scheduler import Scheduler
+from .services import Services
+from .workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, services: Services) -> None:
+        s = services.settings
+        self.services = services
+        self.executor = DockerExecutor(s.docker_url)
+        self.workspaces = Workspaces(
+            s.data_dir, s.forge_url or "", s.forge_token, s.git, owner=s.limits.user
+        )
+        self.runner = Runner(services, self.executor, self.workspaces)
+        self.reporter = Reporter(services)
+        self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)
+        services.wake_runner = self.runner.wake
+        services.cancel_run = self.runner.cancel
+        services.wake_reporter = self.reporter.wake
+
+    async def start(self) -> None:
+        if not await self.executor.ping():
+            log.error("the Docker engine does not answer; runs stay queued until it does")
+        await self.runner.start()
+        await self.reporter.start()
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        self.scheduler.stop()
+        await self.reporter.stop()
+        await self.runner.stop()
+        await self.executor.close()
+
+    async def ping(self) -> bool:
+        return await self.executor.ping()

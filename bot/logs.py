@@ -1,0 +1,41 @@
+"""Logging set-up and secret masking: no token or key may reach a log line or a comment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+MASK = "••••••"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def tail(text: str, lines: int = 30, chars: int = 4000) -> str:
+    """The last lines of a log, bounded in size, for a status comment."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])[-chars:]
+
+
+class MaskSecrets(logging.Filter):
+    """Rewrites every record so that configured secrets never reach a handler."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask(message, self.secrets)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def setup(secrets: list[str], level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(MaskSecrets(secrets))
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -1,0 +1,130 @@
+"""Loose pydantic models of the webhook payloads the bot reads; unknown fields are ignored.
+
+Only what the bot uses is declared, so Gitea and Forgejo versions that add fields still parse.
+``repository.permissions`` is deliberately absent: it belongs to an arbitrary user.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class User(Loose):
+    id: int
+    login: str
+
+
+class Label(Loose):
+    id: int
+    name: str
+
+
+class Owner(Loose):
+    login: str
+
+
+class Repository(Loose):
+    id: int
+    name: str
+    full_name: str
+    owner: Owner
+    default_branch: str = "main"
+    clone_url: str = ""
+    html_url: str = ""
+
+    @property
+    def owner_login(self) -> str:
+        return self.owner.login
+
+
+class Issue(Loose):
+    id: int
+    number: int
+    title: str = ""
+    body: str = ""
+    user: User
+    labels: list[Label] | None = None
+    state: str = "open"
+    html_url: str = ""
+    updated_at: str = ""
+    pull_request: dict | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels or []]
+
+
+class Comment(Loose):
+    id: int
+    body: str = ""
+    user: User
+    html_url: str = ""
+
+
+class Branch(Loose):
+    ref: str = ""
+    sha: str = ""
+    repo_id: int = 0
+
+
+class PullRequest(Loose):
+    id: int
+    number: int
+    title: str = ""
+    body: str = ""
+    user: User
+    labels: list[Label] | None = None
+    state: str = "open"
+    html_url: str = ""
+    updated_at: str = ""
+    head: Branch
+    base: Branch
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels or []]
+
+    @property
+    def is_fork(self) -> bool:
+        return self.head.repo_id != self.base.repo_id
+
+
+class IssuePayload(Loose):
+    action: str
+    number: int
+    issue: Issue
+    repository: Repository
+    sender: User
+
+
+class IssueCommentPayload(Loose):
+    action: str
+    issue: Issue
+    pull_request: PullRequest | None = None
+    comment: Comment
+    repository: Repository
+    sender: User
+    is_pull: bool = False
+
+
+class PullRequestPayload(Loose):
+    action: str
+    number: int
+    pull_request: PullRequest
+    repository: Repository
+    sender: User
+
+
+PAYLOADS: dict[str, type[Loose]] = {
+    "issues": IssuePayload,
+    "issue_label": IssuePayload,
+    "issue_comment": IssueCommentPayload,
+    "pull_request_comment": IssueCommentPayload,
+    "pull_request": PullRequestPayload,
+    "pull_request_label": PullRequestPayload,
+    "pull_request_sync": PullRequestPayload,
+}

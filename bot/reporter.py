@@ -1,0 +1,188 @@
+"""Makes the Forge show what the store says, after Prow's crier: report from state, remember it.
+
+Two kinds of work, both retried with backoff and both safe to repeat:
+- the outbox: one-off writes queued by handlers (replies, reactions), each once per key; a reply
+  that may have been posted before a failure is looked for by its marker before posting again;
+- runs: each run's sticky status comment (found by its hidden marker and edited in place) and the
+  trigger label, compared with what was last reported and only the difference written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from . import messages
+from .forge import ForgeError
+from .services import Services
+from .store import OutboxItem, Run
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 300.0
+
+
+def backoff(attempts: int) -> float:
+    return min(2.0 ** attempts, MAX_BACKOFF)
+
+
+class Reporter:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.store = services.store
+        self.forge = services.forge
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at: dict[int, tuple[float, int]] = {}
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="reporter")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("reporting failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._next_due())
+            except asyncio.TimeoutError:
+                pass
+
+    async def _next_due(self) -> float:
+        now = time.time()
+        times = [t for t, _ in self._retry_at.values()]
+        outbox = await self.store.next_outbox_at()
+        if outbox is not None:
+            times.append(outbox)
+        return max(0.05, min([t - now for t in times], default=30.0))
+
+    async def sync(self) -> None:
+        """One pass: due outbox items, then every run whose state changed since last reported."""
+        for item in await self.store.due_outbox():
+            await self._deliver(item)
+        now = time.time()
+        for run in await self.store.runs_to_report():
+            at, attempts = self._retry_at.get(run.id, (0.0, 0))
+            if at > now:
+                continue
+            try:
+                await self.report(run)
+            except ForgeError as e:
+                if not e.transient:
+                    log.error("run %s: the Forge refused a report: %s", run.id, e)
+                    await self.store.set_reported(run.id, "version", run.version)
+                    continue
+                self._retry_at[run.id] = (now + backoff(attempts), attempts + 1)
+                log.warning("run %s: report failed, retrying: %s", run.id, e)
+            else:
+                self._retry_at.pop(run.id, None)
+
+    # Outbox -------------------------------------------------------------------------------
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        try:
+            await WRITERS[item.kind](self, item)
+        except ForgeError as e:
+            if e.transient:
+                await self.store.outbox_done(item.id, str(e), retry_at=time.time() + backoff(item.attempts))
+                return
+            log.error("outbox %s: the Forge refused: %s", item.key, e)
+            await self.store.outbox_done(item.id, str(e))
+            return
+        await self.store.outbox_done(item.id)
+
+    async def _comment(self, item: OutboxItem) -> None:
+        body = item.payload["body"]
+        path = f"/repos/{item.owner}/{item.repo}/issues/{item.number}/comments"
+        if item.attempts and await self._find_comment(path, body.rsplit("\n", 1)[-1]):
+            return  # an earlier attempt did post it
+        await self.forge.post(path, {"body": body})
+
+    async def _reaction(self, item: OutboxItem) -> None:
+        await self.forge.post(
+            f"/repos/{item.owner}/{item.repo}/issues/comments/{item.payload['comment_id']}/reactions",
+            {"content": item.payload["content"]},
+        )
+
+    async def _find_comment(self, path: str, marker: str) -> dict[str, Any] | None:
+        for comment in await self.forge.getitem(path) or []:
+            if marker in comment.get("body", ""):
+                return comment
+        return None
+
+    # Runs ---------------------------------------------------------------------------------
+
+    async def report(self, run: Run) -> None:
+        """Make the Forge show this run's state; each facet is written only when it changed."""
+        reported = await self.store.reported(run.id)
+        body = messages.status_comment(run, queue=await self._queue_line(run), links=self._links(run))
+        await self._status_comment(run, reported, body)
+        if run.trigger == "label" and run.state != "queued" and not reported.get("trigger_label_removed"):
+            await self._remove_label(run, self.services.settings.label_prefix + run.agent_spec)
+            await self.store.set_reported(run.id, "trigger_label_removed", True)
+        await self.store.set_reported(run.id, "version", run.version)
+
+    async def _status_comment(self, run: Run, reported: dict[str, Any], body: str) -> None:
+        if reported.get("comment_body") == body:
+            return
+        issue_path = f"/repos/{run.owner}/{run.repo}/issues"
+        comment_id = reported.get("comment_id")
+        if comment_id is None:
+            found = await self._find_comment(f"{issue_path}/{run.number}/comments", messages.marker("run", str(run.id)))
+            if found is None:
+                found = await self.forge.post(f"{issue_path}/{run.number}/comments", {"body": body})
+            comment_id = found["id"]
+            await self.store.set_reported(run.id, "comment_id", comment_id)
+            if found.get("body") == body:
+                await self.store.set_reported(run.id, "comment_body", body)
+                return
+        await self.forge.patch(f"{issue_path}/comments/{comment_id}", {"body": body})
+        await self.store.set_reported(run.id, "comment_body", body)
+
+    async def _remove_label(self, run: Run, name: str) -> None:
+        path = f"/repos/{run.owner}/{run.repo}/issues/{run.number}/labels"
+        for label in await self.forge.getitem(path) or []:
+            if label["name"] == name:
+                try:
+                    await self.forge.delete(f"{path}/{label['id']}")
+                except ForgeError as e:
+                    if e.status not in (404, 422):
+                        raise
+
+    async def _queue_line(self, run: Run) -> str:
+        if run.state != "queued":
+            return ""
+        settings = self.services.settings
+        frozen = await self.store.flag("frozen")
+        if frozen == "1" or (frozen is None and settings.frozen):
+            return "The bot is frozen; the run will start when it is unfrozen."
+        pool = await self.store.pool(run.pool)
+        if pool.paused_until > time.time():
+            return f"Pool `{run.pool}` is backing off after repeated quick failures until {messages.format_time(pool.paused_until)}."
+        position = await self.store.queue_position(run.id)
+        limit = settings.pool_of(run.pool).limit if run.pool in settings.pools else settings.max_running
+        return f"Position {position} in the queue; pool `{run.pool}` runs {limit} at a time."
+
+    def _links(self, run: Run) -> str:
+        commits = run.result.get("commits") or []
+        if run.review and run.result.get("review"):
+            return "The review is posted on the pull request."
+        if not commits:
+            return ""
+        listed = "\n".join(f"- {c}" for c in commits[:20])
+        return f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
+
+
+WRITERS = {"comment": Reporter._comment, "reaction": Reporter._reaction}

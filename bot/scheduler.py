@@ -1,0 +1,114 @@
+"""Timed jobs on the app's event loop (APScheduler 3.11): drain, sweep, reap, reconcile.
+
+Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
+before deleting, and mark a workspace on one pass before deleting it on the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .executor.docker import DockerExecutor
+from .reporter import Reporter
+from .runner import RUN_LABEL, Runner
+from .services import Services
+from .store import ACTIVE, LIVE
+from .workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
+MIN_AGE = 30.0
+SWEEP_MARK = ".swept"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        services: Services,
+        runner: Runner,
+        executor: DockerExecutor,
+        workspaces: Workspaces,
+        reporter: Reporter,
+    ) -> None:
+        self.services = services
+        self.runner = runner
+        self.executor = executor
+        self.workspaces = workspaces
+        self._scheduler = AsyncIOScheduler()
+        every = services.settings.schedule
+        self.add("drain", self._drain, every.drain)
+        self.add("sweep", self.sweep, every.sweep)
+        self.add("reap", self.reap, every.reap)
+        self.add("reconcile", self.reconcile, every.reconcile)
+        self.add("report", reporter.sync, every.drain)
+
+    def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
+        self._scheduler.add_job(
+            job, "interval", seconds=float(seconds), id=name, coalesce=True, max_instances=1,
+            misfire_grace_time=None,
+        )
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def _drain(self) -> None:
+        self.runner.wake()
+
+    async def reap(self) -> list[str]:
+        """Kill and remove our containers that belong to no active run; returns their ids."""
+        store = self.services.store
+        reaped = []
+        for info in await self.executor.list(RUN_LABEL):
+            if time.time() - info.created < MIN_AGE:
+                continue
+            run = await store.get(int(info.labels[RUN_LABEL]))  # re-read right before deciding
+            if run is not None and run.state in ACTIVE and run.id in self.runner.supervised:
+                continue
+            if run is not None and run.state in ACTIVE and run.container_id == info.id:
+                continue  # not yet re-adopted: reconcile will pick it up
+            log.warning("reaping container %s of run %s (%s)", info.name, run and run.id, run and run.state)
+            await self.executor.kill(info.id, self.services.settings.limits.grace)
+            await self.executor.remove(info.id)
+            reaped.append(info.id)
+        return reaped
+
+    async def reconcile(self) -> None:
+        """Settle runs nobody supervises: re-adopt or fail them from the containers' labels."""
+        await self.runner.adopt()
+
+    async def sweep(self) -> list[str]:
+        """Delete workspaces of finished runs past their age; mark first, delete on the next pass."""
+        settings = self.services.settings
+        store = self.services.store
+        deleted = []
+        for ws in self.workspaces.all():
+            runs = await store.runs(owner=ws.owner, repo=ws.repo)
+            mine = [r for r in runs if r.workspace_key == ws.key]
+            mark = ws.meta / SWEEP_MARK
+            last = max(mine, key=_ended) if mine else None
+            age = getattr(settings.sweep, last.state) if last else 0.0
+            due = not any(r.state in LIVE for r in mine) and (last is None or time.time() - _ended(last) > age)
+            if not due:
+                mark.unlink(missing_ok=True)
+                continue
+            if not mark.exists():
+                mark.parent.mkdir(parents=True, exist_ok=True)
+                mark.write_text(str(time.time()))
+                continue
+            log.info("sweeping workspace %s", ws.root)
+            shutil.rmtree(ws.root, ignore_errors=True)
+            deleted.append(str(ws.root))
+        return deleted
+
+
+def _ended(run) -> float:
+    return run.ended_at or run.updated_at

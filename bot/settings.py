@@ -1,0 +1,183 @@
+"""Configuration: a TOML file plus ``DISPATCHBOT_*`` environment variables.
+
+Environment wins over the file; nested keys use ``__`` (``DISPATCHBOT_LIMITS__MEMORY=4g``).
+The file is ``config/dispatchbot.toml`` unless ``DISPATCHBOT_CONFIG`` names another one.
+Secrets are ``SecretStr`` so they never print by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "DISPATCHBOT_"
+DEFAULT_CONFIG = Path("config/dispatchbot.toml")
+
+
+class Limits(BaseModel):
+    """Hard limits for every agent container."""
+
+    memory: str = "4g"
+    cpus: float = 2.0
+    pids: int = 1024
+    timeout: float = 3600.0
+    grace: float = 10.0
+    log_bytes: int = 2 * 1024 * 1024
+    cap_add: list[str] = []
+    user: str = "1000:1000"
+
+
+class Pool(BaseModel):
+    """A concurrency pool; each agent counts against the pool of its name unless it says otherwise."""
+
+    limit: int = 2
+    spawn_interval: float = 0.0
+    frozen: bool = False
+
+
+class Backoff(BaseModel):
+    """Rate-limit backoff: ``failures`` quick failures (each within ``window`` s of its start) pause a pool."""
+
+    failures: int = 3
+    window: float = 60.0
+    pause: float = 1800.0
+
+
+class CustomAgent(BaseModel):
+    """An agent defined in config: ``argv`` may hold ``{prompt}`` and ``{model}`` placeholders."""
+
+    image: str | None = None
+    argv: list[str]
+    model: str = ""
+    env: list[str] = []
+    credentials: list[str] = []
+    pool: str | None = None
+    review: bool = False
+
+
+class Labels(BaseModel):
+    """Names of the state labels the bot puts on issues and pull requests."""
+
+    queued: str = "dispatch/queued"
+    running: str = "dispatch/running"
+    blocked: str = "dispatch/blocked"
+    completed: str = "dispatch/done"
+    failed: str = "dispatch/failed"
+    cancelled: str = "dispatch/cancelled"
+
+
+class Sweep(BaseModel):
+    """How long the workspace of a finished run is kept, per outcome, in seconds."""
+
+    completed: float = 86400.0
+    failed: float = 3 * 86400.0
+    cancelled: float = 86400.0
+    blocked: float = 14 * 86400.0
+
+
+class Schedule(BaseModel):
+    """Intervals of the scheduler's jobs, in seconds."""
+
+    drain: float = 30.0
+    sweep: float = 3600.0
+    reap: float = 300.0
+    reconcile: float = 300.0
+    redeliver: float = 60.0
+
+
+class GitIdentity(BaseModel):
+    name: str = "dispatchbot"
+    email: str = "dispatchbot@localhost"
+
+
+class Settings(BaseSettings):
+    """Every setting of the bot. See the README for each one's meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    forge_url: str | None = None
+    forge_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    bot_login: str | None = None
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, validation_alias=AliasChoices("DISPATCHBOT_PORT", "PORT", "port"))
+    data_dir: Path = Path("data")
+    max_body_bytes: int = 5 * 1024 * 1024
+    forge_timeout: float = 15.0
+
+    label_prefix: str = "dispatch:"
+    review_agent: str = "codex:review"
+    allowed_users: list[str] = []
+
+    docker_url: str | None = None
+    image: str = Field(
+        "dispatchbot-agent:latest",
+        validation_alias=AliasChoices("DISPATCHBOT_IMAGE", "AGENT_DOCKER_IMAGE", "image"),
+    )
+    limits: Limits = Limits()
+    max_running: int = 4
+    frozen: bool = False
+    pools: dict[str, Pool] = {}
+    backoff: Backoff = Backoff()
+    agents: dict[str, CustomAgent] = {}
+    default_models: dict[str, str] = {"local": "devstral-24b"}
+    credentials: dict[str, list[str]] = {}
+    git: GitIdentity = GitIdentity()
+
+    qa: dict[str, list[list[str]]] = {}
+    protected_paths: list[str] = [".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/"]
+    max_file_bytes: int = 1024 * 1024
+    template_vars: dict[str, str] = {}
+    templates_dir: Path | None = None
+
+    labels: Labels = Labels()
+    sweep: Sweep = Sweep()
+    schedule: Schedule = Schedule()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get(ENV_PREFIX + "CONFIG", DEFAULT_CONFIG))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        return init_settings, env_settings, toml
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "dispatchbot.sqlite3"
+
+    def pool_of(self, name: str) -> Pool:
+        return self.pools.get(name, Pool())
+
+    def missing_for_serve(self) -> list[str]:
+        """One line per setting the web process cannot run without."""
+        return [
+            f"missing setting {name}: set {ENV_PREFIX}{name.upper()} or `{name}` in the config file"
+            for name in ("forge_url", "forge_token", "webhook_secret")
+            if not getattr(self, name)
+        ]
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for masking anything quoted back to users or logs."""
+        values = [s.get_secret_value() for s in (self.forge_token, self.webhook_secret) if s]
+        values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
+        return values

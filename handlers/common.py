@@ -1,0 +1,138 @@
+"""What the label and comment handlers share: replies, permission checks, run requests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot import messages
+from bot.agents import UnknownAgent, known_agents, resolve
+from bot.forge import ForgeError
+from bot.payloads import PullRequest, Repository
+from bot.services import Services
+from bot.store import RunRequest
+
+log = logging.getLogger(__name__)
+
+WRITE = frozenset({"write", "admin", "owner"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """The issue or pull request an event is about."""
+
+    repo: Repository
+    number: int
+    title: str
+    pull: PullRequest | None = None
+
+    @property
+    def is_pull(self) -> bool:
+        return self.pull is not None
+
+    @property
+    def owner(self) -> str:
+        return self.repo.owner_login
+
+    @property
+    def name(self) -> str:
+        return self.repo.name
+
+
+async def reply(services: Services, target: Target, key: str, body: str) -> None:
+    """Queue a comment on the target, once per ``key``."""
+    await services.store.enqueue(
+        f"reply:{key}", "comment", target.owner, target.name, target.number,
+        {"body": f"{body}\n\n{messages.marker('reply', key)}"},
+    )
+    services.wake_reporter()
+
+
+async def react(services: Services, target: Target, comment_id: int, content: str) -> None:
+    await services.store.enqueue(
+        f"reaction:{comment_id}:{content}", "reaction", target.owner, target.name, target.number,
+        {"comment_id": comment_id, "content": content},
+    )
+    services.wake_reporter()
+
+
+async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
+    """Live check that ``login`` has write access; fails closed, and says why once per issue.
+
+    Transient Forge errors propagate, so the delivery is handled again later instead of refusing.
+    """
+    if login in services.settings.allowed_users:
+        return True
+    path = f"/repos/{target.owner}/{target.name}/collaborators/{login}/permission"
+    try:
+        permission = (await services.forge.getitem(path)).get("permission", "none")
+    except ForgeError as e:
+        if e.transient:
+            raise
+        if e.status == 403:
+            log.error("the Forge refused the permission check on %s/%s: %s", target.owner, target.name, e)
+            await reply(
+                services, target, f"permcheck:{target.repo.id}:{target.number}",
+                messages.permission_check_refused(target.repo.full_name),
+            )
+            return False
+        permission = "none"
+    if permission in WRITE:
+        return True
+    log.info("refused %s on %s#%s (permission %s)", login, target.repo.full_name, target.number, permission)
+    await reply(
+        services, target, f"refused:{target.repo.id}:{target.number}:{login}",
+        messages.refused(login, target.repo.full_name, action),
+    )
+    return False
+
+
+async def request_run(
+    services: Services,
+    target: Target,
+    *,
+    spec: str,
+    task: str,
+    trigger: str,
+    login: str,
+    key: str,
+    delivery_id: str,
+    comment_id: int | None = None,
+    review: bool = False,
+    unless_active: bool = False,
+    retry_of: int | None = None,
+) -> None:
+    """Resolve the agent and queue a run, or reply with what is wrong."""
+    try:
+        agent = resolve(services.settings, spec)
+    except UnknownAgent:
+        await reply(services, target, f"{key}:unknown", messages.unknown_agent(spec, known_agents(services.settings)))
+        return
+    except ValueError as e:
+        await reply(services, target, f"{key}:invalid", messages.invalid_agent(spec, str(e)))
+        return
+    if target.pull is not None and target.pull.is_fork:
+        await reply(services, target, f"fork:{target.repo.id}:{target.number}", messages.fork_refused(target.number))
+        return
+    request = RunRequest(
+        owner=target.owner,
+        repo=target.name,
+        number=target.number,
+        is_pull=target.is_pull,
+        agent=agent.name,
+        model=agent.model,
+        pool=agent.pool,
+        review=review or agent.review,
+        task=task or target.title,
+        trigger=trigger,
+        requested_by=login,
+        comment_id=comment_id,
+        retry_of=retry_of,
+    )
+    run = await services.store.request_run(
+        request, trigger_key=key, delivery_id=delivery_id, unless_active=unless_active
+    )
+    if run is not None:
+        log.info("queued run %s: %s on %s#%s by %s", run.id, spec, target.repo.full_name, target.number, login)
+        services.wake_runner()
+        services.wake_reporter()

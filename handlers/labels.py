@@ -1,0 +1,58 @@
+"""Label triggers: a ``dispatch:<agent>`` label on an issue or pull request requests a run.
+
+Gitea sends ``label_updated`` with the full label set and no word of which label changed, so the
+rule is stateless: a trigger label present requests a run unless one for that issue and agent is
+already live. The trigger key includes the issue's ``updated_at`` so a redelivered event (same
+body, new delivery id) requests nothing twice, while the label added again later does.
+"""
+
+from __future__ import annotations
+
+from bot.payloads import IssuePayload, PullRequestPayload
+from bot.routing import Router
+from bot.services import Services
+from bot.webhook import Event
+
+from .common import Target, may_write, request_run
+
+router = Router()
+
+
+@router.register("issues", action="opened")
+@router.register("issue_label", action="label_updated")
+async def issue_labels(event: Event, services: Services) -> None:
+    payload = IssuePayload.model_validate(event.data)
+    if payload.issue.pull_request is not None:
+        return  # a PR's labels also arrive as pull_request_label
+    target = Target(payload.repository, payload.issue.number, payload.issue.title)
+    await _trigger(event, services, target, payload.issue.label_names, payload.issue.updated_at, payload.sender.login)
+
+
+@router.register("pull_request", action="opened")
+@router.register("pull_request_label", action="label_updated")
+async def pull_labels(event: Event, services: Services) -> None:
+    payload = PullRequestPayload.model_validate(event.data)
+    pull = payload.pull_request
+    target = Target(payload.repository, pull.number, pull.title, pull)
+    await _trigger(event, services, target, pull.label_names, pull.updated_at, payload.sender.login)
+
+
+async def _trigger(
+    event: Event, services: Services, target: Target, labels: list[str], updated_at: str, login: str
+) -> None:
+    prefix = services.settings.label_prefix
+    specs = [name[len(prefix):] for name in labels if name.startswith(prefix) and len(name) > len(prefix)]
+    if not specs or not await may_write(services, target, login, "dispatch agents"):
+        return
+    for spec in specs:
+        await request_run(
+            services,
+            target,
+            spec=spec,
+            task="",
+            trigger="label",
+            login=login,
+            key=f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}",
+            delivery_id=event.delivery_id,
+            unless_active=True,
+        )

@@ -1,0 +1,27 @@
+"""Pull request lifecycle: a closed or merged pull request ends the runs still working on it."""
+
+from __future__ import annotations
+
+from bot.payloads import PullRequestPayload
+from bot.routing import Router
+from bot.services import Services
+from bot.store import LIVE
+from bot.webhook import Event
+
+router = Router()
+
+
+@router.register("pull_request", action="closed")
+async def closed(event: Event, services: Services) -> None:
+    payload = PullRequestPayload.model_validate(event.data)
+    runs = await services.store.runs(
+        states=LIVE + ("blocked",),
+        owner=payload.repository.owner_login,
+        repo=payload.repository.name,
+        number=payload.pull_request.number,
+    )
+    for run in runs:
+        if await services.store.transition(run.id, "cancelled", reason="the pull request was closed"):
+            services.cancel_run(run.id)
+    if runs:
+        services.wake_reporter()

@@ -1,0 +1,106 @@
+"""Fixtures for tests against the real Docker engine; import them from ``tests/conftest.py``.
+
+CI guarantees an engine, so a missing one is a failure, never a skip. Every container a test starts
+carries a label unique to that test (``docker_label``); at teardown ``executor`` force-removes whatever
+still carries it and fails the test, because the code under test must clean up after itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.executor.docker import ContainerSpec, DockerExecutor, Mount
+from bot.settings import Limits
+from tests.agentimage.build import build
+
+TEST_LABEL = "dispatchbot.test"
+WORKDIR = "/work/repo"
+
+
+@pytest.fixture(scope="session")
+def agent_image() -> str:
+    """The scripted agent image, built once per content change (about half a second)."""
+    res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.fail(f"Docker engine unavailable (CI guarantees one): {res.stderr.strip()}", pytrace=False)
+    return build()
+
+
+@pytest.fixture
+def docker_label() -> str:
+    """``dispatchbot.test=<unique>``: tags this test's containers for listing and cleanup."""
+    return f"{TEST_LABEL}={uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def executor(docker_label: str) -> AsyncIterator[DockerExecutor]:
+    """A fresh executor; afterwards, no container of this test may remain."""
+    ex = DockerExecutor()
+    if not await ex.ping():
+        await ex.close()
+        pytest.fail("Docker engine unavailable (CI guarantees one)", pytrace=False)
+    yield ex
+    leftovers = await ex.list(label=docker_label)
+    for info in leftovers:
+        await ex.remove(info.id)
+    await ex.close()
+    assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A git clone with two commits, writable by the container user (see ``container_user``)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("# demo\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "initial")
+    (repo / "src.py").write_text('"""Demo."""\n\n\ndef add(a, b):\n    return a + b\n')
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "feat: add")
+    if os.getuid() == 0:
+        for path in [tmp_path, *tmp_path.rglob("*")]:
+            os.chown(path, 1000, 1000, follow_symlinks=False)
+    return repo
+
+
+def container_user() -> str:
+    """The image's ``agent`` (1000) when we can chown to it, else our own uid so mounts stay writable."""
+    return "1000:1000" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+
+@pytest.fixture
+def make_spec(agent_image: str, docker_label: str, workspace: Path) -> Callable[..., ContainerSpec]:
+    """Build a labelled spec running ``argv`` in the mounted workspace; keywords override fields."""
+    key, value = docker_label.split("=")
+    counter = iter(range(1_000_000))
+
+    def make(argv: list[str], **overrides) -> ContainerSpec:
+        n = next(counter)
+        fields = dict(
+            name=f"dispatchbot-test-{value}-{n}",
+            image=agent_image,
+            argv=argv,
+            workdir=WORKDIR,
+            mounts=[Mount(workspace, WORKDIR)],
+            env={"HOME": "/tmp"},
+            labels={key: value, "dispatchbot.run": f"{value}-{n}", "dispatchbot.workspace": str(workspace)},
+            limits=Limits(memory="256m", cpus=1.0, pids=128, user=container_user()),
+        )
+        return ContainerSpec(**{**fields, **overrides})
+
+    return make

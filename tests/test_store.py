@@ -1,0 +1,145 @@
+"""The store on a real SQLite file: atomic claims, the state machine, dedup, pools."""
+
+import asyncio
+import time
+
+import pytest
+
+from bot.store import RunRequest, Store
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store.open(tmp_path / "db.sqlite3")
+    yield s
+    await s.close()
+
+
+def request(number=1, agent="codex", pool=None, owner="acme", repo="widgets", **kw):
+    return RunRequest(
+        owner=owner, repo=repo, number=number, is_pull=False, agent=agent, model="", pool=pool or agent,
+        review=False, task="fix it", trigger="comment", requested_by="bob", **kw,
+    )
+
+
+LIMITS = dict(max_running=10, pool_limits={"codex": 3}, spawn_intervals={})
+
+
+async def test_twenty_simultaneous_requests_against_limit_three_start_exactly_three(store):
+    runs = await asyncio.gather(*(store.request_run(request(n), trigger_key=f"k{n}") for n in range(20)))
+    claims = await asyncio.gather(*(store.claim(**LIMITS) for _ in range(20)))
+    claimed = [r.id for c in claims for r in c]
+    assert len(claimed) == 3
+    assert sorted(claimed) == sorted(r.id for r in runs)[:3]  # FIFO
+    assert len(await store.runs(states=["preparing"])) == 3
+    assert len(await store.runs(states=["queued"])) == 17
+
+
+async def test_the_same_trigger_never_queues_twice(store):
+    first = await store.request_run(request(), trigger_key="comment:12:512:0")
+    again = await store.request_run(request(), trigger_key="comment:12:512:0")
+    assert first is not None and again is None
+    assert len(await store.runs()) == 1
+
+
+async def test_label_requests_wait_for_the_live_one_to_end(store):
+    run = await store.request_run(request(), trigger_key="label:a", unless_active=True)
+    assert await store.request_run(request(), trigger_key="label:b", unless_active=True) is None
+    assert await store.request_run(request(agent="claude"), trigger_key="label:c", unless_active=True)
+    await store.transition(run.id, "cancelled")
+    assert await store.request_run(request(), trigger_key="label:d", unless_active=True)
+
+
+async def test_transitions_follow_the_state_machine_and_end_once(store):
+    run = await store.request_run(request(), trigger_key="k")
+    assert await store.transition(run.id, "completed") is None  # queued → completed is not a transition
+    [claimed] = await store.claim(**LIMITS)
+    running = await store.transition(claimed.id, "running", container_id="c1")
+    assert running.state == "running" and running.container_id == "c1"
+    ends = await asyncio.gather(
+        store.transition(run.id, "completed", expect=("running",)),
+        store.transition(run.id, "cancelled"),
+        store.transition(run.id, "failed", expect=("running",)),
+    )
+    assert sum(e is not None for e in ends) == 1
+    states = [to for _, to, _ in await store.transitions(run.id)]
+    assert states[:3] == ["queued", "preparing", "running"] and len(states) == 4
+
+
+async def test_two_repos_with_the_same_issue_number_run_side_by_side_but_one_workspace_never_twice(store):
+    a = await store.request_run(request(1, owner="acme"), trigger_key="a")
+    b = await store.request_run(request(1, owner="other"), trigger_key="b")
+    c = await store.request_run(request(1, owner="acme", agent="claude"), trigger_key="c")
+    claimed = await store.claim(max_running=10, pool_limits={}, spawn_intervals={})
+    assert {r.id for r in claimed} == {a.id, b.id}  # c shares a's workspace and waits
+    await store.transition(a.id, "failed")
+    assert [r.id for r in await store.claim(max_running=10, pool_limits={}, spawn_intervals={})] == [c.id]
+
+
+async def test_frozen_keeps_requests_queued_and_unfreezing_starts_them(store):
+    await store.set_flag("frozen", "1")
+    run = await store.request_run(request(), trigger_key="k")
+    assert await store.claim(**LIMITS) == []
+    assert (await store.get(run.id)).state == "queued"
+    await store.set_flag("frozen", "0")
+    assert [r.id for r in await store.claim(**LIMITS, frozen=True)] == [run.id]  # run-time switch wins
+
+
+async def test_a_frozen_pool_does_not_hold_up_others(store):
+    await store.request_run(request(1, agent="codex"), trigger_key="a")
+    other = await store.request_run(request(2, agent="claude"), trigger_key="b")
+    claimed = await store.claim(**LIMITS, frozen_pools=frozenset({"codex"}))
+    assert [r.id for r in claimed] == [other.id]
+
+
+async def test_spawn_interval_delays_only_its_own_pool(store):
+    for n in range(3):
+        await store.request_run(request(n, agent="codex"), trigger_key=f"c{n}")
+    await store.request_run(request(9, agent="claude"), trigger_key="cl")
+    spacing = {"codex": 60.0}
+    now = time.time()
+    first = await store.claim(max_running=10, pool_limits={}, spawn_intervals=spacing, now=now)
+    assert sorted(r.pool for r in first) == ["claude", "codex"]
+    assert await store.claim(max_running=10, pool_limits={}, spawn_intervals=spacing, now=now + 1) == []
+    later = await store.claim(max_running=10, pool_limits={}, spawn_intervals=spacing, now=now + 61)
+    assert [r.pool for r in later] == ["codex"]
+
+
+async def test_quick_failures_pause_the_pool_and_a_success_resets(store):
+    args = dict(threshold=3, pause=1800.0)
+    assert await store.record_outcome("codex", quick_failure=True, **args) == 0
+    assert await store.record_outcome("codex", quick_failure=True, **args) == 0
+    assert await store.record_outcome("codex", quick_failure=False, **args) == 0  # reset
+    for _ in range(2):
+        assert await store.record_outcome("codex", quick_failure=True, **args) == 0
+    until = await store.record_outcome("codex", quick_failure=True, **args)
+    assert until > time.time() + 1700
+    await store.request_run(request(), trigger_key="k")
+    assert await store.claim(**LIMITS) == []
+    assert (await store.pool("codex")).paused_until == until
+
+
+async def test_state_survives_reopening_the_file(tmp_path):
+    s = await Store.open(tmp_path / "db.sqlite3")
+    assert await s.record_delivery("d1", "issues", b"{}")
+    run = await s.request_run(request(), trigger_key="k")
+    await s.record_outcome("codex", quick_failure=True, threshold=1, pause=100.0)
+    await s.close()
+    s = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        assert not await s.record_delivery("d1", "issues", b"{}")
+        assert [d[0] for d in await s.pending_deliveries()] == ["d1"]
+        assert (await s.get(run.id)).state == "queued"
+        assert (await s.pool("codex")).paused_until > time.time()
+    finally:
+        await s.close()
+
+
+async def test_outbox_items_are_queued_once_per_key(store):
+    assert await store.enqueue("reply:x", "comment", "acme", "widgets", 1, {"body": "hi"})
+    assert not await store.enqueue("reply:x", "comment", "acme", "widgets", 1, {"body": "hi again"})
+    [item] = await store.due_outbox()
+    await store.outbox_done(item.id, "503", retry_at=time.time() + 60)
+    assert await store.due_outbox() == []
+    [item] = await store.due_outbox(now=time.time() + 61)
+    assert item.attempts == 1 and item.payload == {"body": "hi"}

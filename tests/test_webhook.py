@@ -1,0 +1,96 @@
+"""Signature checks and parsing of the sans-I/O webhook core, on the shared example deliveries."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.payloads import PAYLOADS
+from bot.webhook import BadRequest, BadSignature, Event, sign
+
+PAYLOADS_DIR = Path(__file__).resolve().parents[2] / "shared" / "forge" / "payloads"
+EXAMPLES = sorted(p.name.removeprefix("headers-") for p in PAYLOADS_DIR.glob("headers-*.json"))
+SECRET = "example-webhook-secret"
+
+
+def example(name: str) -> tuple[dict[str, str], bytes]:
+    meta = json.loads((PAYLOADS_DIR / f"headers-{name}").read_text())
+    return meta["headers"], (PAYLOADS_DIR / meta["body_file"]).read_bytes()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_verifies_and_parses(name):
+    headers, body = example(name)
+    event = Event.from_http(headers, body, secret=SECRET)
+    assert event.delivery_id == headers.get("X-Gitea-Delivery")
+    assert event.event_type == headers["X-Gitea-Event-Type"]
+    PAYLOADS[event.event_type].model_validate(event.data)
+
+
+@pytest.mark.parametrize(
+    "header", ["X-Gitea-Signature", "X-Forgejo-Signature", "X-Gogs-Signature", "X-Hub-Signature-256"]
+)
+def test_each_signature_header_alone_is_enough(header):
+    headers, body = example("issue-comment-created.json")
+    digest = sign(body, SECRET)
+    only = {k: v for k, v in headers.items() if "signature" not in k.lower()}
+    only[header] = f"sha256={digest}" if header == "X-Hub-Signature-256" else digest
+    assert Event.from_http(only, body, secret=SECRET).data["comment"]["id"] == 512
+
+
+def test_header_names_match_case_insensitively():
+    headers, body = example("issues-labeled.json")
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert Event.from_http(lower, body, secret=SECRET).event_type == "issue_label"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda h, b: (h, b.replace(b"/time start", b"/time stop!")),  # tampered body
+        lambda h, b: (h, b + b" "),  # one byte more
+        lambda h, b: ({k: v for k, v in h.items() if "ignature" not in k}, b),  # missing
+        lambda h, b: ({**h, "X-Gitea-Signature": "0" * 64}, b),  # wrong digest
+        lambda h, b: ({**h, "X-Hub-Signature-256": h["X-Gitea-Signature"]}, b),  # hub without prefix
+        lambda h, b: ({k: "" if "ignature" in k else v for k, v in h.items()}, b),  # Gitea's unsigned form
+        lambda h, b: ({**h, "X-Gogs-Signature": "0" * 64}, b),  # one header disagrees
+    ],
+)
+def test_bad_signatures_are_refused(mutate):
+    headers, body = mutate(*example("issue-comment-created.json"))
+    with pytest.raises(BadSignature):
+        Event.from_http(headers, body, secret=SECRET)
+
+
+def test_wrong_secret_is_refused():
+    headers, body = example("issue-comment-created.json")
+    with pytest.raises(BadSignature):
+        Event.from_http(headers, body, secret="not-the-secret")
+
+
+def test_no_secret_means_no_delivery_verifies():
+    headers, body = example("issue-comment-created.json")
+    with pytest.raises(BadSignature):
+        Event.from_http(headers, body, secret="")
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"\xff\xfe", b""])
+def test_signed_garbage_is_a_bad_request(body):
+    headers = {"X-Gitea-Event-Type": "issues", "X-Gitea-Delivery": "d1", "X-Gitea-Signature": sign(body, SECRET)}
+    with pytest.raises(BadRequest):
+        Event.from_http(headers, body, secret=SECRET)
+
+
+def test_form_content_type_is_a_bad_request():
+    headers, body = example("issue-comment-created.json")
+    with pytest.raises(BadRequest, match="JSON"):
+        Event.from_http({**headers, "Content-Type": "application/x-www-form-urlencoded"}, body, secret=SECRET)
+
+
+def test_pull_request_comment_routes_on_event_type_not_event():
+    headers, body = example("pull-request-comment-created.json")
+    event = Event.from_http(headers, body, secret=SECRET)
+    assert headers["X-Gitea-Event"] == "issue_comment"
+    assert event.event_type == "pull_request_comment"
+    payload = PAYLOADS[event.event_type].model_validate(event.data)
+    assert payload.is_pull and payload.pull_request is not None and payload.pull_request.is_fork
