@@ -136,7 +136,7 @@ def known_agents(settings: Settings) -> list[str]:
 
 def resolve(settings: Settings, spec: str) -> Agent:
     """The agent for ``name[:model]``; ValueError on a malformed spec, UnknownAgent on an unknown name."""
-    name, _, model = spec.strip().partition(":")
+    name, _, model = spec.partition(":")
     _check("agent name", name)
     if name in settings.agents:
         return _custom(settings, name, model, settings.agents[name])

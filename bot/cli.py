@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from .settings import Settings
+from .settings import ENV_PREFIX, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as e:
         for err in e.errors():
-            print(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+            print(f"invalid setting {_env_name(err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
     return serve(settings)
+
+
+def _env_name(loc: tuple) -> str:
+    """The environment variable that sets the setting at ``loc``."""
+    name = "__".join(str(part).upper() for part in loc)
+    return name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name
 
 
 def serve(settings: Settings) -> int:

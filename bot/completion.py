@@ -40,6 +40,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         if pull["head"].get("repo_id") != pull["base"].get("repo_id"):
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
+        await services.store.update(run.id, head_sha=pull["head"]["sha"])
     else:
         base_branch = repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)

@@ -85,7 +85,10 @@ STATE_TITLES = {
 }
 
 
-def status_comment(run, *, queue: str = "", links: str = "") -> str:
+TIME_TRACKING_OFF = "Time tracking is disabled on this repository, so the agent's time is not booked."
+
+
+def status_comment(run, *, queue: str = "", links: str = "", note: str = "") -> str:
     """The one comment that shows a run's state; edited in place as the run moves on."""
     lines = [
         f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
@@ -111,6 +114,8 @@ def status_comment(run, *, queue: str = "", links: str = "") -> str:
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
+    if note:
+        lines += ["", f"_{note}_"]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from . import messages
+from . import messages, results, timetracking
 from .forge import ForgeError
 from .services import Services
 from .store import OutboxItem, Run
@@ -22,6 +22,7 @@ from .store import OutboxItem, Run
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
+LABEL_COLOR = "#5319e7"
 
 
 def backoff(attempts: int) -> float:
@@ -125,14 +126,78 @@ class Reporter:
     # Runs ---------------------------------------------------------------------------------
 
     async def report(self, run: Run) -> None:
-        """Make the Forge show this run's state; each facet is written only when it changed."""
+        """Make the Forge show this run's state; each facet is written only when it changed.
+
+        Each step records what it did before the next one starts, so after a failure the retry
+        resumes where it stopped and nothing is created twice.
+        """
         reported = await self.store.reported(run.id)
-        body = messages.status_comment(run, queue=await self._queue_line(run), links=self._links(run))
+        settings = self.services.settings
+        run_url = reported.get("comment_url", "")
+        if run.state == "completed" and run.review and "review" not in reported:
+            review = await results.post_review(self.forge, run)
+            reported["review"] = review["id"]
+            await self.store.set_reported(run.id, "review", review["id"])
+        if run.state == "completed" and not run.review and not run.is_pull and run.result.get("pushed") \
+                and "pull" not in reported:
+            pull = await results.open_pull(self.forge, run, run_url)
+            reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}
+            await self.store.set_reported(run.id, "pull", reported["pull"])
+        await self._stopwatch(run, reported)
+        body = messages.status_comment(
+            run, queue=await self._queue_line(run), links=self._links(run, reported),
+            note=messages.TIME_TRACKING_OFF if reported.get("stopwatch") == timetracking.DISABLED else "",
+        )
         await self._status_comment(run, reported, body)
+        await self._state_label(run, reported)
+        if run.is_pull and run.head_sha:
+            await self._commit_status(run, reported)
         if run.trigger == "label" and run.state != "queued" and not reported.get("trigger_label_removed"):
-            await self._remove_label(run, self.services.settings.label_prefix + run.agent_spec)
+            await self._remove_label(run, settings.label_prefix + run.agent_spec)
             await self.store.set_reported(run.id, "trigger_label_removed", True)
         await self.store.set_reported(run.id, "version", run.version)
+
+    async def _stopwatch(self, run: Run, reported: dict[str, Any]) -> None:
+        state = reported.get("stopwatch")
+        if state == timetracking.DISABLED:
+            return
+        agent_on = run.state in ("running", "qa", "harvesting")
+        if agent_on and state != "started":
+            new = await timetracking.start(self.forge, run)
+        elif not agent_on and state == "started" and run.state != "queued":
+            new = await timetracking.stop(self.forge, run, await self.services.bot_login())
+        else:
+            return
+        reported["stopwatch"] = new
+        await self.store.set_reported(run.id, "stopwatch", new)
+
+    async def _commit_status(self, run: Run, reported: dict[str, Any]) -> None:
+        want = [run.head_sha, run.state]
+        if reported.get("status") == want:
+            return
+        await results.set_status(self.forge, run, run.head_sha, reported.get("comment_url", ""))
+        await self.store.set_reported(run.id, "status", want)
+
+    async def _state_label(self, run: Run, reported: dict[str, Any]) -> None:
+        """Exactly one of the configured state labels on the issue: the one of the run's state."""
+        names = self.services.settings.labels.model_dump()
+        want = names.get(run.state) or names["running"]
+        if reported.get("state_label") == want:
+            return
+        base = f"/repos/{run.owner}/{run.repo}"
+        repo_labels = {label["name"]: label["id"] async for label in self._labels(f"{base}/labels")}
+        if want not in repo_labels:
+            created = await self.forge.post(f"{base}/labels", {"name": want, "color": LABEL_COLOR})
+            repo_labels[want] = created["id"]
+        await self.forge.post(f"{base}/issues/{run.number}/labels", {"labels": [repo_labels[want]]})
+        current = {label["name"] for label in await self.forge.getitem(f"{base}/issues/{run.number}/labels") or []}
+        for name in (set(names.values()) & current) - {want}:
+            await self._remove_label(run, name)
+        await self.store.set_reported(run.id, "state_label", want)
+
+    async def _labels(self, path: str):
+        async for label in self.forge.getiter(path):
+            yield {"name": label["name"], "id": label["id"]}
 
     async def _status_comment(self, run: Run, reported: dict[str, Any], body: str) -> None:
         if reported.get("comment_body") == body:
@@ -145,6 +210,7 @@ class Reporter:
                 found = await self.forge.post(f"{issue_path}/{run.number}/comments", {"body": body})
             comment_id = found["id"]
             await self.store.set_reported(run.id, "comment_id", comment_id)
+            await self.store.set_reported(run.id, "comment_url", found.get("html_url", ""))
             if found.get("body") == body:
                 await self.store.set_reported(run.id, "comment_body", body)
                 return
@@ -175,14 +241,17 @@ class Reporter:
         limit = settings.pool_of(run.pool).limit if run.pool in settings.pools else settings.max_running
         return f"Position {position} in the queue; pool `{run.pool}` runs {limit} at a time."
 
-    def _links(self, run: Run) -> str:
+    def _links(self, run: Run, reported: dict[str, Any]) -> str:
+        if run.review:
+            return "The review is posted on the pull request." if "review" in reported else ""
         commits = run.result.get("commits") or []
-        if run.review and run.result.get("review"):
-            return "The review is posted on the pull request."
         if not commits:
             return ""
         listed = "\n".join(f"- {c}" for c in commits[:20])
-        return f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
+        pushed = f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
+        if "pull" in reported:
+            return f"Pull request: #{reported['pull']['number']} {reported['pull']['url']}\n\n{pushed}"
+        return pushed
 
 
 WRITERS = {"comment": Reporter._comment, "reaction": Reporter._reaction}

@@ -174,7 +174,13 @@ class Runner:
         """Wait for the run's container and apply its outcome to this run only."""
         self._containers[run.id] = run.container_id
         deadline = (run.started_at or time.time()) + self.settings.limits.timeout
-        exit = await self.executor.wait(run.container_id, deadline, self.settings.limits.grace)
+        while True:
+            try:
+                exit = await self.executor.wait(run.container_id, deadline, self.settings.limits.grace)
+                break
+            except ExecutorError as e:  # the engine's connection dropped: the container may still run
+                log.warning("run %s: lost the Docker engine while waiting, waiting again: %s", run.id, e)
+                await asyncio.sleep(2.0)
         await completion.collect_logs(self.executor, run, ws, self.settings)
         await self.executor.remove(run.container_id)
         await completion.finish(self, run, ws, exit)

@@ -97,7 +97,7 @@ class Repo:
     release_counter: int = 0
     open_issues_count: int = 0
     open_pr_counter: int = 0
-    branch_count: int = 0
+    branches: dict[str, str] = field(default_factory=dict)  # name -> sha, refreshed after every ref change
     topics: list[str] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
     created_at: datetime | None = None
@@ -109,6 +109,10 @@ class Repo:
     @property
     def full_name(self) -> str:
         return f"{self.owner.login}/{self.name}"
+
+    @property
+    def branch_count(self) -> int:
+        return len(self.branches)
 
 
 @dataclass(eq=False)

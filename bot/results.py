@@ -1,0 +1,109 @@
+"""What a finished run leaves on the Forge: a pull request, a review, a commit status.
+
+Creating is never blindly repeated: each function looks for what an earlier, perhaps timed-out,
+attempt may have made (an open PR for the branch, a review carrying the run's marker) first.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import messages
+from .forge import Forge, ForgeError
+from .store import Run
+
+# ``path:line: message`` as review agents print it (optionally with a column).
+FINDING_RE = re.compile(r"^\s*(?:[-*]\s+)?`?(?P<path>[\w./@+-][^\s:`]*)`?:(?P<line>\d+)(?::\d+)?:\s*(?P<msg>\S.*)$")
+
+STATUS = {
+    "queued": ("pending", "queued"),
+    "preparing": ("pending", "preparing the workspace"),
+    "running": ("pending", "the agent is working"),
+    "qa": ("pending", "checking the changes"),
+    "harvesting": ("pending", "collecting the changes"),
+    "completed": ("success", "the agent finished"),
+    "failed": ("failure", "the run failed"),
+    "blocked": ("error", "the agent asked a question"),
+    "cancelled": ("error", "cancelled"),
+}
+
+
+def _repo(run: Run) -> str:
+    return f"/repos/{run.owner}/{run.repo}"
+
+
+async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
+    """The open PR for the run's branch: an existing one, or a new one that closes the issue."""
+    branch = run.result.get("branch") or run.branch
+    existing = await find_pull(forge, run, branch)
+    if existing:
+        return existing
+    body = (
+        f"The agent `{run.agent_spec}` worked on #{run.number} (requested by @{run.requested_by}).\n\n"
+        f"{_commit_list(run)}\n\nRun: {run_url}\n\nCloses #{run.number}\n\n{messages.marker('pull', str(run.id))}"
+    )
+    data = {"head": branch, "base": run.result.get("base") or run.base_branch, "title": pull_title(run), "body": body}
+    try:
+        return await forge.post(f"{_repo(run)}/pulls", data)
+    except ForgeError as e:
+        if e.status != 409:  # 409: an open PR for this branch exists already
+            raise
+    found = await find_pull(forge, run, branch)
+    if not found:
+        raise ForgeError("POST", f"{_repo(run)}/pulls", 409, "a pull request exists but cannot be found")
+    return found
+
+
+async def find_pull(forge: Forge, run: Run, branch: str) -> dict | None:
+    async for pull in forge.getiter(f"{_repo(run)}/pulls", params={"state": "open"}):
+        if pull["head"]["ref"] == branch and pull["head"].get("repo_id") == pull["base"].get("repo_id"):
+            return pull
+    return None
+
+
+def pull_title(run: Run) -> str:
+    task = run.task.strip().splitlines()[0] if run.task.strip() else f"work on #{run.number}"
+    return f"[agent/{run.agent}] {task}"[:255]
+
+
+def _commit_list(run: Run) -> str:
+    commits = run.result.get("commits") or []
+    return "Commits:\n" + "\n".join(f"- {c}" for c in commits[:30]) if commits else ""
+
+
+def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str]]:
+    """Split review output into inline comments (on changed files) and the remaining lines."""
+    comments, rest = [], []
+    for line in output.splitlines():
+        match = FINDING_RE.match(line)
+        path = match and match["path"].removeprefix("./")
+        if match and path in changed and int(match["line"]) > 0:
+            comments.append({"path": path, "body": match["msg"].strip(), "new_position": int(match["line"])})
+        else:
+            rest.append(line)
+    return comments, rest
+
+
+async def post_review(forge: Forge, run: Run) -> dict:
+    """One COMMENT review from the agent's output, with inline comments where they fit."""
+    marker = messages.marker("review", str(run.id))
+    base = f"{_repo(run)}/pulls/{run.number}"
+    for review in await forge.getitem(f"{base}/reviews") or []:
+        if marker in (review.get("body") or ""):
+            return review
+    changed = {f["filename"] async for f in forge.getiter(f"{base}/files")}
+    comments, rest = parse_findings(run.result.get("review", ""), changed)
+    text = "\n".join(rest).strip() or "(no general remarks)"
+    body = f"**Review by `{run.agent_spec}`** (run {run.id})\n\n{text[:60000]}\n\n{marker}"
+    data: dict = {"event": "COMMENT", "body": body, "comments": comments}
+    return await forge.post(f"{base}/reviews", data)
+
+
+async def set_status(forge: Forge, run: Run, sha: str, run_url: str) -> None:
+    state, description = STATUS[run.state]
+    if run.state == "failed" and run.reason:
+        description = run.reason
+    await forge.post(
+        f"{_repo(run)}/statuses/{sha}",
+        {"state": state, "context": f"dispatchbot/{run.agent}", "description": description[:140], "target_url": run_url},
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures: the Docker ones, a fake Forge, and the bot running in-process on a real port."""
+
+import pytest
+
+from tests.docker_fixtures import *  # noqa: F403  (agent_image, docker_label, executor, ...)
+from tests.harness import BotHarness
+
+
+@pytest.fixture
+async def forge(tmp_path):
+    from tests.fakeforge import FakeForge
+
+    f = FakeForge(root=tmp_path / "forge")
+    await f.start()
+    yield f
+    await f.close()
+    assert f.violations == [], f"the bot broke the Forge's API spec: {f.violations}"
+
+
+@pytest.fixture
+async def world(forge, tmp_path):
+    """A Forge with the bot's account (repo admin), a writer, a reader and one repository."""
+    bot = forge.add_user("dispatchbot")
+    bob = forge.add_user("bob")
+    rita = forge.add_user("rita")
+    repo = forge.add_repo("acme", "widgets", files={"README.md": "# widgets\n", "src/app.py": "print('hi')\n"})
+    forge.set_permission(repo, "dispatchbot", "admin")
+    forge.set_permission(repo, "bob", "write")
+    forge.set_permission(repo, "rita", "read")
+    return {"forge": forge, "bot": bot, "bob": bob, "rita": rita, "repo": repo, "tmp": tmp_path}
+
+
+@pytest.fixture
+async def make_bot(world):
+    """Start the bot against the fake Forge, with settings overrides; stops it afterwards."""
+    started = []
+
+    async def start(**overrides) -> BotHarness:
+        bot = BotHarness(world["forge"], world["bot"].token, world["tmp"] / "bot", **overrides)
+        await bot.start()
+        world["forge"].add_hook(world["repo"], url=bot.url + "/webhook", secret=bot.secret)
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        await bot.stop()

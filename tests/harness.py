@@ -1,0 +1,74 @@
+"""The bot's aiohttp application served in-process on a real loopback port, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.app import ENGINE, INTAKE, SERVICES, create_app
+from bot.settings import Settings
+
+SECRET = "test-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BotHarness:
+    def __init__(self, forge, token: str, data_dir: Path, **overrides) -> None:
+        self.secret = SECRET
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = Settings(
+            forge_url=forge.url,
+            forge_token=token,
+            webhook_secret=self.secret,
+            data_dir=data_dir,
+            **overrides,
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.app = create_app(self.settings)
+        self._runner = web.AppRunner(self.app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def services(self):
+        return self.app[SERVICES]
+
+    @property
+    def store(self):
+        return self.services.store
+
+    @property
+    def engine(self):
+        return self.app[ENGINE]
+
+    async def settle(self) -> None:
+        """Wait until every delivery received so far has been handled."""
+        await self.app[INTAKE].drained()
+
+    async def wait_for(self, predicate, timeout: float = 30.0, interval: float = 0.05):
+        """Poll an async predicate until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__qualname__}")
+            await asyncio.sleep(interval)

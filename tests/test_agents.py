@@ -1,0 +1,162 @@
+import pytest
+
+from bot.agents import UnknownAgent, known_agents, resolve
+from bot.settings import CustomAgent, Settings
+
+P = "fix the flaky test"
+YOLO = ["codex", "exec", "--dangerously-bypass-approvals-and-sandbox"]
+CLAUDE_SANDBOX = (
+    "SANDBOX: You are restricted to the current directory only. Do NOT use absolute paths. "
+    "Do NOT navigate outside this repository."
+)
+
+
+def settings(**kwargs) -> Settings:
+    return Settings(_env_file=None, **kwargs)
+
+
+@pytest.fixture
+def s() -> Settings:
+    return settings()
+
+
+@pytest.mark.parametrize(
+    "spec, argv",
+    [
+        ("gemini", ["gemini", "-p", P, "--yolo", "--sandbox"]),
+        ("gemini:flash", ["gemini", "-p", P, "--yolo", "--sandbox", "-m", "gemini-2.5-flash"]),
+        ("codex", [*YOLO, "-o", "../.meta/agent-codex.log", P]),
+        ("codex:o3", [*YOLO, "-o", "../.meta/agent-codex.log", "--model", "o3", P]),
+        (
+            "codex:review",
+            [
+                *YOLO,
+                "Review the last 2 commits via git diff HEAD~2. Check for bugs, security issues, missing tests, "
+                "naming issues. Report pass/fail with specifics. Do NOT make changes.",
+            ],
+        ),
+        (
+            "claude",
+            ["claude", "-p", P, "--output-format", "text", "--dangerously-skip-permissions",
+             "--no-session-persistence", "--append-system-prompt", CLAUDE_SANDBOX],
+        ),
+        (
+            "claude:opus",
+            ["claude", "-p", P, "--output-format", "text", "--dangerously-skip-permissions",
+             "--no-session-persistence", "--append-system-prompt", CLAUDE_SANDBOX, "--model", "opus"],
+        ),
+        ("coderabbit", ["coderabbit", "review", "--plain", "--base", "HEAD~1", "--config", "CLAUDE.md"]),
+        (
+            "coderabbit:committed",
+            ["coderabbit", "review", "--plain", "--base", "HEAD~1", "--type", "committed", "--config", "CLAUDE.md"],
+        ),
+        (
+            "local",
+            [*YOLO, "--oss", "--local-provider", "ollama", "-m", "devstral-24b", "-o", "../.meta/agent-codex.log", P],
+        ),
+        (
+            "local:qwen3:8b",
+            [*YOLO, "--oss", "--local-provider", "ollama", "-m", "qwen3:8b", "-o", "../.meta/agent-codex.log", P],
+        ),
+    ],
+)
+def test_preset_argv_is_the_upstream_command_line(s, spec, argv):
+    assert resolve(s, spec).argv(P) == argv
+
+
+def test_coderabbit_without_prompt_has_no_config(s):
+    assert resolve(s, "coderabbit").argv("") == ["coderabbit", "review", "--plain", "--base", "HEAD~1"]
+
+
+def test_prompt_stays_one_element_whatever_it_holds(s):
+    nasty = 'x"; rm -rf / #\n$(touch pwned) `id` {model} {prompt}'
+    argv = resolve(s, "claude:opus").argv(nasty)
+    assert argv[2] == nasty and argv.count(nasty) == 1
+
+
+def test_prompt_cannot_become_an_option(s):
+    with pytest.raises(ValueError):
+        resolve(s, "codex").argv("--help")
+
+
+@pytest.mark.parametrize(
+    "spec, review, pool, env",
+    [
+        ("gemini:flash", False, "gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+        ("codex", False, "codex", ("OPENAI_API_KEY",)),
+        ("codex:review", True, "codex", ("OPENAI_API_KEY",)),
+        ("claude:opus", False, "claude", ("ANTHROPIC_API_KEY",)),
+        ("coderabbit", True, "coderabbit", ("CODERABBIT_API_KEY",)),
+        ("local:qwen3", False, "local", ("OPENAI_API_KEY",)),
+    ],
+)
+def test_preset_properties(s, spec, review, pool, env):
+    agent = resolve(s, spec)
+    assert (agent.review, agent.pool, agent.env, agent.image) == (review, pool, env, s.image)
+
+
+def test_local_reaches_host_ollama_through_fixed_env(s):
+    agent = resolve(s, "local")
+    assert agent.fixed_env == {
+        "OLLAMA_HOST": "http://host.docker.internal:11434",
+        "CODEX_OSS_BASE_URL": "http://host.docker.internal:11434/v1",
+    }
+    assert resolve(s, "codex").fixed_env == {}
+
+
+def test_defaults_and_credentials_come_from_settings():
+    s = settings(default_models={"local": "qwen3", "codex": "o3"}, credentials={"codex": ["/root/.codex"]}, image="img:1")
+    codex = resolve(s, "codex")
+    assert "--model" in codex.argv(P) and codex.model == "o3"
+    assert codex.credentials == ("/root/.codex",) and codex.image == "img:1"
+    assert resolve(s, "local").model == "qwen3"
+    assert resolve(s, "codex:gpt-5").model == "gpt-5"
+
+
+def test_custom_agent_substitutes_per_element():
+    custom = CustomAgent(
+        image="aider:1", argv=["aider", "--model", "{model}", "--message={prompt}", "{prompt}"],
+        model="sonnet", env=["ANTHROPIC_API_KEY"], credentials=["/etc/aider"], pool="claude", review=False,
+    )
+    s = settings(agents={"aider": custom})
+    agent = resolve(s, "aider")
+    assert agent.argv("a b {model}") == ["aider", "--model", "sonnet", "--message=a b {model}", "a b {model}"]
+    assert (agent.image, agent.pool, agent.env, agent.credentials) == ("aider:1", "claude", ("ANTHROPIC_API_KEY",), ("/etc/aider",))
+    assert resolve(s, "aider:haiku").argv("p")[2] == "haiku"
+
+
+def test_custom_agent_defaults():
+    s = settings(agents={"mine": CustomAgent(argv=["mine", "{prompt}"])}, credentials={"mine": ["/c"]})
+    agent = resolve(s, "mine")
+    assert (agent.image, agent.pool, agent.review, agent.credentials) == (s.image, "mine", False, ("/c",))
+
+
+def test_custom_agent_shadows_preset():
+    s = settings(agents={"codex": CustomAgent(image="pinned", argv=["codex", "exec", "{prompt}"])})
+    assert resolve(s, "codex").argv(P) == ["codex", "exec", P]
+    assert resolve(s, "codex:review").image == "pinned"
+
+
+def test_unknown_agent_lists_known_ones():
+    s = settings(agents={"mine": CustomAgent(argv=["mine"])})
+    with pytest.raises(UnknownAgent) as err:
+        resolve(s, "gpt")
+    assert err.value.agent == "gpt"
+    assert err.value.known == known_agents(s)
+    assert "claude, coderabbit, codex, codex:review, gemini, local, mine" in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "spec", ["", ":o3", "-rf", "co dex", "codex/x", "../codex", "a" * 41, "codex:-o", "codex:a b",
+             "codex:$(id)", "codex:../../x;y", "codex:" + "m" * 101, "codex:\n", "claude:x\x00"],
+)
+def test_malformed_specs_are_refused(s, spec):
+    with pytest.raises(ValueError, match="invalid") as err:
+        resolve(s, spec)
+    assert not isinstance(err.value, UnknownAgent)
+
+
+def test_configured_default_model_is_validated_too():
+    with pytest.raises(ValueError, match="invalid model"):
+        resolve(settings(default_models={"codex": "--yolo"}), "codex")

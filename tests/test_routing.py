@@ -1,0 +1,47 @@
+"""Each shared example delivery reaches the handler meant for it, and only that one."""
+
+import pytest
+
+from bot.routing import Router
+from bot.webhook import Event
+from handlers import comments, labels, pulls, router
+
+from .test_webhook import SECRET, example
+
+EXPECTED = {
+    "issues-labeled.json": [labels.issue_labels],
+    "issue-comment-created.json": [comments.on_comment],
+    "pull-request-comment-created.json": [comments.on_comment],
+    "pull-request-comment-created.forgejo.json": [comments.on_comment],
+    "pull-request-opened.json": [labels.pull_labels],
+    "pull-request-synchronized.json": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_examples_route_to_their_handler(name):
+    event = Event.from_http(*example(name), secret=SECRET)
+    assert router.fetch(event) == EXPECTED[name]
+
+
+def test_edits_and_unknown_types_reach_no_handler():
+    assert router.fetch(Event("issue_comment", "d", {"action": "edited"})) == []
+    assert router.fetch(Event("pull_request", "d", {"action": "closed"})) == [pulls.closed]
+    assert not router.handles("push") and router.handles("issue_label")
+
+
+async def test_router_dispatches_in_registration_order():
+    seen = []
+    r = Router()
+
+    @r.register("issues")
+    async def any_action(event, log):
+        log.append("any")
+
+    @r.register("issues", action="opened")
+    async def opened(event, log):
+        log.append("opened")
+
+    await r.dispatch(Event("issues", "d", {"action": "opened"}), seen)
+    await r.dispatch(Event("issues", "d", {"action": "closed"}), seen)
+    assert seen == ["any", "opened", "any"]

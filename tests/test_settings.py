@@ -1,0 +1,61 @@
+"""Settings from TOML and environment, and the errors a user sees when they are wrong."""
+
+import os
+import subprocess
+import sys
+
+from bot.settings import Settings
+
+
+def run_cli(tmp_path, env, *args):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHBOT_") and k != "PORT"}
+    clean |= {"DISPATCHBOT_CONFIG": str(tmp_path / "none.toml"), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args], env=clean, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+
+def test_serve_without_required_settings_names_each_env_var(tmp_path):
+    result = run_cli(tmp_path, {"DISPATCHBOT_FORGE_URL": "http://forge"}, "serve")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert "DISPATCHBOT_FORGE_TOKEN" in lines[0] and "DISPATCHBOT_WEBHOOK_SECRET" in lines[1]
+
+
+def test_invalid_values_are_reported_per_setting(tmp_path):
+    result = run_cli(tmp_path, {"DISPATCHBOT_LIMITS__PIDS": "many", "PORT": "http"}, "check-config")
+    assert result.returncode == 2
+    assert "invalid setting DISPATCHBOT_LIMITS__PIDS: Input should be a valid integer" in result.stderr
+    assert "invalid setting DISPATCHBOT_PORT" in result.stderr
+
+
+def test_check_config_hides_secrets(tmp_path):
+    result = run_cli(tmp_path, {"DISPATCHBOT_FORGE_TOKEN": "tok-12345678", "DISPATCHBOT_WEBHOOK_SECRET": "sec-87654321"},
+                     "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "tok-12345678" not in result.stdout and "sec-87654321" not in result.stdout and "**********" in result.stdout
+
+
+def test_toml_file_then_env_nested_and_port(tmp_path, monkeypatch):
+    config = tmp_path / "bot.toml"
+    config.write_text('forge_url = "http://file"\nmax_running = 7\n[limits]\nmemory = "1g"\n[pools.gemini]\nlimit = 1\n')
+    for key in list(os.environ):
+        if key.startswith("DISPATCHBOT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("DISPATCHBOT_CONFIG", str(config))
+    monkeypatch.setenv("DISPATCHBOT_LIMITS__MEMORY", "2g")
+    monkeypatch.setenv("PORT", "5005")
+    monkeypatch.setenv("AGENT_DOCKER_IMAGE", "agents:v2")
+    s = Settings()
+    assert (s.forge_url, s.max_running, s.limits.memory, s.port, s.image) == ("http://file", 7, "2g", 5005, "agents:v2")
+    assert s.pool_of("gemini").limit == 1 and s.limits.cpus == 2.0
+    assert s.missing_for_serve() == [
+        "missing setting forge_token: set DISPATCHBOT_FORGE_TOKEN or `forge_token` in the config file",
+        "missing setting webhook_secret: set DISPATCHBOT_WEBHOOK_SECRET or `webhook_secret` in the config file",
+    ]
+
+
+def test_shipped_example_config_is_valid(monkeypatch):
+    monkeypatch.setenv("DISPATCHBOT_CONFIG", "config/dispatchbot.toml")
+    assert Settings().label_prefix == "dispatch:"

@@ -1,0 +1,100 @@
+"""Labels and comment commands, delivered by the fake Forge as Gitea would, recorded as requests."""
+
+import pytest
+
+
+@pytest.fixture
+async def bot(make_bot):
+    return await make_bot(frozen=True)  # requests are recorded, nothing starts
+
+
+async def runs(bot, **filters):
+    return await bot.store.runs(**filters)
+
+
+async def bot_comments(world, number):
+    """Comments the bot posted, once its reporter has caught up."""
+    return [c for c in world["forge"].comments(world["repo"], number) if c.user.login == "dispatchbot"]
+
+
+async def test_a_trigger_label_requests_one_run_and_redeliver_adds_nothing(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="Crash when saving settings", body="It crashes.")
+    await forge.set_labels(repo, issue.number, bob, ["kind/bug", "dispatch:codex"])
+    await bot.settle()
+    [run] = await runs(bot)
+    assert (run.agent, run.state, run.trigger, run.requested_by) == ("codex", "queued", "label", "bob")
+    assert run.task == "Crash when saving settings"
+    await forge.redeliver(forge.deliveries[-1].id)  # same body, new delivery id
+    await forge.set_labels(repo, issue.number, bob, ["kind/bug", "dispatch:codex", "prio/high"])  # still active
+    await bot.settle()
+    assert len(await runs(bot)) == 1
+
+
+async def test_two_trigger_labels_request_two_agents_and_model_variants_share_the_pool(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="Speed up", body="")
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:gemini:flash", "dispatch:claude"])
+    await bot.settle()
+    got = sorted((r.agent, r.model, r.pool) for r in await runs(bot))
+    assert got == [("claude", "", "claude"), ("gemini", "flash", "gemini")]
+
+
+async def test_a_reader_is_refused_once_per_issue(world, bot):
+    forge, repo, rita = world["forge"], world["repo"], world["rita"]
+    issue = await forge.create_issue(repo, rita, title="Please", body="")
+    await forge.create_comment(repo, issue.number, rita, "/dispatch codex do it")
+    await forge.create_comment(repo, issue.number, rita, "/dispatch claude do it now")
+    await bot.settle()
+    assert await runs(bot) == []
+    await bot.wait_for(lambda: bot_comments(world, issue.number))
+    await bot.engine.reporter.sync()  # anything still queued would be posted now
+    replies = await bot_comments(world, issue.number)
+    assert len(replies) == 1 and "only users with write access" in replies[0].body and "@rita" in replies[0].body
+
+
+async def test_commands_are_keyed_by_comment_so_redeliver_does_nothing(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="Flaky", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch claude:opus fix the flaky test\nwith care")
+    await bot.settle()
+    await forge.redeliver(forge.deliveries[-1].id)
+    await bot.settle()
+    [run] = await runs(bot)
+    assert (run.agent, run.model, run.task) == ("claude", "opus", "fix the flaky test\nwith care")
+
+
+async def test_unknown_agent_and_parse_errors_get_replies_that_say_what_works(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch nosuchagent go\n/cancel now")
+    await bot.settle()
+    replies = await bot.wait_for(
+        lambda: _at_least(bot_comments(world, issue.number), 2)
+    )
+    text = "\n".join(r.body for r in replies)
+    assert "I don't know the agent `nosuchagent`" in text and "`codex`" in text and "`claude`" in text
+    assert "/cancel takes no arguments" in text
+    assert await runs(bot) == []
+
+
+async def test_the_bots_own_comments_are_ignored(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, world["bot"], "/dispatch codex I talk to myself")
+    await bot.settle()
+    assert await runs(bot) == []
+
+
+async def test_edited_comments_never_trigger(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    comment = await forge.create_comment(repo, issue.number, bob, "thinking")
+    await forge.edit_comment(repo, comment.id, bob, "/dispatch codex now")
+    await bot.settle()
+    assert await runs(bot) == []
+
+
+async def _at_least(coro, n):
+    items = await coro
+    return items if len(items) >= n else None
