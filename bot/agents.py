@@ -25,7 +25,8 @@ _AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}")
 _RULES = {
     "agent name": (_AGENT_NAME, "1-40 letters, digits, '.', '_' or '-', starting with a letter or digit"),
-    "model": (_MODEL_NAME, "1-100 letters, digits, '.', '_', '-', ':' or '/', starting with a letter or digit"),
+    "model": (_MODEL_NAME, "1-100 letters, digits, '.', '_', '-', ':' or '/', "
+              "starting with a letter or digit"),
 }
 
 # The container reaches the host's ollama through Docker's host-gateway alias.

@@ -37,7 +37,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     issue = await forge.getitem(f"{base}/issues/{run.number}")
     if run.is_pull:
         pull = await forge.getitem(f"{base}/pulls/{run.number}")
-        if pull["head"].get("repo_id") != pull["base"].get("repo_id"):
+        if wsmod.is_fork(pull):
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
         await services.store.update(run.id, head_sha=pull["head"]["sha"])
@@ -97,9 +97,9 @@ async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settin
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
     path = ws.meta / f"agent-{run.agent}.log"
-    existing = path.read_text(errors="replace") if path.exists() else ""
-    path.write_text(f"{existing}\n--- container output ---\n{both}" if existing else both)
-    (ws.meta / "stdout.log").write_text(out)
+    existing = wsmod.safe_read(path, limit) or ""  # codex writes its last message here itself
+    wsmod.safe_write(path, f"{existing}\n--- container output ---\n{both}" if existing else both)
+    wsmod.safe_write(ws.meta / "stdout.log", out)
 
 
 async def finish(runner: Runner, run: Run, ws: Workspace, exit: Exit) -> None:
@@ -117,7 +117,7 @@ async def finish(runner: Runner, run: Run, ws: Workspace, exit: Exit) -> None:
     )
     if until:
         log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
-    log_tail = tail((ws.meta / f"agent-{run.agent}.log").read_text(errors="replace"))
+    log_tail = tail(wsmod.safe_read(ws.meta / f"agent-{run.agent}.log", settings.limits.log_bytes * 2) or "")
     if reason:
         await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
                                result={"log_tail": log_tail})
@@ -149,7 +149,7 @@ async def after_agent(runner: Runner, run: Run, ws: Workspace) -> None:
     """QA for coding runs, then the harvest; resumable from ``qa`` or ``harvesting``."""
     store = runner.services.store
     if run.review:
-        review = (ws.meta / "stdout.log").read_text(errors="replace") if (ws.meta / "stdout.log").exists() else ""
+        review = wsmod.safe_read(ws.meta / "stdout.log", runner.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
                                result={**run.result, "review": review})
         return
@@ -185,7 +185,7 @@ async def run_qa(runner: Runner, run: Run, ws: Workspace) -> tuple[str, str] | N
             await runner.executor.remove(container)
         text = mask(text, settings.secrets())
         output.append(f"$ {' '.join(argv)}\n{text}")
-        (ws.meta / "qa.log").write_text("\n".join(output))
+        wsmod.safe_write(ws.meta / "qa.log", "\n".join(output))
         if exit.code != 0 or exit.timed_out or exit.oom_killed:
             reason = _failure(exit, settings.limits.timeout) or "failed"
             return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)
@@ -196,14 +196,14 @@ async def harvest(runner: Runner, run: Run, ws: Workspace) -> None:
     """Commit what the agent left, check the branch, push host-side, and record what happened."""
     settings = runner.settings
     store = runner.services.store
-    base_ref = f"origin/{ws.branch if run.is_pull else ws.base_branch}"
     await wsmod.commit_leftovers(ws, wsmod.commit_message(run.task), settings.git)
-    commits = await wsmod.commits_since(ws, base_ref)
+    base = await runner.workspaces.base_commit(ws)
+    commits = [f"{c.sha[:10]} {c.subject}" for c in await wsmod.commits_since(ws, base)]
     result = {**run.result, "branch": ws.branch, "base": ws.base_branch, "commits": commits}
     if not commits:
         await store.transition(run.id, "completed", expect=("harvesting",), result=result | {"pushed": False})
         return
-    violations = await wsmod.check_branch(ws, base_ref, settings.protected_paths, settings.max_file_bytes)
+    violations = await wsmod.check_branch(ws, base, settings.protected_paths, settings.max_file_bytes)
     if violations:
         await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
                                expect=("harvesting",), result=result | {"violations": violations})

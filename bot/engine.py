@@ -19,9 +19,7 @@ class Engine:
         s = services.settings
         self.services = services
         self.executor = DockerExecutor(s.docker_url)
-        self.workspaces = Workspaces(
-            s.data_dir, s.forge_url or "", s.forge_token, s.git, owner=s.limits.user
-        )
+        self.workspaces = Workspaces.from_settings(s)
         self.runner = Runner(services, self.executor, self.workspaces)
         self.reporter = Reporter(services)
         self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)

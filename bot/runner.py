@@ -57,6 +57,15 @@ class Runner:
     def wake(self) -> None:
         self._wake.set()
 
+    async def freeze(self, frozen: bool, pool: str | None = None) -> None:
+        """Freeze or thaw the bot (or one pool) at run time; requests keep being queued."""
+        if pool is None:
+            await self.services.store.set_flag("frozen", "1" if frozen else "0")
+        else:
+            await self.services.store.set_pool_frozen(pool, frozen)
+        self.wake()
+        self.services.wake_reporter()
+
     def cancel(self, run_id: int) -> None:
         """Kill the container of a run the store already says is cancelled."""
         container = self._containers.get(run_id)

@@ -7,7 +7,6 @@ before deleting, and mark a workspace on one pass before deleting it on the next
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +17,7 @@ from .reporter import Reporter
 from .runner import RUN_LABEL, Runner
 from .services import Services
 from .store import ACTIVE, LIVE
-from .workspace import Workspaces
+from .workspace import Workspaces, remove_workspace, safe_write
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,10 @@ class Scheduler:
                 mark.unlink(missing_ok=True)
                 continue
             if not mark.exists():
-                mark.parent.mkdir(parents=True, exist_ok=True)
-                mark.write_text(str(time.time()))
+                safe_write(mark, str(time.time()))
                 continue
             log.info("sweeping workspace %s", ws.root)
-            shutil.rmtree(ws.root, ignore_errors=True)
+            await remove_workspace(ws)
             deleted.append(str(ws.root))
         return deleted
 

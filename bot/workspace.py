@@ -48,7 +48,9 @@ _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _MAX_BRANCH = 200
 # Files that make git read objects or refs from elsewhere on the host, or rewrite history so the
 # commits git log shows differ from those a push sends (grafts, shallow roots).
-_INDIRECTIONS = ("commondir", "objects/info/alternates", "objects/info/http-alternates", "info/grafts", "shallow")
+_INDIRECTIONS = (
+    "commondir", "objects/info/alternates", "objects/info/http-alternates", "info/grafts", "shallow",
+)
 _ZERO_SHA = re.compile(r"0+")
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -107,9 +109,8 @@ def _branch_problem(name: str) -> str | None:
         return "must not contain '..' or '@{' or be HEAD"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
         return "must not contain whitespace or control characters"
-    check = subprocess.run(
-        ["git", "check-ref-format", "--branch", name], cwd="/", capture_output=True, env=git_env(), timeout=10
-    )
+    argv = ["git", "check-ref-format", "--branch", name]
+    check = subprocess.run(argv, cwd="/", capture_output=True, env=_git_env(), timeout=10)
     return "rejected by git check-ref-format" if check.returncode else None
 
 
@@ -126,7 +127,7 @@ def branch_key(branch: str) -> str:
     return f"branch-{safe}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"
 
 
-def branch_for_issue(task: str, number: int) -> str:
+def branch_for(task: str, number: int) -> str:
     """``agent/<slug of the task>``; ``agent/issue-N`` when the task has no usable words."""
     slug = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:SLUG_CHARS].rstrip("-")
     return validate_branch(f"agent/{slug or f'issue-{number}'}")
@@ -154,7 +155,7 @@ def parse_ids(user: str) -> tuple[int, int]:
 # --- running git -----------------------------------------------------------------------------
 
 
-def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Never prompt, ignore the host user's ~/.gitconfig and any replace refs, English messages."""
     return {
         **os.environ,
@@ -166,7 +167,7 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def git_argv(clone: Path, *args: str) -> list[str]:
+def _git_argv(clone: Path, *args: str) -> list[str]:
     """git in a clone the agent touched: explicit repository and work tree (no discovery, no
     ownership check), no hooks, no fsmonitor, no commit-graph file the agent could have forged."""
     return [
@@ -190,7 +191,7 @@ async def _git(
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=git_env(env),
+        env=_git_env(env),
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
@@ -205,8 +206,12 @@ async def _git(
     return proc.returncode, out
 
 
+def _mirror_argv(mirror: Path, *args: str) -> list[str]:
+    return ["git", "--git-dir", str(mirror), *args]
+
+
 async def _ws_git(ws: Workspace, *args: str, **kwargs: Any) -> tuple[int, bytes]:
-    return await _git(git_argv(ws.clone, *args), **kwargs)
+    return await _git(_git_argv(ws.clone, *args), **kwargs)
 
 
 # --- files an agent may have tampered with ---------------------------------------------------
@@ -252,13 +257,18 @@ def _config_value(value: str) -> str:
 
 
 def _git_config(url: str, identity: GitIdentity | None) -> str:
-    text = (
-        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
-        f'[remote "origin"]\n\turl = {_config_value(url)}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
-    )
+    sections = {
+        "core": {
+            "repositoryformatversion": "0", "filemode": "true", "bare": "false", "logallrefupdates": "true",
+        },
+        'remote "origin"': {"url": _config_value(url), "fetch": "+refs/heads/*:refs/remotes/origin/*"},
+    }
     if identity:
-        text += f"[user]\n\tname = {_config_value(identity.name)}\n\temail = {_config_value(identity.email)}\n"
-    return text
+        sections["user"] = {"name": _config_value(identity.name), "email": _config_value(identity.email)}
+    return "".join(
+        f"[{name}]\n" + "".join(f"\t{key} = {value}\n" for key, value in values.items())
+        for name, values in sections.items()
+    )
 
 
 def _reclaim(ws: Workspace, identity: GitIdentity | None = None) -> None:
@@ -320,6 +330,10 @@ class WorkspaceDir(NamedTuple):
     key: str
     root: Path
 
+    @property
+    def meta(self) -> Path:
+        return self.root / ".meta"
+
 
 class Commit(NamedTuple):
     sha: str
@@ -335,22 +349,23 @@ class Workspaces:
         forge_url: str,
         token: SecretStr | None = None,
         identity: GitIdentity | None = None,
-        owner_ids: tuple[int, int] | None = None,
+        owner: str | None = None,
     ) -> None:
+        """``owner`` is the container user ("1000:1000"); workspaces are handed to it only when we
+        run as root, since nobody else may chown."""
+        if not forge_url:
+            raise ValueError("forge_url is not set")
         self.data_dir = Path(data_dir).absolute()
         self.forge_url = forge_url.rstrip("/")
         self.token = token
         self.identity = identity or GitIdentity()
-        self.owner_ids = owner_ids
+        self.owner_ids = parse_ids(owner) if owner and os.geteuid() == 0 else None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Workspaces:
-        """Chown to the container user only when running as root (nobody else can)."""
-        if not settings.forge_url:
-            raise ValueError("forge_url is not set")
-        ids = parse_ids(settings.limits.user) if os.geteuid() == 0 else None
-        return cls(settings.data_dir, settings.forge_url or "", settings.forge_token, settings.git, ids)
+        s = settings
+        return cls(s.data_dir, s.forge_url or "", s.forge_token, s.git, s.limits.user)
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -370,15 +385,20 @@ class Workspaces:
         validate_repo(owner, repo)
         return self.data_dir / "mirrors" / owner / f"{repo}.git"
 
-    def locate(self, owner: str, repo: str, key: str, branch: str, base: str) -> Workspace:
-        """Where a workspace lives; validates every name before it becomes part of a path."""
+    def existing(self, owner: str, repo: str, key: str, branch: str, base: str) -> Workspace:
+        """A run's workspace, without touching the disk (after a restart, for the harvest).
+        Every name is validated before it becomes part of a path."""
         validate_repo(owner, repo)
         root = self.data_dir / "workspaces" / owner / repo / validate_key(key)
-        return Workspace(owner, repo, key, root, validate_branch(branch), validate_branch(base), self.url(owner, repo))
+        branch, base = validate_branch(branch), validate_branch(base)
+        return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo))
 
-    def list_workspaces(self) -> list[WorkspaceDir]:
+    def all(self) -> list[WorkspaceDir]:
+        """Every workspace on disk, for the sweeper."""
         def subdirs(path: Path) -> list[Path]:
-            return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()) if path.is_dir() else []
+            if not path.is_dir():
+                return []
+            return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
 
         return [
             WorkspaceDir(owner.name, repo.name, key.name, key)
@@ -387,32 +407,43 @@ class Workspaces:
             for key in subdirs(repo)
         ]
 
+    def _lock(self, owner: str, repo: str) -> asyncio.Lock:
+        """Held by whoever updates or reads a mirror: a fetch may repack under a reader's feet."""
+        return self._locks.setdefault((owner, repo), asyncio.Lock())
+
     async def ensure_mirror(self, owner: str, repo: str) -> Path:
-        """Create or update the bare mirror; one update at a time per repository."""
+        """Create or update the bare mirror."""
+        async with self._lock(owner, repo):
+            return await self._update_mirror(owner, repo)
+
+    async def _update_mirror(self, owner: str, repo: str) -> Path:
         mirror = self.mirror_path(owner, repo)
-        async with self._locks.setdefault((owner, repo), asyncio.Lock()):
-            if (mirror / "HEAD").is_file():
-                argv = ["git", "--git-dir", str(mirror), "fetch", "--prune", "--quiet", self.url(owner, repo), "+refs/*:refs/*"]
-                await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
-            else:  # clone beside it, then rename: a crash never leaves a half mirror in place
-                tmp = mirror.with_name(mirror.name + ".tmp")
-                await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
-                mirror.parent.mkdir(parents=True, exist_ok=True)
-                argv = ["git", "clone", "--mirror", "--quiet", self.url(owner, repo), str(tmp)]
-                await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
-                tmp.rename(mirror)
+        url = self.url(owner, repo)
+        if (mirror / "HEAD").is_file():
+            argv = _mirror_argv(mirror, "fetch", "--prune", "--quiet", url, "+refs/*:refs/*")
+            await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
+        else:  # clone beside it, then rename: a crash never leaves a half mirror in place
+            tmp = mirror.with_name(mirror.name + ".tmp")
+            await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            argv = ["git", "clone", "--mirror", "--quiet", url, str(tmp)]
+            await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
+            tmp.rename(mirror)
         return mirror
 
-    async def prepare(self, owner: str, repo: str, key: str, branch: str, base: str, new_branch: bool) -> Workspace:
+    async def prepare(
+        self, owner: str, repo: str, key: str, branch: str, base: str, new_branch: bool
+    ) -> Workspace:
         """A clone on ``branch``, ready for the container. Idempotent: an existing workspace is
         reused (resume) and keeps its local commits; it is fast-forwarded to the Forge when possible."""
-        ws = self.locate(owner, repo, key, branch, base)
-        mirror = await self.ensure_mirror(owner, repo)
-        ws.meta.mkdir(parents=True, exist_ok=True)
-        if not os.path.lexists(ws.clone):
-            await _git(["git", "clone", "--local", "--quiet", str(mirror), str(ws.clone)])
-        _reclaim(ws, self.identity)
-        await _sync(ws, mirror)
+        ws = self.existing(owner, repo, key, branch, base)
+        async with self._lock(owner, repo):
+            mirror = await self._update_mirror(owner, repo)
+            ws.meta.mkdir(parents=True, exist_ok=True)
+            if not os.path.lexists(ws.clone):
+                await _git(["git", "clone", "--local", "--quiet", str(mirror), str(ws.clone)])
+            _reclaim(ws, self.identity)
+            await _sync(ws, mirror)
         await _checkout(ws, new_branch)
         if self.owner_ids:
             await asyncio.to_thread(_chown, ws, *self.owner_ids)
@@ -424,20 +455,24 @@ class Workspaces:
         agent may have moved; the clone is synced first so the commit is there for git log."""
         mirror = self.mirror_path(ws.owner, ws.repo)
         _reclaim(ws)
-        await _sync(ws, mirror)
-        for branch in (ws.branch, ws.base_branch):
-            argv = ["git", "--git-dir", str(mirror), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"]
-            code, out = await _git(argv, ok=(0, 1))
-            if code == 0:
-                return out.decode().strip()
+        async with self._lock(ws.owner, ws.repo):
+            await _sync(ws, mirror)
+            for branch in (ws.branch, ws.base_branch):
+                argv = _mirror_argv(mirror, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+                code, out = await _git(argv, ok=(0, 1))
+                if code == 0:
+                    return out.decode().strip()
         raise ValueError(f"neither {ws.branch!r} nor {ws.base_branch!r} exists in {ws.owner}/{ws.repo}")
 
-    async def push(self, ws: Workspace, branch: str) -> None:
-        """Push HEAD to ``branch`` on the Forge, host-side; never forced."""
+    async def push(self, ws: Workspace, branch: str) -> str:
+        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
         validate_branch(branch)
         _reclaim(ws)
-        refspec = f"HEAD:refs/heads/{branch}"
+        _, head = await _ws_git(ws, "rev-parse", "--verify", "HEAD^{commit}")
+        sha = head.decode().strip()
+        refspec = f"{sha}:refs/heads/{branch}"
         await _ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
+        return sha
 
 
 async def _sync(ws: Workspace, mirror: Path) -> None:
@@ -460,9 +495,18 @@ async def _checkout(ws: Workspace, new_branch: bool) -> None:
     elif await _has_ref(ws, remote):
         await _ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote)
     elif new_branch:
-        await _ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, f"refs/remotes/origin/{ws.base_branch}")
+        base = f"refs/remotes/origin/{ws.base_branch}"
+        await _ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, base)
     else:
         raise ValueError(f"branch {ws.branch!r} does not exist in {ws.owner}/{ws.repo}")
+
+
+async def recent_commits(clone: Path, count: int = 20) -> str:
+    """``git log --oneline`` of the clone, "" when it has no history."""
+    code, out = await _git(
+        _git_argv(clone, "log", f"-{count}", "--oneline", "--no-decorate", "--no-show-signature"), ok=(0, 128)
+    )
+    return out.decode("utf-8", "replace") if code == 0 else ""
 
 
 async def remove_workspace(ws: Workspace | WorkspaceDir) -> None:
@@ -495,7 +539,8 @@ def write_answer(ws: Workspace, text: str) -> None:
 # --- harvest ---------------------------------------------------------------------------------
 
 _COMMIT_TYPES = (
-    ("fix", {"fix", "fixes", "bug", "bugs", "flaky", "broken", "crash", "error", "errors", "failing", "regression"}),
+    ("fix", {"fix", "fixes", "bug", "bugs", "flaky", "broken", "crash", "error", "errors", "failing",
+             "fixing", "regression"}),
     ("docs", {"doc", "docs", "document", "documentation", "readme", "docstring", "docstrings"}),
     ("test", {"test", "tests", "testing", "coverage"}),
     ("refactor", {"refactor", "cleanup", "simplify", "rename", "restructure"}),
@@ -556,15 +601,17 @@ def _is_protected(path: str, protected: Sequence[str]) -> bool:
     return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in protected)
 
 
-async def check_branch(ws: Workspace, base: str, protected_paths: Sequence[str], max_file_bytes: int) -> list[str]:
+async def check_branch(
+    ws: Workspace, base: str, protected_paths: Sequence[str], max_file_bytes: int
+) -> list[str]:
     """Why the commits since the ``base`` commit must not be pushed: protected paths touched,
     binary or oversized files. Every commit counts (a blob added then deleted is still pushed),
     merges are compared with their first parent, a root commit with the empty tree, and binary
     means a NUL byte, whatever .gitattributes claims."""
     _reclaim(ws)
     _, out = await _ws_git(
-        ws, "log", "--format=", "--raw", "--root", "--no-abbrev", "--no-renames", "--diff-merges=first-parent",
-        "-z", f"{_commit_id(base)}..HEAD",
+        ws, "log", "--format=", "--raw", "--root", "--no-abbrev", "--no-renames",
+        "--diff-merges=first-parent", "-z", f"{_commit_id(base)}..HEAD",
     )
     fields = out.decode("utf-8", "replace").split("\0")
     problems: set[str] = set()
@@ -589,7 +636,8 @@ async def check_branch(ws: Workspace, base: str, protected_paths: Sequence[str],
 async def _blob_sizes(ws: Workspace, shas: set[str]) -> dict[str, int]:
     if not shas:
         return {}
-    _, out = await _ws_git(ws, "cat-file", "--batch-check=%(objectname) %(objectsize)", stdin="\n".join(shas).encode() + b"\n")
+    query = "\n".join(shas).encode() + b"\n"
+    _, out = await _ws_git(ws, "cat-file", "--batch-check=%(objectname) %(objectsize)", stdin=query)
     return {sha: int(size) for sha, size in (line.split() for line in out.decode().splitlines())}
 
 
@@ -619,9 +667,12 @@ class Project:
     test: tuple[tuple[str, ...], ...]
 
 
+_GO_TEST = ("go", "test", "./...", "-count=1", "-timeout", "120s")
 _PROJECTS = (
-    ("go.mod", Project("Go", (("go", "build", "./..."), ("go", "vet", "./...")), (("go", "test", "./...", "-count=1", "-timeout", "120s"),))),
-    ("composer.json", Project("PHP", (("composer", "install", "--no-interaction"),), (("composer", "test"),))),
+    ("go.mod", Project("Go", (("go", "build", "./..."), ("go", "vet", "./...")), (_GO_TEST,))),
+    ("composer.json", Project(
+        "PHP", (("composer", "install", "--no-interaction"),), (("composer", "test"),)
+    )),
     ("package.json", Project("JavaScript/TypeScript", (("npm", "install"),), (("npm", "test"),))),
     ("Cargo.toml", Project("Rust", (("cargo", "build"),), (("cargo", "test"),))),
     ("pyproject.toml", Project("Python", (), (("python", "-m", "pytest"),))),

@@ -125,8 +125,8 @@ def read_file(git_dir: Path, rev: str, path: str) -> bytes | None:
 
 
 def commit_files(git_dir: Path, branch: str, files: dict[str, str | bytes | None], message: str, *,
-                 author: tuple[str, str], when: datetime, parent: str | None) -> str:
-    """Commit ``files`` (None deletes a path) on top of ``parent`` and point ``branch`` at it."""
+                 author: tuple[str, str], when: datetime, parent: str | None, old: str = ZERO_SHA) -> str:
+    """Commit ``files`` (None deletes a path) on top of ``parent`` and move ``branch`` from ``old`` to it."""
     stamp = f"{int(when.timestamp())} +0000"
     env = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1], "GIT_AUTHOR_DATE": stamp,
            "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1], "GIT_COMMITTER_DATE": stamp}
@@ -146,7 +146,20 @@ def commit_files(git_dir: Path, branch: str, files: dict[str, str | bytes | None
         tree = run(git_dir, "write-tree", env=env).strip()
     parents = ["-p", parent] if parent else []
     sha = run(git_dir, "commit-tree", tree, *parents, "-F", "-", input=message.encode(), env=env).strip()
-    run(git_dir, "update-ref", f"refs/heads/{branch}", sha, parent or ZERO_SHA)
+    run(git_dir, "update-ref", f"refs/heads/{branch}", sha, old)
+    return sha
+
+
+def merge(git_dir: Path, branch: str, base_sha: str, head_sha: str, message: str, *,
+          author: tuple[str, str], when: datetime) -> str:
+    """A merge commit of ``head_sha`` into ``branch`` (at ``base_sha``), without a work tree."""
+    tree = run(git_dir, "merge-tree", "--write-tree", base_sha, head_sha).split()[0]
+    stamp = f"{int(when.timestamp())} +0000"
+    env = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1], "GIT_AUTHOR_DATE": stamp,
+           "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1], "GIT_COMMITTER_DATE": stamp}
+    sha = run(git_dir, "commit-tree", tree, "-p", base_sha, "-p", head_sha, "-F", "-", input=message.encode(),
+              env=env).strip()
+    run(git_dir, "update-ref", f"refs/heads/{branch}", sha, base_sha)
     return sha
 
 
@@ -209,9 +222,13 @@ def _http_backend_path() -> str:
     return str(Path(exec_path.strip()) / "git-http-backend")
 
 
-async def http_backend(request: web.Request, project_root: Path, path_info: str,
-                       remote_user: str | None) -> web.StreamResponse:
-    """Run ``git http-backend`` for one request, streaming the body in and the answer out."""
+async def http_backend(request: web.Request, project_root: Path, path_info: str, remote_user: str | None, *,
+                       buffered: bool = False) -> web.StreamResponse:
+    """Run ``git http-backend`` for one request, streaming the body in and the answer out.
+
+    ``buffered`` collects the whole answer into an unsent response instead, so the caller can act on
+    the result (a push's ref updates) before the client hears back.
+    """
     env = _env({
         "GIT_PROJECT_ROOT": str(project_root),
         "GIT_HTTP_EXPORT_ALL": "1",
@@ -233,6 +250,11 @@ async def http_backend(request: web.Request, project_root: Path, path_info: str,
     errors = asyncio.create_task(proc.stderr.read())
     try:
         status, headers = await _read_cgi_headers(proc.stdout)
+        if buffered:
+            body = await proc.stdout.read()
+            await feeder
+            await proc.wait()
+            return web.Response(status=status, headers=headers, body=body)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
         while chunk := await proc.stdout.read(65536):

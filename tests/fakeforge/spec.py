@@ -12,6 +12,7 @@ The spec is large (800 kB); it is parsed and indexed once per process and flavou
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from typing import Any
 
 import jsonschema
 
-SPEC_DIR = Path("/work/shared/forge")
-SPEC_FILES = {False: "gitea-swagger.v1.json", True: "forgejo-swagger.v1.json"}
+DATA_DIR = Path(__file__).parent / "data"  # vendored copies, see data/README.md
+SPEC_FILES = {False: "gitea-swagger.v1.json.gz", True: "forgejo-swagger.v1.json.gz"}
 
 # Query parameters every route accepts (authentication and sudo), besides those the route declares.
 GLOBAL_QUERY = frozenset({"token", "access_token", "sudo"})
@@ -57,7 +58,8 @@ def _segment_regex(segment: str, last: bool) -> str:
         if part.startswith("{"):
             name = part[1:-1]
             pattern = ".+" if last and name in GREEDY_PARAMS and part == segment else "[^/]+?"
-            out.append(f"(?P<{re.sub(r'\W', '_', name)}>{pattern})")
+            group = re.sub(r"\W", "_", name)
+            out.append(f"(?P<{group}>{pattern})")
         elif part:
             out.append(re.escape(part))
     return "".join(out)
@@ -247,4 +249,5 @@ def _go_type(schema: dict[str, Any]) -> str:
 @lru_cache(maxsize=None)
 def load(forgejo: bool = False) -> Spec:
     """The indexed spec of a flavour, parsed once per process."""
-    return Spec(json.loads((SPEC_DIR / SPEC_FILES[forgejo]).read_text()))
+    with gzip.open(DATA_DIR / SPEC_FILES[forgejo]) as stream:
+        return Spec(json.load(stream))
