@@ -56,8 +56,9 @@ class Reporter:
                 await self.sync()
             except Exception:
                 log.exception("reporting failed")
+            timeout = await self._next_due()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._next_due())
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
 

@@ -110,8 +110,9 @@ class Runner:
                 await self.drain()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
+            timeout = await self._next_wake()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._next_wake())
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

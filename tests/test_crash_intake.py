@@ -13,7 +13,7 @@ async def test_requests_acked_before_a_kill_appear_once_after_restart(world):
     try:
         forge.add_hook(repo, url=bot.url + "/webhook", secret=bot.secret)
         issue = await forge.create_issue(repo, bob, title="Crash", body="")
-        forge.outage_start()  # handlers need the Forge (permission check): they cannot finish
+        await forge.outage_start()  # handlers need the Forge (permission check): they cannot finish
         for n in range(5):
             await forge.create_comment(repo, issue.number, bob, f"/dispatch codex task {n}")
         acked = [d for d in forge.deliveries if d.event_type == "issue_comment"]
@@ -22,7 +22,7 @@ async def test_requests_acked_before_a_kill_appear_once_after_restart(world):
         unhandled = "SELECT COUNT(*) FROM deliveries WHERE handled_at IS NULL AND event_type = 'issue_comment'"
         assert bot.query(unhandled) == [(5,)]
         assert bot.query("SELECT COUNT(*) FROM runs") == [(0,)]
-        forge.outage_end()
+        await forge.outage_end()
         await bot.start()
         deadline = time.monotonic() + 30
         while bot.query("SELECT COUNT(*) FROM runs") != [(5,)] and time.monotonic() < deadline:

@@ -47,7 +47,7 @@ async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, e
     assert run.branch.startswith("agent/add-notes") and run.result["pushed"]
     assert len(run.result["commits"]) == 1
     log = world["forge"].git_log(world["repo"], run.branch)
-    assert any("AGENT_NOTES" in line or "notes" in line.lower() for line in log)
+    assert log[0].sha == run.head_sha and len(log) == 2
     meta = bot.settings.data_dir / "workspaces" / "acme" / "widgets" / "issue-1" / ".meta"
     assert "argv:" in (meta / "agent-codex.log").read_text()
     assert (meta / "prompt.md").read_text().count("scenario:edit-commit") >= 1

@@ -14,7 +14,7 @@ async def runs(bot, **filters):
 
 async def bot_comments(world, number):
     """Comments the bot posted, once its reporter has caught up."""
-    return [c for c in world["forge"].comments(world["repo"], number) if c.user.login == "dispatchbot"]
+    return [c for c in world["forge"].comments(world["repo"], number) if c.poster.login == "dispatchbot"]
 
 
 async def test_a_trigger_label_requests_one_run_and_redeliver_adds_nothing(world, bot):
@@ -90,7 +90,7 @@ async def test_edited_comments_never_trigger(world, bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     issue = await forge.create_issue(repo, bob, title="x", body="")
     comment = await forge.create_comment(repo, issue.number, bob, "thinking")
-    await forge.edit_comment(repo, comment.id, bob, "/dispatch codex now")
+    await forge.edit_comment(comment, bob, "/dispatch codex now")
     await bot.settle()
     assert await runs(bot) == []
 

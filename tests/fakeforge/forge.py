@@ -170,7 +170,8 @@ class FakeForge:
 
     async def push_commit(self, repo: Repo, branch: str, files: dict[str, str | bytes | None], *,
                           message: str = "Update", author: User | None = None) -> str:
-        """Commit on ``branch`` as if pushed; open pulls with that head get ``pull_request_sync``.
+        """Commit on ``branch`` (a new branch starts at the default branch) as if pushed; open pulls with
+        that head get ``pull_request_sync``.
         ``author`` defaults to the poster of such a pull, else the repo owner. Returns the new sha."""
         if author is None:
             pulls = self.state.open_pulls_with_head(repo, branch)

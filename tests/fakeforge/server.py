@@ -116,7 +116,7 @@ class ForgeServer:
     # --- the API -------------------------------------------------------------------------------------
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
-        path = request.path[len(API_PREFIX):] or "/"
+        path = request.rel_url.raw_path[len(API_PREFIX):] or "/"
         record: dict[str, Any] = {"method": request.method, "path": request.path, "template": None,
                                   "query": dict(request.query), "user": None, "body": None, "fault": None}
         status = 0

@@ -75,10 +75,12 @@ class Service:
 
     async def commit(self, repo: Repo, branch: str, files: dict[str, str | bytes | None], message: str,
                      author: User, *, start_point: str | None = None) -> str:
-        """A commit made on the server side (web editor style); returns its sha."""
+        """A commit made on the server side (web editor style); returns its sha. A new branch starts at
+        ``start_point`` (a branch or sha), by default the default branch."""
         async with self.git_lock(repo):
             old = repo.branches.get(branch, git.ZERO_SHA)
-            parent = repo.branches.get(branch) or (start_point and repo.branches.get(start_point, start_point))
+            start = start_point or repo.default_branch
+            parent = repo.branches.get(branch) or repo.branches.get(start, start if start_point else None)
             sha = await asyncio.to_thread(
                 git.commit_files, repo.path, branch, files, message if message.endswith("\n") else message + "\n",
                 author=(author.full_name or author.login, author.email), when=self.state.clock.now(),

@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 
@@ -100,16 +101,17 @@ class Spec:
     def has(self, method: str, template: str) -> bool:
         return any(op.method == method and op.template == template for op in self.operations)
 
-    def match(self, method: str, path: str) -> tuple[Operation | None, dict[str, str], bool]:
-        """(operation, path params, path_exists). ``path_exists`` tells a 405-ish miss from a 404."""
+    def match(self, method: str, raw_path: str) -> tuple[Operation | None, dict[str, str], bool]:
+        """(operation, decoded path params, path_exists) for a still percent-encoded path, so that an
+        encoded ``/`` stays inside its parameter. ``path_exists`` tells a 405 from a 404."""
         path_exists = False
         for op in self.operations:
-            m = op.regex.match(path)
+            m = op.regex.match(raw_path)
             if not m:
                 continue
             path_exists = True
             if op.method == method:
-                return op, m.groupdict(), True
+                return op, {name: unquote(value) for name, value in m.groupdict().items()}, True
         return None, {}, path_exists
 
     def _validator(self, op: Operation) -> jsonschema.Draft4Validator:
