@@ -178,6 +178,13 @@ def start_hello(tmp: Path) -> Server:
     return Server("hello-world", [sys.executable, "-c", HELLO_APP, str(port)], dict(os.environ), port, tmp / "hello.log")
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine, all cores (from /proc/stat), to spot other load."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 # Load ---------------------------------------------------------------------------------------
 
 
@@ -192,6 +199,7 @@ class Result:
     elapsed: float = 0.0
     server_cpu: float = 0.0
     loadgen_cpu: float = 0.0
+    other_cpu: float = 0.0
     accepted: list[str] = field(default_factory=list)
 
     def ms(self, p: float) -> float:
@@ -204,6 +212,19 @@ class Result:
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+class Cpu:
+    """CPU seconds used during a phase by the server, by this process and by everything else."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.start = (server.cpu_seconds(), time.process_time(), machine_cpu_seconds())
+
+    def stop(self, result: Result) -> None:
+        server, own, machine = (b - a for a, b in zip(self.start, (
+            self.server.cpu_seconds(), time.process_time(), machine_cpu_seconds())))
+        result.server_cpu, result.loadgen_cpu, result.other_cpu = server, own, max(0.0, machine - server - own)
 
 
 async def post(session: aiohttp.ClientSession, url: str, d: Delivery, expect: int, result: Result) -> None:
@@ -233,7 +254,7 @@ async def open_loop(session: aiohttp.ClientSession, server: Server, deliveries: 
     """
     result, tasks = Result(), []
     url = server.url + "/webhook"
-    cpu0, own0 = server.cpu_seconds(), time.process_time()
+    cpu = Cpu(server)
     start = time.perf_counter() + 0.01
     for i, d in enumerate(deliveries):
         due = start + i / rate
@@ -244,7 +265,7 @@ async def open_loop(session: aiohttp.ClientSession, server: Server, deliveries: 
         tasks.append(asyncio.create_task(post(session, url, d, expect, result)))
     await asyncio.gather(*tasks)
     result.elapsed = time.perf_counter() - start
-    result.server_cpu, result.loadgen_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0
+    cpu.stop(result)
     return result
 
 
@@ -254,7 +275,7 @@ async def closed_loop(session: aiohttp.ClientSession, server: Server, deliveries
     result = Result()
     url = server.url + "/webhook"
     pending: Iterator[Delivery] = iter(deliveries)
-    cpu0, own0 = server.cpu_seconds(), time.process_time()
+    cpu = Cpu(server)
     start = time.perf_counter()
     deadline = start + duration
 
@@ -264,7 +285,7 @@ async def closed_loop(session: aiohttp.ClientSession, server: Server, deliveries
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.elapsed = time.perf_counter() - start
-    result.server_cpu, result.loadgen_cpu = server.cpu_seconds() - cpu0, time.process_time() - own0
+    cpu.stop(result)
     return result
 
 
@@ -336,7 +357,7 @@ def table(bot: Measured, hello: Measured, args: argparse.Namespace) -> list[str]
         return f"  {label:<26}{values[0]:>14}{values[1]:>14}"
 
     def cpu(r: Result) -> str:
-        return f"{100 * r.server_cpu / r.elapsed:.0f}% / {100 * r.loadgen_cpu / r.elapsed:.0f}%"
+        return "/".join(f"{100 * c / r.elapsed:.0f}" for c in (r.server_cpu, r.loadgen_cpu, r.other_cpu))
 
     lines = [f"  {'':<26}{'bot':>14}{'hello-world':>14}",
              f"open loop: {args.rate:g}/s for {args.duration:g} s (latency: send -> full response)"]
@@ -348,7 +369,7 @@ def table(bot: Measured, hello: Measured, args: argparse.Namespace) -> list[str]
         ("max ms", "{:.2f}", lambda m: m.open.ms(100)),
         ("achieved req/s", "{:.0f}", lambda m: m.open.rate),
         ("send lag p99 ms", "{:.2f}", lambda m: 1000 * sorted(m.open.lag)[int(0.99 * (len(m.open.lag) - 1))]),
-        ("CPU server / loadgen", "{}", lambda m: cpu(m.open)),
+        ("CPU % server/loadgen/other", "{}", lambda m: cpu(m.open)),
     ]:
         lines.append(row(label, fmt, get))
     lines.append(f"closed loop: {args.concurrency} in flight for {args.closed_duration:g} s")
@@ -358,7 +379,7 @@ def table(bot: Measured, hello: Measured, args: argparse.Namespace) -> list[str]
         ("max throughput req/s", "{:.0f}", lambda m: m.closed.rate),
         ("p50 ms", "{:.2f}", lambda m: m.closed.ms(50)),
         ("p99 ms", "{:.2f}", lambda m: m.closed.ms(99)),
-        ("CPU server / loadgen", "{}", lambda m: cpu(m.closed)),
+        ("CPU % server/loadgen/other", "{}", lambda m: cpu(m.closed)),
     ]:
         lines.append(row(label, fmt, get))
     for name, m in (("bot", bot), ("hello-world", hello)):

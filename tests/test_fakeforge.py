@@ -573,7 +573,10 @@ async def test_review_rules(world):
     path = f"/repos/acme/widgets/pulls/{pull.number}/reviews"
     pending = await world.call(world.bot, "POST", path, body={"body": "thinking"})
     assert pending.status == 200 and pending.json["state"] == "PENDING"
-    assert (await world.call(world.bot, "POST", path, body={"event": "BOGUS"})).status == 422  # needs a body
+    bogus = await world.call(world.bot, "POST", path, body={"event": "BOGUS", "body": "hmm"})
+    assert bogus.status == 200 and bogus.json["state"] == "PENDING"  # not an error: a pending review
+    assert "'BOGUS' is not one of" in world.forge.violations.pop().detail  # ... but not what the spec allows
+    assert (await world.call(world.bot, "POST", path, body={})).status == 422  # a pending review needs a body
     empty = await world.call(world.bot, "POST", path, body={"event": "COMMENT"})
     assert empty.status == 422
     own = await world.call(world.alice, "POST", path, body={"event": "APPROVED"})
@@ -584,10 +587,12 @@ async def test_review_rules(world):
     assert commented.status == 200 and commented.json["state"] == "COMMENT"
     code = await world.call(None, "GET", f"{path}/{commented.json['id']}/comments")
     assert [(c["path"], c["position"], c["original_position"]) for c in code.json] == [("src/app.py", 2, 0)]
+    assert [r["state"] for r in (await world.call(world.bob, "GET", path)).json] == ["COMMENT"]  # not pending
     approved = await world.call(world.bot, "POST", path, body={"event": "APPROVED", "body": "lgtm"})
     assert approved.json["state"] == "APPROVED" and approved.json["commit_id"] == pull.head_sha
-    listed = await world.call(world.bob, "GET", path)  # bob does not see the bot's pending review
-    assert [r["state"] for r in listed.json] == ["COMMENT", "APPROVED"]
+    assert approved.json["id"] == pending.json["id"]  # submitting turns the pending review into this one
+    listed = await world.call(world.bob, "GET", path)
+    assert [r["state"] for r in listed.json] == ["APPROVED", "COMMENT"]
     await world.forge.settle()
     assert [d.event_type for d in world.forge.deliveries[1:]] == ["pull_request_review_comment",
                                                                   "pull_request_review_approved"]
@@ -628,6 +633,47 @@ async def test_permission_endpoint(world):
     assert (await world.call(root, "GET", path.format("root"))).json["permission"] == "owner"
 
 
+async def test_issue_list_and_pull_lookup_by_branches(world):
+    await world.forge.create_issue(world.repo, world.alice, "Crash", labels=["kind/bug"])
+    pull = await world.forge.create_pull(world.repo, world.alice, head="feature", title="Fix", files={"a": "b"})
+    both = await world.call(None, "GET", "/repos/acme/widgets/issues")
+    assert [i["title"] for i in both.json] == ["Fix", "Crash"] and both.json[0]["pull_request"] is not None
+    assert [i["title"] for i in (await world.call(None, "GET", "/repos/acme/widgets/issues?type=issues")).json] == [
+        "Crash"]
+    labelled = await world.call(None, "GET", "/repos/acme/widgets/issues?labels=kind/bug,other")
+    assert [i["number"] for i in labelled.json] == [1]
+    found = await world.call(None, "GET", "/repos/acme/widgets/pulls/main/feature")
+    assert found.status == 200 and found.json["number"] == pull.number
+    assert (await world.call(None, "GET", "/repos/acme/widgets/pulls/main/nope")).status == 404
+
+
+async def test_pull_from_a_fork_then_merge(world):
+    fork = world.forge.fork_repo(world.repo, world.alice)
+    await world.forge.push_commit(fork, "fix", {"fix.py": "ok = True\n"}, author=world.alice)
+    pull = await world.forge.create_pull(world.repo, world.alice, head="alice:fix", title="Fix it")
+    head = world.forge.deliveries[-1].payload["pull_request"]["head"]
+    assert head["repo"]["full_name"] == "alice/widgets" and head["repo"]["fork"] is True
+    assert head["repo"]["parent"]["full_name"] == "acme/widgets" and head["sha"] == fork.branches["fix"]
+    assert world.forge.file_at(world.repo, f"refs/pull/{pull.number}/head", "fix.py") == b"ok = True\n"
+    merge_sha = await world.forge.merge_pull(world.repo, pull.number, world.bob)
+    closed = world.forge.deliveries[-1].payload
+    assert closed["action"] == "closed" and closed["pull_request"]["merged"] is True
+    assert closed["pull_request"]["merge_commit_sha"] == merge_sha == world.forge.branch_sha(world.repo, "main")
+    assert world.forge.file_at(world.repo, "main", "fix.py") == b"ok = True\n"
+    assert world.forge.pulls(world.repo, "open") == []
+
+
+async def test_private_repo_is_invisible(world, tmp_path):
+    world.forge.add_repo("acme", "secret", files={"k": "v"}, private=True)
+    assert (await world.call(None, "GET", "/repos/acme/secret")).status == 404
+    assert (await world.call(world.rita, "GET", "/repos/acme/secret")).status == 404
+    code, _ = await git("clone", "--quiet", f"{world.forge.url}/acme/secret.git", str(tmp_path / "s"), check=False)
+    assert code != 0
+    world.forge.set_permission(world.forge.repo("acme", "secret"), "rita", "read")
+    answer = await world.call(world.rita, "GET", "/repos/acme/secret")
+    assert answer.status == 200 and answer.json["private"] is True and answer.json["permissions"]["push"] is False
+
+
 # --- git over smart HTTP -------------------------------------------------------------------------
 
 
@@ -663,6 +709,7 @@ async def test_git_clone_and_push_over_http(world, tmp_path):
     assert sync.event_type == "pull_request_sync" and sync.payload["sender"]["login"] == "dispatchbot"
     await world.forge.settle()
     assert sync.status == 200 and world.forge.git_log(world.repo, "feature")[0].message == "big\n"
+    await git("commit", "--quiet", "--allow-empty", "-m", "sneaky", cwd=work)
     code, out = await git("-c", f"http.extraHeader=Authorization: token {world.bot.token}", "push", "origin",
                           f"HEAD:refs/pull/{pull.number}/head", cwd=work, check=False)
     assert code != 0 and "refs/pull/" in out

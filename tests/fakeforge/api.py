@@ -309,6 +309,27 @@ async def get_permission(call: Call) -> web.StreamResponse:
 # --- issues and comments -------------------------------------------------------------------------
 
 
+@route("GET", "/repos/{owner}/{repo}/issues")
+async def list_issues(call: Call) -> web.StreamResponse:
+    """Issues *and* pulls unless ``type`` says otherwise; newest first."""
+    repo = call.repo()
+    state = call.query("state") or "open"
+    kind = call.query("type")
+    issues = [i for i in call.state.issues.values() if i.repo is repo
+              and (state == "all" or i.state == state)
+              and (kind != "issues" or not i.is_pull) and (kind != "pulls" or i.is_pull)]
+    if names := {n for n in call.query("labels").split(",") if n}:
+        issues = [i for i in issues if names & {lb.name for lb in i.labels}]
+    if poster := call.query("created_by"):
+        issues = [i for i in issues if i.poster.login.lower() == poster.lower()]
+    since, before = _since_before(call)
+    issues = [i for i in issues if (since is None or i.updated_at >= since) and (before is None or i.updated_at < before)]
+    issues.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+    items, headers = call.paginate(issues, link=True)
+    return call.json([call.render.issue(i, call.doer) for i in items], headers=headers)
+
+
+
 @route("GET", "/repos/{owner}/{repo}/issues/{index}")
 async def get_issue(call: Call) -> web.StreamResponse:
     repo = call.repo()
@@ -732,6 +753,22 @@ def _fork_of(call: Call, base: Repo, owner: str) -> Repo:
 async def get_pull(call: Call) -> web.StreamResponse:
     repo = call.repo()
     return call.json(call.render.pull(call.pull(repo), call.doer))
+
+
+@route("GET", "/repos/{owner}/{repo}/pulls/{base}/{head}")
+async def get_pull_by_branches(call: Call) -> web.StreamResponse:
+    """The newest pull (in any state) from ``head`` (``branch`` or ``owner:branch``) into ``base``."""
+    repo = call.repo()
+    head = call.params["head"]
+    head_repo, branch = repo, head
+    if ":" in head:
+        owner, branch = head.split(":", 1)
+        head_repo = _fork_of(call, repo, owner)
+    pulls = [p for p in call.state.pulls(repo)
+             if p.base_branch == call.params["base"] and p.head_repo is head_repo and p.head_branch == branch]
+    if not pulls:
+        raise ApiError(404, "not found")
+    return call.json(call.render.pull(max(pulls, key=lambda p: p.id), call.doer))
 
 
 @route("GET", "/repos/{owner}/{repo}/pulls/{index}/files")

@@ -22,7 +22,6 @@ from .spec import GLOBAL_QUERY, BodyCheck, Spec
 from .state import Access, User
 
 API_PREFIX = "/api/v1"
-BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 SCOPE_CATEGORIES = (("/user", "user"), ("/repos/{owner}/{repo}/issues", "issue"),
                     ("/repos/{owner}/{repo}/labels", "issue"), ("/repos/", "repository"))
 
@@ -36,9 +35,9 @@ class RequestRecord:
     template: str | None  # the spec path it matched, e.g. "/repos/{owner}/{repo}/issues/{index}"
     query: dict[str, str]
     user: str | None  # login of the authenticated caller
-    status: int  # what the client got (0: connection reset, or a hang it gave up on)
+    status: int  # what the fake answered (0: it dropped the connection)
     body: Any  # the decoded JSON body, if any
-    fault: str | None  # the injected fault kind, if any
+    fault: str | None  # the injected fault kind ("after_500", ..., "outage_503", "outage_reset"), if any
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,9 @@ class ForgeServer:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        # auto_decompress off: git's gzip request bodies are inflated by git.http_backend itself, and
+        # Gitea's API does not accept compressed bodies either.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0, auto_decompress=False)
         await self._runner.setup()
         await self.listen(host, port)
         return self.port
@@ -122,18 +123,17 @@ class ForgeServer:
         status = 0
         try:
             response = await self._api(request, path, record)
-            status = response.status
+            status = 0 if record["fault"] == "outage_reset" else response.status
             return response
-        except asyncio.CancelledError:
-            raise
         finally:
             self.requests.append(RequestRecord(status=status, **record))
 
     async def _api(self, request: web.Request, path: str, record: dict[str, Any]) -> web.StreamResponse:
-        if self.faults.outage_mode == "503":
+        if self.faults.outage_mode in ("503", "reset"):
+            record["fault"] = f"outage_{self.faults.outage_mode}"
+            if self.faults.outage_mode == "reset":
+                return self._reset(request)
             return web.Response(status=503, text="Service Unavailable", headers={"Retry-After": "1"})
-        if self.faults.outage_mode == "reset":
-            return self._reset(request)
         fault = self.faults.roll(request.method, request.path)
         record["fault"] = fault.kind if fault else None
         if fault is not None and not fault.applied:
@@ -178,9 +178,7 @@ class ForgeServer:
             if raw.strip():
                 self.violate("body", request, f"a body was sent to {op.method} {op.template}, which takes none")
             return None
-        if request.method not in BODY_METHODS and not request.headers.get("Content-Type"):
-            return None
-        check = self.spec.check_body(op, request.headers.get("Content-Type", ""), raw)
+        check = self.spec.check_body(op, request.method, request.headers.get("Content-Type", ""), raw)
         for problem in check.problems:
             self.violate("body", request, f"{op.body_def}: {problem}")
         return check
@@ -224,7 +222,7 @@ class ForgeServer:
         """Drop the connection without an answer (the client sees a reset / disconnect)."""
         if request.transport is not None:
             request.transport.abort()
-        raise ConnectionResetError("fake forge outage: connection reset")
+        return web.Response(status=503)  # never arrives: aiohttp drops it on the closed transport
 
     # --- git -----------------------------------------------------------------------------------------
 

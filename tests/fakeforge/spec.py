@@ -122,15 +122,11 @@ class Spec:
             self._validators[key] = jsonschema.Draft4Validator(schema)
         return self._validators[key]
 
-    def check_body(self, op: Operation, content_type: str, raw: bytes) -> BodyCheck:
+    def check_body(self, op: Operation, method: str, content_type: str, raw: bytes) -> BodyCheck:
         """Decode and check a body the way Gitea's ``bind()`` middleware would."""
         check = BodyCheck()
         if "json" not in content_type:
-            # binding.Bind: a body-carrying method without a JSON (or form) content type fails outright.
-            reason = "Empty Content-Type" if not content_type else "Unsupported Content-Type"
-            check.problems.append(f"Content-Type {content_type!r}: JSON bodies need application/json")
-            check.binding_error = f"[]: {reason}"
-            return check
+            return self._check_non_json(op, method, content_type, raw, check)
         if raw.strip():
             try:
                 check.value = json.loads(raw)
@@ -149,6 +145,21 @@ class Spec:
         return check
 
     # --- Go binding semantics ---------------------------------------------------------------------
+
+    def _check_non_json(self, op: Operation, method: str, content_type: str, raw: bytes,
+                        check: BodyCheck) -> BodyCheck:
+        """binding.Bind without a JSON content type: POST and PUT (or any request naming another type)
+        fail outright; PATCH and DELETE fall back to form binding, which never reads a JSON body."""
+        if method in ("POST", "PUT") or content_type:
+            reason = "Unsupported Content-Type" if content_type else "Empty Content-Type"
+            check.problems.append(f"Content-Type {content_type!r}: a JSON body needs application/json")
+            check.binding_error = f"[]: {reason}"
+            return check
+        if raw.strip():
+            check.problems.append("body sent without Content-Type: Gitea form-binds and ignores it")
+        check.value = {}
+        self._check_required_zero(op, self._resolve(op.body_schema or {}), check.value, check)
+        return check
 
     def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in schema:
