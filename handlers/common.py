@@ -120,7 +120,7 @@ async def request_run(
         number=target.number,
         is_pull=target.is_pull,
         agent=agent.name,
-        model=agent.model,
+        model=spec.partition(":")[2] or agent.model,  # keeps variants such as codex:review
         pool=agent.pool,
         review=review or agent.review,
         task=task or target.title,

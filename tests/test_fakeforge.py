@@ -395,8 +395,8 @@ async def test_spec_violations_are_recorded_and_answered_like_gitea(world):
     assert nowhere.status == 404 and nowhere.json["errors"] == []
     query = await world.call(world.bot, "GET", "/repos/acme/widgets/pulls?state=open&colour=blue")
     assert query.status == 200
-    kinds = [(v.kind, v.detail.split(":")[0]) for v in world.forge.violations]
-    assert ("body", "CreateIssueCommentOption") in kinds and ("route", "GET /repos/acme/widgets/frobnicate is not in the spec") in kinds
+    kinds = {v.kind for v in world.forge.violations}
+    assert kinds == {"body", "route", "query"}
     details = " | ".join(v.detail for v in world.forge.violations)
     for expected in ("42 is not of type 'string'", "body: required", "Content-Type", "bodyy: unknown field",
                      "'exploded' is not one of", "unknown query parameters ['colour']"):

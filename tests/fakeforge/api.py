@@ -1,7 +1,7 @@
 """The REST handlers, one per spec operation the fake implements, in Gitea's order of checks.
 
 Each handler gets a ``Call`` (who is asking, the matched operation, the checked body) and returns a
-response or raises ``ApiError``. Status codes, empty bodies and messages follow Gitea 1.26 (FORGE-API.md
+response or raises ``ForgeError``. Status codes, empty bodies and messages follow Gitea 1.26 (FORGE-API.md
 §2); [FJ] marks where Forgejo answers differently.
 """
 
@@ -18,7 +18,7 @@ from aiohttp import web
 from . import git
 from .gojson import encode
 from .render import JSON, Renderer
-from .service import ReviewComment, Service, ServiceError
+from .service import ForgeError, ReviewComment, Service
 from .spec import BodyCheck, Operation
 from .state import Access, Comment, Issue, Label, Pull, Repo, State, User
 
@@ -41,16 +41,6 @@ def route(method: str, *templates: str) -> Callable[[Handler], Handler]:
     return register
 
 
-class ApiError(Exception):
-    """An error answer: JSON ``{"message","url"}`` (404 adds ``errors``), or no body at all."""
-
-    def __init__(self, status: int, message: str = "", *, empty: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.empty = empty
-
-
 @dataclass
 class Call:
     svc: Service
@@ -65,12 +55,12 @@ class Call:
     def json(self, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
         return json_response(value, status, headers)
 
-    def error_response(self, error: ApiError) -> web.Response:
+    def error_response(self, error: ForgeError) -> web.Response:
         return error_response(self.svc.site.swagger_url, error)
 
-    def internal(self, detail: str) -> ApiError:
+    def internal(self, detail: str) -> ForgeError:
         """500 as Gitea answers it in production: the message only for site admins."""
-        return ApiError(500, detail if self.doer is not None and self.doer.is_admin else "")
+        return ForgeError(500, detail if self.doer is not None and self.doer.is_admin else "")
 
     # --- input -------------------------------------------------------------------------------------
 
@@ -80,7 +70,7 @@ class Call:
         if check is None:
             return {}
         if check.binding_error is not None:
-            raise ApiError(422, check.binding_error)
+            raise ForgeError(422, check.binding_error)
         return check.value
 
     def query(self, name: str, default: str = "") -> str:
@@ -132,7 +122,7 @@ class Call:
 
     def need_token(self) -> User:
         if self.doer is None:
-            raise ApiError(401, "token is required")
+            raise ForgeError(401, "token is required")
         return self.doer
 
     @property
@@ -151,7 +141,7 @@ class Call:
         """repoAssignment: unknown or invisible repos are both 404."""
         repo = self.state.find_repo(self.params["owner"], self.params["repo"])
         if repo is None or not self.state.can_see(self.doer, repo):
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         return repo
 
     def access(self, repo: Repo) -> Access:
@@ -163,21 +153,21 @@ class Call:
     def issue(self, repo: Repo) -> Issue:
         issue = self.state.find_issue(repo, self.int_param("index"))
         if issue is None:
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         return issue
 
     def pull(self, repo: Repo) -> Pull:
         issue = self.state.find_issue(repo, self.int_param("index"))
         if issue is None or issue.pull is None:
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         return issue.pull
 
     def comment(self, repo: Repo) -> Comment:
         comment = self.state.comments.get(self.int_param("id"))
         if comment is None:
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         if comment.issue.repo is not repo:
-            raise ApiError(404, empty=True)  # ctx.Status(404): another repo's comment
+            raise ForgeError(404, empty=True)  # ctx.Status(404): another repo's comment
         return comment
 
 
@@ -187,7 +177,7 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
                         headers={"Content-Type": "application/json;charset=utf-8", **(headers or {})})
 
 
-def error_response(swagger_url: str, error: ApiError) -> web.Response:
+def error_response(swagger_url: str, error: ForgeError) -> web.Response:
     if error.empty:
         return web.Response(status=error.status)
     body: JSON = {"message": error.message, "url": swagger_url}
@@ -203,7 +193,8 @@ def _form_int(text: str) -> int:
         return 0
 
 
-def _since_before(call: Call) -> tuple[datetime | None, datetime | None]:
+def _window(call: Call) -> Callable[[datetime | None], bool]:
+    """The ``since``/``before`` query filter (RFC 3339) as a predicate on a timestamp."""
     def parse(name: str) -> datetime | None:
         text = call.query(name)
         if not text:
@@ -211,8 +202,10 @@ def _since_before(call: Call) -> tuple[datetime | None, datetime | None]:
         try:
             return datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ApiError(422, f"invalid {name}: {text}") from exc
-    return parse("since"), parse("before")
+            raise ForgeError(422, f"invalid {name}: {text}") from exc
+
+    since, before = parse("since"), parse("before")
+    return lambda when: when is not None and (since is None or when >= since) and (before is None or when < before)
 
 
 # --- server and user -----------------------------------------------------------------------------
@@ -251,7 +244,7 @@ async def get_branch(call: Call) -> web.StreamResponse:
     repo = call.repo()
     name = call.params["branch"]
     if name not in repo.branches:
-        raise ApiError(404, "Branch not found")
+        raise ForgeError(404, "Branch not found")
     info = await _commit_info(repo, repo.branches[name])
     writer = call.can_write(repo)
     return call.json({
@@ -296,11 +289,11 @@ async def get_permission(call: Call) -> web.StreamResponse:
     repo = call.repo()
     name = call.params["collaborator"]
     if not doer.is_admin and doer.login.lower() != name.lower() and call.access(repo) < Access.ADMIN:
-        raise ApiError(403, "Only admins can query all permissions, repo admins can query all repo permissions, "
+        raise ForgeError(403, "Only admins can query all permissions, repo admins can query all repo permissions, "
                             "collaborators can query only their own")
     user = call.state.find_user(name)
     if user is None:
-        raise ApiError(404, f"user does not exist [uid: 0, name: {name}]")
+        raise ForgeError(404, f"user does not exist [uid: 0, name: {name}]")
     mode = call.state.access(user, repo).label
     # ToUserAndPermission renders the user as seen by the repo owner (ctx.ContextUser).
     return call.json({"permission": mode, "role_name": mode, "user": call.render.user(user, repo.owner)})
@@ -322,8 +315,8 @@ async def list_issues(call: Call) -> web.StreamResponse:
         issues = [i for i in issues if names & {lb.name for lb in i.labels}]
     if poster := call.query("created_by"):
         issues = [i for i in issues if i.poster.login.lower() == poster.lower()]
-    since, before = _since_before(call)
-    issues = [i for i in issues if (since is None or i.updated_at >= since) and (before is None or i.updated_at < before)]
+    in_window = _window(call)
+    issues = [i for i in issues if in_window(i.updated_at)]
     issues.sort(key=lambda i: (i.created_at, i.id), reverse=True)
     items, headers = call.paginate(issues, link=True)
     return call.json([call.render.issue(i, call.doer) for i in items], headers=headers)
@@ -340,9 +333,8 @@ async def get_issue(call: Call) -> web.StreamResponse:
 async def list_comments(call: Call) -> web.StreamResponse:
     repo = call.repo()
     issue = call.issue(repo)
-    since, before = _since_before(call)
-    comments = [c for c in call.state.issue_comments(issue)
-                if (since is None or c.updated_at >= since) and (before is None or c.updated_at < before)]
+    in_window = _window(call)
+    comments = [c for c in call.state.issue_comments(issue) if in_window(c.updated_at)]
     return call.json([call.render.comment(c) for c in comments], headers={"X-Total-Count": str(len(comments))})
 
 
@@ -354,10 +346,10 @@ async def create_comment(call: Call) -> web.StreamResponse:
     issue = call.state.find_issue(repo, call.int_param("index"))
     if issue is None:
         if call.forgejo:
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         raise call.internal(f"issue does not exist [id: 0, repo_id: {repo.id}, index: {call.int_param('index')}]")
     if issue.is_locked and not call.can_write(repo) and not doer.is_admin:
-        raise ApiError(403, "You cannot comment on a locked issue.")
+        raise ForgeError(403, "You cannot comment on a locked issue.")
     comment, _ = call.svc.create_comment(issue, doer, form["body"])
     return call.json(call.render.comment(comment), 201)
 
@@ -374,7 +366,7 @@ async def get_comment(call: Call) -> web.StreamResponse:
 def _editable_comment(call: Call, doer: User) -> Comment:
     comment = call.comment(call.repo())
     if doer is not comment.poster and not call.can_write(comment.issue.repo):
-        raise ApiError(403, empty=True)
+        raise ForgeError(403, empty=True)
     return comment
 
 
@@ -394,7 +386,7 @@ async def delete_comment(call: Call) -> web.StreamResponse:
     doer = call.need_token()
     comment = _editable_comment(call, doer)
     if comment.type != "comment":
-        raise ApiError(400, empty=True)
+        raise ForgeError(400, empty=True)
     call.svc.delete_comment(comment, doer)
     return web.Response(status=204)
 
@@ -415,13 +407,13 @@ async def create_repo_label(call: Call) -> web.StreamResponse:
     call.need_token()
     repo = call.repo()
     if not call.can_write(repo):
-        raise ApiError(403, "user should have a permission to write to a repo")
+        raise ForgeError(403, "user should have a permission to write to a repo")
     form = call.body()
     color = form["color"].strip().lstrip("#")
     if len(color) == 3:
         color = "".join(ch * 2 for ch in color)
     if len(color) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in color):
-        raise ApiError(422, "ColorPattern")
+        raise ForgeError(422, "ColorPattern")
     label = call.state.add_label(repo, form["name"], color, description=form.get("description") or "",
                                  exclusive=bool(form.get("exclusive")), is_archived=bool(form.get("is_archived")))
     return call.json(call.render.label(label), 201)
@@ -439,7 +431,7 @@ def _labels_target(call: Call) -> tuple[User, Issue]:
     repo = call.repo()
     issue = call.issue(repo)
     if not call.can_write(repo):
-        raise ApiError(403, empty=True)
+        raise ForgeError(403, empty=True)
     return doer, issue
 
 
@@ -449,9 +441,9 @@ def _labels_from_form(call: Call, issue: Issue, form: JSON) -> list[Label]:
     ids = [int(e) for e in entries if isinstance(e, (int, float)) and not isinstance(e, bool)]
     names = [e for e in entries if isinstance(e, str)]
     if len(ids) + len(names) != len(entries):
-        raise ApiError(400, "a label must be an integer or a string")
+        raise ForgeError(400, "a label must be an integer or a string")
     if ids and names:
-        raise ApiError(400, "labels should be an array of strings or integers")
+        raise ForgeError(400, "labels should be an array of strings or integers")
     usable = call.state.usable_labels(issue.repo)
     if names:
         return [lb for lb in usable if lb.name in names]
@@ -498,7 +490,7 @@ async def remove_issue_label(call: Call) -> web.StreamResponse:
     else:
         label = call.state.labels.get(call.int_param("id"))  # numeric ids only
     if label is None:
-        raise ApiError(422, "label does not exist")
+        raise ForgeError(422, "label does not exist")
     call.svc.change_labels(issue, doer, [lb for lb in issue.labels if lb is not label])
     return web.Response(status=204)
 
@@ -512,35 +504,28 @@ def _stopwatch_target(call: Call) -> tuple[User, Issue]:
     repo = call.repo()
     issue = call.issue(repo)
     if not call.can_write(repo) or not repo.time_tracking:
-        raise ApiError(403, empty=True)
+        raise ForgeError(403, empty=True)
     return doer, issue
-
-
-def _service(action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except ServiceError as exc:
-        raise ApiError(exc.status, exc.message, empty=exc.empty) from exc
 
 
 @route("POST", "/repos/{owner}/{repo}/issues/{index}/stopwatch/start")
 async def start_stopwatch(call: Call) -> web.StreamResponse:
     doer, issue = _stopwatch_target(call)
-    _service(lambda: call.svc.start_stopwatch(issue, doer))
+    call.svc.start_stopwatch(issue, doer)
     return web.Response(status=201)
 
 
 @route("POST", "/repos/{owner}/{repo}/issues/{index}/stopwatch/stop")
 async def stop_stopwatch(call: Call) -> web.StreamResponse:
     doer, issue = _stopwatch_target(call)
-    _service(lambda: call.svc.stop_stopwatch(issue, doer))
+    call.svc.stop_stopwatch(issue, doer)
     return web.Response(status=201)
 
 
 @route("DELETE", "/repos/{owner}/{repo}/issues/{index}/stopwatch/delete")
 async def delete_stopwatch(call: Call) -> web.StreamResponse:
     doer, issue = _stopwatch_target(call)
-    _service(lambda: call.svc.cancel_stopwatch(issue, doer))
+    call.svc.cancel_stopwatch(issue, doer)
     return web.Response(status=204)
 
 
@@ -548,21 +533,21 @@ async def delete_stopwatch(call: Call) -> web.StreamResponse:
 async def list_times(call: Call) -> web.StreamResponse:
     doer = call.need_token()
     repo = call.repo()
-    issue = call.issue(repo)
     if not repo.time_tracking:
-        raise ApiError(404, "Timetracker is disabled")
+        raise ForgeError(404, "Timetracker is disabled")
+    issue = call.issue(repo)
     wanted: User | None = None
     if name := call.query("user"):
         wanted = call.state.find_user(name)
         if wanted is None:
-            raise ApiError(404, "user does not exist")
+            raise ForgeError(404, "user does not exist")
     if not doer.is_admin and wanted is not doer and not call.can_write(repo):
         if wanted is not None:
-            raise ApiError(403, "query by user not allowed; not enough rights")
+            raise ForgeError(403, "query by user not allowed; not enough rights")
         wanted = doer  # readers only ever see their own times
-    since, before = _since_before(call)
-    times = [t for t in call.state.times if t.issue is issue and (wanted is None or t.user is wanted)
-             and (since is None or t.created >= since) and (before is None or t.created < before)]
+    in_window = _window(call)
+    times = [t for t in call.state.times
+             if t.issue is issue and (wanted is None or t.user is wanted) and in_window(t.created)]
     items, headers = call.paginate(times)
     return call.json([call.render.tracked_time(t, doer) for t in items], headers=headers)
 
@@ -575,9 +560,9 @@ async def add_time(call: Call) -> web.StreamResponse:
     issue = call.issue(repo)
     allowed = call.can_write(repo) or doer is issue.poster or doer in issue.assignees
     if not repo.time_tracking:
-        raise ApiError(400, "time tracking disabled")
+        raise ForgeError(400, "time tracking disabled")
     if not allowed:
-        raise ApiError(403, empty=True)
+        raise ForgeError(403, empty=True)
     user = doer
     name = form.get("user_name") or ""
     if name and (doer.is_admin or (call.access(repo) >= Access.ADMIN and doer.login != name)):
@@ -597,13 +582,13 @@ async def create_status(call: Call) -> web.StreamResponse:
     doer = call.need_token()
     repo = call.repo()
     if not call.can_write(repo):
-        raise ApiError(403, "user should have a permission to write to a repo")
+        raise ForgeError(403, "user should have a permission to write to a repo")
     form = call.body()
     sha = call.params["sha"]
     full = await _resolve(repo, sha)
     if full is None:
         if call.forgejo:
-            raise ApiError(404, "not found")
+            raise ForgeError(404, "not found")
         raise call.internal(f"GetCommit[{sha}]: object does not exist [id: {sha}, rel_path: ]")
     status = call.svc.create_status(repo, full, doer, form.get("state") or "", form.get("target_url") or "",
                                     form.get("description") or "", form.get("context") or "")
@@ -639,7 +624,7 @@ async def list_statuses(call: Call) -> web.StreamResponse:
 async def _ref_sha(call: Call, repo: Repo) -> str:
     sha = await _resolve(repo, call.params["ref"])
     if sha is None:
-        raise ApiError(404, "not found")
+        raise ForgeError(404, "not found")
     return sha
 
 
@@ -716,25 +701,22 @@ async def create_pull(call: Call) -> web.StreamResponse:
     form = call.body()
     for name in ("head", "base", "title"):  # binding:"Required" in the Go struct, though not in the spec
         if not form.get(name):
-            raise ApiError(422, f"[{name.title()}]: Required")
+            raise ForgeError(422, f"[{name.title()}]: Required")
     head, base = form["head"], form["base"]
     if head == base:
-        raise ApiError(422, "Invalid PullRequest: There are no changes between the head and the base")
+        raise ForgeError(422, "Invalid PullRequest: There are no changes between the head and the base")
     head_repo, head_branch = repo, head
     if ":" in head:
         owner, head_branch = head.split(":", 1)
         head_repo = _fork_of(call, repo, owner)
     if base not in repo.branches or head_branch not in head_repo.branches \
             or not call.state.can_see(doer, head_repo):
-        raise ApiError(404, "The target couldn't be found.")
+        raise ForgeError(404, "The target couldn't be found.")
     labels = []
     if call.can_write(repo) and form.get("labels"):
         labels = [lb for lb in call.state.usable_labels(repo) if lb.id in form["labels"]]
-    try:
-        pull, _ = await call.svc.create_pull(repo, doer, head_repo, head_branch, base, form["title"],
-                                             form.get("body") or "", labels)
-    except ServiceError as exc:
-        raise ApiError(exc.status, exc.message) from exc
+    pull, _ = await call.svc.create_pull(repo, doer, head_repo, head_branch, base, form["title"],
+                                         form.get("body") or "", labels)
     return call.json(call.render.pull(pull, doer), 201)
 
 
@@ -745,7 +727,7 @@ def _fork_of(call: Call, base: Repo, owner: str) -> Repo:
     fork = next((r for r in call.state.repos.values()
                  if r.owner.login.lower() == owner.lower() and r.parent is base), None)
     if fork is None:
-        raise ApiError(404, "The target couldn't be found.")
+        raise ForgeError(404, "The target couldn't be found.")
     return fork
 
 
@@ -767,7 +749,7 @@ async def get_pull_by_branches(call: Call) -> web.StreamResponse:
     pulls = [p for p in call.state.pulls(repo)
              if p.base_branch == call.params["base"] and p.head_repo is head_repo and p.head_branch == branch]
     if not pulls:
-        raise ApiError(404, "not found")
+        raise ForgeError(404, "not found")
     return call.json(call.render.pull(max(pulls, key=lambda p: p.id), call.doer))
 
 
@@ -817,7 +799,7 @@ async def create_review(call: Call) -> web.StreamResponse:
     comments = form.get("comments") or []
     state = _review_state(pull, doer, event, body, bool(comments))
     if pull.issue.state == "closed":
-        raise ApiError(422, "cannot submit a review on a closed pull request")
+        raise ForgeError(422, "cannot submit a review on a closed pull request")
     parsed = []
     for item in comments:
         old, new = item.get("old_position") or 0, item.get("new_position") or 0
@@ -833,16 +815,16 @@ def _review_state(pull: Pull, doer: User, event: str, body: str, has_comments: b
     if event in ("APPROVED", "REQUEST_CHANGES"):
         if pull.issue.poster is doer:
             verb = "approve" if event == "APPROVED" else "reject"
-            raise ApiError(422, f"{verb} your own pull is not allowed")
+            raise ForgeError(422, f"{verb} your own pull is not allowed")
         state, needs_body = event, event == "REQUEST_CHANGES"
     elif event == "COMMENT":
         if not has_body and not has_comments:
-            raise ApiError(422, f"review event {event} requires a body or a comment")
+            raise ForgeError(422, f"review event {event} requires a body or a comment")
         state, needs_body = event, False
     else:
         state = "PENDING"
     if needs_body and not has_body:
-        raise ApiError(422, f"review event {event} requires a body")
+        raise ForgeError(422, f"review event {event} requires a body")
     return state
 
 
@@ -852,7 +834,7 @@ async def list_review_comments(call: Call) -> web.StreamResponse:
     pull = call.pull(repo)
     review = call.state.reviews.get(call.int_param("id"))
     if review is None or review.issue is not pull.issue:
-        raise ApiError(404, "not found")
+        raise ForgeError(404, "not found")
     return call.json([call.render.review_comment(c, call.doer) for c in review.comments])
 
 
@@ -887,8 +869,8 @@ async def add_reaction(call: Call) -> web.StreamResponse:
     form = call.body()
     issue, comment = _reaction_target(call)
     if issue.is_locked and not call.can_write(issue.repo):
-        raise ApiError(403, "this issue is locked")
-    reaction, created = _service(lambda: call.svc.react(issue, comment, doer, form.get("content") or ""))
+        raise ForgeError(403, "this issue is locked")
+    reaction, created = call.svc.react(issue, comment, doer, form.get("content") or "")
     return call.json(call.render.reaction(reaction, doer), 201 if created else 200)
 
 
@@ -899,6 +881,6 @@ async def remove_reaction(call: Call) -> web.StreamResponse:
     form = call.body()
     issue, comment = _reaction_target(call)
     if issue.is_locked and not call.can_write(issue.repo):
-        raise ApiError(403, "this issue is locked")
+        raise ForgeError(403, "this issue is locked")
     call.svc.unreact(issue, comment, doer, form.get("content") or "")
     return web.Response(status=200 if call.forgejo else 204)  # Gitea 1.26: 204, [FJ] 200

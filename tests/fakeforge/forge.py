@@ -232,7 +232,13 @@ class FakeForge:
 
     @property
     def violations(self) -> list[Violation]:
+        """What the client did against the spec; a test fixture should assert this is empty."""
         return self.server.violations
+
+    @property
+    def internal_errors(self) -> list[str]:
+        """Tracebacks of requests the fake itself failed on (answered 500); should stay empty."""
+        return self.server.internal_errors
 
     def calls(self, method: str | None = None, template: str | None = None) -> list[RequestRecord]:
         """API requests filtered by method and/or spec template (e.g. ".../issues/{index}/comments")."""

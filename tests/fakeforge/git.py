@@ -9,6 +9,7 @@ off, so a developer's ``~/.gitconfig`` cannot change what the tests see.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+log = logging.getLogger(__name__)
 ZERO_SHA = "0" * 40
 ISOLATED_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -105,17 +107,20 @@ class CommitInfo:
     parents: list[str]
 
 
-def commit_info(git_dir: Path, rev: str) -> CommitInfo:
-    fields = run(git_dir, "log", "-1", "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%P%x00%B", rev,
-                 "--").split("\x00")
-    return CommitInfo(sha=fields[0], author_name=fields[1], author_email=fields[2], committer_name=fields[3],
-                      committer_email=fields[4], timestamp=fields[5], parents=fields[6].split(),
-                      message=fields[7].rstrip("\n") + "\n")
-
-
 def log(git_dir: Path, rev: str, limit: int = 100) -> list[CommitInfo]:
-    shas = run(git_dir, "rev-list", f"--max-count={limit}", rev, "--").split()
-    return [commit_info(git_dir, sha) for sha in shas]
+    """Up to ``limit`` commits reachable from ``rev``, newest first, in one git call."""
+    fields = "%x1f".join(("%H", "%an", "%ae", "%cn", "%ce", "%cI", "%P", "%B"))
+    out = run(git_dir, "log", "-z", f"--max-count={limit}", f"--format={fields}", rev, "--")
+    commits = []
+    for record in filter(None, out.split("\x00")):
+        sha, an, ae, cn, ce, stamp, parents, message = record.split("\x1f")
+        commits.append(CommitInfo(sha=sha, author_name=an, author_email=ae, committer_name=cn, committer_email=ce,
+                                  timestamp=stamp, parents=parents.split(), message=message.rstrip("\n") + "\n"))
+    return commits
+
+
+def commit_info(git_dir: Path, rev: str) -> CommitInfo:
+    return log(git_dir, rev, 1)[0]
 
 
 def read_file(git_dir: Path, rev: str, path: str) -> bytes | None:
@@ -247,30 +252,32 @@ async def http_backend(request: web.Request, project_root: Path, path_info: str,
     )
     assert proc.stdin and proc.stdout and proc.stderr
     feeder = asyncio.create_task(_feed(request, proc.stdin))
-    errors = asyncio.create_task(proc.stderr.read())
+    errors = asyncio.create_task(proc.stderr.read())  # drained concurrently so git never blocks on it
     try:
         status, headers = await _read_cgi_headers(proc.stdout)
         if buffered:
-            body = await proc.stdout.read()
-            await feeder
-            await proc.wait()
-            return web.Response(status=status, headers=headers, body=body)
-        response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        while chunk := await proc.stdout.read(65536):
-            await response.write(chunk)
-        await response.write_eof()
+            response: web.StreamResponse = web.Response(status=status, headers=headers,
+                                                        body=await proc.stdout.read())
+        else:
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            while chunk := await proc.stdout.read(65536):
+                await response.write(chunk)
+            await response.write_eof()
         await feeder
-        return response
-    finally:
-        feeder.cancel()
+        await proc.wait()
+    except BaseException:
         if proc.returncode is None:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-        errors.cancel()
+            proc.kill()  # the client went away (or we are shutting down): do not leave git running
+        feeder.cancel()
+        await proc.wait()
+        raise
+    finally:
+        stderr = await errors
+    if proc.returncode:
+        log.warning("git http-backend %s exited %s: %s", path_info, proc.returncode,
+                    stderr.decode(errors="replace").strip())
+    return response
 
 
 async def _feed(request: web.Request, stdin: asyncio.StreamWriter) -> None:
@@ -283,8 +290,8 @@ async def _feed(request: web.Request, stdin: asyncio.StreamWriter) -> None:
         if inflate:
             stdin.write(inflate.flush())
         await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the backend finished early (an error it reports on stdout)
+    except (BrokenPipeError, ConnectionResetError, zlib.error):
+        pass  # the backend finished early, or the body is corrupt: git reports either on stdout
     finally:
         stdin.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +19,11 @@ from aiohttp import web
 
 from . import api, git
 from .faults import Faults, InjectedFault
-from .service import Service
+from .service import ForgeError, Service
 from .spec import GLOBAL_QUERY, BodyCheck, Spec
 from .state import Access, User
 
+log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 SCOPE_CATEGORIES = (("/user", "user"), ("/repos/{owner}/{repo}/issues", "issue"),
                     ("/repos/{owner}/{repo}/labels", "issue"), ("/repos/", "repository"))
@@ -61,6 +64,7 @@ class ForgeServer:
         self.faults = faults
         self.requests: list[RequestRecord] = []
         self.violations: list[Violation] = []
+        self.internal_errors: list[str] = []  # tracebacks of the fake's own failures (should stay empty)
         self.closing = asyncio.Event()
         self.app = web.Application(client_max_size=1024**3)
         self.app.router.add_route("*", API_PREFIX + "/{tail:.*}", self.handle_api)
@@ -149,13 +153,13 @@ class ForgeServer:
         if op is None:
             kind = "method" if path_known else "route"
             self.violate(kind, request, f"{request.method} {path} is not in the spec")
-            return self.error(api.ApiError(405 if path_known else 404, "not found"))
+            return self.error(ForgeError(405 if path_known else 404, "not found"))
         record["template"] = op.template
         call = api.Call(self.svc, request, op, params, None, None)
         try:
             call.doer = self.authenticate(request)
         except _Unauthorized:
-            return call.error_response(api.ApiError(401, "invalid username, password or token"))
+            return call.error_response(ForgeError(401, "invalid username, password or token"))
         record["user"] = call.doer.login if call.doer else None
         if "token" in request.query or "access_token" in request.query:
             self.violate("auth", request, "token in the query string (deprecated; use the Authorization header)")
@@ -166,12 +170,16 @@ class ForgeServer:
         handler = api.ROUTES.get((op.method, op.template))
         if handler is None:
             self.violate("unimplemented", request, f"the fake does not implement {op.method} {op.template}")
-            return call.error_response(api.ApiError(501, "not implemented by the fake forge"))
+            return call.error_response(ForgeError(501, "not implemented by the fake forge"))
         try:
             self._check_scope(call, op.method, op.template)
             return await handler(call)
-        except api.ApiError as error:
+        except ForgeError as error:
             return call.error_response(error)
+        except Exception:  # a bug in the fake: answer like Gitea's 500, keep serving, and report it
+            log.exception("fake forge: %s %s failed", request.method, request.path)
+            self.internal_errors.append(f"{request.method} {request.path_qs}\n{traceback.format_exc()}")
+            return call.error_response(ForgeError(500, ""))
 
     def _check_body(self, request: web.Request, op: Any, raw: bytes) -> BodyCheck | None:
         if op.body_schema is None:
@@ -193,10 +201,10 @@ class ForgeServer:
         granted = doer.scopes
         if "all" in granted or needed in granted or (needed.startswith("read:") and f"write:{category}" in granted):
             return
-        raise api.ApiError(403, f"token does not have at least one of required scope(s), required=[{needed}], "
+        raise ForgeError(403, f"token does not have at least one of required scope(s), required=[{needed}], "
                                 f"token scope={','.join(sorted(granted))}")
 
-    def error(self, error: api.ApiError) -> web.Response:
+    def error(self, error: ForgeError) -> web.Response:
         return api.error_response(self.svc.site.swagger_url, error)
 
     def violate(self, kind: str, request: web.Request, detail: str) -> None:
@@ -215,7 +223,7 @@ class ForgeServer:
         if fault.kind.endswith("_502"):
             return web.Response(status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
                                 content_type="text/html")
-        return self.error(api.ApiError(500, ""))
+        return self.error(ForgeError(500, ""))
 
     @staticmethod
     def _reset(request: web.Request) -> web.StreamResponse:

@@ -18,14 +18,15 @@ from .state import REACTIONS, Access, Comment, Issue, Label, Pull, Reaction, Rep
     Stopwatch, TrackedTime, User
 
 
-class ServiceError(Exception):
-    """A business rule said no; the API layer turns it into Gitea's answer."""
+class ForgeError(Exception):
+    """An error answer, as Gitea gives it: JSON ``{"message","url"}`` (a 404 adds ``errors``), or, for
+    some 403s and 404s, no body at all. Raised by business rules and HTTP handlers alike."""
 
     def __init__(self, status: int, message: str = "", *, empty: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.empty = empty  # some Gitea 403s have no body at all
+        self.empty = empty
 
 
 def by_name(labels: list[Label]) -> list[Label]:
@@ -167,7 +168,7 @@ class Service:
                           labels: list[Label]) -> tuple[Pull, list[Delivery]]:
         for pull in self.state.open_pulls_with_head(head_repo, head_branch):
             if pull.issue.repo is base_repo and pull.base_branch == base_branch:
-                raise ServiceError(409, f"pull request already exists for these targets [id: {pull.id}, "
+                raise ForgeError(409, f"pull request already exists for these targets [id: {pull.id}, "
                                         f"issue_id: {pull.issue.id}, head_repo_id: {head_repo.id}, "
                                         f"base_repo_id: {base_repo.id}, head_branch: {head_branch}, "
                                         f"base_branch: {base_branch}]")
@@ -202,7 +203,9 @@ class Service:
         else:
             await asyncio.to_thread(git.fetch_ref, base.path, pull.head_repo.path,
                                     f"refs/heads/{pull.head_branch}", ref)
-        base_sha = base.branches.get(pull.base_branch, "")
+        base_sha = base.branches.get(pull.base_branch)
+        if base_sha is None:
+            return  # the base branch is gone: keep what was computed last
         pull.merge_base = await asyncio.to_thread(git.merge_base, base.path, base_sha, pull.head_sha)
         files = await asyncio.to_thread(git.diff_files, base.path, pull.merge_base or base_sha, pull.head_sha)
         pull.changed_files = len(files)
@@ -251,7 +254,8 @@ class Service:
             review.comments.append(code)
         if state == "PENDING":
             return review, []
-        review.official = state in ("APPROVED", "REQUEST_CHANGES") and self.state.access(doer, issue.repo) >= Access.WRITE
+        writer = self.state.access(doer, issue.repo) >= Access.WRITE
+        review.official = writer and state in ("APPROVED", "REQUEST_CHANGES")
         review.comment_id = self.state.add_comment(issue, doer, body, type="review").id
         event = REVIEW_EVENTS[state]
         payload = pull_payload(self.render, "reviewed", pull, doer,
@@ -264,7 +268,7 @@ class Service:
     def react(self, issue: Issue, comment: Comment | None, user: User, content: str) -> tuple[Reaction, bool]:
         """(reaction, created). An existing identical reaction is returned as is."""
         if content not in REACTIONS:
-            raise ServiceError(403, f"'{content}' is not an allowed reaction")
+            raise ForgeError(403, f"'{content}' is not an allowed reaction")
         for reaction in self.state.reactions:
             if reaction.issue is issue and reaction.comment is comment and reaction.user is user \
                     and reaction.content == content:
@@ -292,7 +296,7 @@ class Service:
         """One stopwatch per user: one running elsewhere is stopped and booked first."""
         running = self.state.stopwatches.get(user.id)
         if running is not None and running.issue is issue:
-            raise ServiceError(409, "Cannot start a stopwatch again if it already exists")
+            raise ForgeError(409, "Cannot start a stopwatch again if it already exists")
         if running is not None:
             self.state.finish_stopwatch(running)
         self.state.stopwatches[user.id] = Stopwatch(user=user, issue=issue, created=self.state.clock.now())
@@ -301,12 +305,12 @@ class Service:
     def stop_stopwatch(self, issue: Issue, user: User) -> TrackedTime:
         running = self.state.stopwatches.get(user.id)
         if running is None or running.issue is not issue:
-            raise ServiceError(409, "Cannot stop a non-existent stopwatch")
+            raise ForgeError(409, "Cannot stop a non-existent stopwatch")
         return self.state.finish_stopwatch(running)
 
     def cancel_stopwatch(self, issue: Issue, user: User) -> None:
         running = self.state.stopwatches.get(user.id)
         if running is None or running.issue is not issue:
-            raise ServiceError(409, "Cannot cancel a non-existent stopwatch")
+            raise ForgeError(409, "Cannot cancel a non-existent stopwatch")
         del self.state.stopwatches[user.id]
         self.state.add_comment(issue, user, "", type="cancel_tracking")

@@ -181,7 +181,8 @@ class Spec:
         check.problems.append(f"{where}: {error.message}")
         if error.validator == "type" and check.binding_error is None:
             field_name = ".".join(str(p) for p in error.absolute_path)
-            target = f"Go struct field {op.body_def}.{field_name}" if field_name else f"Go value of type structs.{op.body_def}"
+            target = (f"Go struct field {op.body_def}.{field_name}" if field_name
+                      else f"Go value of type structs.{op.body_def}")
             check.binding_error = (f"[]: json: cannot unmarshal {_json_kind(error.instance)} into {target}"
                                    f" of type {_go_type(error.schema)}")
 

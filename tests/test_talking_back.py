@@ -1,0 +1,183 @@
+"""What the Forge shows, end to end: fake Forge (spec-checked), real Docker, scripted agents."""
+
+import asyncio
+import time
+
+import pytest
+
+from bot.store import ACTIVE
+
+from .test_engine import dispatch, ended
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+async def engine_bot(make_bot, agent_image):
+    async def start(**overrides):
+        limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}
+        limits |= overrides.pop("limits", {})
+        return await make_bot(image=agent_image, limits=limits, **overrides)
+
+    return start
+
+
+def bot_comments(world, number):
+    return [c for c in world["forge"].comments(world["repo"], number) if c.poster.login == "dispatchbot"]
+
+
+async def reported(bot, run_id):
+    """Wait until the reporter has shown the run's latest state on the Forge."""
+
+    async def caught_up():
+        run = await bot.store.get(run_id)
+        return (await bot.store.reported(run_id)).get("version") == run.version and run.state not in ACTIVE
+
+    await bot.wait_for(caught_up, timeout=60)
+    return await bot.store.get(run_id)
+
+
+async def test_label_to_pull_request_with_commits_and_closes(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    issue = await forge.create_issue(repo, bob, title="Add notes scenario:edit-commit", body="Please add notes.")
+    await forge.set_labels(repo, issue.number, bob, ["kind/feature", "dispatch:codex"])
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed", run.reason
+    [pull] = forge.pulls(repo)
+    assert pull.head_branch == run.branch and pull.base_branch == "main"
+    assert pull.issue.title == "[agent/codex] Add notes scenario:edit-commit"
+    assert f"Closes #{issue.number}" in pull.issue.body
+    assert forge.branch_sha(repo, run.branch) == pull.head_sha
+    [status_comment] = bot_comments(world, issue.number)
+    assert "✅ completed" in status_comment.body and f"#{pull.issue.number}" in status_comment.body
+    labels = {label.name for label in forge.issue(repo, issue.number).labels}
+    assert labels == {"kind/feature", "dispatch/done"}
+    booked = sum(t.time for t in forge.tracked_times(repo, issue.number))
+    assert abs(booked - (run.ended_at - run.started_at)) <= 5
+    assert forge.stopwatches(world["bot"]) == []
+
+
+async def test_pr_comment_pushes_to_the_pr_branch_with_a_success_status(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files={"feature.py": "x = 1\n"})
+    before = forge.branch_sha(repo, "feature")
+    await forge.create_comment(repo, pull.issue.number, bob, "/dispatch claude polish it scenario:edit-commit")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed" and run.branch == "feature"
+    after = forge.branch_sha(repo, "feature")
+    assert after != before and forge.git_log(repo, "feature")[1].sha == before
+    statuses = forge.statuses(repo, after)
+    assert [(s.state, s.context) for s in statuses][-1] == ("success", "dispatchbot/claude")
+    assert len(forge.pulls(repo)) == 1
+
+
+async def test_review_becomes_one_review_with_inline_comments(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(review_agent="codex:review")
+    files = {"src/app.py": "import os\nprint('hi')\nprint('more')\n", "docs/notes.md": "one\ntwo\n"}
+    pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files=files)
+    await forge.create_comment(repo, pull.issue.number, bob, "/review")  # codex:review
+    [run] = await ended(bot)
+    assert run.review
+    run = await reported(bot, run.id)
+    assert run.state == "completed", run.reason
+    [review] = forge.reviews(repo, pull.issue.number)
+    assert review.state == "COMMENT" and review.reviewer.login == "dispatchbot"
+    assert review.comments, review.body
+    changed = set(files)
+    for comment in review.comments:
+        assert comment.path in changed and comment.line > 0
+    assert forge.git_log(repo, "feature")[0].sha == pull.head_sha  # never pushes
+
+
+async def test_blocked_question_then_answer_completes_in_the_same_comment(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex migrate scenario:answer")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "blocked"
+    [comment] = bot_comments(world, issue.number)
+    assert "/answer" in comment.body and "> " in comment.body
+    assert "dispatch/blocked" in {label.name for label in forge.issue(repo, issue.number).labels}
+    await forge.create_comment(repo, issue.number, bob, "/answer use the v2 API")
+    await bot.wait_for(lambda: _completed(bot, run.id), timeout=60)
+    run = await reported(bot, run.id)
+    [comment] = bot_comments(world, issue.number)
+    assert "✅ completed" in comment.body
+    assert len(forge.pulls(repo)) == 1
+
+
+async def test_cancel_kills_a_hanging_agent_within_five_seconds(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex wait scenario:hang")
+    await bot.wait_for(lambda: _running(bot))
+    start = time.monotonic()
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    await bot.wait_for(lambda: _no_containers(bot), timeout=10)
+    assert time.monotonic() - start < 5
+    [run] = await bot.store.runs()
+    run = await reported(bot, run.id)
+    assert run.state == "cancelled" and "@bob" in run.reason
+    assert forge.stopwatches(world["bot"]) == []
+    assert "🚫 cancelled" in bot_comments(world, issue.number)[0].body
+
+
+async def test_a_command_gets_an_eyes_reaction_within_a_second(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(frozen=True)
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    start = time.monotonic()
+    comment = await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
+    await bot.wait_for(lambda: _reacted(forge, comment.id), timeout=5, interval=0.01)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_overlapping_runs_book_their_own_wall_clock_and_leave_no_stopwatch(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    first = await dispatch(world, "/dispatch codex long scenario:slow-ok:6")
+    await bot.wait_for(lambda: _running(bot))
+    await asyncio.sleep(1.5)
+    second = await dispatch(world, "/dispatch claude short scenario:slow-ok:2")
+    runs = await ended(bot, count=2)
+    for run in runs:
+        run = await reported(bot, run.id)
+        booked = sum(t.time for t in forge.tracked_times(repo, run.number))
+        assert abs(booked - (run.ended_at - run.started_at)) <= 5, (run.number, booked)
+    assert {first.number, second.number} == {r.number for r in runs}
+    assert forge.stopwatches(world["bot"]) == []
+
+
+async def test_time_tracking_disabled_is_said_once_and_the_run_goes_on(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    forge.set_time_tracking(repo, False)
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex go scenario:edit-commit")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed"
+    [comment] = bot_comments(world, issue.number)
+    assert comment.body.count("Time tracking is disabled") == 1
+
+
+async def _completed(bot, run_id):
+    return (await bot.store.get(run_id)).state == "completed"
+
+
+async def _running(bot):
+    return await bot.store.runs(states=["running"])
+
+
+async def _no_containers(bot):
+    runs = await bot.store.runs()
+    return runs and runs[0].state == "cancelled" and not await bot.engine.executor.list("dispatchbot.run")
+
+
+async def _reacted(forge, comment_id):
+    return any(r.content == "eyes" for r in forge.reactions(comment_id))
