@@ -21,7 +21,7 @@ from .store import OutboxItem, Run
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 300.0
+MAX_BACKOFF = 60.0
 LABEL_COLOR = "#5319e7"
 
 

@@ -100,10 +100,17 @@ async def post_review(forge: Forge, run: Run) -> dict:
 
 
 async def set_status(forge: Forge, run: Run, sha: str, run_url: str) -> None:
+    """Set the run's commit status, unless an earlier (timed-out) attempt already did."""
     state, description = STATUS[run.state]
     if run.state == "failed" and run.reason:
         description = run.reason
+    description = description[:140]
+    context = f"dispatchbot/{run.agent}"
+    combined = await forge.getitem(f"{_repo(run)}/commits/{sha}/status")
+    for status in (combined or {}).get("statuses") or []:
+        if status["context"] == context and (status["status"], status["description"]) == (state, description):
+            return
     await forge.post(
         f"{_repo(run)}/statuses/{sha}",
-        {"state": state, "context": f"dispatchbot/{run.agent}", "description": description[:140], "target_url": run_url},
+        {"state": state, "context": context, "description": description, "target_url": run_url},
     )

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakeforge import FakeForge, Repo, User, api, hooks, spec
+from tests.fakeforge.fixtures import fake_forge  # noqa: F401 - a fixture
 from tests.fakeforge.gojson import encode, marshal_indent
 from tests.fakeforge.render import Renderer, Site
 from tests.fakeforge.state import Access, State
@@ -101,9 +102,7 @@ class World:
         return [d.payload for d in self.forge.deliveries if d.event_type == event_type]
 
 
-async def make_world(tmp_path: Path, receiver: Receiver, *, forgejo: bool = False):
-    forge = FakeForge(tmp_path / ("fj" if forgejo else "gitea"), forgejo=forgejo)
-    await forge.start()
+async def make_world(forge: FakeForge, receiver: Receiver) -> World:
     bot = forge.add_user("dispatchbot")
     alice, bob, rita = forge.add_user("alice"), forge.add_user("bob"), forge.add_user("rita")
     repo = forge.add_repo("acme", "widgets", files={"README.md": "hi\n", "src/app.py": "print('hi')\n"})
@@ -116,21 +115,21 @@ async def make_world(tmp_path: Path, receiver: Receiver, *, forgejo: bool = Fals
 
 
 @pytest.fixture
-async def world(tmp_path, receiver):
-    w = await make_world(tmp_path, receiver)
+async def world(fake_forge, receiver):
+    w = await make_world(fake_forge, receiver)
     yield w
     await w.session.close()
-    await w.forge.close()
-    assert w.forge.violations == []
 
 
 @pytest.fixture
 async def fj_world(tmp_path, receiver):
-    w = await make_world(tmp_path, receiver, forgejo=True)
+    forge = FakeForge(tmp_path / "forgejo", forgejo=True)
+    await forge.start()
+    w = await make_world(forge, receiver)
     yield w
     await w.session.close()
-    await w.forge.close()
-    assert w.forge.violations == []
+    await forge.close()
+    assert forge.violations == [] and forge.internal_errors == []
 
 
 # --- payloads: byte for byte against the shared examples ----------------------------------------

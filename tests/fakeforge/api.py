@@ -205,7 +205,8 @@ def _window(call: Call) -> Callable[[datetime | None], bool]:
             raise ForgeError(422, f"invalid {name}: {text}") from exc
 
     since, before = parse("since"), parse("before")
-    return lambda when: when is not None and (since is None or when >= since) and (before is None or when < before)
+    return lambda when: (when is not None and (since is None or when >= since)
+                         and (before is None or when < before))
 
 
 # --- server and user -----------------------------------------------------------------------------
@@ -709,8 +710,8 @@ async def create_pull(call: Call) -> web.StreamResponse:
     if ":" in head:
         owner, head_branch = head.split(":", 1)
         head_repo = _fork_of(call, repo, owner)
-    if base not in repo.branches or head_branch not in head_repo.branches \
-            or not call.state.can_see(doer, head_repo):
+    if (base not in repo.branches or head_branch not in head_repo.branches
+            or not call.state.can_see(doer, head_repo)):
         raise ForgeError(404, "The target couldn't be found.")
     labels = []
     if call.can_write(repo) and form.get("labels"):

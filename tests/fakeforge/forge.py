@@ -19,8 +19,9 @@ from .hooks import Deliverer, Delivery, delivery_headers
 from .render import JSON, Site
 from .server import ForgeServer, RequestRecord, Violation
 from .service import Service
-from .state import Access, Comment, Hook, Issue, Label, Pull, Reaction, Repo, Review, State, Status, Stopwatch, \
-    TrackedTime, User
+from .state import (
+    Access, Comment, Hook, Issue, Label, Pull, Reaction, Repo, Review, State, Status, Stopwatch, TrackedTime, User,
+)
 
 
 class FakeForge:

@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .gojson import UNIX_ZERO, ZERO_TIME, rfc3339
-from .state import Access, Comment, Issue, Label, Pull, Reaction, Repo, Review, State, Status, Stopwatch, \
-    TrackedTime, User
+from .state import (
+    Access, Comment, Issue, Label, Pull, Reaction, Repo, Review, State, Status, Stopwatch, TrackedTime, User,
+)
 
 JSON = dict[str, Any]
 

@@ -239,8 +239,7 @@ class ForgeServer:
         repo_name = request.match_info["repo"]
         repo_name = repo_name[:-4] if repo_name.endswith(".git") else repo_name
         repo = state.find_repo(request.match_info["owner"], repo_name)
-        pushing = request.path.endswith("/git-receive-pack") or \
-            request.query.get("service") == "git-receive-pack"
+        pushing = request.match_info["tail"] == "git-receive-pack" or request.query.get("service") == "git-receive-pack"
         try:
             user = self.authenticate(request)
         except _Unauthorized:

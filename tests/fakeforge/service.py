@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from . import git
 from .hooks import REVIEW_EVENTS, Deliverer, Delivery, comment_event, issue_event, pull_payload
 from .render import JSON, Renderer, Site
-from .state import REACTIONS, Access, Comment, Issue, Label, Pull, Reaction, Repo, Review, State, Status, \
-    Stopwatch, TrackedTime, User
+from .state import (
+    REACTIONS, Access, Comment, Issue, Label, Pull, Reaction, Repo, Review, State, Status, Stopwatch, TrackedTime,
+    User,
+)
 
 
 class ForgeError(Exception):
@@ -270,8 +272,8 @@ class Service:
         if content not in REACTIONS:
             raise ForgeError(403, f"'{content}' is not an allowed reaction")
         for reaction in self.state.reactions:
-            if reaction.issue is issue and reaction.comment is comment and reaction.user is user \
-                    and reaction.content == content:
+            if (reaction.issue is issue and reaction.comment is comment and reaction.user is user
+                    and reaction.content == content):
                 return reaction, False
         reaction = Reaction(id=self.state.next_id("reaction"), user=user, content=content,
                             created_at=self.state.clock.now(), issue=issue, comment=comment)

@@ -1,0 +1,66 @@
+"""A flaky Forge: 20 % of calls fail (5xx or time out, before or after applying) and a 60 s outage
+hits in the middle of the runs; every comment, status, label and PR still appears exactly once."""
+
+import asyncio
+import collections
+
+import pytest
+
+from .test_engine import ended
+from .test_talking_back import engine_bot  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.docker
+
+
+async def test_everything_appears_exactly_once_in_its_final_state(world, engine_bot):  # noqa: F811
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(forge_timeout=2.0, schedule={"drain": 1.0, "redeliver": 2.0})
+    issue = await forge.create_issue(repo, bob, title="Add notes scenario:slow-ok:8", body="")
+    pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files={"f.py": "x = 1\n"})
+    forge.faults(0.2, seed=7, hang_seconds=4.0)
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:codex"])
+    await forge.create_comment(repo, pull.issue.number, bob, "/dispatch claude polish scenario:slow-ok:8")
+    await bot.wait_for(lambda: _both_running(bot), timeout=120)
+    await forge.outage(60.0, mode="reset")
+    runs = await ended(bot, count=2, timeout=240)
+    assert sorted(r.state for r in runs) == ["completed", "completed"], [r.reason for r in runs]
+
+    async def caught_up():
+        for run in await bot.store.runs():
+            if (await bot.store.reported(run.id)).get("version") != run.version:
+                return False
+        return not await bot.store.due_outbox(now=float("inf"))
+
+    await bot.wait_for(caught_up, timeout=240, interval=0.5)
+    forge.faults(0)
+    assert len(forge.injected_faults) > 10
+    issue_run = next(r for r in runs if not r.is_pull)
+    pull_run = next(r for r in runs if r.is_pull)
+
+    def status_comments(number):
+        return [c for c in forge.comments(repo, number) if "dispatchbot:run:" in c.body]
+
+    [comment] = status_comments(issue.number)
+    assert "✅ completed" in comment.body
+    [pr_comment] = status_comments(pull.issue.number)
+    assert "✅ completed" in pr_comment.body
+    bodies = collections.Counter(c.body for c in forge.comments(repo, issue.number) + forge.comments(repo, pull.issue.number))
+    assert all(n == 1 for n in bodies.values())
+
+    agent_pulls = [p for p in forge.pulls(repo) if p.head_branch == issue_run.branch]
+    assert len(agent_pulls) == 1 and f"Closes #{issue.number}" in agent_pulls[0].issue.body
+    assert {label.name for label in forge.issue(repo, issue.number).labels} == {"dispatch/done"}
+    assert {label.name for label in forge.issue(repo, pull.issue.number).labels} == {"dispatch/done"}
+    repo_labels = collections.Counter(label.name for label in forge.state.repo_labels(repo))
+    assert all(n == 1 for n in repo_labels.values())
+
+    head = forge.branch_sha(repo, "feature")
+    statuses = [s for s in forge.statuses(repo, head) if s.context == "dispatchbot/claude"]
+    assert [s.state for s in statuses].count("success") == 1 and statuses[-1].state == "success"
+    assert forge.stopwatches(world["bot"]) == []
+    assert pull_run.head_sha == head
+
+
+async def _both_running(bot):
+    runs = await bot.store.runs(states=["running"])
+    return len(runs) == 2
