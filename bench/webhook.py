@@ -52,6 +52,7 @@ SECRET = "bench-webhook-secret"
 COMMENT = "Thanks, that matches what I see here."  # no command: the handler has nothing to do
 P99_TARGET_MS = 10.0
 RATIO_TARGET = 0.40
+OTHER_CPU_WARNING = 0.15  # of one core, used by processes other than the server and this one
 
 HELLO_APP = """
 import sys
@@ -386,6 +387,9 @@ def table(bot: Measured, hello: Measured, args: argparse.Namespace) -> list[str]
         for phase, r in (("open", m.open), ("closed", m.closed)):
             if r.errors:
                 lines.append(f"  {name} {phase} loop errors: {dict(r.errors)}")
+            if r.other_cpu / r.elapsed > OTHER_CPU_WARNING:
+                lines.append(f"  warning: other processes used {100 * r.other_cpu / r.elapsed:.0f}% CPU during the"
+                             f" {name} {phase} loop: its figures are disturbed, run again on a quiet machine")
     return lines
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
 import sys
 
 from pydantic import ValidationError
@@ -15,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="receive webhooks and run agents")
     sub.add_parser("check-config", help="validate the settings and print them with secrets hidden")
+    dry = sub.add_parser("dry-run", help="print the prompt and argv a dispatch would get; start nothing")
+    dry.add_argument("target", help="owner/repo#number")
+    dry.add_argument("agent", help="agent[:model]")
+    dry.add_argument("task", nargs="?", default="", help="the task (default: the issue's title)")
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -30,7 +37,23 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(line, file=sys.stderr)
         return 2
+    if args.command == "dry-run":
+        return _dry_run(settings, args.target, args.agent, args.task)
     return serve(settings)
+
+
+def _dry_run(settings: Settings, target: str, agent: str, task: str) -> int:
+    from .dryrun import dry_run
+
+    match = re.fullmatch(r"([^/\s]+)/([^#\s]+)#(\d+)", target)
+    if not match:
+        print(f"target {target!r} is not of the form owner/repo#number", file=sys.stderr)
+        return 2
+    owner, repo, number = match[1], match[2], int(match[3])
+    argv, prompt = asyncio.run(dry_run(settings, owner, repo, number, agent, task))
+    print("argv:", json.dumps(["<prompt>" if arg == prompt else arg for arg in argv]))
+    print(prompt)
+    return 0
 
 
 def _env_name(loc: tuple) -> str:

@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 WRITE = frozenset({"write", "admin", "owner"})
 
 
-async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple[Workspace, str]:
-    """Clone or reuse the run's workspace on its branch and write its prompt."""
+async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple[Workspace, str, str]:
+    """Clone or reuse the run's workspace on its branch and write its prompt.
+
+    Returns the workspace, the prompt and, for a pull request, its head commit. Nothing here
+    changes the store or starts anything, so a dry run can call it too.
+    """
     forge = services.forge
     base = f"/repos/{run.owner}/{run.repo}"
     repo = await forge.getitem(base)
@@ -40,8 +44,9 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         if wsmod.is_fork(pull):
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
-        await services.store.update(run.id, head_sha=pull["head"]["sha"])
+        head_sha = pull["head"]["sha"]
     else:
+        head_sha = ""
         base_branch = repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
@@ -66,7 +71,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     )
     prompt = await build_prompt(context, services.settings)
     save_prompt(ws, prompt)
-    return ws, prompt
+    return ws, prompt, head_sha
 
 
 async def _writers_comments(services: Services, run: Run, comments: list[dict]) -> list[tuple[str, str]]:

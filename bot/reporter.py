@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
 LABEL_COLOR = "#5319e7"
+AGENT_ON = ("running", "qa", "harvesting")  # the states in which the issue's stopwatch runs
 
 
 def backoff(attempts: int) -> float:
@@ -90,6 +91,11 @@ class Reporter:
                 log.warning("run %s: report failed, retrying: %s", run.id, e)
             else:
                 self._retry_at.pop(run.id, None)
+
+    async def reconcile(self) -> None:
+        """No stopwatch of the bot may run on an issue without an active run."""
+        active = {(r.owner, r.repo, r.number) for r in await self.store.runs(states=AGENT_ON)}
+        await timetracking.reconcile(self.forge, active)
 
     # Outbox -------------------------------------------------------------------------------
 
@@ -162,7 +168,7 @@ class Reporter:
         state = reported.get("stopwatch")
         if state == timetracking.DISABLED:
             return
-        agent_on = run.state in ("running", "qa", "harvesting")
+        agent_on = run.state in AGENT_ON
         if agent_on and state != "started":
             new = await timetracking.start(self.forge, run)
         elif not agent_on and state == "started" and run.state != "queued":

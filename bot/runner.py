@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import completion
 from .agents import Agent, resolve
-from .executor.docker import ContainerSpec, DockerExecutor, ExecutorError, Mount
+from .executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, ExecutorError, Mount
 from .forge import ForgeError
 from .services import Services
 from .store import ACTIVE, Run
@@ -26,6 +26,7 @@ from .workspace import Workspace, Workspaces
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "dispatchbot.run"
+INSTANCE_LABEL = "dispatchbot.instance"
 ROLE_LABEL = "dispatchbot.role"
 BASE_ENV = {"TERM": "dumb", "NO_COLOR": "1", "CI": "true", "HOME": "/tmp"}
 WORKDIR = "/workspace/repo"
@@ -148,7 +149,7 @@ class Runner:
         store = self.services.store
         try:
             agent = resolve(self.settings, run.agent_spec)
-            ws, prompt = await completion.prepare(self.services, self.workspaces, run)
+            ws, prompt, head_sha = await completion.prepare(self.services, self.workspaces, run)
         except ForgeError as e:
             if e.transient:
                 log.warning("run %s: Forge unavailable while preparing, requeued: %s", run.id, e)
@@ -161,7 +162,7 @@ class Runner:
             await store.transition(run.id, "failed", reason=f"could not prepare the workspace: {e}", expect=("preparing",))
             self.services.wake_reporter()
             return
-        run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch)
+        run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=head_sha)
         spec = self.container_spec(run, agent, ws, agent.argv(prompt))
         try:
             container = await self.executor.start(spec)
@@ -210,15 +211,28 @@ class Runner:
         mounts = [Mount(ws.root, "/workspace")]
         mounts += [Mount(Path(d), f"/tmp/{Path(d).name}", read_only=True) for d in agent.credentials]
         return ContainerSpec(
-            name=f"dispatchbot-run-{run.id}-{run.attempts}-{role}",
+            name=f"dispatchbot-{self.settings.instance}-run-{run.id}-{run.attempts}-{role}",
             image=agent.image,
             argv=argv,
             workdir=WORKDIR,
             mounts=mounts,
             env=env,
-            labels={RUN_LABEL: str(run.id), ROLE_LABEL: role, "dispatchbot.workspace": str(ws.root)},
+            labels={
+                RUN_LABEL: str(run.id), ROLE_LABEL: role, INSTANCE_LABEL: self.settings.instance,
+                "dispatchbot.workspace": str(ws.root),
+            },
             limits=self.settings.limits,
         )
+
+    async def containers(self) -> list[ContainerInfo]:
+        """This bot's containers, running or not."""
+        return await self.executor.list(f"{INSTANCE_LABEL}={self.settings.instance}")
+
+    async def dry_run(self, run: Run) -> tuple[list[str], str]:
+        """The argv and prompt a run would get, after preparing its workspace; starts nothing."""
+        agent = resolve(self.settings, run.agent_spec)
+        _, prompt, _ = await completion.prepare(self.services, self.workspaces, run)
+        return agent.argv(prompt), prompt
 
     # Restart ------------------------------------------------------------------------------
 
@@ -232,7 +246,7 @@ class Runner:
         """
         store = self.services.store
         containers: dict[int, list] = {}
-        for info in await self.executor.list(RUN_LABEL):
+        for info in await self.containers():
             if info.labels.get(ROLE_LABEL, "agent") == "agent":
                 containers.setdefault(int(info.labels[RUN_LABEL]), []).append(info)
         for run in await store.runs(states=ACTIVE):

@@ -45,6 +45,7 @@ class Scheduler:
         self.add("reap", self.reap, every.reap)
         self.add("reconcile", self.reconcile, every.reconcile)
         self.add("report", reporter.sync, every.drain)
+        self.add("stopwatches", reporter.reconcile, every.reconcile)
 
     def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
         self._scheduler.add_job(
@@ -62,12 +63,12 @@ class Scheduler:
     async def _drain(self) -> None:
         self.runner.wake()
 
-    async def reap(self) -> list[str]:
+    async def reap(self, min_age: float = MIN_AGE) -> list[str]:
         """Kill and remove our containers that belong to no active run; returns their ids."""
         store = self.services.store
         reaped = []
-        for info in await self.executor.list(RUN_LABEL):
-            if time.time() - info.created < MIN_AGE:
+        for info in await self.runner.containers():
+            if time.time() - info.created < min_age:
                 continue
             run = await store.get(int(info.labels[RUN_LABEL]))  # re-read right before deciding
             if run is not None and run.state in ACTIVE and run.id in self.runner.supervised:
@@ -94,8 +95,9 @@ class Scheduler:
             mine = [r for r in runs if r.workspace_key == ws.key]
             mark = ws.meta / SWEEP_MARK
             last = max(mine, key=_ended) if mine else None
-            age = getattr(settings.sweep, last.state) if last else 0.0
-            due = not any(r.state in LIVE for r in mine) and (last is None or time.time() - _ended(last) > age)
+            due = not any(r.state in LIVE for r in mine) and (
+                last is None or time.time() - _ended(last) > getattr(settings.sweep, last.state)
+            )
             if not due:
                 mark.unlink(missing_ok=True)
                 continue

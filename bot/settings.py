@@ -7,6 +7,7 @@ Secrets are ``SecretStr`` so they never print by accident.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -160,6 +161,11 @@ class Settings(BaseSettings):
         path = Path(os.environ.get(ENV_PREFIX + "CONFIG", DEFAULT_CONFIG))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
         return init_settings, env_settings, toml
+
+    @property
+    def instance(self) -> str:
+        """Tells this bot's containers from those of another bot on the same Docker engine."""
+        return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
 
     @property
     def database(self) -> Path:

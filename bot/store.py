@@ -179,6 +179,16 @@ class Run:
         return f"{self.owner}/{self.repo}"
 
     @classmethod
+    def draft(cls, req: RunRequest) -> Run:
+        """A run that is never stored, for dry runs."""
+        now = time.time()
+        return cls(
+            **req.__dict__, id=0, state="queued", reason="", question="", answer="", attempts=0,
+            workspace_key=req.workspace_key, branch="", base_branch="", head_sha="", container_id="",
+            exit_code=None, result={}, created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
+        )
+
+    @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Run:
         data = dict(row)
         data["is_pull"] = bool(data["is_pull"])

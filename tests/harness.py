@@ -10,6 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.app import ENGINE, INTAKE, SERVICES, create_app
+from bot.executor.docker import DockerExecutor
+from bot.runner import INSTANCE_LABEL
 from bot.settings import Settings
 
 SECRET = "test-webhook-secret"
@@ -42,9 +44,16 @@ class BotHarness:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        """Stop the app, then remove whatever container a failed test left behind."""
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+            docker = DockerExecutor()
+            try:
+                for info in await docker.list(f"{INSTANCE_LABEL}={self.settings.instance}"):
+                    await docker.remove(info.id)
+            finally:
+                await docker.close()
 
     @property
     def services(self):

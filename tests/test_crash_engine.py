@@ -7,13 +7,17 @@ import time
 
 import pytest
 
+from bot.runner import INSTANCE_LABEL
+from bot.settings import Settings
+
 from .process import BotProcess
 
 pytestmark = pytest.mark.docker
 
 
-def our_containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=dispatchbot.run"], capture_output=True, text=True)
+def our_containers(data_dir) -> list[str]:
+    label = f"{INSTANCE_LABEL}={Settings(data_dir=data_dir).instance}"
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -55,10 +59,10 @@ async def test_every_run_ends_exactly_once_across_kill_9(world, agent_image):
             moves = [to for (to,) in bot.query("SELECT to_state FROM transitions WHERE run_id = ? ORDER BY id", run_id)]
             assert moves.count("running") == 1, (run_id, moves)
             assert moves.count("completed") == 1, (run_id, moves)
-        await wait_until(lambda: our_containers() == [], timeout=30)
+        await wait_until(lambda: our_containers(bot.data_dir) == [], timeout=30)
         for (branch,) in bot.query("SELECT branch FROM runs"):
             assert len(forge.git_log(repo, branch)) == 2  # one commit each: no agent ran twice
     finally:
         await bot.stop()
-        for container in our_containers():
+        for container in our_containers(bot.data_dir):
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)

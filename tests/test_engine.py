@@ -90,7 +90,7 @@ async def test_a_hanging_agent_is_stopped_at_its_timeout(world, engine_bot):
     [run] = await ended(bot, timeout=30)
     assert run.state == "failed" and "limit" in run.reason
     assert time.monotonic() - start < 20
-    assert await bot.engine.executor.list("dispatchbot.run") == []
+    assert await bot.engine.runner.containers() == []
 
 
 async def test_qa_failure_fails_the_run_with_its_output(world, engine_bot):

@@ -176,8 +176,42 @@ async def _running(bot):
 
 async def _no_containers(bot):
     runs = await bot.store.runs()
-    return runs and runs[0].state == "cancelled" and not await bot.engine.executor.list("dispatchbot.run")
+    return runs and runs[0].state == "cancelled" and not await bot.engine.runner.containers()
 
 
 async def _reacted(forge, comment_id):
     return any(r.content == "eyes" for r in forge.reactions(comment_id))
+
+
+async def test_retry_runs_the_last_failed_run_again_and_help_lists_agents(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex try scenario:fail")
+    [failed] = await ended(bot)
+    assert failed.state == "failed"
+    await forge.create_comment(repo, issue.number, bob, "/retry\n/help")
+    runs = await ended(bot, count=2)
+    retried = runs[-1]
+    assert (retried.retry_of, retried.agent, retried.task, retried.trigger) == (failed.id, "codex", failed.task, "retry")
+    await reported(bot, retried.id)
+    await bot.engine.reporter.sync()
+    help_reply = [c for c in bot_comments(world, issue.number) if "Commands" in c.body]
+    assert len(help_reply) == 1 and "`/dispatch <agent>[:<model>] [task]`" in help_reply[0].body
+    assert "`gemini`" in help_reply[0].body
+
+
+async def test_secrets_in_agent_output_are_masked_in_logs_and_comments(world, engine_bot, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-very-secret-value")
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex leak scenario:secret-echo")
+    [run] = await ended(bot)
+    await reported(bot, run.id)
+    log = (bot.settings.data_dir / "workspaces/acme/widgets/issue-1/.meta/agent-codex.log").read_text()
+    assert "sk-test-very-secret-value" not in log and "••••••" in log
+    for comment in forge.comments(repo, issue.number):
+        assert "sk-test-very-secret-value" not in comment.body
+    token = world["bot"].token
+    for path in bot.settings.data_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".sqlite3" and "objects" not in path.parts:
+            assert token not in path.read_text(errors="ignore"), path

@@ -1,0 +1,38 @@
+"""``dispatchbot dry-run``: the prompt and argv a dispatch would get, without starting anything."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from .agents import resolve
+from .executor.docker import DockerExecutor
+from .forge import Forge
+from .runner import Runner
+from .services import Services
+from .settings import Settings
+from .store import Run, RunRequest, Store
+from .workspace import Workspaces
+
+
+async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: str, task: str) -> tuple[list[str], str]:
+    """Prepare the workspace and prompt for ``spec`` on ``owner/repo#number``; returns (argv, prompt)."""
+    agent = resolve(settings, spec)
+    async with aiohttp.ClientSession() as session:
+        forge = Forge(session, settings.forge_url or "", settings.forge_token.get_secret_value(),
+                      timeout=settings.forge_timeout)
+        issue = await forge.getitem(f"/repos/{owner}/{repo}/issues/{number}")
+        store = await Store.open(settings.database)
+        executor = DockerExecutor(settings.docker_url)
+        try:
+            services = Services(settings, store, forge)
+            runner = Runner(services, executor, Workspaces.from_settings(settings))
+            request = RunRequest(
+                owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
+                agent=agent.name, model=spec.partition(":")[2] or agent.model, pool=agent.pool,
+                review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
+                requested_by="dry-run",
+            )
+            return await runner.dry_run(Run.draft(request))
+        finally:
+            await executor.close()
+            await store.close()
