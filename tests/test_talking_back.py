@@ -215,3 +215,26 @@ async def test_secrets_in_agent_output_are_masked_in_logs_and_comments(world, en
     for path in bot.settings.data_dir.rglob("*"):
         if path.is_file() and path.suffix != ".sqlite3" and "objects" not in path.parts:
             assert token not in path.read_text(errors="ignore"), path
+
+
+async def test_reconcile_deletes_a_stray_stopwatch_but_keeps_an_active_runs(world, engine_bot):
+    import aiohttp
+
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot()
+    stray = await forge.create_issue(repo, bob, title="stray", body="")
+    async with aiohttp.ClientSession(headers={"Authorization": f"token {world['bot'].token}"}) as http:
+        async with http.post(f"{forge.url}/api/v1/repos/acme/widgets/issues/{stray.number}/stopwatch/start") as r:
+            assert r.status == 201
+    await bot.engine.reporter.reconcile()
+    assert forge.stopwatches(world["bot"]) == []
+    issue = await dispatch(world, "/dispatch codex wait scenario:hang")
+    await bot.wait_for(lambda: _watching(forge, world["bot"], issue.number))
+    await bot.engine.reporter.reconcile()
+    assert [w.issue.number for w in forge.stopwatches(world["bot"])] == [issue.number]
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    await bot.wait_for(lambda: _no_containers(bot), timeout=10)
+
+
+async def _watching(forge, user, number):
+    return [w for w in forge.stopwatches(user) if w.issue.number == number]
