@@ -45,3 +45,15 @@ async def make_bot(world):
     yield start
     for bot in started:
         await bot.stop()
+
+
+@pytest.fixture
+async def engine_bot(make_bot, agent_image):
+    """Start the bot with the scripted agent image and small container limits."""
+
+    async def start(**overrides):
+        limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}
+        limits |= overrides.pop("limits", {})
+        return await make_bot(image=agent_image, limits=limits, **overrides)
+
+    return start

@@ -10,16 +10,6 @@ from bot.store import ACTIVE
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-async def engine_bot(make_bot, agent_image):
-    async def start(**overrides):
-        limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}
-        limits |= overrides.pop("limits", {})
-        return await make_bot(image=agent_image, limits=limits, **overrides)
-
-    return start
-
-
 async def dispatch(world, text, *, title="Improve the widgets", author="bob", repo=None):
     forge = world["forge"]
     repo = repo or world["repo"]

@@ -7,12 +7,11 @@ import collections
 import pytest
 
 from .test_engine import ended
-from .test_talking_back import engine_bot  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.docker
 
 
-async def test_everything_appears_exactly_once_in_its_final_state(world, engine_bot):  # noqa: F811
+async def test_everything_appears_exactly_once_in_its_final_state(world, engine_bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await engine_bot(forge_timeout=2.0, schedule={"drain": 1.0, "redeliver": 2.0})
     issue = await forge.create_issue(repo, bob, title="Add notes scenario:slow-ok:8", body="")

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-async def bot(make_bot, agent_image):
-    return await make_bot(image=agent_image, limits={"memory": "256m", "timeout": 60.0, "grace": 1.0})
+async def bot(engine_bot):
+    return await engine_bot()
 
 
 async def test_reap_kills_containers_of_no_active_run_but_spares_live_ones(world, bot, agent_image):

@@ -12,16 +12,6 @@ from .test_engine import dispatch, ended
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-async def engine_bot(make_bot, agent_image):
-    async def start(**overrides):
-        limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}
-        limits |= overrides.pop("limits", {})
-        return await make_bot(image=agent_image, limits=limits, **overrides)
-
-    return start
-
-
 def bot_comments(world, number):
     return [c for c in world["forge"].comments(world["repo"], number) if c.poster.login == "dispatchbot"]
 
