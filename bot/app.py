@@ -25,7 +25,7 @@ from .routing import Router
 from .services import Services
 from .settings import Settings
 from .store import Store
-from .webhook import Event, WebhookError
+from .webhook import WebhookError, verify
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 def _answer(status: int, message: str) -> web.Response:
+    """A small JSON answer; Gitea shows it in the hook's delivery log."""
     return web.json_response({"status": "ok" if status < 300 else "error", "message": message}, status=status)
+
+
+ACCEPTED_BODY = b'{"status": "ok", "message": "accepted"}'
 
 
 async def webhook(request: web.Request) -> web.Response:
@@ -89,27 +93,29 @@ async def webhook(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _answer(413, f"body over {settings.max_body_bytes} bytes")
     try:
-        event = Event.from_http(request.headers, body, secret=settings.webhook_secret.get_secret_value())
+        event_type, delivery_id = verify(request.headers, body, secret=settings.webhook_secret.get_secret_value())
     except WebhookError as e:
         log.warning("refused a delivery from %s: %s", request.remote, e)
         return _answer(e.status, str(e))
-    if not app[ROUTER].handles(event.event_type):
-        return _answer(202, f"event type {event.event_type!r} ignored")
+    if not app[ROUTER].handles(event_type):
+        return _answer(202, f"event type {event_type!r} ignored")
     try:
-        PAYLOADS[event.event_type].model_validate(event.data)
-    except (KeyError, ValidationError) as e:
-        return _answer(400, f"unexpected {event.event_type} payload: {_first_error(e)}")
-    if not await app[SERVICES].store.record_delivery(event.delivery_id, event.event_type, body):
-        return _answer(200, f"delivery {event.delivery_id} already received")
-    app[INTAKE].submit(event.delivery_id, event.event_type, body)
-    return _answer(202, "accepted")
+        PAYLOADS[event_type].model_validate_json(body)  # parses and checks the shape in one pass
+    except ValidationError as e:
+        return _answer(400, _first_error(e, event_type))
+    if not await app[SERVICES].store.record_delivery(delivery_id, event_type, body):
+        return _answer(200, f"delivery {delivery_id} already received")
+    app[INTAKE].submit(delivery_id, event_type, body)
+    return web.Response(status=202, body=ACCEPTED_BODY, content_type="application/json")
 
 
-def _first_error(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
-    return f"no payload model for {e}"
+def _first_error(e: ValidationError, event_type: str) -> str:
+    err = e.errors()[0]
+    if err["type"] == "json_invalid":
+        return f"body is not JSON: {err['ctx'].get('error', err['msg'])}"
+    if err["type"] == "model_type" and not err["loc"]:
+        return "body is not a JSON object"
+    return f"unexpected {event_type} payload: {'.'.join(map(str, err['loc']))}: {err['msg']}"
 
 
 async def healthz(request: web.Request) -> web.Response:

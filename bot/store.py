@@ -18,6 +18,8 @@ from typing import Any
 
 import aiosqlite
 
+MAX_BATCH = 500  # deliveries written in one transaction at most
+
 ACTIVE = ("preparing", "running", "qa", "harvesting")
 WAITING = ("queued",)
 LIVE = WAITING + ACTIVE
@@ -249,6 +251,8 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._arrivals: list[tuple[str, str, bytes, float, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -268,6 +272,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self._writer:
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self._db.close()
 
     async def _migrate(self) -> None:
@@ -289,6 +295,11 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
+    async def _write(self, sql: str, args: Iterable[Any] = ()) -> None:
+        """One statement, atomic on its own: one round trip to the database thread, no BEGIN."""
+        async with self._lock:
+            await self._db.execute(sql, tuple(args))
+
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
             return list(await (await self._db.execute(sql, tuple(args))).fetchall())
@@ -299,13 +310,41 @@ class Store:
     # Deliveries ---------------------------------------------------------------------------
 
     async def record_delivery(self, delivery_id: str, event_type: str, body: bytes) -> bool:
-        """Store a delivery before it is acknowledged; False if its id was seen before."""
-        async with self._tx() as db:
-            cur = await db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, event_type, body, received_at) VALUES (?, ?, ?, ?)",
-                (delivery_id, event_type, body, time.time()),
-            )
-            return cur.rowcount == 1
+        """Store a delivery before it is acknowledged; False if its id was seen before.
+
+        Deliveries that arrive together are written in one transaction (group commit): each
+        caller still returns only once its row is committed, but a burst costs one commit.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._arrivals.append((delivery_id, event_type, body, time.time(), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_deliveries())
+        return await future
+
+    async def _write_deliveries(self) -> None:
+        while self._arrivals:
+            batch, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
+            try:
+                async with self._tx() as db:
+                    ids = [item[0] for item in batch]
+                    rows = await (await db.execute(f"SELECT id FROM deliveries WHERE id IN ({_marks(ids)})", ids)).fetchall()
+                    seen = {row[0] for row in rows}
+                    fresh = []
+                    for item in batch:
+                        fresh.append(item[0] not in seen)
+                        seen.add(item[0])
+                    await db.executemany(
+                        "INSERT INTO deliveries (id, event_type, body, received_at) VALUES (?, ?, ?, ?)",
+                        [item[:4] for item, new in zip(batch, fresh) if new],
+                    )
+            except Exception as e:
+                for item in batch:
+                    if not item[4].done():
+                        item[4].set_exception(e)
+            else:
+                for item, new in zip(batch, fresh):
+                    if not item[4].done():
+                        item[4].set_result(new)
 
     async def pending_deliveries(self, max_attempts: int = 10) -> list[tuple[str, str, bytes]]:
         rows = await self._all(
@@ -317,13 +356,12 @@ class Store:
 
     async def finish_delivery(self, delivery_id: str, error: str | None = None) -> None:
         """Mark handled, or count a failed attempt so a later pass retries it."""
-        async with self._tx() as db:
-            if error is None:
-                await db.execute("UPDATE deliveries SET handled_at = ? WHERE id = ?", (time.time(), delivery_id))
-            else:
-                await db.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", (error, delivery_id)
-                )
+        if error is None:
+            await self._write("UPDATE deliveries SET handled_at = ? WHERE id = ?", (time.time(), delivery_id))
+        else:
+            await self._write(
+                "UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", (error, delivery_id)
+            )
 
     async def claim_trigger(self, key: str, delivery_id: str = "") -> bool:
         """Remember that ``key`` caused an effect; False if it already did (a redelivery)."""

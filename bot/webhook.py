@@ -48,18 +48,24 @@ class Event:
     @classmethod
     def from_http(cls, headers: Mapping[str, str], body: bytes, *, secret: str) -> Event:
         """Verify and parse a delivery; raises ``BadSignature`` or ``BadRequest``."""
-        lower = {k.lower(): v for k, v in headers.items()}
-        verify_signature(lower, body, secret)
-        event_type = _first(lower, EVENT_TYPE_HEADERS)
-        delivery_id = _first(lower, DELIVERY_HEADERS)
-        if not event_type:
-            raise BadRequest("missing X-Gitea-Event-Type header")
-        if not delivery_id or len(delivery_id) > 100:
-            raise BadRequest("missing or oversized X-Gitea-Delivery header")
-        content_type = lower.get("content-type", "application/json").split(";")[0].strip()
-        if content_type != "application/json":
-            raise BadRequest(f"content type {content_type!r} is not supported: configure the hook as JSON")
+        event_type, delivery_id = verify(headers, body, secret=secret)
         return cls(event_type=event_type, delivery_id=delivery_id, data=parse_body(body))
+
+
+def verify(headers: Mapping[str, str], body: bytes, *, secret: str) -> tuple[str, str]:
+    """Check the signature and the headers without parsing the body; returns (event type, delivery id)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    verify_signature(lower, body, secret)
+    event_type = _first(lower, EVENT_TYPE_HEADERS)
+    delivery_id = _first(lower, DELIVERY_HEADERS)
+    if not event_type:
+        raise BadRequest("missing X-Gitea-Event-Type header")
+    if not delivery_id or len(delivery_id) > 100:
+        raise BadRequest("missing or oversized X-Gitea-Delivery header")
+    content_type = lower.get("content-type", "application/json").split(";")[0].strip()
+    if content_type != "application/json":
+        raise BadRequest(f"content type {content_type!r} is not supported: configure the hook as JSON")
+    return event_type, delivery_id
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

@@ -143,3 +143,12 @@ async def test_outbox_items_are_queued_once_per_key(store):
     assert await store.due_outbox() == []
     [item] = await store.due_outbox(now=time.time() + 61)
     assert item.attempts == 1 and item.payload == {"body": "hi"}
+
+
+async def test_deliveries_arriving_together_are_committed_once_each(store):
+    ids = [f"d{n % 20}" for n in range(60)]  # every id three times, in one burst
+    fresh = await asyncio.gather(*(store.record_delivery(i, "issues", b"{}") for i in ids))
+    assert sum(fresh) == 20
+    assert sorted({i for i, new in zip(ids, fresh) if new}) == sorted(set(ids))
+    assert len(await store.pending_deliveries()) == 20
+    assert not await store.record_delivery("d0", "issues", b"{}")

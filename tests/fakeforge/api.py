@@ -193,6 +193,12 @@ def _form_int(text: str) -> int:
         return 0
 
 
+def _state_filter(call: Call) -> str:
+    """``state``: "closed" and "all" mean what they say; anything else (or nothing) means open."""
+    state = call.query("state")
+    return state if state in ("closed", "all") else "open"
+
+
 def _window(call: Call) -> Callable[[datetime | None], bool]:
     """The ``since``/``before`` query filter (RFC 3339) as a predicate on a timestamp."""
     def parse(name: str) -> datetime | None:
@@ -307,7 +313,7 @@ async def get_permission(call: Call) -> web.StreamResponse:
 async def list_issues(call: Call) -> web.StreamResponse:
     """Issues *and* pulls unless ``type`` says otherwise; newest first."""
     repo = call.repo()
-    state = call.query("state") or "open"
+    state = _state_filter(call)
     kind = call.query("type")
     issues = [i for i in call.state.issues.values() if i.repo is repo
               and (state == "all" or i.state == state)
@@ -675,7 +681,7 @@ def combine(states: list[str]) -> str:
 @route("GET", "/repos/{owner}/{repo}/pulls")
 async def list_pulls(call: Call) -> web.StreamResponse:
     repo = call.repo()
-    state = call.query("state") or "open"
+    state = _state_filter(call)
     pulls = [p for p in call.state.pulls(repo) if state == "all" or p.issue.state == state]
     if base := call.query("base_branch"):
         pulls = [p for p in pulls if p.base_branch == base]

@@ -29,8 +29,14 @@ ISOLATED_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "LC_ALL": "C",
 }
-# Gitea refuses pushes to the refs it manages itself; this hook does the same in the bare repos.
+# Gitea checks push permission in its pre-receive hook, not at the HTTP layer (it lowers that check to
+# read since it supports proc-receive), and refuses pushes to the refs it manages itself. The fake's
+# hook does both; the server tells it whether the pusher may write.
 PRE_RECEIVE = """#!/bin/sh
+if [ "$FAKEFORGE_CAN_WRITE" != "1" ]; then
+  echo "Gitea: User permission denied for writing." >&2
+  exit 1
+fi
 status=0
 while read old new ref; do
   case "$ref" in
@@ -228,11 +234,12 @@ def _http_backend_path() -> str:
 
 
 async def http_backend(request: web.Request, project_root: Path, path_info: str, remote_user: str | None, *,
-                       buffered: bool = False) -> web.StreamResponse:
+                       can_write: bool = False, buffered: bool = False) -> web.StreamResponse:
     """Run ``git http-backend`` for one request, streaming the body in and the answer out.
 
-    ``buffered`` collects the whole answer into an unsent response instead, so the caller can act on
-    the result (a push's ref updates) before the client hears back.
+    ``can_write`` is handed to the pre-receive hook. ``buffered`` collects the whole answer into an
+    unsent response instead, so the caller can act on the result (a push's ref updates) before the
+    client hears back.
     """
     env = _env({
         "GIT_PROJECT_ROOT": str(project_root),
@@ -243,6 +250,7 @@ async def http_backend(request: web.Request, project_root: Path, path_info: str,
         "CONTENT_TYPE": request.headers.get("Content-Type", ""),
         "REMOTE_ADDR": request.remote or "127.0.0.1",
         "HTTP_GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+        "FAKEFORGE_CAN_WRITE": "1" if can_write else "0",
     })
     if remote_user:
         env["REMOTE_USER"] = remote_user  # also what enables receive-pack in http-backend

@@ -20,7 +20,7 @@ from aiohttp import web
 from . import api, git
 from .faults import Faults, InjectedFault
 from .service import ForgeError, Service
-from .spec import GLOBAL_QUERY, BodyCheck, Spec
+from .spec import BodyCheck, Spec
 from .state import Access, User
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,9 @@ class ForgeServer:
         record["user"] = call.doer.login if call.doer else None
         if "token" in request.query or "access_token" in request.query:
             self.violate("auth", request, "token in the query string (deprecated; use the Authorization header)")
-        if unknown := set(request.query) - op.query - GLOBAL_QUERY:
-            self.violate("query", request, f"unknown query parameters {sorted(unknown)}")
+        query = {name: request.query.getall(name) for name in request.query}
+        for problem in self.spec.check_query(op, query):
+            self.violate("query", request, problem)
         call.body_check = self._check_body(request, op, raw)
         record["body"] = call.body_check.value if call.body_check else None
         handler = api.ROUTES.get((op.method, op.template))
@@ -235,6 +236,7 @@ class ForgeServer:
     # --- git -----------------------------------------------------------------------------------------
 
     async def handle_git(self, request: web.Request) -> web.StreamResponse:
+        """Smart HTTP: anonymous reads of visible repos, authenticated pushes (write checked by the hook)."""
         state = self.svc.state
         repo_name = request.match_info["repo"]
         repo_name = repo_name[:-4] if repo_name.endswith(".git") else repo_name
@@ -248,8 +250,6 @@ class ForgeServer:
             return _ask_auth() if user is None else web.Response(status=404, text="Repository not found")
         if pushing and user is None:
             return _ask_auth()
-        if pushing and state.access(user, repo) < Access.WRITE:
-            return web.Response(status=403, text="User permission denied")
         path_info = f"/{repo.path.parent.name}/{repo.path.name}/{request.match_info['tail']}"
         project_root = repo.path.parent.parent
         if not (pushing and request.method == "POST"):
@@ -259,7 +259,8 @@ class ForgeServer:
         # test can assert right after ``git push`` returns.
         async with self.svc.git_lock(repo):
             before = await asyncio.to_thread(git.branches, repo.path)
-            response = await git.http_backend(request, project_root, path_info, user.login, buffered=True)
+            response = await git.http_backend(request, project_root, path_info, user.login, buffered=True,
+                                              can_write=state.access(user, repo) >= Access.WRITE)
             repo.branches = await asyncio.to_thread(git.branches, repo.path)
         changed = {name: (before.get(name, git.ZERO_SHA), repo.branches.get(name, git.ZERO_SHA))
                    for name in set(before) | set(repo.branches) if before.get(name) != repo.branches.get(name)}

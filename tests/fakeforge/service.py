@@ -82,12 +82,16 @@ class Service:
         ``start_point`` (a branch or sha), by default the default branch."""
         async with self.git_lock(repo):
             old = repo.branches.get(branch, git.ZERO_SHA)
-            start = start_point or repo.default_branch
-            parent = repo.branches.get(branch) or repo.branches.get(start, start if start_point else None)
+            if branch in repo.branches:
+                parent: str | None = repo.branches[branch]
+            elif start_point:
+                parent = repo.branches.get(start_point, start_point)
+            else:
+                parent = repo.branches.get(repo.default_branch)  # None in an empty repo: a root commit
             sha = await asyncio.to_thread(
                 git.commit_files, repo.path, branch, files, message if message.endswith("\n") else message + "\n",
                 author=(author.full_name or author.login, author.email), when=self.state.clock.now(),
-                parent=parent or None, old=old)
+                parent=parent, old=old)
             repo.branches = await asyncio.to_thread(git.branches, repo.path)
         await self.on_push(repo, author, {branch: (old, sha)})
         return sha
@@ -120,6 +124,12 @@ class Service:
         """Close or reopen an issue or pull."""
         if issue.state == state:
             return []
+        self._move(issue, doer, state, "close" if state == "closed" else "reopen")
+        event, payload = issue_event(self.render, "closed" if state == "closed" else "reopened", issue, doer)
+        return self.notify(issue.repo, event, payload)
+
+    def _move(self, issue: Issue, doer: User, state: str, timeline: str) -> None:
+        """The state change itself: timestamps, the repo's open counters, a timeline entry."""
         now = self.state.clock.now()
         issue.state, issue.updated_at = state, now
         issue.closed_at = now if state == "closed" else None
@@ -128,9 +138,7 @@ class Service:
             issue.repo.open_pr_counter += delta
         else:
             issue.repo.open_issues_count += delta
-        self.state.add_comment(issue, doer, "", type="close" if state == "closed" else "reopen")
-        event, payload = issue_event(self.render, "closed" if state == "closed" else "reopened", issue, doer)
-        return self.notify(issue.repo, event, payload)
+        self.state.add_comment(issue, doer, "", type=timeline)
 
     def change_labels(self, issue: Issue, doer: User, labels: list[Label], *, cleared: bool = False) -> list[Delivery]:
         """Make ``labels`` the issue's set. Gitea notifies even when nothing changed."""
@@ -228,12 +236,9 @@ class Service:
                                           author=(doer.full_name or doer.login, doer.email),
                                           when=self.state.clock.now())
             base.branches = await asyncio.to_thread(git.branches, base.path)
-        now = self.state.clock.now()
-        pull.has_merged, pull.merged_by, pull.merge_commit_sha, pull.merged_at = True, doer, sha, now
-        issue = pull.issue
-        issue.state, issue.closed_at, issue.updated_at = "closed", now, now
-        base.open_pr_counter -= 1
-        self.state.add_comment(issue, doer, "", type="merge_pull")
+        pull.has_merged, pull.merged_by, pull.merge_commit_sha = True, doer, sha
+        pull.merged_at = self.state.clock.now()
+        self._move(pull.issue, doer, "closed", "merge_pull")
         payload = pull_payload(self.render, "closed", pull, doer, repo_mode=self.state.access(doer, base))
         deliveries = self.notify(base, "pull_request", payload)
         await self.on_push(base, doer, {pull.base_branch: (old, sha)})

@@ -38,7 +38,7 @@ class Operation:
     method: str
     template: str
     regex: re.Pattern[str]
-    query: frozenset[str]
+    query: dict[str, dict[str, Any]]  # name -> the swagger parameter object
     body_def: str | None  # name of the body's definition, e.g. "CreateIssueCommentOption"
     body_schema: dict[str, Any] | None
     rank: tuple[int, ...]  # literal segments before parameters: the most specific template wins
@@ -91,7 +91,7 @@ class Spec:
                     method=method.upper(),
                     template=template,
                     regex=regex,
-                    query=frozenset(p["name"] for p in params if p["in"] == "query"),
+                    query={p["name"]: p for p in params if p["in"] == "query"},
                     body_def=body_def,
                     body_schema=schema,
                     rank=rank,
@@ -113,6 +113,23 @@ class Spec:
             if op.method == method:
                 return op, {name: unquote(value) for name, value in m.groupdict().items()}, True
         return None, {}, path_exists
+
+    def check_query(self, op: Operation, query: dict[str, list[str]]) -> list[str]:
+        """Unknown names, non-integers where the spec says integer, values outside an enum. Gitea
+        ignores all of these, so they are only ever recorded."""
+        problems = []
+        for name, values in query.items():
+            param = op.query.get(name)
+            if param is None:
+                if name not in GLOBAL_QUERY:
+                    problems.append(f"unknown query parameter {name!r}")
+                continue
+            for value in values:
+                if param.get("type") == "integer" and not re.fullmatch(r"-?\d+", value):
+                    problems.append(f"query parameter {name}={value!r} is not an integer")
+                if "enum" in param and value not in param["enum"]:
+                    problems.append(f"query parameter {name}={value!r} is not one of {param['enum']}")
+        return problems
 
     def _validator(self, op: Operation) -> jsonschema.Draft4Validator:
         key = op.body_def or f"{op.method} {op.template}"
