@@ -15,6 +15,7 @@ async def forge(tmp_path):
     yield f
     await f.close()
     assert f.violations == [], f"the bot broke the Forge's API spec: {f.violations}"
+    assert f.internal_errors == [], f"the fake Forge failed on requests: {f.internal_errors}"
 
 
 @pytest.fixture
