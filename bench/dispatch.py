@@ -29,8 +29,9 @@ Nothing is mocked. The figures:
    32 MiB / 64 pids per container, gets 200 ``scenario:hang`` dispatches (one issue each). The
    ramp-up (first comment -> N containers running) is printed; once all are running (or the ramp
    stalls), the bot process's CPU time (all threads; its git children apart) and RSS are sampled for
-   ~20 s. The containers are removed afterwards (only those whose workspace label lies under this
-   benchmark's temporary directory: other engineers' containers carry ``dispatchbot.run`` too).
+   30 s (one tick of the bot's 30 s drain and report jobs). The containers are removed afterwards,
+   only those whose workspace label lies under this benchmark's temporary directory: containers
+   of the tests running on the same engine carry ``dispatchbot.run`` too.
 
 4. **queue drain and per-run overhead**, two figures with different scope:
    a. *1,000 queued runs drained under limits, lost and doubled runs* (target 0 and 0): the real
@@ -213,7 +214,8 @@ class World:
     image: str
 
     def add_repo(self, name: str, files: dict[str, str | bytes] | None = None) -> Repo:
-        repo = self.forge.add_repo("acme", name, files=files or {"README.md": f"# {name}\n", "src/app.py": "print(1)\n"})
+        files = files or {"README.md": f"# {name}\n", "src/app.py": "print(1)\n"}
+        repo = self.forge.add_repo("acme", name, files=files)
         self.forge.set_permission(repo, self.bot_user.login, "admin")
         self.forge.set_permission(repo, self.writer.login, "write")
         return repo
@@ -242,6 +244,15 @@ class World:
     async def comment(self, repo: Repo, issue: Issue, text: str) -> None:
         """Post a comment; returns once the bot has answered its webhook."""
         await self.forge.create_comment(repo, issue.number, self.writer, text)
+
+
+def unix_connections(pid: int) -> str:
+    """Established Unix stream sockets of a process (its Docker API connections, mostly), per ``ss``."""
+    try:
+        out = subprocess.run(["ss", "-xp", "state", "established"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return str(sum(1 for line in out.splitlines() if f"pid={pid}," in line))
 
 
 async def remove_containers(tmp: Path) -> tuple[int, float]:
@@ -283,21 +294,25 @@ async def figure_latency(world: World, runs: int) -> Latency:
         issues = await world.issues(repo, runs + 1, "Improve the widgets")
         log(f"latency: warm-up run (fills the mirror), then {runs} measured runs")
         for n, issue in enumerate(issues):
+
+            def moves() -> dict[str, float]:
+                return bot.transitions_of("acme", repo.name, issue.number)  # noqa: B023 (used in this pass)
+
             scenario = "no-change" if n == 0 else "slow-ok:1"
             t0 = time.time()
             await world.comment(repo, issue, f"/dispatch codex improve widgets {n} scenario:{scenario}")
-            if not await until(lambda: "running" in bot.transitions_of("acme", repo.name, issue.number), 30):
+            if not await until(lambda: "running" in moves(), 30):
                 result.failures.append(f"issue {issue.number}: not running after 30 s")
                 continue
-            moves = bot.transitions_of("acme", repo.name, issue.number)
+            at = moves()
             if n > 0:
-                result.from_webhook.append(moves["running"] - t0)
-                result.from_queued.append(moves["running"] - moves["queued"])
-                result.stages["webhook -> queued"].append(moves["queued"] - t0)
-                result.stages["queued -> preparing"].append(moves["preparing"] - moves["queued"])
-                result.stages["preparing -> running"].append(moves["running"] - moves["preparing"])
+                result.from_webhook.append(at["running"] - t0)
+                result.from_queued.append(at["running"] - at["queued"])
+                result.stages["webhook -> queued"].append(at["queued"] - t0)
+                result.stages["queued -> preparing"].append(at["preparing"] - at["queued"])
+                result.stages["preparing -> running"].append(at["running"] - at["preparing"])
             # Let the run finish and the reporter settle, so the next one meets an idle bot.
-            ended = await until(lambda: bool(set(bot.transitions_of("acme", repo.name, issue.number)) & set(TERMINAL)), 60)
+            ended = await until(lambda: not moves().keys().isdisjoint(TERMINAL), 60)
             await until(bot.reporter_idle, 30)
             final = bot.query("SELECT state, reason FROM runs WHERE repo = ? AND number = ?", repo.name, issue.number)
             if not ended or final[0][0] != "completed":
@@ -321,9 +336,11 @@ class Prep:
     file_clone_s: list[float] = field(default_factory=list)
 
 
-def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+async def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    """git in a thread: the fake Forge it may talk to is served by this process's event loop."""
     env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    res = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env)
+    argv = ["git", *args]
+    res = await asyncio.to_thread(subprocess.run, argv, cwd=cwd, input=input, capture_output=True, env=env)
     if res.returncode:
         raise RuntimeError(f"git {' '.join(args)}: {res.stderr.decode(errors='replace')}")
     return res.stdout.decode(errors="replace")
@@ -347,10 +364,10 @@ def fast_import_stream(parent: str, commits: int, files: int, file_bytes: int) -
     return bytes(out)
 
 
-def clone_timed(argv: list[str], dest: Path) -> float:
+async def clone_timed(argv: list[str], dest: Path) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     start = time.perf_counter()
-    git(*argv, str(dest))
+    await git(*argv, str(dest))
     elapsed = time.perf_counter() - start
     shutil.rmtree(dest, ignore_errors=True)
     return elapsed
@@ -366,15 +383,15 @@ async def figure_prep(world: World, history_mb: int, commits: int, reps: int) ->
     log(f"prep: generating ~{history_mb} MB of history in {commits} commits")
     start = time.perf_counter()
     gen = work / "gen"
-    git("clone", "--quiet", forge.clone_url(repo), str(gen))
-    parent = git("rev-parse", "HEAD", cwd=gen).strip()
+    await git("clone", "--quiet", forge.clone_url(repo), str(gen))
+    parent = (await git("rev-parse", "HEAD", cwd=gen)).strip()
     stream = fast_import_stream(parent, commits, files=8, file_bytes=history_mb * 1024 * 1024 // commits)
-    git("fast-import", "--quiet", cwd=gen, input=stream)
-    git("push", "--quiet", forge.clone_url(repo, world.bot_user), "main", cwd=gen)
+    await git("fast-import", "--quiet", cwd=gen, input=stream)
+    await git("push", "--quiet", forge.clone_url(repo, world.bot_user), "main", cwd=gen)
     result.generate_s = time.perf_counter() - start
     size = sum(p.stat().st_size for p in (repo.path / "objects").rglob("*") if p.is_file())
     result.history_mb = size / 1e6
-    assert forge.branch_sha(repo, "main") == git("rev-parse", "HEAD", cwd=gen).strip(), "push did not land"
+    assert forge.branch_sha(repo, "main") == (await git("rev-parse", "HEAD", cwd=gen)).strip(), "push did not land"
     shutil.rmtree(gen)
 
     workspaces = Workspaces(
@@ -390,9 +407,9 @@ async def figure_prep(world: World, history_mb: int, commits: int, reps: int) ->
         ws = await workspaces.prepare("acme", repo.name, f"issue-{n + 1}", f"agent/bench-{n}", "main", new_branch=True)
         result.prepare_s.append(time.perf_counter() - start)
         assert (ws.clone / "data" / "blob-0.bin").is_file()
-        result.http_clone_s.append(clone_timed(["clone", "--quiet", forge.clone_url(repo)], work / "plain"))
+        result.http_clone_s.append(await clone_timed(["clone", "--quiet", forge.clone_url(repo)], work / "plain"))
         result.file_clone_s.append(
-            clone_timed(["clone", "--quiet", "--no-local", f"file://{repo.path}"], work / "plain")
+            await clone_timed(["clone", "--quiet", "--no-local", f"file://{repo.path}"], work / "plain")
         )
     return result
 
@@ -452,7 +469,8 @@ async def figure_idle(world: World, count: int, window: float, stall: float) -> 
                 result.stalled = f"runs ended instead of running: {dict(states)}"
                 break
             if time.monotonic() - last_change > stall:
-                result.stalled = f"no new running container for {stall:.0f} s: {dict(states)}"
+                result.stalled = (f"no new running container for {stall:.0f} s: {dict(states)};"
+                                  f" the bot holds {unix_connections(bot.pid)} Unix-socket connections")
                 break
             await asyncio.sleep(0.5)
         result.ramp_cpu_s = bot.sample().cpu - before.cpu
@@ -828,7 +846,7 @@ class Plan:
     parallel: int
 
 
-FULL = Plan(latency_runs=20, history_mb=50, commits=200, prep_reps=5, sleepers=200, window=20.0, stall=60.0,
+FULL = Plan(latency_runs=20, history_mb=50, commits=200, prep_reps=5, sleepers=200, window=30.0, stall=60.0,
             drain_runs=1000, overhead_runs=150, parallel=8)
 QUICK = Plan(latency_runs=6, history_mb=50, commits=200, prep_reps=3, sleepers=40, window=10.0, stall=30.0,
              drain_runs=300, overhead_runs=20, parallel=8)

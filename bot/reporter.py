@@ -58,9 +58,10 @@ class Reporter:
             except Exception:
                 log.exception("reporting failed")
             timeout = await self._next_due()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel here
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _next_due(self) -> float:

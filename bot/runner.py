@@ -112,9 +112,10 @@ class Runner:
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
             timeout = await self._next_wake()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel here
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
 

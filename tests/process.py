@@ -69,5 +69,8 @@ class BotProcess:
                 self.kill()
 
     def query(self, sql: str, *args) -> list[tuple]:
-        with sqlite3.connect(self.data_dir / "dispatchbot.sqlite3", timeout=10) as db:
+        db = sqlite3.connect(self.data_dir / "dispatchbot.sqlite3", timeout=10)
+        try:
             return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
