@@ -98,3 +98,36 @@ async def test_edited_comments_never_trigger(world, bot):
 async def _at_least(coro, n):
     items = await coro
     return items if len(items) >= n else None
+
+
+async def test_without_admin_the_bot_fails_closed_and_says_so_once(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    forge.set_permission(repo, "dispatchbot", "write")  # may not read others' permissions: 403
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch claude go")
+    await bot.settle()
+    assert await runs(bot) == []
+    await bot.wait_for(lambda: bot_comments(world, issue.number))
+    await bot.engine.reporter.sync()
+    [reply] = await bot_comments(world, issue.number)
+    assert "needs admin access" in reply.body
+
+
+async def test_status_refreshes_the_status_comment_or_says_there_is_none(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, bob, "/status")
+    await bot.settle()
+    [none] = await bot.wait_for(lambda: bot_comments(world, issue.number))
+    assert "no run to report on" in none.body
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
+    await bot.settle()
+    [run] = await runs(bot)
+    await bot.wait_for(lambda: _at_least(bot_comments(world, issue.number), 2))
+    before = (await bot.store.get(run.id)).version
+    await forge.create_comment(repo, issue.number, bob, "/status")
+    await bot.settle()
+    assert (await bot.store.get(run.id)).version > before
+    status = [c for c in await bot_comments(world, issue.number) if f"dispatchbot:run:{run.id}" in c.body]
+    assert len(status) == 1 and "The bot is frozen" in status[0].body  # this bot is frozen: nothing starts
