@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from . import workspace as wsmod
 from .agents import resolve
 from .executor.docker import DockerExecutor, Exit
+from .forge import ForgeError
 from .logs import mask, tail
+from .permissions import can_write
 from .prompt import PromptContext, build_prompt, save_prompt
 from .services import Services
 from .store import Run
@@ -25,9 +27,6 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 log = logging.getLogger(__name__)
-
-WRITE = frozenset({"write", "admin", "owner"})
-
 
 async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple[Workspace, str, str]:
     """Clone or reuse the run's workspace on its branch and write its prompt.
@@ -86,13 +85,10 @@ async def _writers_comments(services: Services, run: Run, comments: list[dict]) 
 
 
 async def _may_write(services: Services, run: Run, login: str) -> bool:
-    if login in services.settings.allowed_users:
-        return True
-    path = f"/repos/{run.owner}/{run.repo}/collaborators/{login}/permission"
     try:
-        return (await services.forge.getitem(path)).get("permission") in WRITE
-    except Exception:
-        return False
+        return await can_write(services.forge, services.settings, run.owner, run.repo, login)
+    except ForgeError:
+        return False  # fail closed: the text stays out of the prompt
 
 
 async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settings) -> None:

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from bot import messages
 from bot.agents import UnknownAgent, known_agents, resolve
 from bot.forge import ForgeError
+from bot.permissions import can_write
 from bot.payloads import PullRequest, Repository
 from bot.services import Services
 from bot.store import RunRequest
 
 log = logging.getLogger(__name__)
-
-WRITE = frozenset({"write", "admin", "owner"})
-
 
 @dataclass(frozen=True)
 class Target:
@@ -61,25 +59,19 @@ async def may_write(services: Services, target: Target, login: str, action: str)
 
     Transient Forge errors propagate, so the delivery is handled again later instead of refusing.
     """
-    if login in services.settings.allowed_users:
-        return True
-    path = f"/repos/{target.owner}/{target.name}/collaborators/{login}/permission"
     try:
-        permission = (await services.forge.getitem(path)).get("permission", "none")
+        if await can_write(services.forge, services.settings, target.owner, target.name, login):
+            return True
     except ForgeError as e:
-        if e.transient:
+        if e.transient or e.status != 403:
             raise
-        if e.status == 403:
-            log.error("the Forge refused the permission check on %s/%s: %s", target.owner, target.name, e)
-            await reply(
-                services, target, f"permcheck:{target.repo.id}:{target.number}",
-                messages.permission_check_refused(target.repo.full_name),
-            )
-            return False
-        permission = "none"
-    if permission in WRITE:
-        return True
-    log.info("refused %s on %s#%s (permission %s)", login, target.repo.full_name, target.number, permission)
+        log.error("the Forge refused the permission check on %s/%s: %s", target.owner, target.name, e)
+        await reply(
+            services, target, f"permcheck:{target.repo.id}:{target.number}",
+            messages.permission_check_refused(target.repo.full_name),
+        )
+        return False
+    log.info("refused %s on %s#%s: no write access", login, target.repo.full_name, target.number)
     await reply(
         services, target, f"refused:{target.repo.id}:{target.number}:{login}",
         messages.refused(login, target.repo.full_name, action),
