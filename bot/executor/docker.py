@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import struct
 import time
@@ -171,6 +172,7 @@ class DockerExecutor:
     def __init__(self, url: str | None = None) -> None:
         self._url = url
         self._client: aiodocker.Docker | None = None
+        self._connector: aiohttp.BaseConnector | None = None
         # Containers this process stopped, so wait() reports them as killed; after a restart the
         # exit code (128+signal) tells the same story.
         self._killed: set[str] = set()
@@ -179,13 +181,23 @@ class DockerExecutor:
     def _docker(self) -> aiodocker.Docker:
         # Created on first use: aiohttp wants a running event loop.
         if self._client is None:
-            self._client = aiodocker.Docker(url=self._url, timeout=API_TIMEOUT)
+            host = self._url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            if host.startswith("unix://"):
+                # Every watched container holds a connection for its whole life: aiohttp's default
+                # pool of 100 would stall the 101st run, and every other call behind it.
+                self._connector = aiohttp.UnixConnector(host.removeprefix("unix://"), limit=0)
+                self._client = aiodocker.Docker(url="unix://localhost", connector=self._connector, timeout=API_TIMEOUT)
+            else:
+                self._client = aiodocker.Docker(url=self._url, timeout=API_TIMEOUT)
         return self._client
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._connector is not None:
+            await self._connector.close()
+            self._connector = None
 
     async def ping(self) -> bool:
         try:
@@ -199,6 +211,8 @@ class DockerExecutor:
         """Create and start; on any failure after create the container is removed before raising."""
         try:
             container = await self._docker.containers.create(container_config(spec), name=spec.name)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ExecutorError(f"the Docker engine did not answer creating {spec.name!r}: {e!r}") from e
         except aiodocker.DockerError as e:
             if e.status == 404 and "image" in e.message.lower():
                 raise ExecutorError(
