@@ -100,9 +100,11 @@ async def webhook(request: web.Request) -> web.Response:
     if not app[ROUTER].handles(event_type):
         return _answer(202, f"event type {event_type!r} ignored")
     try:
-        PAYLOADS[event_type].model_validate_json(body)  # parses and checks the shape in one pass
+        payload = PAYLOADS[event_type].model_validate_json(body)  # parses and checks the shape in one pass
     except ValidationError as e:
         return _answer(400, _first_error(e, event_type))
+    if payload.sender.login == app[SERVICES].known_login:  # the echo of the bot's own API calls
+        return _answer(200, "the bot's own event, ignored")
     if not await app[SERVICES].store.record_delivery(delivery_id, event_type, body):
         return _answer(200, f"delivery {delivery_id} already received")
     app[INTAKE].submit(delivery_id, event_type, body)

@@ -22,6 +22,11 @@ class Services:
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def known_login(self) -> str | None:
+        """The bot's account if already known; no Forge call."""
+        return self._login or self.settings.bot_login
+
     async def bot_login(self) -> str:
         """The bot's own account, learned once from ``GET /user`` unless configured."""
         if self._login is None:

@@ -440,10 +440,12 @@ class Workspaces:
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
-            if not os.path.lexists(ws.clone):
+            fresh = not os.path.lexists(ws.clone)
+            if fresh:  # a fresh clone already has the mirror's branches as origin/*
                 await _git(["git", "clone", "--local", "--quiet", str(mirror), str(ws.clone)])
             _reclaim(ws, self.identity)
-            await _sync(ws, mirror)
+            if not fresh:
+                await _sync(ws, mirror)
         await _checkout(ws, new_branch)
         if self.owner_ids:
             await asyncio.to_thread(_chown, ws, *self.owner_ids)

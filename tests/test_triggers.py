@@ -81,9 +81,11 @@ async def test_unknown_agent_and_parse_errors_get_replies_that_say_what_works(wo
 async def test_the_bots_own_comments_are_ignored(world, bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     issue = await forge.create_issue(repo, bob, title="x", body="")
+    await bot.settle()  # handling bob's event taught the bot its own login
     await forge.create_comment(repo, issue.number, world["bot"], "/dispatch codex I talk to myself")
     await bot.settle()
     assert await runs(bot) == []
+    assert forge.deliveries[-1].status == 200  # the login is known by now: answered, not even stored
 
 
 async def test_edited_comments_never_trigger(world, bot):
