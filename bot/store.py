@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -223,6 +223,18 @@ class RunRequest:
     @property
     def workspace_key(self) -> str:
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
+
+
+class _Candidate(NamedTuple):
+    """What ``claim`` needs to know of a live run."""
+
+    id: int
+    state: str
+    pool: str
+    owner: str
+    repo: str
+    workspace_key: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -493,20 +505,21 @@ class Store:
         async with self._tx() as db:
             if _frozen(await _flag(db, "frozen"), frozen):
                 return []
+            # Only the columns a decision needs: a deep queue must not cost a Run object per row.
+            columns = "id, state, pool, owner, repo, workspace_key, attempts"
             rows = await (
-                await db.execute(f"SELECT * FROM runs WHERE state IN ({_marks(LIVE)}) ORDER BY id", LIVE)
+                await db.execute(f"SELECT {columns} FROM runs WHERE state IN ({_marks(LIVE)}) ORDER BY id", LIVE)
             ).fetchall()
-            live = [Run.from_row(r) for r in rows]
-            active = [r for r in live if r.state in ACTIVE]
+            active = [r for r in rows if r["state"] in ACTIVE]
             per_pool: dict[str, int] = {}
-            busy = {(r.owner, r.repo, r.workspace_key) for r in active}
+            busy = {(r["owner"], r["repo"], r["workspace_key"]) for r in active}
             for r in active:
-                per_pool[r.pool] = per_pool.get(r.pool, 0) + 1
+                per_pool[r["pool"]] = per_pool.get(r["pool"], 0) + 1
             pools = {p.name: p for p in await _pools(db)}
             total = len(active)
             claimed: list[Run] = []
             spawned: set[str] = set()
-            for run in (r for r in live if r.state == "queued"):
+            for run in (_Candidate(*r) for r in rows if r["state"] == "queued"):
                 if total >= max_running:
                     break
                 pool = pools.get(run.pool)
