@@ -55,7 +55,13 @@ class Intake:
         while True:
             delivery_id, event_type, body = await self._queue.get()
             try:
-                error = await self.handle(delivery_id, event_type, body)
+                try:
+                    error = await self.handle(delivery_id, event_type, body)
+                except Exception as e:  # a stored body that no longer parses: keep the worker alive
+                    log.exception("delivery %s could not be handled", delivery_id)
+                    error = f"{type(e).__name__}: {e}"
+                # Written with the next group commit; waiting for it also keeps the intake from
+                # outrunning the front door during a burst (acks come first).
                 await self._services.store.finish_delivery(delivery_id, error)
             except Exception:
                 log.exception("could not record the outcome of delivery %s", delivery_id)
@@ -81,3 +87,4 @@ class Intake:
             log.exception("delivery %s (%s) failed", delivery_id, event_type)
             return f"{type(e).__name__}: {e}"
         return None
+

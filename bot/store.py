@@ -264,6 +264,7 @@ class Store:
         self._db = db
         self._lock = asyncio.Lock()
         self._arrivals: list[tuple[str, str, bytes, float, asyncio.Future[bool]]] = []
+        self._finished: list[tuple[str, str | None, float, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -307,11 +308,6 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    async def _write(self, sql: str, args: Iterable[Any] = ()) -> None:
-        """One statement, atomic on its own: one round trip to the database thread, no BEGIN."""
-        async with self._lock:
-            await self._db.execute(sql, tuple(args))
-
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
             return list(await (await self._db.execute(sql, tuple(args))).fetchall())
@@ -329,34 +325,53 @@ class Store:
         """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._arrivals.append((delivery_id, event_type, body, time.time(), future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_deliveries())
+        self._kick_writer()
         return await future
 
+    def finish_delivery(self, delivery_id: str, error: str | None = None) -> asyncio.Future[None]:
+        """Mark handled, or count a failed attempt so a later pass retries it.
+
+        Written with the next group commit; the returned future tells when. Losing it in a crash
+        only means the delivery is handled again, which trigger keys make harmless.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finished.append((delivery_id, error, time.time(), future))
+        self._kick_writer()
+        return future
+
+    def _kick_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_deliveries())
+
     async def _write_deliveries(self) -> None:
-        while self._arrivals:
+        """The group commit: every delivery that arrived or finished meanwhile, in one transaction."""
+        while self._arrivals or self._finished:
             batch, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
+            done, self._finished = self._finished[:MAX_BATCH], self._finished[MAX_BATCH:]
+            fresh: list[bool] = []
             try:
                 async with self._tx() as db:
-                    ids = [item[0] for item in batch]
-                    rows = await (await db.execute(f"SELECT id FROM deliveries WHERE id IN ({_marks(ids)})", ids)).fetchall()
-                    seen = {row[0] for row in rows}
-                    fresh = []
-                    for item in batch:
-                        fresh.append(item[0] not in seen)
-                        seen.add(item[0])
-                    await db.executemany(
-                        "INSERT INTO deliveries (id, event_type, body, received_at) VALUES (?, ?, ?, ?)",
-                        [item[:4] for item, new in zip(batch, fresh) if new],
-                    )
+                    if batch:
+                        fresh = await _insert_new(db, batch)
+                    handled = [(at, i) for i, error, at, _ in done if error is None]
+                    failed = [(error, i) for i, error, _, _ in done if error is not None]
+                    if handled:
+                        await db.executemany("UPDATE deliveries SET handled_at = ? WHERE id = ?", handled)
+                    if failed:
+                        await db.executemany(
+                            "UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", failed
+                        )
             except Exception as e:
-                for item in batch:
-                    if not item[4].done():
-                        item[4].set_exception(e)
+                for future in [item[4] for item in batch] + [item[3] for item in done]:
+                    if not future.done():
+                        future.set_exception(e)
             else:
                 for item, new in zip(batch, fresh):
                     if not item[4].done():
                         item[4].set_result(new)
+                for item in done:
+                    if not item[3].done():
+                        item[3].set_result(None)
 
     async def pending_deliveries(self, max_attempts: int = 10) -> list[tuple[str, str, bytes]]:
         rows = await self._all(
@@ -366,14 +381,6 @@ class Store:
         )
         return [(r["id"], r["event_type"], bytes(r["body"])) for r in rows]
 
-    async def finish_delivery(self, delivery_id: str, error: str | None = None) -> None:
-        """Mark handled, or count a failed attempt so a later pass retries it."""
-        if error is None:
-            await self._write("UPDATE deliveries SET handled_at = ? WHERE id = ?", (time.time(), delivery_id))
-        else:
-            await self._write(
-                "UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", (error, delivery_id)
-            )
 
     async def claim_trigger(self, key: str, delivery_id: str = "") -> bool:
         """Remember that ``key`` caused an effect; False if it already did (a redelivery)."""
@@ -664,6 +671,22 @@ class Store:
                 " ON CONFLICT (run_id, facet) DO UPDATE SET value = excluded.value",
                 (run_id, facet, json.dumps(value)),
             )
+
+
+async def _insert_new(db: aiosqlite.Connection, batch: list[tuple]) -> list[bool]:
+    """Insert the deliveries not seen before (ids repeat on redelivery); which ones were new."""
+    ids = [item[0] for item in batch]
+    rows = await (await db.execute(f"SELECT id FROM deliveries WHERE id IN ({_marks(ids)})", ids)).fetchall()
+    seen = {row[0] for row in rows}
+    fresh = []
+    for item in batch:
+        fresh.append(item[0] not in seen)
+        seen.add(item[0])
+    await db.executemany(
+        "INSERT INTO deliveries (id, event_type, body, received_at) VALUES (?, ?, ?, ?)",
+        [item[:4] for item, new in zip(batch, fresh) if new],
+    )
+    return fresh
 
 
 def _frozen(runtime: str | bool | None, configured: bool) -> bool:

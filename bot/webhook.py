@@ -7,7 +7,6 @@ prefix. The signature is checked before the body is parsed, in constant time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -79,7 +78,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 def sign(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), body, "sha256").hex()  # the one-shot C path
 
 
 def verify_signature(headers: Mapping[str, str], body: bytes, secret: str) -> None:

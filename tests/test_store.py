@@ -152,3 +152,6 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     assert sorted({i for i, new in zip(ids, fresh) if new}) == sorted(set(ids))
     assert len(await store.pending_deliveries()) == 20
     assert not await store.record_delivery("d0", "issues", b"{}")
+    await asyncio.gather(store.finish_delivery("d0"), store.finish_delivery("d1", "Forge down"))
+    pending = [d[0] for d in await store.pending_deliveries()]
+    assert "d0" not in pending and "d1" in pending and len(pending) == 19
