@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import sys
 
@@ -69,6 +70,9 @@ def serve(settings: Settings) -> int:
     from .app import create_app
 
     logs.setup(settings.secrets())
+    logging.getLogger("dispatchbot").info(
+        "serving on %s:%s for %s; data in %s", settings.host, settings.port, settings.forge_url, settings.data_dir
+    )
     # No access log: refused deliveries are logged by the app, and a line per delivery costs throughput.
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
