@@ -160,7 +160,7 @@ class Reporter:
         await self._state_label(run, reported)
         if run.is_pull and run.head_sha:
             await self._commit_status(run, reported)
-        if run.trigger == "label" and run.state != "queued" and not reported.get("trigger_label_removed"):
+        if run.trigger == "label" and not reported.get("trigger_label_removed"):  # accepted: queued or later
             await self._remove_label(run, settings.label_prefix + run.agent_spec)
             await self.store.set_reported(run.id, "trigger_label_removed", True)
         await self.store.set_reported(run.id, "version", run.version)

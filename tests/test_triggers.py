@@ -29,6 +29,8 @@ async def test_a_trigger_label_requests_one_run_and_redeliver_adds_nothing(world
     await forge.set_labels(repo, issue.number, bob, ["kind/bug", "dispatch:codex", "prio/high"])  # still active
     await bot.settle()
     assert len(await runs(bot)) == 1
+    await bot.wait_for(lambda: _without(forge, repo, issue.number, "dispatch:codex"))  # accepted: label removed
+    assert "dispatch/queued" in forge.label_names(repo, issue.number)
 
 
 async def test_two_trigger_labels_request_two_agents_and_model_variants_share_the_pool(world, bot):
@@ -133,3 +135,7 @@ async def test_status_refreshes_the_status_comment_or_says_there_is_none(world, 
     assert (await bot.store.get(run.id)).version > before
     status = [c for c in await bot_comments(world, issue.number) if f"dispatchbot:run:{run.id}" in c.body]
     assert len(status) == 1 and "The bot is frozen" in status[0].body  # this bot is frozen: nothing starts
+
+
+async def _without(forge, repo, number, label):
+    return label not in forge.label_names(repo, number)
