@@ -456,7 +456,7 @@ async def figure_idle(world: World, count: int, window: float, stall: float) -> 
         log(f"idle: dispatching {count} hanging agents")
         before = bot.sample()
         t0 = time.time()
-        await asyncio.gather(*(world.comment(repo, i, f"/dispatch codex sleep scenario:hang") for i in issues))
+        await asyncio.gather(*(world.comment(repo, i, "/dispatch codex sleep scenario:hang") for i in issues))
         result.dispatch_s = time.time() - t0
         last_change, last_running = time.monotonic(), -1
         while True:

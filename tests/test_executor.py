@@ -13,13 +13,6 @@ import pytest
 
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit, container_config, parse_bytes
 from bot.settings import Limits
-from tests.docker_fixtures import (  # noqa: F401  (fixtures)
-    agent_image,
-    docker_label,
-    executor,
-    make_spec,
-    workspace,
-)
 
 pytestmark = pytest.mark.docker
 

@@ -1,7 +1,6 @@
 """A flaky Forge: 20 % of calls fail (5xx or time out, before or after applying) and a 60 s outage
 hits in the middle of the runs; every comment, status, label and PR still appears exactly once."""
 
-import asyncio
 import collections
 
 import pytest

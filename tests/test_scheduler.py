@@ -1,6 +1,5 @@
 """The scheduler's cleanup jobs and the dry run, against real Docker, git and the fake Forge."""
 
-import time
 
 import pytest
 

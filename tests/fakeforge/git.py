@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 ZERO_SHA = "0" * 40
 ISOLATED_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -283,7 +283,7 @@ async def http_backend(request: web.Request, project_root: Path, path_info: str,
     finally:
         stderr = await errors
     if proc.returncode:
-        log.warning("git http-backend %s exited %s: %s", path_info, proc.returncode,
+        logger.warning("git http-backend %s exited %s: %s", path_info, proc.returncode,
                     stderr.decode(errors="replace").strip())
     return response
 
