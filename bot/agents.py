@@ -181,3 +181,9 @@ def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> A
 def _checked_model(model: str) -> str:
     """Checked after defaults apply: a configured default ends up in argv just like user input."""
     return _check("model", model) if model else model
+
+
+def stored_model(spec: str, agent: Agent) -> str:
+    """The model a run keeps: the one asked for (so variants such as ``codex:review`` survive a
+    retry or a restart), else the agent's default."""
+    return spec.partition(":")[2] or agent.model

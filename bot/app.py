@@ -54,9 +54,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     store = await Store.open(settings.database)
     session = aiohttp.ClientSession()
     try:
-        forge = Forge(
-            session, settings.forge_url or "", settings.forge_token.get_secret_value(), timeout=settings.forge_timeout
-        )
+        forge = Forge.from_settings(session, settings)
         services = Services(settings, store, forge)
         app[SERVICES] = services
         engine = Engine(services)

@@ -53,7 +53,8 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     wsmod.clear_blocked(ws)
     if run.answer:
         wsmod.write_answer(ws, run.answer)
-    comments = await _writers_comments(services, run, await forge.getitem(f"{base}/issues/{run.number}/comments"))
+    writers = _Writers(services, run)
+    comments = await _writers_comments(services, writers, await forge.getitem(f"{base}/issues/{run.number}/comments"))
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -62,7 +63,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         number=run.number,
         is_pull=run.is_pull,
         issue_title=issue.get("title", ""),
-        issue_body=issue.get("body", "") if await _may_write(services, run, issue["user"]["login"]) else "",
+        issue_body=issue.get("body", "") if await writers.check(issue["user"]["login"]) else "",
         comments=comments,
         answer=run.answer or None,
         review=run.review,
@@ -73,22 +74,32 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     return ws, prompt, head_sha
 
 
-async def _writers_comments(services: Services, run: Run, comments: list[dict]) -> list[tuple[str, str]]:
+async def _writers_comments(services: Services, writers: _Writers, comments: list[dict]) -> list[tuple[str, str]]:
     """Recent comments by users with write access: only they may steer the agent."""
     bot = await services.bot_login()
     kept = []
     for c in comments[-20:]:
         login = c["user"]["login"]
-        if login != bot and await _may_write(services, run, login):
+        if login != bot and await writers.check(login):
             kept.append((login, c.get("body", "")))
     return kept
 
 
-async def _may_write(services: Services, run: Run, login: str) -> bool:
-    try:
-        return await can_write(services.forge, services.settings, run.owner, run.repo, login)
-    except ForgeError:
-        return False  # fail closed: the text stays out of the prompt
+class _Writers:
+    """Write access of the issue's authors, asked once per login while one prompt is built."""
+
+    def __init__(self, services: Services, run: Run) -> None:
+        self._services, self._run = services, run
+        self._known: dict[str, bool] = {}
+
+    async def check(self, login: str) -> bool:
+        if login not in self._known:
+            try:
+                s, run = self._services, self._run
+                self._known[login] = await can_write(s.forge, s.settings, run.owner, run.repo, login)
+            except ForgeError:
+                self._known[login] = False  # fail closed: the text stays out of the prompt
+        return self._known[login]
 
 
 async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from .agents import resolve
+from .agents import resolve, stored_model
 from .executor.docker import DockerExecutor
 from .forge import Forge
 from .runner import Runner
@@ -18,8 +18,7 @@ async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: 
     """Prepare the workspace and prompt for ``spec`` on ``owner/repo#number``; returns (argv, prompt)."""
     agent = resolve(settings, spec)
     async with aiohttp.ClientSession() as session:
-        forge = Forge(session, settings.forge_url or "", settings.forge_token.get_secret_value(),
-                      timeout=settings.forge_timeout)
+        forge = Forge.from_settings(session, settings)
         issue = await forge.getitem(f"/repos/{owner}/{repo}/issues/{number}")
         store = await Store.open(settings.database)
         executor = DockerExecutor(settings.docker_url)
@@ -28,7 +27,7 @@ async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: 
             runner = Runner(services, executor, Workspaces.from_settings(settings))
             request = RunRequest(
                 owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
-                agent=agent.name, model=spec.partition(":")[2] or agent.model, pool=agent.pool,
+                agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
                 review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
                 requested_by="dry-run",
             )

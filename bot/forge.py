@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from .settings import Settings
+
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -51,6 +53,11 @@ class Forge:
         self._timeout = aiohttp.ClientTimeout(total=float(timeout))
         self._retries = retries
         self._backoff = backoff
+
+    @classmethod
+    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> Forge:
+        token = settings.forge_token.get_secret_value() if settings.forge_token else ""
+        return cls(session, settings.forge_url or "", token, timeout=settings.forge_timeout)
 
     async def getitem(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return (await self._request("GET", path, params=params))[0]

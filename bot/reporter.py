@@ -193,19 +193,17 @@ class Reporter:
         if reported.get("state_label") == want:
             return
         base = f"/repos/{run.owner}/{run.repo}"
-        repo_labels = {label["name"]: label["id"] async for label in self._labels(f"{base}/labels")}
+        repo_labels = {label["name"]: label["id"] async for label in self.forge.getiter(f"{base}/labels")}
         if want not in repo_labels:
             created = await self.forge.post(f"{base}/labels", {"name": want, "color": LABEL_COLOR})
             repo_labels[want] = created["id"]
-        await self.forge.post(f"{base}/issues/{run.number}/labels", {"labels": [repo_labels[want]]})
-        current = {label["name"] for label in await self.forge.getitem(f"{base}/issues/{run.number}/labels") or []}
-        for name in (set(names.values()) & current) - {want}:
-            await self._remove_label(run, name)
+        # Adding answers with the issue's full label set: the stale state labels are in it.
+        current = await self.forge.post(f"{base}/issues/{run.number}/labels", {"labels": [repo_labels[want]]})
+        stale = set(names.values()) - {want}
+        for label in current or []:
+            if label["name"] in stale:
+                await self._delete_label(run, label["id"])
         await self.store.set_reported(run.id, "state_label", want)
-
-    async def _labels(self, path: str):
-        async for label in self.forge.getiter(path):
-            yield {"name": label["name"], "id": label["id"]}
 
     async def _status_comment(self, run: Run, reported: dict[str, Any], body: str) -> None:
         if reported.get("comment_body") == body:
@@ -229,11 +227,14 @@ class Reporter:
         path = f"/repos/{run.owner}/{run.repo}/issues/{run.number}/labels"
         for label in await self.forge.getitem(path) or []:
             if label["name"] == name:
-                try:
-                    await self.forge.delete(f"{path}/{label['id']}")
-                except ForgeError as e:
-                    if e.status not in (404, 422):
-                        raise
+                await self._delete_label(run, label["id"])
+
+    async def _delete_label(self, run: Run, label_id: int) -> None:
+        try:
+            await self.forge.delete(f"/repos/{run.owner}/{run.repo}/issues/{run.number}/labels/{label_id}")
+        except ForgeError as e:
+            if e.status not in (404, 422):  # gone already: an earlier attempt removed it
+                raise
 
     async def _queue_line(self, run: Run) -> str:
         if run.state != "queued":

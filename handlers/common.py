@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from bot import messages
-from bot.agents import UnknownAgent, known_agents, resolve
+from bot.agents import UnknownAgent, known_agents, resolve, stored_model
 from bot.forge import ForgeError
 from bot.permissions import can_write
 from bot.payloads import PullRequest, Repository
@@ -112,7 +112,7 @@ async def request_run(
         number=target.number,
         is_pull=target.is_pull,
         agent=agent.name,
-        model=spec.partition(":")[2] or agent.model,  # keeps variants such as codex:review
+        model=stored_model(spec, agent),
         pool=agent.pool,
         review=review or agent.review,
         task=task or target.title,
