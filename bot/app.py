@@ -13,19 +13,17 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from pydantic import ValidationError
 
 from handlers import router as default_router
 
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
-from .payloads import PAYLOADS
 from .routing import Router
 from .services import Services
 from .settings import Settings
 from .store import Store
-from .webhook import WebhookError, verify
+from .webhook import Event, WebhookError, verify
 
 log = logging.getLogger(__name__)
 
@@ -98,24 +96,15 @@ async def webhook(request: web.Request) -> web.Response:
     if not app[ROUTER].handles(event_type):
         return _answer(202, f"event type {event_type!r} ignored")
     try:
-        payload = PAYLOADS[event_type].model_validate_json(body)  # parses and checks the shape in one pass
-    except ValidationError as e:
-        return _answer(400, _first_error(e, event_type))
-    if payload.sender.login == app[SERVICES].known_login:  # the echo of the bot's own API calls
+        event = Event.parse(event_type, delivery_id, body)
+    except WebhookError as e:
+        return _answer(e.status, str(e))
+    if event.payload.sender.login == app[SERVICES].known_login:  # the echo of the bot's own API calls
         return _answer(200, "the bot's own event, ignored")
     if not await app[SERVICES].store.record_delivery(delivery_id, event_type, body):
         return _answer(200, f"delivery {delivery_id} already received")
-    app[INTAKE].submit(delivery_id, event_type, body)
+    app[INTAKE].submit(event)
     return web.Response(status=202, body=ACCEPTED_BODY, content_type="application/json")
-
-
-def _first_error(e: ValidationError, event_type: str) -> str:
-    err = e.errors()[0]
-    if err["type"] == "json_invalid":
-        return f"body is not JSON: {err['ctx'].get('error', err['msg'])}"
-    if err["type"] == "model_type" and not err["loc"]:
-        return "body is not a JSON object"
-    return f"unexpected {event_type} payload: {'.'.join(map(str, err['loc']))}: {err['msg']}"
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -93,33 +93,34 @@ class PullRequest(Loose):
         return self.head.repo_id != self.base.repo_id
 
 
-class IssuePayload(Loose):
-    action: str
-    number: int
-    issue: Issue
-    repository: Repository
+class Payload(Loose):
+    """What every delivery has; event types the bot does not read parse as this."""
+
+    action: str = ""
     sender: User
 
 
-class IssueCommentPayload(Loose):
-    action: str
+class IssuePayload(Payload):
+    number: int
+    issue: Issue
+    repository: Repository
+
+
+class IssueCommentPayload(Payload):
     issue: Issue
     pull_request: PullRequest | None = None
     comment: Comment
     repository: Repository
-    sender: User
     is_pull: bool = False
 
 
-class PullRequestPayload(Loose):
-    action: str
+class PullRequestPayload(Payload):
     number: int
     pull_request: PullRequest
     repository: Repository
-    sender: User
 
 
-PAYLOADS: dict[str, type[Loose]] = {
+PAYLOADS: dict[str, type[Payload]] = {
     "issues": IssuePayload,
     "issue_label": IssuePayload,
     "issue_comment": IssueCommentPayload,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import aiosqlite
 
 MAX_BATCH = 500  # deliveries written in one transaction at most
+OUTCOME_DELAY = 0.1  # seconds outcomes of handled deliveries may wait behind arrivals
 
 ACTIVE = ("preparing", "running", "qa", "harvesting")
 WAITING = ("queued",)
@@ -266,6 +267,7 @@ class Store:
         self._arrivals: list[tuple[str, str, bytes, float, asyncio.Future[bool]]] = []
         self._finished: list[tuple[str, str | None, float, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._outcomes_due = 0.0
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -310,7 +312,7 @@ class Store:
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
-            return list(await (await self._db.execute(sql, tuple(args))).fetchall())
+            return list(await self._db.execute_fetchall(sql, tuple(args)))  # one trip to the thread
 
     async def ping(self) -> bool:
         return bool(await self._all("SELECT 1"))
@@ -344,40 +346,68 @@ class Store:
             self._writer = asyncio.create_task(self._write_deliveries())
 
     async def _write_deliveries(self) -> None:
-        """The group commit: every delivery that arrived or finished meanwhile, in one transaction."""
-        while self._arrivals or self._finished:
-            batch, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
-            done, self._finished = self._finished[:MAX_BATCH], self._finished[MAX_BATCH:]
-            fresh: list[bool] = []
-            try:
-                async with self._tx() as db:
-                    if batch:
-                        fresh = await _insert_new(db, batch)
-                    handled = [(at, i) for i, error, at, _ in done if error is None]
-                    failed = [(error, i) for i, error, _, _ in done if error is not None]
-                    if handled:
-                        await db.executemany("UPDATE deliveries SET handled_at = ? WHERE id = ?", handled)
-                    if failed:
-                        await db.executemany(
-                            "UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", failed
-                        )
-            except Exception as e:
-                for future in [item[4] for item in batch] + [item[3] for item in done]:
-                    if not future.done():
-                        future.set_exception(e)
-            else:
-                for item, new in zip(batch, fresh):
-                    if not item[4].done():
-                        item[4].set_result(new)
-                for item in done:
-                    if not item[3].done():
-                        item[3].set_result(None)
+        """The group commit: every delivery that arrived or finished meanwhile, one statement each.
 
-    async def pending_deliveries(self, max_attempts: int = 10) -> list[tuple[str, str, bytes]]:
+        Each statement is its own transaction (autocommit), so a batch costs one trip to the
+        database thread rather than one per step. Arrivals go first: while acknowledgements keep
+        waiting, outcomes are written at most every ``OUTCOME_DELAY``, and the intake, which waits
+        for each outcome, slows down until the burst is over.
+        """
+        while self._arrivals or self._finished:
+            if self._arrivals:
+                batch, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
+                await _settle([item[4] for item in batch], self._insert_new(batch))
+                if self._arrivals and time.monotonic() < self._outcomes_due:
+                    continue
+            if self._finished:
+                done, self._finished = self._finished[:MAX_BATCH], self._finished[MAX_BATCH:]
+                await _settle([item[3] for item in done], self._record_outcomes(done))
+                self._outcomes_due = time.monotonic() + OUTCOME_DELAY
+
+    async def _insert_new(self, batch: list[tuple[str, str, bytes, float, Any]]) -> list[bool]:
+        """Insert the deliveries not seen before (ids repeat on redelivery); which ones were new.
+
+        One statement with no rows back (a ``RETURNING`` row costs a step, and each step takes
+        the GIL again). Redeliveries are rare: only when fewer rows went in than the batch had is
+        the table read back, and a row holding this batch's arrival time went in now.
+        """
+        ids = [item[0] for item in batch]
+        async with self._lock:
+            cursor = await self._db.execute(
+                "INSERT INTO deliveries (id, event_type, body, received_at)"
+                f" VALUES {', '.join(['(?, ?, ?, ?)'] * len(batch))} ON CONFLICT (id) DO NOTHING",
+                [value for item in batch for value in item[:4]],
+            )
+            if cursor.rowcount == len(batch):
+                return [True] * len(batch)
+            rows = await self._db.execute_fetchall(
+                f"SELECT id, received_at FROM deliveries WHERE id IN ({_marks(ids)})", ids
+            )
+        stored = dict(rows)
+        fresh, seen = [], set()
+        for delivery_id, _, _, at, _ in batch:
+            fresh.append(delivery_id not in seen and stored.get(delivery_id) == at)
+            seen.add(delivery_id)
+        return fresh
+
+    async def _record_outcomes(self, done: list[tuple[str, str | None, float, Any]]) -> list[None]:
+        handled = [i for i, error, _, _ in done if error is None]
+        failed = [(error, i) for i, error, _, _ in done if error is not None]
+        if handled:
+            await self._all(
+                f"UPDATE deliveries SET handled_at = ? WHERE id IN ({_marks(handled)})", [done[-1][2], *handled]
+            )
+        if failed:
+            async with self._tx() as db:
+                await db.executemany("UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", failed)
+        return [None] * len(done)
+
+    async def pending_deliveries(self, max_attempts: int = 10, limit: int = -1) -> list[tuple[str, str, bytes]]:
+        """The oldest deliveries not yet handled that failed fewer than ``max_attempts`` times."""
         rows = await self._all(
             "SELECT id, event_type, body FROM deliveries WHERE handled_at IS NULL AND attempts < ?"
-            " ORDER BY received_at",
-            (max_attempts,),
+            " ORDER BY received_at LIMIT ?",
+            (max_attempts, limit),
         )
         return [(r["id"], r["event_type"], bytes(r["body"])) for r in rows]
 
@@ -673,20 +703,18 @@ class Store:
             )
 
 
-async def _insert_new(db: aiosqlite.Connection, batch: list[tuple]) -> list[bool]:
-    """Insert the deliveries not seen before (ids repeat on redelivery); which ones were new."""
-    ids = [item[0] for item in batch]
-    rows = await (await db.execute(f"SELECT id FROM deliveries WHERE id IN ({_marks(ids)})", ids)).fetchall()
-    seen = {row[0] for row in rows}
-    fresh = []
-    for item in batch:
-        fresh.append(item[0] not in seen)
-        seen.add(item[0])
-    await db.executemany(
-        "INSERT INTO deliveries (id, event_type, body, received_at) VALUES (?, ?, ?, ?)",
-        [item[:4] for item, new in zip(batch, fresh) if new],
-    )
-    return fresh
+async def _settle(futures: list[asyncio.Future[Any]], work: Awaitable[list[Any]]) -> None:
+    """Give each waiting caller its result, or the error of the write they waited for."""
+    try:
+        results = await work
+    except Exception as e:
+        for future in futures:
+            if not future.done():
+                future.set_exception(e)
+    else:
+        for future, result in zip(futures, results):
+            if not future.done():
+                future.set_result(result)
 
 
 def _frozen(runtime: str | bool | None, configured: bool) -> bool:

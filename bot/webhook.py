@@ -8,10 +8,12 @@ prefix. The signature is checked before the body is parsed, in constant time.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import ValidationError
+
+from .payloads import PAYLOADS, Payload
 
 SIGNATURE_HEADERS = ("x-gitea-signature", "x-forgejo-signature", "x-gogs-signature")
 DELIVERY_HEADERS = ("x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery", "x-github-delivery")
@@ -34,21 +36,30 @@ class BadRequest(WebhookError):
 
 @dataclass(frozen=True)
 class Event:
-    """One verified webhook delivery."""
+    """One verified webhook delivery, its body parsed into the loose model of its event type."""
 
     event_type: str
     delivery_id: str
-    data: dict[str, Any]
+    payload: Payload
 
     @property
     def action(self) -> str:
-        return str(self.data.get("action", ""))
+        return self.payload.action
 
     @classmethod
     def from_http(cls, headers: Mapping[str, str], body: bytes, *, secret: str) -> Event:
         """Verify and parse a delivery; raises ``BadSignature`` or ``BadRequest``."""
         event_type, delivery_id = verify(headers, body, secret=secret)
-        return cls(event_type=event_type, delivery_id=delivery_id, data=parse_body(body))
+        return cls.parse(event_type, delivery_id, body)
+
+    @classmethod
+    def parse(cls, event_type: str, delivery_id: str, body: bytes) -> Event:
+        """Parse and check the shape in one pass over the bytes; ``BadRequest`` says what is wrong."""
+        try:
+            payload = PAYLOADS.get(event_type, Payload).model_validate_json(body)
+        except ValidationError as e:
+            raise BadRequest(_first_error(e, event_type)) from None
+        return cls(event_type, delivery_id, payload)
 
 
 def verify(headers: Mapping[str, str], body: bytes, *, secret: str) -> tuple[str, str]:
@@ -67,14 +78,13 @@ def verify(headers: Mapping[str, str], body: bytes, *, secret: str) -> tuple[str
     return event_type, delivery_id
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"body is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("body is not a JSON object")
-    return data
+def _first_error(e: ValidationError, event_type: str) -> str:
+    err = e.errors()[0]
+    if err["type"] == "json_invalid":
+        return f"body is not JSON: {err['ctx'].get('error', err['msg'])}"
+    if err["type"] == "model_type" and not err["loc"]:
+        return "body is not a JSON object"
+    return f"unexpected {event_type} payload: {'.'.join(map(str, err['loc']))}: {err['msg']}"
 
 
 def sign(body: bytes, secret: str) -> str:

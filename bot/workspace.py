@@ -18,6 +18,7 @@ environment config, and only for the mirror and for push.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
@@ -109,9 +110,14 @@ def _branch_problem(name: str) -> str | None:
         return "must not contain '..' or '@{' or be HEAD"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
         return "must not contain whitespace or control characters"
+    return None if _git_accepts_branch(name) else "rejected by git check-ref-format"
+
+
+@functools.lru_cache(maxsize=1024)
+def _git_accepts_branch(name: str) -> bool:
+    """git's own rules, asked once per name: the base branch is checked on every prepare."""
     argv = ["git", "check-ref-format", "--branch", name]
-    check = subprocess.run(argv, cwd="/", capture_output=True, env=_git_env(), timeout=10)
-    return "rejected by git check-ref-format" if check.returncode else None
+    return subprocess.run(argv, cwd="/", capture_output=True, env=_git_env(), timeout=10).returncode == 0
 
 
 def workspace_key(number: int, is_pull: bool) -> str:
@@ -420,7 +426,10 @@ class Workspaces:
         mirror = self.mirror_path(owner, repo)
         url = self.url(owner, repo)
         if (mirror / "HEAD").is_file():
-            argv = _mirror_argv(mirror, "fetch", "--prune", "--quiet", url, "+refs/*:refs/*")
+            # Every ref is wanted, so protocol v2's ref filtering gains nothing and costs a round
+            # trip: with v0 a fetch that finds nothing new is one request.
+            argv = ["git", "-c", "protocol.version=0", "--git-dir", str(mirror), "fetch", "--prune", "--quiet",
+                    url, "+refs/*:refs/*"]
             await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
         else:  # clone beside it, then rename: a crash never leaves a half mirror in place
             tmp = mirror.with_name(mirror.name + ".tmp")
@@ -441,8 +450,8 @@ class Workspaces:
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
             fresh = not os.path.lexists(ws.clone)
-            if fresh:  # a fresh clone already has the mirror's branches as origin/*
-                await _git(["git", "clone", "--local", "--quiet", str(mirror), str(ws.clone)])
+            if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
+                await _git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
             _reclaim(ws, self.identity)
             if not fresh:
                 await _sync(ws, mirror)
@@ -482,19 +491,20 @@ async def _sync(ws: Workspace, mirror: Path) -> None:
     await _ws_git(ws, "fetch", "--prune", "--quiet", str(mirror), "+refs/heads/*:refs/remotes/origin/*")
 
 
-async def _has_ref(ws: Workspace, ref: str) -> bool:
-    code, _ = await _ws_git(ws, "rev-parse", "--verify", "--quiet", ref, ok=(0, 1))
-    return code == 0
+async def _existing_refs(ws: Workspace, *refs: str) -> set[str]:
+    _, out = await _ws_git(ws, "for-each-ref", "--format=%(refname)", *refs)
+    return set(out.decode().split())
 
 
 async def _checkout(ws: Workspace, new_branch: bool) -> None:
     """Local branch first (resume), else the Forge's branch, else a new branch from the base."""
-    remote = f"refs/remotes/origin/{ws.branch}"
-    if await _has_ref(ws, f"refs/heads/{ws.branch}"):
+    local, remote = f"refs/heads/{ws.branch}", f"refs/remotes/origin/{ws.branch}"
+    existing = await _existing_refs(ws, local, remote)
+    if local in existing:
         await _ws_git(ws, "checkout", "--quiet", ws.branch)
-        if await _has_ref(ws, remote):
+        if remote in existing:
             await _ws_git(ws, "merge", "--ff-only", "--quiet", remote)
-    elif await _has_ref(ws, remote):
+    elif remote in existing:
         await _ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote)
     elif new_branch:
         base = f"refs/remotes/origin/{ws.base_branch}"

@@ -44,7 +44,7 @@ class Context:
 @router.register("issue_comment", action="created")
 @router.register("pull_request_comment", action="created")
 async def on_comment(event: Event, services: Services) -> None:
-    payload = IssueCommentPayload.model_validate(event.data)
+    payload = IssueCommentPayload.model_validate(event.payload)  # the same object, not a copy
     commands = parse(payload.comment.body)
     if not commands:
         return

@@ -21,7 +21,7 @@ router = Router()
 @router.register("issues", action="opened")
 @router.register("issue_label", action="label_updated")
 async def issue_labels(event: Event, services: Services) -> None:
-    payload = IssuePayload.model_validate(event.data)
+    payload = IssuePayload.model_validate(event.payload)  # the same object, not a copy
     if payload.issue.pull_request is not None:
         return  # a PR's labels also arrive as pull_request_label
     target = Target(payload.repository, payload.issue.number, payload.issue.title)
@@ -31,7 +31,7 @@ async def issue_labels(event: Event, services: Services) -> None:
 @router.register("pull_request", action="opened")
 @router.register("pull_request_label", action="label_updated")
 async def pull_labels(event: Event, services: Services) -> None:
-    payload = PullRequestPayload.model_validate(event.data)
+    payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     pull = payload.pull_request
     target = Target(payload.repository, pull.number, pull.title, pull)
     await _trigger(event, services, target, pull.label_names, pull.updated_at, payload.sender.login)

@@ -13,7 +13,7 @@ router = Router()
 
 @router.register("pull_request", action="closed")
 async def closed(event: Event, services: Services) -> None:
-    payload = PullRequestPayload.model_validate(event.data)
+    payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     runs = await services.store.runs(
         states=LIVE + ("blocked",),
         owner=payload.repository.owner_login,

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bot.payloads import Payload
 from bot.routing import Router
 from bot.webhook import Event
 from handlers import comments, labels, pulls, router
@@ -24,9 +25,13 @@ def test_examples_route_to_their_handler(name):
     assert router.fetch(event) == EXPECTED[name]
 
 
+def event(event_type: str, action: str) -> Event:
+    return Event(event_type, "d", Payload(action=action, sender={"id": 1, "login": "alice"}))
+
+
 def test_edits_and_unknown_types_reach_no_handler():
-    assert router.fetch(Event("issue_comment", "d", {"action": "edited"})) == []
-    assert router.fetch(Event("pull_request", "d", {"action": "closed"})) == [pulls.closed]
+    assert router.fetch(event("issue_comment", "edited")) == []
+    assert router.fetch(event("pull_request", "closed")) == [pulls.closed]
     assert not router.handles("push") and router.handles("issue_label")
 
 
@@ -42,6 +47,6 @@ async def test_router_dispatches_in_registration_order():
     async def opened(event, log):
         log.append("opened")
 
-    await r.dispatch(Event("issues", "d", {"action": "opened"}), seen)
-    await r.dispatch(Event("issues", "d", {"action": "closed"}), seen)
+    await r.dispatch(event("issues", "opened"), seen)
+    await r.dispatch(event("issues", "closed"), seen)
     assert seen == ["any", "opened", "any"]

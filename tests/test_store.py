@@ -152,6 +152,11 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     assert sorted({i for i, new in zip(ids, fresh) if new}) == sorted(set(ids))
     assert len(await store.pending_deliveries()) == 20
     assert not await store.record_delivery("d0", "issues", b"{}")
+    # A burst mixing redeliveries of stored ids with new ones: only the new ones are fresh.
+    mixed = ["d3", "e1", "d7", "e2", "e1"]
+    assert await asyncio.gather(*(store.record_delivery(i, "issues", b"{}") for i in mixed)) == [
+        False, True, False, True, False
+    ]
     await asyncio.gather(store.finish_delivery("d0"), store.finish_delivery("d1", "Forge down"))
     pending = [d[0] for d in await store.pending_deliveries()]
-    assert "d0" not in pending and "d1" in pending and len(pending) == 19
+    assert "d0" not in pending and "d1" in pending and len(pending) == 21
