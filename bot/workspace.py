@@ -428,8 +428,8 @@ class Workspaces:
         if (mirror / "HEAD").is_file():
             # Every ref is wanted, so protocol v2's ref filtering gains nothing and costs a round
             # trip: with v0 a fetch that finds nothing new is one request.
-            argv = ["git", "-c", "protocol.version=0", "--git-dir", str(mirror), "fetch", "--prune", "--quiet",
-                    url, "+refs/*:refs/*"]
+            every_ref = "+refs/*:refs/*"
+            argv = _mirror_argv(mirror, "-c", "protocol.version=0", "fetch", "--prune", "--quiet", url, every_ref)
             await _git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
         else:  # clone beside it, then rename: a crash never leaves a half mirror in place
             tmp = mirror.with_name(mirror.name + ".tmp")
