@@ -166,10 +166,22 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+# asyncio reads into a fresh 256 KiB buffer per recv. With glibc's dynamic thresholds that buffer
+# is mmapped, shrunk and unmapped, or grows and trims the heap top, on every read, depending on the
+# process's heap history: a quarter of hello-world's CPU went to mmap/munmap/brk in some runs and
+# none in others, so the baseline swung between 12,000/s and 23,000/s. Fixed thresholds, the same
+# for both servers, keep that buffer in the heap and make the comparison stable.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHBOT_") and k != "PORT"}
+    return env | MALLOC_ENV
+
+
 def start_bot(tmp: Path) -> Server:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHBOT_") and k != "PORT"}
-    env |= {
+    env = server_env() | {
         "DISPATCHBOT_FORGE_URL": "http://127.0.0.1:9",
         "DISPATCHBOT_FORGE_TOKEN": "bench-forge-token",
         "DISPATCHBOT_WEBHOOK_SECRET": SECRET,
@@ -185,7 +197,7 @@ def start_bot(tmp: Path) -> Server:
 
 def start_hello(tmp: Path) -> Server:
     port = free_port()
-    return Server("hello-world", [sys.executable, "-c", HELLO_APP, str(port)], dict(os.environ), port, tmp / "hello.log")
+    return Server("hello-world", [sys.executable, "-c", HELLO_APP, str(port)], server_env(), port, tmp / "hello.log")
 
 
 def machine_cpu_seconds() -> float:
