@@ -21,7 +21,7 @@ from .executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, Execu
 from .forge import ForgeError
 from .services import Services
 from .store import ACTIVE, Run
-from .workspace import Workspace, Workspaces
+from .workspace import Workspace, Workspaces, branch_choices
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ class Runner:
         store = self.services.store
         try:
             agent = resolve(self.settings, run.agent_spec)
+            if not run.is_pull and not run.branch:
+                run = await store.assign_branch(run.id, branch_choices(run.task, run.number))
             ws, prompt, head_sha = await completion.prepare(self.services, self.workspaces, run)
         except ForgeError as e:
             if e.transient:

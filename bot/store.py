@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -514,6 +514,25 @@ class Store:
         """Change fields of a run without changing its state (branch, head sha, container id...)."""
         async with self._tx() as db:
             await _update(db, run_id, changes | {"updated_at": time.time()})
+            return await _get(db, run_id)
+
+    async def assign_branch(self, run_id: int, choices: Sequence[str]) -> Run:
+        """Give an issue's run the first of ``choices`` that no run of another issue in the repo
+        has, in one transaction, so two issues whose tasks read alike never share a branch. The
+        last choice is taken when all are: it names the issue. Pull request runs work on their
+        head branch and own none."""
+        async with self._tx() as db:
+            run = await _get(db, run_id)
+            assert run is not None and not run.is_pull, run
+            for branch in choices:
+                taken = await db.execute_fetchall(
+                    "SELECT 1 FROM runs WHERE owner = ? AND repo = ? AND branch = ? AND is_pull = 0 AND number != ?"
+                    " LIMIT 1",
+                    (run.owner, run.repo, branch, run.number),
+                )
+                if not taken:
+                    break
+            await _update(db, run_id, {"branch": branch, "updated_at": time.time()})
             return await _get(db, run_id)
 
     async def transitions(self, run_id: int) -> list[tuple[str | None, str, str]]:

@@ -135,8 +135,16 @@ def branch_key(branch: str) -> str:
 
 def branch_for(task: str, number: int) -> str:
     """``agent/<slug of the task>``; ``agent/issue-N`` when the task has no usable words."""
+    return branch_choices(task, number)[0]
+
+
+def branch_choices(task: str, number: int) -> tuple[str, ...]:
+    """The branch for an issue's run, then the one to use when another issue already has it:
+    two issues asking for the same task must not push to one branch."""
     slug = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:SLUG_CHARS].rstrip("-")
-    return validate_branch(f"agent/{slug or f'issue-{number}'}")
+    if not slug:
+        return (validate_branch(f"agent/issue-{number}"),)
+    return validate_branch(f"agent/{slug}"), validate_branch(f"agent/{slug}-issue-{number}")
 
 
 def is_fork(pull: Mapping[str, Any]) -> bool:

@@ -43,6 +43,20 @@ async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, e
     assert (meta / "prompt.md").read_text().count("scenario:edit-commit") >= 1
 
 
+async def test_two_issues_asking_the_same_task_push_to_their_own_branches(world, engine_bot):
+    bot = await engine_bot()
+    first = await dispatch(world, "/dispatch codex add notes scenario:edit-commit", title="One")
+    second = await dispatch(world, "/dispatch codex add notes scenario:edit-commit", title="Two")
+    runs = await ended(bot, count=2)
+    assert [r.state for r in runs] == ["completed", "completed"], [r.reason for r in runs]
+    plain = "agent/add-notes-scenario-edit-commit"
+    branches = sorted(r.branch for r in runs)
+    assert branches[0] == plain and branches[1] in {f"{plain}-issue-{i.number}" for i in (first, second)}, branches
+    for run in runs:  # each branch holds its own run's commit on top of the base, nothing of the other's
+        log = world["forge"].git_log(world["repo"], run.branch)
+        assert log[0].sha == run.head_sha and len(log) == 2
+
+
 async def test_uncommitted_changes_are_committed_by_the_bot(world, engine_bot):
     bot = await engine_bot()
     await dispatch(world, "/dispatch claude tidy up scenario:edit-uncommitted")

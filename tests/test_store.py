@@ -76,6 +76,23 @@ async def test_two_repos_with_the_same_issue_number_run_side_by_side_but_one_wor
     assert [r.id for r in await store.claim(max_running=10, pool_limits={}, spawn_intervals={})] == [c.id]
 
 
+async def test_issues_asking_the_same_task_get_their_own_branch_and_keep_it(store):
+    choices = ("agent/fix-it", "agent/fix-it-issue-{}")
+    first, second, other_repo = [
+        await store.request_run(request(n, repo=repo), trigger_key=f"k{n}{repo}")
+        for n, repo in ((1, "widgets"), (2, "widgets"), (2, "gadgets"))
+    ]
+    assigned = await asyncio.gather(*(
+        store.assign_branch(r.id, (choices[0], choices[1].format(r.number))) for r in (first, second, other_repo)
+    ))
+    assert sorted(r.branch for r in assigned[:2]) == ["agent/fix-it", "agent/fix-it-issue-2"]
+    assert assigned[2].branch == "agent/fix-it"  # another repo's branches are its own
+    # A later run of the issue that has agent/fix-it continues on it.
+    owner = next(r for r in assigned[:2] if r.branch == "agent/fix-it")
+    again = await store.request_run(request(owner.number), trigger_key="again")
+    assert (await store.assign_branch(again.id, (choices[0], choices[1].format(owner.number)))).branch == "agent/fix-it"
+
+
 async def test_frozen_keeps_requests_queued_and_unfreezing_starts_them(store):
     await store.set_flag("frozen", "1")
     run = await store.request_run(request(), trigger_key="k")
