@@ -38,6 +38,7 @@ class Reporter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retry_at: dict[int, tuple[float, int]] = {}
+        self._label_ids: dict[str, dict[str, int]] = {}  # per repo; refreshed when a name is missing
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reporter")
@@ -193,17 +194,28 @@ class Reporter:
         if reported.get("state_label") == want:
             return
         base = f"/repos/{run.owner}/{run.repo}"
-        repo_labels = {label["name"]: label["id"] async for label in self.forge.getiter(f"{base}/labels")}
-        if want not in repo_labels:
-            created = await self.forge.post(f"{base}/labels", {"name": want, "color": LABEL_COLOR})
-            repo_labels[want] = created["id"]
+        path = f"{base}/issues/{run.number}/labels"
         # Adding answers with the issue's full label set: the stale state labels are in it.
-        current = await self.forge.post(f"{base}/issues/{run.number}/labels", {"labels": [repo_labels[want]]})
+        current = await self.forge.post(path, {"labels": [await self._label_id(base, want)]})
+        if not any(label["name"] == want for label in current or []):  # Gitea drops an id deleted since
+            self._label_ids.pop(base, None)
+            current = await self.forge.post(path, {"labels": [await self._label_id(base, want)]})
         stale = set(names.values()) - {want}
         for label in current or []:
             if label["name"] in stale:
                 await self._delete_label(run, label["id"])
         await self.store.set_reported(run.id, "state_label", want)
+
+    async def _label_id(self, base: str, name: str) -> int:
+        """The repository's id for a label, created when missing; the listing is kept per repository."""
+        ids = self._label_ids.get(base)
+        if ids is None or name not in ids:
+            listing = self.forge.getiter(f"{base}/labels")
+            ids = self._label_ids[base] = {label["name"]: label["id"] async for label in listing}
+        if name not in ids:
+            created = await self.forge.post(f"{base}/labels", {"name": name, "color": LABEL_COLOR})
+            ids[name] = created["id"]
+        return ids[name]
 
     async def _status_comment(self, run: Run, reported: dict[str, Any], body: str) -> None:
         if reported.get("comment_body") == body:

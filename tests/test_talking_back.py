@@ -49,6 +49,19 @@ async def test_label_to_pull_request_with_commits_and_closes(world, engine_bot):
     assert forge.stopwatches(world["bot"]) == []
 
 
+async def test_a_state_label_deleted_by_a_maintainer_is_created_again(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    await dispatch(world, "/dispatch gemini look around scenario:no-change")
+    [first] = await ended(bot)
+    await reported(bot, first.id)
+    forge.delete_label(repo, "dispatch/done")  # the bot knows its id from the first run
+    issue = await dispatch(world, "/dispatch gemini look again scenario:no-change")
+    runs = await ended(bot, count=2)
+    await reported(bot, runs[-1].id)
+    assert "dispatch/done" in forge.label_names(repo, issue.number)
+
+
 async def test_pr_comment_pushes_to_the_pr_branch_with_a_success_status(world, engine_bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await engine_bot()

@@ -103,6 +103,13 @@ class FakeForge:
                                         exclusive=exclusive)
         return self.state.add_label(repo, name, color, description=description, exclusive=exclusive)
 
+    def delete_label(self, repo: Repo, name: str) -> None:
+        """A maintainer deletes a repo label; like Gitea, it leaves every issue that had it."""
+        [label] = [lb for lb in self.state.repo_labels(repo) if lb.name == name]
+        del self.state.labels[label.id]
+        for issue in self.state.issues.values():
+            issue.labels = [lb for lb in issue.labels if lb is not label]
+
     def add_hook(self, repo: Repo, url: str, secret: str = "", *, events: Iterable[str] | None = None,
                  authorization: str | None = None) -> Hook:
         """A JSON repo webhook; ``events`` limits it to those event types (default: everything)."""
