@@ -476,11 +476,12 @@ class Workspaces:
         _reclaim(ws)
         async with self._lock(ws.owner, ws.repo):
             await _sync(ws, mirror)
-            for branch in (ws.branch, ws.base_branch):
-                argv = _mirror_argv(mirror, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
-                code, out = await _git(argv, ok=(0, 1))
-                if code == 0:
-                    return out.decode().strip()
+            refs = [f"refs/heads/{branch}" for branch in (ws.branch, ws.base_branch)]
+            _, out = await _git(_mirror_argv(mirror, "for-each-ref", "--format=%(refname) %(objectname)", *refs))
+        heads = dict(line.split(" ", 1) for line in out.decode().splitlines())  # patterns match prefixes too
+        for ref in refs:
+            if ref in heads:
+                return heads[ref]
         raise ValueError(f"neither {ws.branch!r} nor {ws.base_branch!r} exists in {ws.owner}/{ws.repo}")
 
     async def push(self, ws: Workspace, branch: str) -> str:
