@@ -167,16 +167,22 @@ class Reporter:
         await self.store.set_reported(run.id, "version", run.version)
 
     async def _stopwatch(self, run: Run, reported: dict[str, Any]) -> None:
+        """Started while the agent works, stopped once for each spell of work (keyed by its
+        ``started_at``). A spell is stopped even if no start was seen to succeed: a start whose
+        answer was lost may have run, and a run first seen ended had none; stop answers 409 then,
+        and what the stopwatch missed is booked either way."""
         state = reported.get("stopwatch")
         if state == timetracking.DISABLED:
             return
-        agent_on = run.state in AGENT_ON
-        if agent_on and state != "started":
+        spell = run.started_at
+        if run.state in AGENT_ON and state != ["started", spell]:
             new = await timetracking.start(self.forge, run)
-        elif not agent_on and state == "started" and run.state != "queued":
+        elif run.state not in AGENT_ON and run.state != "queued" and spell and state != ["stopped", spell]:
             new = await timetracking.stop(self.forge, run, await self.services.bot_login())
         else:
             return
+        if new != timetracking.DISABLED:
+            new = [new, spell]
         reported["stopwatch"] = new
         await self.store.set_reported(run.id, "stopwatch", new)
 

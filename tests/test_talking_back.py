@@ -157,6 +157,19 @@ async def test_overlapping_runs_book_their_own_wall_clock_and_leave_no_stopwatch
     assert forge.stopwatches(world["bot"]) == []
 
 
+async def test_a_start_whose_answer_was_lost_is_still_stopped_and_booked(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    forge.faults(1.0, kinds=["after_500"], only=r"/stopwatch/start$")  # every start runs, then answers 500
+    issue = await dispatch(world, "/dispatch codex work scenario:slow-ok:3")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert any(f.path.endswith("/stopwatch/start") for f in forge.injected_faults)
+    assert forge.stopwatches(world["bot"]) == []
+    booked = sum(t.time for t in forge.tracked_times(repo, issue.number))
+    assert abs(booked - (run.ended_at - run.started_at)) <= 5, booked
+
+
 async def test_time_tracking_disabled_is_said_once_and_the_run_goes_on(world, engine_bot):
     forge, repo = world["forge"], world["repo"]
     forge.set_time_tracking(repo, False)

@@ -9,6 +9,7 @@ create. Hangs last longer than any sane client timeout and end early when the fa
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 # before_*: fail without applying; after_*: apply the request, then fail.
@@ -37,10 +38,11 @@ class Faults:
     hang_seconds: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
     outage_mode: str | None = None
+    only: re.Pattern[str] | None = None  # when set, only calls whose path it finds can fail
     injected: list[InjectedFault] = field(default_factory=list)
 
     def configure(self, rate: float, *, seed: int | None = None, kinds: tuple[str, ...] | None = None,
-                  hang_seconds: float | None = None) -> None:
+                  hang_seconds: float | None = None, only: str | None = None) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
         unknown = set(kinds or ()) - set(FAULT_KINDS)
@@ -48,13 +50,14 @@ class Faults:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
         self.rate = rate
         self.kinds = tuple(kinds or FAULT_KINDS)
+        self.only = re.compile(only) if only else None
         if seed is not None:
             self.rng = random.Random(seed)
         if hang_seconds is not None:
             self.hang_seconds = hang_seconds
 
     def roll(self, method: str, path: str) -> InjectedFault | None:
-        if self.rate <= 0.0 or self.rng.random() >= self.rate:
+        if self.rate <= 0.0 or (self.only and not self.only.search(path)) or self.rng.random() >= self.rate:
             return None
         fault = InjectedFault(self.rng.choice(self.kinds), method, path)
         self.injected.append(fault)

@@ -256,10 +256,12 @@ class FakeForge:
     # --- faults --------------------------------------------------------------------------------------
 
     def faults(self, rate: float, *, seed: int | None = None, kinds: Iterable[str] | None = None,
-               hang_seconds: float | None = None) -> None:
-        """Fail ``rate`` of API calls (0 stops). ``kinds`` from faults.FAULT_KINDS; hangs last
-        ``hang_seconds`` (default 30 s, longer than any client timeout should be)."""
-        self._faults.configure(rate, seed=seed, kinds=tuple(kinds) if kinds else None, hang_seconds=hang_seconds)
+               hang_seconds: float | None = None, only: str | None = None) -> None:
+        """Fail ``rate`` of API calls (0 stops), or of those whose path the regex ``only`` finds.
+        ``kinds`` from faults.FAULT_KINDS; hangs last ``hang_seconds`` (default 30 s, longer than any
+        client timeout should be)."""
+        self._faults.configure(rate, seed=seed, kinds=tuple(kinds) if kinds else None, hang_seconds=hang_seconds,
+                               only=only)
 
     @property
     def injected_faults(self) -> list[InjectedFault]:
