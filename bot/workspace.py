@@ -477,8 +477,7 @@ class Workspaces:
         async with self._lock(ws.owner, ws.repo):
             await _sync(ws, mirror)
             refs = [f"refs/heads/{branch}" for branch in (ws.branch, ws.base_branch)]
-            _, out = await _git(_mirror_argv(mirror, "for-each-ref", "--format=%(refname) %(objectname)", *refs))
-        heads = dict(line.split(" ", 1) for line in out.decode().splitlines())  # patterns match prefixes too
+            heads = await _refs(_mirror_argv(mirror), *refs)
         for ref in refs:
             if ref in heads:
                 return heads[ref]
@@ -500,15 +499,18 @@ async def _sync(ws: Workspace, mirror: Path) -> None:
     await _ws_git(ws, "fetch", "--prune", "--quiet", str(mirror), "+refs/heads/*:refs/remotes/origin/*")
 
 
-async def _existing_refs(ws: Workspace, *refs: str) -> set[str]:
-    _, out = await _ws_git(ws, "for-each-ref", "--format=%(refname)", *refs)
-    return set(out.decode().split())
+async def _refs(git: list[str], *refs: str) -> dict[str, str]:
+    """Those of ``refs`` that exist, with their commits, from one ``for-each-ref``. Its patterns
+    also match the refs below them (``refs/heads/a`` finds ``refs/heads/a/b``): only exact names count."""
+    _, out = await _git([*git, "for-each-ref", "--format=%(refname) %(objectname)", *refs])
+    found = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    return {ref: found[ref] for ref in refs if ref in found}
 
 
 async def _checkout(ws: Workspace, new_branch: bool) -> None:
     """Local branch first (resume), else the Forge's branch, else a new branch from the base."""
     local, remote = f"refs/heads/{ws.branch}", f"refs/remotes/origin/{ws.branch}"
-    existing = await _existing_refs(ws, local, remote)
+    existing = await _refs(_git_argv(ws.clone), local, remote)
     if local in existing:
         await _ws_git(ws, "checkout", "--quiet", ws.branch)
         if remote in existing:
