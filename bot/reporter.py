@@ -39,6 +39,7 @@ class Reporter:
         self._task: asyncio.Task[None] | None = None
         self._retry_at: dict[int, tuple[float, int]] = {}
         self._label_ids: dict[str, dict[str, int]] = {}  # per repo; refreshed when a name is missing
+        self._pass = asyncio.Lock()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reporter")
@@ -74,7 +75,15 @@ class Reporter:
         return max(0.05, min([t - now for t in times], default=30.0))
 
     async def sync(self) -> None:
-        """One pass: due outbox items, then every run whose state changed since last reported."""
+        """One pass: due outbox items, then every run whose state changed since last reported.
+
+        One pass at a time: the loop and the scheduler's report job both call this, and two
+        overlapping passes would each post the same due comment.
+        """
+        async with self._pass:
+            await self._sync()
+
+    async def _sync(self) -> None:
         for item in await self.store.due_outbox():
             await self._deliver(item)
         now = time.time()

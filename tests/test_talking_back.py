@@ -62,6 +62,16 @@ async def test_a_state_label_deleted_by_a_maintainer_is_created_again(world, eng
     assert "dispatch/done" in forge.label_names(repo, issue.number)
 
 
+async def test_overlapping_reporter_passes_post_an_outbox_comment_once(world, make_bot):
+    """The reporter's own loop and the scheduler's report job may both call ``sync`` at once."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await make_bot(frozen=True)
+    issue = await forge.create_issue(repo, bob, title="Hello", body="")
+    await bot.store.enqueue("reply:once", "comment", "acme", "widgets", issue.number, {"body": "only once"})
+    await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))
+    assert [c.body for c in forge.comments(repo, issue.number)] == ["only once"]
+
+
 async def test_pr_comment_pushes_to_the_pr_branch_with_a_success_status(world, engine_bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await engine_bot()
