@@ -88,6 +88,7 @@ from bot.store import ACTIVE, TERMINAL, RunRequest, Store  # noqa: E402
 from bot.workspace import Workspaces  # noqa: E402
 from tests.agentimage.build import build as build_agent_image  # noqa: E402
 from tests.fakeforge import FakeForge, Issue, Repo, User  # noqa: E402
+from tests.harness import AGENT_KEYS  # noqa: E402
 from tests.process import BotProcess  # noqa: E402
 
 LATENCY_TARGET_S = 1.0
@@ -232,6 +233,7 @@ class World:
             "DISPATCHBOT_LIMITS__PIDS": "256",
             "DISPATCHBOT_LIMITS__TIMEOUT": "300",
             "DISPATCHBOT_LIMITS__GRACE": "1",
+            **AGENT_KEYS,
         }
         bot = Bot(self.forge, self.bot_user.token, self.tmp / name / "data", **(base | env))
         self.forge.add_hook(repo, url=bot.url + "/webhook", secret=bot.process.secret)

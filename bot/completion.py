@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from . import summary
 from . import workspace as wsmod
 from .agents import resolve
 from .executor.docker import DockerExecutor, Exit
@@ -51,6 +52,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         new_branch = True
     ws = await workspaces.prepare(run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch)
     wsmod.clear_blocked(ws)
+    summary.clear(ws)
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(services, run)
@@ -108,10 +110,11 @@ async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settin
     limit = settings.limits.log_bytes
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
-    path = ws.meta / f"agent-{run.agent}.log"
-    existing = wsmod.safe_read(path, limit) or ""  # codex writes its last message here itself
-    wsmod.safe_write(path, f"{existing}\n--- container output ---\n{both}" if existing else both)
-    wsmod.safe_write(ws.meta / "stdout.log", out)
+    wsmod.safe_write(ws.meta / summary.CONTAINER_LOG, both)
+    wsmod.safe_write(ws.meta / summary.STDOUT_LOG, out)
+    last_message = wsmod.safe_read(ws.meta / summary.LAST_MESSAGE, limit)  # written by the agent itself
+    if last_message:
+        wsmod.safe_write(ws.meta / summary.LAST_MESSAGE, mask(last_message, secrets))
 
 
 async def finish(runner: Runner, run: Run, ws: Workspace, exit: Exit) -> None:
@@ -129,17 +132,18 @@ async def finish(runner: Runner, run: Run, ws: Workspace, exit: Exit) -> None:
     )
     if until:
         log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
-    log_tail = tail(wsmod.safe_read(ws.meta / f"agent-{run.agent}.log", settings.limits.log_bytes * 2) or "")
+    log_tail = tail(wsmod.safe_read(ws.meta / summary.CONTAINER_LOG, settings.limits.log_bytes) or "")
+    outcome = {"log_tail": log_tail, "summary": summary.read(ws, run.agent, settings.limits.log_bytes)}
     if reason:
         await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
-                               result={"log_tail": log_tail})
+                               result=outcome)
         return
     question = wsmod.read_blocked(ws)
     if question:
         await store.transition(run.id, "blocked", reason="the agent asked a question", expect=("running",),
                                exit_code=exit.code, question=question)
         return
-    run = await store.update(run.id, exit_code=exit.code, result={"log_tail": log_tail})
+    run = await store.update(run.id, exit_code=exit.code, result=outcome)
     await after_agent(runner, run, ws)
 
 
@@ -161,7 +165,7 @@ async def after_agent(runner: Runner, run: Run, ws: Workspace) -> None:
     """QA for coding runs, then the harvest; resumable from ``qa`` or ``harvesting``."""
     store = runner.services.store
     if run.review:
-        review = wsmod.safe_read(ws.meta / "stdout.log", runner.settings.limits.log_bytes) or ""
+        review = wsmod.safe_read(ws.meta / summary.STDOUT_LOG, runner.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
                                result={**run.result, "review": review})
         return

@@ -101,8 +101,10 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "") -> 
         lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
     if run.state == "completed":
         lines.append(links or "The agent finished with no changes.")
+        lines += _summary_lines(run)
     if run.state == "failed":
         lines.append(f"Reason: {run.reason}")
+        lines += _summary_lines(run)
         tail_text = run.result.get("qa_log") or run.result.get("log_tail") or ""
         if run.result.get("violations"):
             lines.append("\n".join(f"- {v}" for v in run.result["violations"]))
@@ -118,6 +120,15 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "") -> 
         lines += ["", f"_{note}_"]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def summary(text: str) -> str:
+    """The agent's final message under a short heading, quoted so its markdown stays inside."""
+    return "**The agent's summary**\n\n" + "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+
+
+def _summary_lines(run) -> list[str]:
+    return ["", summary(run.result["summary"]), ""] if run.result.get("summary") else []
 
 
 def _quote_task(task: str) -> str:

@@ -40,7 +40,7 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
         return existing
     body = (
         f"The agent `{run.agent_spec}` worked on #{run.number} (requested by @{run.requested_by}).\n\n"
-        f"{_commit_list(run)}\n\nRun: {run_url}\n\nCloses #{run.number}\n\n{messages.marker('pull', str(run.id))}"
+        f"{_summary(run)}{_commit_list(run)}\n\nRun: {run_url}\n\nCloses #{run.number}\n\n{messages.marker('pull', str(run.id))}"
     )
     data = {"head": branch, "base": run.result.get("base") or run.base_branch, "title": pull_title(run), "body": body}
     try:
@@ -64,6 +64,11 @@ async def find_pull(forge: Forge, run: Run, branch: str) -> dict | None:
 def pull_title(run: Run) -> str:
     task = run.task.strip().splitlines()[0] if run.task.strip() else f"work on #{run.number}"
     return f"[agent/{run.agent}] {task}"[:255]
+
+
+def _summary(run: Run) -> str:
+    text = run.result.get("summary")
+    return f"{messages.summary(text)}\n\n" if text else ""
 
 
 def _commit_list(run: Run) -> str:

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from . import completion
+from . import completion, preflight
 from .agents import Agent, resolve
 from .executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, ExecutorError, Mount
 from .forge import ForgeError
@@ -38,6 +38,7 @@ class Runner:
         self.settings = services.settings
         self.executor = executor
         self.workspaces = workspaces
+        self.images = preflight.Images(executor, services.settings)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._containers: dict[int, str] = {}
         self._wake = asyncio.Event()
@@ -148,6 +149,11 @@ class Runner:
 
     async def _launch(self, run: Run) -> None:
         store = self.services.store
+        problem = await preflight.problem(self.settings, run.agent_spec, os.environ, self.images)
+        if problem:  # a configuration problem: no container, and no quick failure for the pool's backoff
+            await store.transition(run.id, "failed", reason=problem, expect=("preparing",))
+            self.services.wake_reporter()
+            return
         try:
             agent = resolve(self.settings, run.agent_spec)
             if not run.is_pull and not run.branch:

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.docker_fixtures import *  # noqa: F403  (agent_image, docker_label, executor, ...)
-from tests.harness import BotHarness
+from tests.harness import AGENT_KEYS, BotHarness
 
 
 @pytest.fixture
@@ -49,8 +49,11 @@ async def make_bot(world):
 
 
 @pytest.fixture
-async def engine_bot(make_bot, agent_image):
-    """Start the bot with the scripted agent image and small container limits."""
+async def engine_bot(make_bot, agent_image, monkeypatch):
+    """Start the bot with the scripted agent image, small container limits and a dummy key for each
+    preset (the bot reads keys from its environment; tests that want one missing delete it)."""
+    for name, value in AGENT_KEYS.items():
+        monkeypatch.setenv(name, value)
 
     async def start(**overrides):
         limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}

@@ -15,6 +15,11 @@ from bot.runner import INSTANCE_LABEL
 from bot.settings import Settings
 
 SECRET = "test-webhook-secret"
+# A key for every preset that needs one, so runs pass preflight; the scripted agents ignore them.
+AGENT_KEYS = {
+    name: "test-key-not-real"
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "CODERABBIT_API_KEY")
+}
 
 
 def free_port() -> int:

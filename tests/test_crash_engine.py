@@ -10,6 +10,7 @@ import pytest
 from bot.runner import INSTANCE_LABEL
 from bot.settings import Settings
 
+from .harness import AGENT_KEYS
 from .process import BotProcess
 
 pytestmark = pytest.mark.docker
@@ -36,6 +37,7 @@ async def test_every_run_ends_exactly_once_across_kill_9(world, agent_image):
         "DISPATCHBOT_MAX_RUNNING": "2",
         "DISPATCHBOT_LIMITS": json.dumps({"memory": "256m", "timeout": 120.0, "grace": 1.0}),
         "DISPATCHBOT_SCHEDULE__DRAIN": "1",
+        **AGENT_KEYS,
     }
     bot = BotProcess(forge.url, world["bot"].token, world["tmp"] / "data", **env)
     await bot.start()

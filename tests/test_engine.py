@@ -39,7 +39,7 @@ async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, e
     log = world["forge"].git_log(world["repo"], run.branch)
     assert log[0].sha == run.head_sha and len(log) == 2
     meta = bot.settings.data_dir / "workspaces" / "acme" / "widgets" / "issue-1" / ".meta"
-    assert "argv:" in (meta / "agent-codex.log").read_text()
+    assert "argv:" in (meta / "container.log").read_text()
     assert (meta / "prompt.md").read_text().count("scenario:edit-commit") >= 1
 
 

@@ -6,10 +6,11 @@ from bot.executor.docker import (
     DockerExecutor,
     ExecutorError,
     Exit,
+    ImageInfo,
     Mount,
     parse_bytes,
 )
 
 __all__ = [
-    "ContainerInfo", "ContainerSpec", "DockerExecutor", "ExecutorError", "Exit", "Mount", "parse_bytes",
+    "ContainerInfo", "ContainerSpec", "DockerExecutor", "ExecutorError", "Exit", "ImageInfo", "Mount", "parse_bytes",
 ]

@@ -82,6 +82,14 @@ class Exit:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """An image on the engine, for checks before a container starts."""
+
+    id: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """A container found by label, for re-adoption and reaping."""
 
@@ -206,6 +214,18 @@ class DockerExecutor:
             return True
         except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, ValueError):
             return False
+
+    async def image(self, name: str) -> ImageInfo | None:
+        """The image's id and labels; None when the engine has no image of that name."""
+        try:
+            info = await self._docker.images.inspect(name)
+        except aiodocker.DockerError as e:
+            if e.status == 404:
+                return None
+            raise ExecutorError(f"cannot inspect image {name!r}: {e.message}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ExecutorError(f"the Docker engine did not answer inspecting image {name!r}: {e!r}") from e
+        return ImageInfo(id=info["Id"], labels=(info.get("Config") or {}).get("Labels") or {})
 
     async def start(self, spec: ContainerSpec) -> str:
         """Create and start; on any failure after create the container is removed before raising."""

@@ -3,7 +3,8 @@
 No image can be pulled where the tests run, so the root filesystem is assembled here as a tar stream
 (busybox-static and its applets, the host's git with the libraries ``ldd`` lists, a user 1000 ``agent``,
 and ``scripted-agent`` under the upstream CLI names) and fed to ``docker import``. The image carries a
-hash of every input as a label; when the tagged image already has that hash, nothing is rebuilt.
+hash of every input as a label; when the tagged image already has that hash, nothing is rebuilt. Like the
+bot's agent images it also lists its CLIs in the ``dispatchbot.clis`` label.
 
 Run ``python tests/agentimage/build.py`` to build by hand.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +23,9 @@ from pathlib import Path
 TAG = "dispatchbot-test-agent:latest"
 HASH_LABEL = "dispatchbot.test-agent.hash"
 AGENT_NAMES = ("codex", "claude", "gemini", "coderabbit")
+# The label the bot's agent images carry ({cli: version}), so preflight finds the CLIs without a probe.
+CLIS_LABEL = "dispatchbot.clis"
+VERSION = "scripted"
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "scripted-agent"
@@ -104,6 +109,7 @@ def build(tag: str = TAG) -> str:
         "USER 1000:1000",
         "WORKDIR /home/agent",
         f"LABEL {HASH_LABEL}={digest}",
+        f"LABEL {CLIS_LABEL}={json.dumps(json.dumps(dict.fromkeys(AGENT_NAMES, VERSION)))}",
     ]
     cmd = ["docker", "import", *(arg for c in changes for arg in ("--change", c)), "-", tag]
     res = subprocess.run(cmd, input=rootfs_tar(files), capture_output=True)
