@@ -110,14 +110,15 @@ class Images:
         key = (image.id, cli)
         async with self._lock:
             if key not in self._found:
-                code, _ = await self.run(image.id, ["sh", "-c", 'command -v "$1"', "sh", cli])
-                self._found[key] = None if code is None else code == 0
+                code, output = await self.run(image.id, ["sh", "-c", f'echo {PROBE_LABEL}; command -v "$1"', "sh", cli])
+                ran = output.startswith(PROBE_LABEL)  # else sh itself is missing (init reports 127 too)
+                self._found[key] = code == 0 if ran else None
         return self._found[key]
 
     async def run(self, image: str, argv: list[str]) -> tuple[int | None, str]:
         """Run ``argv`` in ``image`` without network, mounts or keys; (exit code, output).
 
-        The code is None when the container could not start (e.g. ``argv[0]`` is not in the image).
+        The code is None when the container could not be started at all.
         """
         s = self._settings
         spec = ContainerSpec(

@@ -58,6 +58,6 @@ async def engine_bot(make_bot, agent_image, monkeypatch):
     async def start(**overrides):
         limits = {"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0}
         limits |= overrides.pop("limits", {})
-        return await make_bot(image=agent_image, limits=limits, **overrides)
+        return await make_bot(**{"image": agent_image, **overrides}, limits=limits)
 
     return start
