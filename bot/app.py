@@ -16,6 +16,7 @@ from aiohttp import web
 
 from handlers import router as default_router
 
+from . import preflight
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
@@ -108,14 +109,23 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 when the store, the Docker engine and the Forge answer, else 503; plus the default image.
+
+    A missing default image is reported (``"image": "missing"``) but keeps the answer 200: a
+    restart cannot build it, and an orchestrator restarting the bot over it would take the webhook
+    endpoint down too, losing deliveries Gitea never retries. The runs say what is missing.
+    """
     services = request.app[SERVICES]
     checks = {
         "store": services.store.ping(),
         "docker": request.app[ENGINE].ping(),
         "forge": services.forge.getitem("/version"),
     }
-    results = await asyncio.gather(*(asyncio.wait_for(c, 5.0) for c in checks.values()), return_exceptions=True)
-    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results)}
-    return web.json_response(
-        {name: "up" if ok else "down" for name, ok in report.items()}, status=200 if all(report.values()) else 503
+    image = preflight.image_state(request.app[ENGINE].executor, services.settings.image)
+    *results, image_state = await asyncio.gather(
+        *(asyncio.wait_for(c, 5.0) for c in (*checks.values(), image)), return_exceptions=True
     )
+    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results, strict=True)}
+    body = {name: "up" if ok else "down" for name, ok in report.items()}
+    body["image"] = image_state if isinstance(image_state, str) else "unknown"
+    return web.json_response(body, status=200 if all(report.values()) else 503)

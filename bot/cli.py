@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="receive webhooks and run agents")
     sub.add_parser("check-config", help="validate the settings and print them with secrets hidden")
+    sub.add_parser("doctor", help="check that each agent's image, CLI and key are there; exit 1 if none can run")
     dry = sub.add_parser("dry-run", help="print the prompt and argv a dispatch would get; start nothing")
     dry.add_argument("target", help="owner/repo#number")
     dry.add_argument("agent", help="agent[:model]")
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         return 0
+    if args.command == "doctor":
+        from .doctor import main as doctor
+
+        return doctor(settings)
     missing = settings.missing_for_serve()
     if missing:
         for line in missing:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from . import preflight
 from .executor.docker import DockerExecutor
 from .reporter import Reporter
 from .runner import Runner
@@ -28,8 +29,11 @@ class Engine:
         services.wake_reporter = self.reporter.wake
 
     async def start(self) -> None:
+        s = self.services.settings
         if not await self.executor.ping():
             log.error("the Docker engine does not answer; runs stay queued until it does")
+        elif await preflight.image_state(self.executor, s.image) == "missing":
+            log.error("%s; until then every run on it fails", preflight.image_missing(s, s.image))
         await self.runner.start()
         await self.reporter.start()
         self.scheduler.start()

@@ -73,6 +73,14 @@ def image_missing(settings: Settings, image: str) -> str:
     return f"the image `{image}` is not present on the Docker host: {how}"
 
 
+async def image_state(executor: DockerExecutor, image: str) -> str:
+    """``present``, ``missing``, or ``unknown`` when the engine does not answer."""
+    try:
+        return "present" if await executor.image(image) else "missing"
+    except ExecutorError:
+        return "unknown"
+
+
 def cli_missing(image: str, cli: str) -> str:
     how = ADD_CLI.get(cli, f"use an image that has `{cli}` on its PATH")
     return f"the image `{image}` has no `{cli}` CLI; {how}"

@@ -3,6 +3,7 @@
 import subprocess
 import time
 
+import aiohttp
 import pytest
 
 from bot import preflight
@@ -173,3 +174,27 @@ async def test_with_its_key_or_needing_none_the_agent_runs(world, engine_bot, mo
     await dispatch(world, "/dispatch plain add notes scenario:no-change", title="Two")
     runs = await ended(bot, count=2)
     assert [r.state for r in runs] == ["completed", "completed"], [r.reason for r in runs]
+
+
+# The default image in /healthz and the start-up log ----------------------------------------
+
+
+async def healthz(bot) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(bot.url + "/healthz") as resp:
+            return resp.status, await resp.json()
+
+
+async def test_a_missing_default_image_is_logged_at_start_and_reported_by_healthz(make_bot, caplog):
+    bot = await make_bot(frozen=True, image="dispatchbot-no-such-image:1")
+    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "missing"})
+    assert [r.getMessage() for r in caplog.records if "dispatchbot-no-such-image:1" in r.getMessage()] == [
+        "the image `dispatchbot-no-such-image:1` is not present on the Docker host: build it with "
+        "`dispatchbot image build`; until then every run on it fails"
+    ]
+
+
+async def test_a_present_default_image_is_reported_and_not_logged(make_bot, agent_image, caplog):
+    bot = await make_bot(frozen=True, image=agent_image)
+    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "present"})
+    assert not [r for r in caplog.records if "is not present" in r.getMessage()]
