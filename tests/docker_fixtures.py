@@ -29,7 +29,10 @@ def agent_image() -> str:
     res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
     if res.returncode != 0:
         pytest.fail(f"Docker engine unavailable (CI guarantees one): {res.stderr.strip()}", pytrace=False)
-    return build()
+    # Its id, not its tag: another test session on the same engine may build and re-tag meanwhile.
+    res = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", build()], capture_output=True,
+                         text=True, check=True)
+    return res.stdout.strip()
 
 
 @pytest.fixture
