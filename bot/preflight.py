@@ -31,6 +31,7 @@ RECIPE_LABEL = "dispatchbot.recipe"
 # Marks short check containers (``Images.run``); they carry no run label, so the reaper skips them.
 PROBE_LABEL = "dispatchbot.probe"
 PROBE_TIMEOUT = 30.0
+_SHELL_RAN = "dispatchbot-probe"
 # Presets that need no key: ``local`` talks to an ollama on the host.
 KEYLESS = frozenset({"local"})
 # CLIs no registry ships, and how to get one into the image.
@@ -118,9 +119,11 @@ class Images:
         key = (image.id, cli)
         async with self._lock:
             if key not in self._found:
-                code, output = await self.run(image.id, ["sh", "-c", f'echo {PROBE_LABEL}; command -v "$1"', "sh", cli])
-                ran = output.startswith(PROBE_LABEL)  # else sh itself is missing (init reports 127 too)
-                self._found[key] = code == 0 if ran else None
+                code, output = await self.run(image.id, ["sh", "-c", f'echo {_SHELL_RAN}; command -v "$1"', "sh", cli])
+                if code is None:  # the engine failed us: ask again next time
+                    return None
+                # Without the mark sh itself is missing (init reports 127 for that too).
+                self._found[key] = code == 0 if output.startswith(_SHELL_RAN) else None
         return self._found[key]
 
     async def run(self, image: str, argv: list[str]) -> tuple[int | None, str]:

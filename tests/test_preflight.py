@@ -1,7 +1,10 @@
 """Preflight: a run that cannot authenticate or start fails at once, saying what is missing, with no container."""
 
+import io
 import subprocess
+import tarfile
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -103,6 +106,27 @@ async def test_the_label_answers_for_listed_clis_and_a_probe_once_for_others(ima
     assert await images.has_cli(image, "aider") is False  # cached: no second container
     assert len(created_containers(f"{preflight.PROBE_LABEL}={s.instance}", since)) == 2
     assert await images.run(agent_image, ["codex", "--version"]) == (0, "codex (scripted-agent)")
+
+
+@pytest.fixture(scope="session")
+def shell_less_image() -> str:
+    """An image holding only busybox, as ``/bin/tool``: no ``sh`` to look for a CLI with."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("bin/tool")
+        data = Path("/bin/busybox").read_bytes()
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    res = subprocess.run(["docker", "import", "--change", "ENV PATH=/bin", "-", "dispatchbot-test-shell-less:latest"],
+                         input=buf.getvalue(), capture_output=True, check=True)
+    return res.stdout.decode().strip()
+
+
+async def test_without_a_shell_in_the_image_nothing_is_claimed(images, shell_less_image, tmp_path):
+    image = await images.get(shell_less_image)
+    assert await images.has_cli(image, "tool") is None
+    s = settings(data_dir=tmp_path, agents={"tool": CustomAgent(image=shell_less_image, argv=["tool", "{prompt}"])})
+    assert await preflight.check(s, resolve(s, "tool"), {}, images) is None
 
 
 async def test_check_names_a_missing_image_and_a_missing_cli(images, agent_image, tmp_path):
