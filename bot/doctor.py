@@ -35,7 +35,7 @@ DEFAULT_ENDPOINTS = {
 class AgentReport:
     name: str
     image: str
-    image_state: str  # "present", "missing", or why it is unknown
+    image_state: str  # "present" (with the recipe of an image built here), "missing" or "unknown"
     cli: str
     version: str
     auth: str
@@ -69,6 +69,13 @@ def endpoint(agent: Agent) -> str:
             return f"{value} ({name})"
     default = DEFAULT_ENDPOINTS.get(agent.template[0] if agent.template else "")
     return f"{default} (the CLI's default)" if default else "the CLI's default"
+
+
+def _image_state(image: ImageInfo | None) -> str:
+    if image is None:
+        return "missing"
+    recipe = image.labels.get(preflight.RECIPE_LABEL)
+    return f"present, recipe {recipe[:12]}" if recipe else "present"
 
 
 class _Versions:
@@ -106,7 +113,7 @@ async def diagnose(settings: Settings, environ: Mapping[str, str], images: prefl
         except ExecutorError as e:
             image_state, problem = "unknown", f"the Docker engine does not answer: {e}"
         else:
-            image_state = "present" if image else "missing"
+            image_state = _image_state(image)
             if image and await images.has_cli(image, cli) is False:
                 version = "(not in the image)"
             elif image:
@@ -121,7 +128,7 @@ def exit_code(settings: Settings, reports: list[AgentReport]) -> int:
     """1 when the default agents cannot run at all (see the module's docstring), else 0."""
     presets = [r for r in reports if r.name in PRESETS and r.name not in settings.agents]
     default_image = [r for r in reports if r.image == settings.image]
-    if any(r.image_state != "present" for r in default_image) or not any(r.problem is None for r in presets):
+    if any(r.image_state in ("missing", "unknown") for r in default_image) or not any(r.problem is None for r in presets):
         return 1
     return 0
 

@@ -25,7 +25,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Set by the agent image builder: JSON {cli name: version} of the CLIs inside.
+# Set by the agent image builder: JSON {cli name: version} of the CLIs inside, and the recipe's hash.
 CLIS_LABEL = "dispatchbot.clis"
 RECIPE_LABEL = "dispatchbot.recipe"
 # Marks short check containers (``Images.run``); they carry no run label, so the reaper skips them.
