@@ -3,8 +3,8 @@
 Two kinds of work, both retried with backoff and both safe to repeat:
 - the outbox: one-off writes queued by handlers (replies, reactions), each once per key; a reply
   that may have been posted before a failure is looked for by its marker before posting again;
-- runs: each run's sticky status comment (found by its hidden marker and edited in place) and the
-  trigger label, compared with what was last reported and only the difference written.
+- runs: each run's sticky status comment (found by its hidden marker and edited in place), its
+  state label and the removal of the label that triggered it, compared with what was last reported and only the difference written.
 """
 
 from __future__ import annotations
@@ -150,7 +150,6 @@ class Reporter:
         resumes where it stopped and nothing is created twice.
         """
         reported = await self.store.reported(run.id)
-        settings = self.services.settings
         run_url = reported.get("comment_url", "")
         if run.state == "completed" and run.review and "review" not in reported:
             review = await results.post_review(self.forge, run)
@@ -170,8 +169,8 @@ class Reporter:
         await self._state_label(run, reported)
         if run.is_pull and run.head_sha:
             await self._commit_status(run, reported)
-        if run.trigger == "label" and not reported.get("trigger_label_removed"):  # accepted: queued or later
-            await self._remove_label(run, settings.label_prefix + run.agent_spec)
+        if run.trigger_label is not None and not reported.get("trigger_label_removed"):  # accepted
+            await self._delete_label(run, run.trigger_label)  # the label as it arrived, by its id
             await self.store.set_reported(run.id, "trigger_label_removed", True)
         await self.store.set_reported(run.id, "version", run.version)
 
@@ -249,12 +248,6 @@ class Reporter:
                 return
         await self.forge.patch(f"{issue_path}/comments/{comment_id}", {"body": body})
         await self.store.set_reported(run.id, "comment_body", body)
-
-    async def _remove_label(self, run: Run, name: str) -> None:
-        path = f"/repos/{run.owner}/{run.repo}/issues/{run.number}/labels"
-        for label in await self.forge.getitem(path) or []:
-            if label["name"] == name:
-                await self._delete_label(run, label["id"])
 
     async def _delete_label(self, run: Run, label_id: int) -> None:
         try:

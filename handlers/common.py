@@ -93,6 +93,7 @@ async def request_run(
     review: bool = False,
     unless_active: bool = False,
     retry_of: int | None = None,
+    trigger_label: int | None = None,
 ) -> None:
     """Resolve the agent and queue a run, or reply with what is wrong."""
     try:
@@ -120,6 +121,7 @@ async def request_run(
         requested_by=login,
         comment_id=comment_id,
         retry_of=retry_of,
+        trigger_label=trigger_label,
     )
     run = await services.store.request_run(
         request, trigger_key=key, delivery_id=delivery_id, unless_active=unless_active

@@ -3,12 +3,14 @@
 Gitea sends ``label_updated`` with the full label set and no word of which label changed, so the
 rule is stateless: a trigger label present requests a run unless one for that issue and agent is
 already live. The trigger key includes the issue's ``updated_at`` so a redelivered event (same
-body, new delivery id) requests nothing twice, while the label added again later does.
+body, new delivery id) requests nothing twice, while the label added again later does. The run
+keeps the label's id as it arrived, and the reporter removes exactly that label once the run is
+accepted, so a later edit of the issue's labels finds no trigger left.
 """
 
 from __future__ import annotations
 
-from bot.payloads import IssuePayload, PullRequestPayload
+from bot.payloads import IssuePayload, Label, PullRequestPayload
 from bot.routing import Router
 from bot.services import Services
 from bot.webhook import Event
@@ -25,7 +27,7 @@ async def issue_labels(event: Event, services: Services) -> None:
     if payload.issue.pull_request is not None:
         return  # a PR's labels also arrive as pull_request_label
     target = Target(payload.repository, payload.issue.number, payload.issue.title)
-    await _trigger(event, services, target, payload.issue.label_names, payload.issue.updated_at, payload.sender.login)
+    await _trigger(event, services, target, payload.issue.labels or [], payload.issue.updated_at, payload.sender.login)
 
 
 @router.register("pull_request", action="opened")
@@ -34,17 +36,18 @@ async def pull_labels(event: Event, services: Services) -> None:
     payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     pull = payload.pull_request
     target = Target(payload.repository, pull.number, pull.title, pull)
-    await _trigger(event, services, target, pull.label_names, pull.updated_at, payload.sender.login)
+    await _trigger(event, services, target, pull.labels or [], pull.updated_at, payload.sender.login)
 
 
 async def _trigger(
-    event: Event, services: Services, target: Target, labels: list[str], updated_at: str, login: str
+    event: Event, services: Services, target: Target, labels: list[Label], updated_at: str, login: str
 ) -> None:
     prefix = services.settings.label_prefix
-    specs = [name[len(prefix):] for name in labels if name.startswith(prefix) and len(name) > len(prefix)]
-    if not specs or not await may_write(services, target, login, "dispatch agents"):
+    triggers = [label for label in labels if label.name.startswith(prefix) and len(label.name) > len(prefix)]
+    if not triggers or not await may_write(services, target, login, "dispatch agents"):
         return
-    for spec in specs:
+    for label in triggers:
+        spec = label.name[len(prefix):]
         await request_run(
             services,
             target,
@@ -55,4 +58,5 @@ async def _trigger(
             key=f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}",
             delivery_id=event.delivery_id,
             unless_active=True,
+            trigger_label=label.id,
         )
