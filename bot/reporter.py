@@ -1,10 +1,12 @@
 """Makes the Forge show what the store says, after Prow's crier: report from state, remember it.
 
 Two kinds of work, both retried with backoff and both safe to repeat:
-- the outbox: one-off writes queued by handlers (replies, reactions), each once per key; a reply
-  that may have been posted before a failure is looked for by its marker before posting again;
-- runs: each run's sticky status comment (found by its hidden marker and edited in place), its
-  state label and the removal of the label that triggered it, compared with what was last reported and only the difference written.
+- the outbox: one-off writes queued by handlers (replies, reactions, `/status` refreshes), each
+  once per key; a reply that may have been posted before a failure is looked for by its marker
+  before posting again;
+- runs: each run's sticky status comment (found by its hidden marker and edited in place, posted
+  again if deleted), its state label and the removal of the label that triggered it, compared
+  with what was last reported and only the difference written.
 """
 
 from __future__ import annotations
@@ -135,6 +137,17 @@ class Reporter:
             {"content": item.payload["content"]},
         )
 
+    async def _status(self, item: OutboxItem) -> None:
+        """A user's ``/status``: the run's comment shown afresh, saying whom it answers, or posted
+        again when a maintainer deleted it; always a visible change, even for a finished run."""
+        run = await self.store.get(item.run_id)
+        if run is None:
+            return
+        reported = await self.store.reported(run.id)
+        asked = messages.status_asked(item.payload["login"], time.time())
+        reported.pop("comment_body", None)  # asked for: written even when nothing else changed
+        await self._status_comment(run, reported, await self._body(run, reported, asked))
+
     async def _find_comment(self, path: str, marker: str) -> dict[str, Any] | None:
         for comment in await self.forge.getitem(path) or []:
             if marker in comment.get("body", ""):
@@ -161,11 +174,7 @@ class Reporter:
             reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}
             await self.store.set_reported(run.id, "pull", reported["pull"])
         await self._stopwatch(run, reported)
-        body = messages.status_comment(
-            run, queue=await self._queue_line(run), links=self._links(run, reported),
-            note=messages.TIME_TRACKING_OFF if reported.get("stopwatch") == timetracking.DISABLED else "",
-        )
-        await self._status_comment(run, reported, body)
+        await self._status_comment(run, reported, await self._body(run, reported))
         await self._state_label(run, reported)
         if run.is_pull and run.head_sha:
             await self._commit_status(run, reported)
@@ -231,22 +240,39 @@ class Reporter:
             ids[name] = created["id"]
         return ids[name]
 
+    async def _body(self, run: Run, reported: dict[str, Any], asked: str = "") -> str:
+        return messages.status_comment(
+            run, queue=await self._queue_line(run), links=self._links(run, reported),
+            note=messages.TIME_TRACKING_OFF if reported.get("stopwatch") == timetracking.DISABLED else "",
+            asked=asked,
+        )
+
     async def _status_comment(self, run: Run, reported: dict[str, Any], body: str) -> None:
+        """Edit the run's one status comment in place; post it (again) when there is none (any more)."""
         if reported.get("comment_body") == body:
             return
         issue_path = f"/repos/{run.owner}/{run.repo}/issues"
         comment_id = reported.get("comment_id")
-        if comment_id is None:
-            found = await self._find_comment(f"{issue_path}/{run.number}/comments", messages.marker("run", str(run.id)))
-            if found is None:
-                found = await self.forge.post(f"{issue_path}/{run.number}/comments", {"body": body})
-            comment_id = found["id"]
-            await self.store.set_reported(run.id, "comment_id", comment_id)
-            await self.store.set_reported(run.id, "comment_url", found.get("html_url", ""))
-            if found.get("body") == body:
+        if comment_id is not None:
+            try:
+                await self.forge.patch(f"{issue_path}/comments/{comment_id}", {"body": body})
+            except ForgeError as e:
+                if e.status != 404:
+                    raise
+                log.info("run %s: its status comment was deleted; posting it again", run.id)
+            else:
                 await self.store.set_reported(run.id, "comment_body", body)
                 return
-        await self.forge.patch(f"{issue_path}/comments/{comment_id}", {"body": body})
+        # A deleted comment is not looked for: only an earlier attempt's lost answer can have posted one.
+        found = None if comment_id else await self._find_comment(
+            f"{issue_path}/{run.number}/comments", messages.marker("run", str(run.id))
+        )
+        if found is None:
+            found = await self.forge.post(f"{issue_path}/{run.number}/comments", {"body": body})
+        await self.store.set_reported(run.id, "comment_id", found["id"])
+        await self.store.set_reported(run.id, "comment_url", found.get("html_url", ""))
+        if found.get("body") != body:
+            await self.forge.patch(f"{issue_path}/comments/{found['id']}", {"body": body})
         await self.store.set_reported(run.id, "comment_body", body)
 
     async def _delete_label(self, run: Run, label_id: int) -> None:
@@ -283,4 +309,4 @@ class Reporter:
         return pushed
 
 
-WRITERS = {"comment": Reporter._comment, "reaction": Reporter._reaction}
+WRITERS = {"comment": Reporter._comment, "reaction": Reporter._reaction, "status": Reporter._status}
