@@ -102,11 +102,21 @@ class Forge:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _once(self, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+    async def answers(self, timeout: float = 2.0) -> bool:
+        """One quick ``GET /version``, never retried: whether the Forge answers at all right now."""
+        try:
+            await self._once("GET", "/version", timeout=aiohttp.ClientTimeout(total=timeout))
+        except ForgeError:
+            return False
+        return True
+
+    async def _once(
+        self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None, **kwargs: Any
+    ) -> tuple[Any, Any]:
         url = f"{self.base_url}/api/v1{path}"
         try:
             async with self._session.request(
-                method, url, headers=self._headers, timeout=self._timeout, **kwargs
+                method, url, headers=self._headers, timeout=timeout or self._timeout, **kwargs
             ) as resp:
                 text = await resp.text()
                 if resp.status >= 400:

@@ -12,8 +12,10 @@ Two kinds of work, both retried with backoff and both safe to repeat:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from . import messages, results, timetracking
@@ -24,6 +26,10 @@ from .store import OutboxItem, Run
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+PROBE_INTERVAL = 1.0  # seconds between probes while the Forge gives no answer
+PROBE_TIMEOUT = 2.0
+CONCURRENCY = 8  # runs and issues worked on at once
+BUSY_RECHECK = 0.5  # seconds before looking again at work another pass was still at
 LABEL_COLOR = "#5319e7"
 AGENT_ON = ("running", "qa", "harvesting")  # the states in which the issue's stopwatch runs
 
@@ -39,9 +45,14 @@ class Reporter:
         self.forge = services.forge
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._retry_at: dict[int, tuple[float, int]] = {}
+        self._retry_at: dict[int, float] = {}  # runs waiting out a backoff
+        self._failures: dict[Hashable, int] = {}  # per run and item, counted since the Forge last came back
         self._label_ids: dict[str, dict[str, int]] = {}  # per repo; refreshed when a name is missing
-        self._pass = asyncio.Lock()
+        self._label_locks: dict[str, asyncio.Lock] = {}  # per repo: one pass lists or creates its labels
+        self._busy: set[Hashable] = set()  # the runs and issues a pass is working on
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._down = False  # the Forge gave no answer: probe it until it does
+        self._skipped = False  # the last pass left work to another pass still at it
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reporter")
@@ -69,41 +80,85 @@ class Reporter:
                 pass
 
     async def _next_due(self) -> float:
+        if self._down:
+            return PROBE_INTERVAL
         now = time.time()
-        times = [t for t, _ in self._retry_at.values()]
+        times = list(self._retry_at.values())
         outbox = await self.store.next_outbox_at()
         if outbox is not None:
             times.append(outbox)
-        return max(0.05, min([t - now for t in times], default=30.0))
+        # Work another pass is still at looks due: look again soon, but do not spin meanwhile.
+        return max(BUSY_RECHECK if self._skipped else 0.05, min([t - now for t in times], default=30.0))
 
     async def sync(self) -> None:
-        """One pass: due outbox items, then every run whose state changed since last reported.
+        """One pass: due outbox items and every run whose state changed since last reported.
 
-        One pass at a time: the loop and the scheduler's report job both call this, and two
-        overlapping passes would each post the same due comment.
+        Runs and issues are worked on side by side, so one hanging call holds up only its own.
+        Passes may overlap (the loop and the scheduler's report job both call this): each run and
+        each issue's outbox is claimed by one pass at a time and read again under the claim, so
+        nothing is written twice. While the Forge gives no answer, a pass only probes it; once it
+        answers again, everything waiting out a backoff is retried at once.
         """
-        async with self._pass:
-            await self._sync()
+        retry_all, self._skipped = False, False
+        if self._down:
+            if not await self.forge.answers(PROBE_TIMEOUT):
+                return
+            log.info("the Forge answers again: retrying every report now")
+            self._down, retry_all = False, True
+            self._failures.clear()  # an outage is no reason to wait longer afterwards
+        now = float("inf") if retry_all else time.time()
+        issues: dict[tuple[str, str, int], list[OutboxItem]] = {}
+        for item in await self.store.due_outbox(now=now):
+            issues.setdefault((item.owner, item.repo, item.number), []).append(item)
+        work = [self._deliver_all(items) for items in issues.values()]
+        work += [self._report_run(run.id, now) for run in await self.store.runs_to_report()]
+        failed = await asyncio.gather(*work)
+        if any(failed) and not await self.forge.answers(PROBE_TIMEOUT):
+            log.warning("the Forge does not answer; probing it every %.0f s", PROBE_INTERVAL)
+            self._down = True
 
-    async def _sync(self) -> None:
-        for item in await self.store.due_outbox():
-            await self._deliver(item)
-        now = time.time()
-        for run in await self.store.runs_to_report():
-            at, attempts = self._retry_at.get(run.id, (0.0, 0))
-            if at > now:
-                continue
-            try:
-                await self.report(run)
-            except ForgeError as e:
-                if not e.transient:
+    @contextlib.contextmanager
+    def _claim(self, *keys: Hashable) -> Iterator[bool]:
+        """Whether this pass may work on ``keys`` (runs, issues): no other pass is working on them."""
+        if self._busy.intersection(keys):
+            self._skipped = True
+            yield False
+            return
+        self._busy.update(keys)
+        try:
+            yield True
+        finally:
+            self._busy.difference_update(keys)
+
+    async def _report_run(self, run_id: int, now: float) -> bool:
+        """Report one run unless another pass is at it or it waits out a backoff; True on a
+        transient failure."""
+        key = ("run", run_id)
+        with self._claim(key) as mine:
+            if not mine or self._retry_at.get(run_id, 0.0) > now:
+                return False
+            async with self._slots:
+                run = await self.store.get(run_id)  # as it is now: another pass may have reported it
+                if run is None or (await self.store.reported(run_id)).get("version") == run.version:
+                    return False
+                try:
+                    await self.report(run)
+                except ForgeError as e:
+                    if e.transient:
+                        self._retry_at[run.id] = time.time() + self._backoff(key)
+                        log.warning("run %s: report failed, retrying: %s", run.id, e)
+                        return True
                     log.error("run %s: the Forge refused a report: %s", run.id, e)
                     await self.store.set_reported(run.id, "version", run.version)
-                    continue
-                self._retry_at[run.id] = (now + backoff(attempts), attempts + 1)
-                log.warning("run %s: report failed, retrying: %s", run.id, e)
-            else:
                 self._retry_at.pop(run.id, None)
+                self._failures.pop(key, None)
+                return False
+
+    def _backoff(self, key: Hashable) -> float:
+        """Seconds to wait before trying ``key`` again, growing with its failures since the Forge
+        last came back (failures during an outage say nothing about the item)."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        return backoff(failures - 1)
 
     async def reconcile(self) -> None:
         """No stopwatch of the bot may run on an issue without an active run."""
@@ -112,17 +167,39 @@ class Reporter:
 
     # Outbox -------------------------------------------------------------------------------
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver_all(self, items: list[OutboxItem]) -> bool:
+        """One issue's due items in order, unless another pass is at that issue or at a run whose
+        comment an item refreshes (``/status``); True on a transient failure, which leaves the
+        rest for later."""
+        first = items[0]
+        runs = {("run", item.run_id) for item in items if item.run_id is not None}
+        with self._claim(("issue", first.owner, first.repo, first.number), *runs) as mine:
+            if not mine:
+                return False
+            async with self._slots:
+                for item in items:
+                    fresh = await self.store.outbox_item(item.id)
+                    if fresh is None or fresh.attempts != item.attempts:
+                        continue  # another pass delivered it, or failed and rescheduled it, since it was listed
+                    if await self._deliver(fresh):
+                        return True
+        return False
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        """Write one item and mark it done; True on a transient failure (retried after a backoff)."""
+        key = ("item", item.id)
         try:
             await WRITERS[item.kind](self, item)
         except ForgeError as e:
             if e.transient:
-                await self.store.outbox_done(item.id, str(e), retry_at=time.time() + backoff(item.attempts))
-                return
+                await self.store.outbox_done(item.id, str(e), retry_at=time.time() + self._backoff(key))
+                return True
             log.error("outbox %s: the Forge refused: %s", item.key, e)
             await self.store.outbox_done(item.id, str(e))
-            return
-        await self.store.outbox_done(item.id)
+        else:
+            await self.store.outbox_done(item.id)
+        self._failures.pop(key, None)
+        return False
 
     async def _comment(self, item: OutboxItem) -> None:
         body = item.payload["body"]
@@ -230,15 +307,17 @@ class Reporter:
         await self.store.set_reported(run.id, "state_label", want)
 
     async def _label_id(self, base: str, name: str) -> int:
-        """The repository's id for a label, created when missing; the listing is kept per repository."""
-        ids = self._label_ids.get(base)
-        if ids is None or name not in ids:
-            listing = self.forge.getiter(f"{base}/labels")
-            ids = self._label_ids[base] = {label["name"]: label["id"] async for label in listing}
-        if name not in ids:
-            created = await self.forge.post(f"{base}/labels", {"name": name, "color": LABEL_COLOR})
-            ids[name] = created["id"]
-        return ids[name]
+        """The repository's id for a label, created when missing; the listing is kept per repository.
+        One run of a repository at a time, so two runs never create the same label."""
+        async with self._label_locks.setdefault(base, asyncio.Lock()):
+            ids = self._label_ids.get(base)
+            if ids is None or name not in ids:
+                listing = self.forge.getiter(f"{base}/labels")
+                ids = self._label_ids[base] = {label["name"]: label["id"] async for label in listing}
+            if name not in ids:
+                created = await self.forge.post(f"{base}/labels", {"name": name, "color": LABEL_COLOR})
+                ids[name] = created["id"]
+            return ids[name]
 
     async def _body(self, run: Run, reported: dict[str, Any], asked: str = "") -> str:
         return messages.status_comment(
