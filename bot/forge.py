@@ -15,12 +15,12 @@ from typing import Any
 
 import aiohttp
 
+from . import forgepaths
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-TRANSIENT = frozenset({429, 502, 503, 504})
 
 
 class ForgeError(Exception):
@@ -83,9 +83,6 @@ class Forge:
     async def patch(self, path: str, data: Any = None) -> Any:
         return (await self._request("PATCH", path, json=data))[0]
 
-    async def put(self, path: str, data: Any = None) -> Any:
-        return (await self._request("PUT", path, json=data))[0]
-
     async def delete(self, path: str, data: Any = None) -> Any:
         return (await self._request("DELETE", path, json=data))[0]
 
@@ -102,21 +99,20 @@ class Forge:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def answers(self, timeout: float = 2.0) -> bool:
+    async def answers(self, within: float = 2.0) -> bool:
         """One quick ``GET /version``, never retried: whether the Forge answers at all right now."""
         try:
-            await self._once("GET", "/version", timeout=aiohttp.ClientTimeout(total=timeout))
-        except ForgeError:
+            async with asyncio.timeout(within):
+                await self._once("GET", forgepaths.VERSION)
+        except (ForgeError, TimeoutError):
             return False
         return True
 
-    async def _once(
-        self, method: str, path: str, timeout: aiohttp.ClientTimeout | None = None, **kwargs: Any
-    ) -> tuple[Any, Any]:
+    async def _once(self, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
         url = f"{self.base_url}/api/v1{path}"
         try:
             async with self._session.request(
-                method, url, headers=self._headers, timeout=timeout or self._timeout, **kwargs
+                method, url, headers=self._headers, timeout=self._timeout, **kwargs
             ) as resp:
                 text = await resp.text()
                 if resp.status >= 400:

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import messages, results, timetracking
 from .forge import ForgeError
+from .forgepaths import Repo
 from .services import Services
 from .store import OutboxItem, Run
 
@@ -47,8 +48,8 @@ class Reporter:
         self._task: asyncio.Task[None] | None = None
         self._retry_at: dict[int, float] = {}  # runs waiting out a backoff
         self._failures: dict[Hashable, int] = {}  # per run and item, counted since the Forge last came back
-        self._label_ids: dict[str, dict[str, int]] = {}  # per repo; refreshed when a name is missing
-        self._label_locks: dict[str, asyncio.Lock] = {}  # per repo: one pass lists or creates its labels
+        self._label_ids: dict[Repo, dict[str, int]] = {}  # refreshed when a name is missing
+        self._label_locks: dict[Repo, asyncio.Lock] = {}  # per repo: one pass lists or creates its labels
         self._busy: set[Hashable] = set()  # the runs and issues a pass is working on
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._down = False  # the Forge gave no answer: probe it until it does
@@ -203,14 +204,14 @@ class Reporter:
 
     async def _comment(self, item: OutboxItem) -> None:
         body = item.payload["body"]
-        path = f"/repos/{item.owner}/{item.repo}/issues/{item.number}/comments"
+        path = Repo(item.owner, item.repo).comments(item.number)
         if item.attempts and await self._find_comment(path, body.rsplit("\n", 1)[-1]):
             return  # an earlier attempt did post it
         await self.forge.post(path, {"body": body})
 
     async def _reaction(self, item: OutboxItem) -> None:
         await self.forge.post(
-            f"/repos/{item.owner}/{item.repo}/issues/comments/{item.payload['comment_id']}/reactions",
+            Repo(item.owner, item.repo).reactions(item.payload["comment_id"]),
             {"content": item.payload["content"]},
         )
 
@@ -293,29 +294,29 @@ class Reporter:
         want = names.get(run.state) or names["running"]
         if reported.get("state_label") == want:
             return
-        base = f"/repos/{run.owner}/{run.repo}"
-        path = f"{base}/issues/{run.number}/labels"
+        repo = Repo(run.owner, run.repo)
+        path = repo.issue_labels(run.number)
         # Adding answers with the issue's full label set: the stale state labels are in it.
-        current = await self.forge.post(path, {"labels": [await self._label_id(base, want)]})
+        current = await self.forge.post(path, {"labels": [await self._label_id(repo, want)]})
         if not any(label["name"] == want for label in current or []):  # Gitea drops an id deleted since
-            self._label_ids.pop(base, None)
-            current = await self.forge.post(path, {"labels": [await self._label_id(base, want)]})
+            self._label_ids.pop(repo, None)
+            current = await self.forge.post(path, {"labels": [await self._label_id(repo, want)]})
         stale = set(names.values()) - {want}
         for label in current or []:
             if label["name"] in stale:
                 await self._delete_label(run, label["id"])
         await self.store.set_reported(run.id, "state_label", want)
 
-    async def _label_id(self, base: str, name: str) -> int:
+    async def _label_id(self, repo: Repo, name: str) -> int:
         """The repository's id for a label, created when missing; the listing is kept per repository.
         One run of a repository at a time, so two runs never create the same label."""
-        async with self._label_locks.setdefault(base, asyncio.Lock()):
-            ids = self._label_ids.get(base)
+        async with self._label_locks.setdefault(repo, asyncio.Lock()):
+            ids = self._label_ids.get(repo)
             if ids is None or name not in ids:
-                listing = self.forge.getiter(f"{base}/labels")
-                ids = self._label_ids[base] = {label["name"]: label["id"] async for label in listing}
+                listing = self.forge.getiter(repo.labels())
+                ids = self._label_ids[repo] = {label["name"]: label["id"] async for label in listing}
             if name not in ids:
-                created = await self.forge.post(f"{base}/labels", {"name": name, "color": LABEL_COLOR})
+                created = await self.forge.post(repo.labels(), {"name": name, "color": LABEL_COLOR})
                 ids[name] = created["id"]
             return ids[name]
 
@@ -330,11 +331,11 @@ class Reporter:
         """Edit the run's one status comment in place; post it (again) when there is none (any more)."""
         if reported.get("comment_body") == body:
             return
-        issue_path = f"/repos/{run.owner}/{run.repo}/issues"
+        repo = Repo(run.owner, run.repo)
         comment_id = reported.get("comment_id")
         if comment_id is not None:
             try:
-                await self.forge.patch(f"{issue_path}/comments/{comment_id}", {"body": body})
+                await self.forge.patch(repo.comment(comment_id), {"body": body})
             except ForgeError as e:
                 if e.status != 404:
                     raise
@@ -344,19 +345,19 @@ class Reporter:
                 return
         # A deleted comment is not looked for: only an earlier attempt's lost answer can have posted one.
         found = None if comment_id else await self._find_comment(
-            f"{issue_path}/{run.number}/comments", messages.marker("run", str(run.id))
+            repo.comments(run.number), messages.marker("run", str(run.id))
         )
         if found is None:
-            found = await self.forge.post(f"{issue_path}/{run.number}/comments", {"body": body})
+            found = await self.forge.post(repo.comments(run.number), {"body": body})
         await self.store.set_reported(run.id, "comment_id", found["id"])
         await self.store.set_reported(run.id, "comment_url", found.get("html_url", ""))
         if found.get("body") != body:
-            await self.forge.patch(f"{issue_path}/comments/{found['id']}", {"body": body})
+            await self.forge.patch(repo.comment(found["id"]), {"body": body})
         await self.store.set_reported(run.id, "comment_body", body)
 
     async def _delete_label(self, run: Run, label_id: int) -> None:
         try:
-            await self.forge.delete(f"/repos/{run.owner}/{run.repo}/issues/{run.number}/labels/{label_id}")
+            await self.forge.delete(Repo(run.owner, run.repo).issue_label(run.number, label_id))
         except ForgeError as e:
             if e.status not in (404, 422):  # gone already: an earlier attempt removed it
                 raise
