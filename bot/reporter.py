@@ -343,10 +343,8 @@ class Reporter:
             else:
                 await self.store.set_reported(run.id, "comment_body", body)
                 return
-        # A deleted comment is not looked for: only an earlier attempt's lost answer can have posted one.
-        found = None if comment_id else await self._find_comment(
-            repo.comments(run.number), messages.marker("run", str(run.id))
-        )
+        # Posted by an earlier attempt whose answer was lost? (A deleted one is no longer listed.)
+        found = await self._find_comment(repo.comments(run.number), messages.marker("run", str(run.id)))
         if found is None:
             found = await self.forge.post(repo.comments(run.number), {"body": body})
         await self.store.set_reported(run.id, "comment_id", found["id"])
