@@ -1,12 +1,12 @@
 """Makes the Forge show what the store says, after Prow's crier: report from state, remember it.
 
 Two kinds of work, both retried with backoff and both safe to repeat:
-- the outbox: one-off writes queued by handlers (replies, reactions, `/status` refreshes), each
-  once per key; a reply that may have been posted before a failure is looked for by its marker
-  before posting again;
+- the outbox: one-off writes queued by handlers (replies, reactions, removing a trigger label,
+  `/status` refreshes), each once per key; a reply that may have been posted before a failure is
+  looked for by its marker before posting again;
 - runs: each run's sticky status comment (found by its hidden marker and edited in place, posted
-  again if deleted), its state label and the removal of the label that triggered it, compared
-  with what was last reported and only the difference written.
+  again if deleted) and its state label, compared with what was last reported and only the
+  difference written.
 """
 
 from __future__ import annotations
@@ -215,6 +215,9 @@ class Reporter:
             {"content": item.payload["content"]},
         )
 
+    async def _unlabel(self, item: OutboxItem) -> None:
+        await self._delete_label(Repo(item.owner, item.repo), item.number, item.payload["label_id"])
+
     async def _status(self, item: OutboxItem) -> None:
         """A user's ``/status``: the run's comment shown afresh, saying whom it answers, or posted
         again when a maintainer deleted it; always a visible change, even for a finished run."""
@@ -256,9 +259,6 @@ class Reporter:
         await self._state_label(run, reported)
         if run.is_pull and run.head_sha:
             await self._commit_status(run, reported)
-        if run.trigger_label is not None and not reported.get("trigger_label_removed"):  # accepted
-            await self._delete_label(run, run.trigger_label)  # the label as it arrived, by its id
-            await self.store.set_reported(run.id, "trigger_label_removed", True)
         await self.store.set_reported(run.id, "version", run.version)
 
     async def _stopwatch(self, run: Run, reported: dict[str, Any]) -> None:
@@ -304,7 +304,7 @@ class Reporter:
         stale = set(names.values()) - {want}
         for label in current or []:
             if label["name"] in stale:
-                await self._delete_label(run, label["id"])
+                await self._delete_label(repo, run.number, label["id"])
         await self.store.set_reported(run.id, "state_label", want)
 
     async def _label_id(self, repo: Repo, name: str) -> int:
@@ -353,11 +353,11 @@ class Reporter:
             await self.forge.patch(repo.comment(found["id"]), {"body": body})
         await self.store.set_reported(run.id, "comment_body", body)
 
-    async def _delete_label(self, run: Run, label_id: int) -> None:
+    async def _delete_label(self, repo: Repo, number: int, label_id: int) -> None:
         try:
-            await self.forge.delete(Repo(run.owner, run.repo).issue_label(run.number, label_id))
+            await self.forge.delete(repo.issue_label(number, label_id))
         except ForgeError as e:
-            if e.status not in (404, 422):  # gone already: an earlier attempt removed it
+            if e.status not in (404, 422):  # gone already: an earlier attempt (or someone) removed it
                 raise
 
     async def _queue_line(self, run: Run) -> str:
@@ -387,4 +387,9 @@ class Reporter:
         return pushed
 
 
-WRITERS = {"comment": Reporter._comment, "reaction": Reporter._reaction, "status": Reporter._status}
+WRITERS = {
+    "comment": Reporter._comment,
+    "reaction": Reporter._reaction,
+    "unlabel": Reporter._unlabel,
+    "status": Reporter._status,
+}

@@ -136,8 +136,6 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, facet)
     );
     """,
-    # The id of the label that requested a run, as it arrived: the reporter removes exactly that one.
-    "ALTER TABLE runs ADD COLUMN trigger_label INTEGER",
 ]
 
 
@@ -174,7 +172,6 @@ class Run:
     started_at: float | None
     ended_at: float | None
     version: int
-    trigger_label: int | None
 
     @property
     def agent_spec(self) -> str:
@@ -223,7 +220,6 @@ class RunRequest:
     requested_by: str
     comment_id: int | None = None
     retry_of: int | None = None
-    trigger_label: int | None = None  # the label's id, for label triggers
 
     @property
     def workspace_key(self) -> str:

@@ -54,6 +54,14 @@ async def react(services: Services, target: Target, comment_id: int, content: st
     services.wake_reporter()
 
 
+async def remove_label(services: Services, target: Target, key: str, label_id: int) -> None:
+    """Queue the removal of one label from the target, by its id as it arrived, once per ``key``."""
+    await services.store.enqueue(
+        f"unlabel:{key}", "unlabel", target.owner, target.name, target.number, {"label_id": label_id}
+    )
+    services.wake_reporter()
+
+
 async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
     """Live check that ``login`` has write access; fails closed, and says why once per issue.
 
@@ -93,7 +101,6 @@ async def request_run(
     review: bool = False,
     unless_active: bool = False,
     retry_of: int | None = None,
-    trigger_label: int | None = None,
 ) -> None:
     """Resolve the agent and queue a run, or reply with what is wrong."""
     try:
@@ -121,7 +128,6 @@ async def request_run(
         requested_by=login,
         comment_id=comment_id,
         retry_of=retry_of,
-        trigger_label=trigger_label,
     )
     run = await services.store.request_run(
         request, trigger_key=key, delivery_id=delivery_id, unless_active=unless_active

@@ -3,9 +3,11 @@
 Gitea sends ``label_updated`` with the full label set and no word of which label changed, so the
 rule is stateless: a trigger label present requests a run unless one for that issue and agent is
 already live. The trigger key includes the issue's ``updated_at`` so a redelivered event (same
-body, new delivery id) requests nothing twice, while the label added again later does. The run
-keeps the label's id as it arrived, and the reporter removes exactly that label once the run is
-accepted, so a later edit of the issue's labels finds no trigger left.
+body, new delivery id) requests nothing twice, while the label added again later does.
+
+A trigger label is consumed once handled, whether a run was queued, one was live already, or the
+agent is unknown: the label is removed by its id as it arrived (never a name rebuilt from the
+agent and model), so a later edit of the issue's labels finds no trigger left.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from bot.routing import Router
 from bot.services import Services
 from bot.webhook import Event
 
-from .common import Target, may_write, request_run
+from .common import Target, may_write, remove_label, request_run
 
 router = Router()
 
@@ -48,6 +50,7 @@ async def _trigger(
         return
     for label in triggers:
         spec = label.name[len(prefix):]
+        key = f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}"
         await request_run(
             services,
             target,
@@ -55,8 +58,8 @@ async def _trigger(
             task="",
             trigger="label",
             login=login,
-            key=f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}",
+            key=key,
             delivery_id=event.delivery_id,
             unless_active=True,
-            trigger_label=label.id,
         )
+        await remove_label(services, target, key, label.id)

@@ -174,24 +174,26 @@ async def _without(forge, repo, number, label):
     return label not in forge.label_names(repo, number)
 
 
-async def test_the_trigger_label_is_removed_as_it_arrived_and_a_later_label_edit_starts_nothing(world, make_bot):
-    """A custom agent whose model fills in, and a preset whose default model fills in: each label
-    is removed as it arrived, so adding ``bug`` after the runs ended starts no new run."""
+async def test_trigger_labels_are_removed_as_they_arrived_and_a_later_label_edit_starts_nothing(world, make_bot):
+    """A custom agent whose model fills in, a preset whose default model fills in, and an agent
+    already at work: each label is removed as it arrived, so adding ``bug`` after the runs ended
+    starts no new run."""
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await make_bot(frozen=True, agents={"mybot": {"argv": ["mybot", "{prompt}"], "model": "m1"}})
     issue = await forge.create_issue(repo, bob, title="Tidy up", body="")
-    await forge.set_labels(repo, issue.number, bob, ["dispatch:mybot", "dispatch:local"])
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:mybot", "dispatch:local", "dispatch:codex"])
     await bot.settle()
     got = sorted((r.agent, r.model) for r in await runs(bot))
-    assert got == [("local", "devstral-24b"), ("mybot", "m1")]
+    assert got == [("codex", ""), ("local", "devstral-24b"), ("mybot", "m1")]
     await bot.wait_for(lambda: _no_trigger_label(forge, repo, issue.number))
     await forge.create_comment(repo, issue.number, bob, "/cancel")
     await bot.settle()
     await bot.wait_for(lambda: _all_reported(bot))
-    assert [r.state for r in await runs(bot)] == ["cancelled", "cancelled"]
+    assert [r.state for r in await runs(bot)] == ["cancelled"] * 3
     await forge.set_labels(repo, issue.number, bob, [*forge.label_names(repo, issue.number), "bug"])
     await bot.settle()
-    assert len(await runs(bot)) == 2
+    assert len(await runs(bot)) == 3
 
 
 async def _no_trigger_label(forge, repo, number):
