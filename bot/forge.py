@@ -20,7 +20,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+# Gitea's PATCH sets the fields it is given (the bot edits comments with it): repeating it is harmless.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 
 
 class ForgeError(Exception):

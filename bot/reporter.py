@@ -26,6 +26,7 @@ from .store import OutboxItem, Run
 
 log = logging.getLogger(__name__)
 
+FIRST_RETRY = 0.5  # seconds; doubled with each further failure, up to MAX_BACKOFF
 MAX_BACKOFF = 60.0
 PROBE_INTERVAL = 1.0  # seconds between probes while the Forge gives no answer
 PROBE_TIMEOUT = 2.0
@@ -33,10 +34,6 @@ CONCURRENCY = 8  # runs and issues worked on at once
 BUSY_RECHECK = 0.5  # seconds before looking again at work another pass was still at
 LABEL_COLOR = "#5319e7"
 AGENT_ON = ("running", "qa", "harvesting")  # the states in which the issue's stopwatch runs
-
-
-def backoff(attempts: int) -> float:
-    return min(2.0 ** attempts, MAX_BACKOFF)
 
 
 class Reporter:
@@ -159,7 +156,7 @@ class Reporter:
         """Seconds to wait before trying ``key`` again, growing with its failures since the Forge
         last came back (failures during an outage say nothing about the item)."""
         failures = self._failures[key] = self._failures.get(key, 0) + 1
-        return backoff(failures - 1)
+        return min(FIRST_RETRY * 2 ** (failures - 1), MAX_BACKOFF)
 
     async def reconcile(self) -> None:
         """No stopwatch of the bot may run on an issue without an active run."""
@@ -179,9 +176,11 @@ class Reporter:
                 return False
             async with self._slots:
                 for item in items:
-                    fresh = await self.store.outbox_item(item.id)
-                    if fresh is None or fresh.attempts != item.attempts:
-                        continue  # another pass delivered it, or failed and rescheduled it, since it was listed
+                    fresh = await self.store.outbox_item(item.id)  # as it is now, not as listed
+                    if fresh is None:
+                        continue  # another pass delivered it since
+                    if fresh.attempts != item.attempts:
+                        return False  # another pass failed on it since and rescheduled it: keep the order
                     if await self._deliver(fresh):
                         return True
         return False
