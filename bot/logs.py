@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 
 MASK = "••••••"
-MIN_SECRET_LENGTH = 16  # a shorter secret is too easily guessed from what its masks leave around
+MIN_SECRET_LENGTH = 16  # shorter ones turn up by chance in ordinary text, and what the masks leave gives them away
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
