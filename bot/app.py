@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handlers import router as default_router
 
-from . import preflight
+from . import forgepaths, preflight
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
@@ -119,7 +119,7 @@ async def healthz(request: web.Request) -> web.Response:
     checks = {
         "store": services.store.ping(),
         "docker": request.app[ENGINE].ping(),
-        "forge": services.forge.getitem("/version"),
+        "forge": services.forge.getitem(forgepaths.VERSION),
     }
     image = preflight.image_state(request.app[ENGINE].executor, services.settings.image)
     *results, image_state = await asyncio.gather(
