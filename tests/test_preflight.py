@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bot import preflight
-from bot.agents import resolve
+from bot.agents import known_agents, resolve
 from bot.executor.docker import DockerExecutor
 from bot.settings import CustomAgent, Settings
 from tests.harness import AGENT_KEYS
@@ -148,7 +148,7 @@ async def test_check_names_a_missing_image_and_a_missing_cli(images, agent_image
         "the image `img` has no `coderabbit` CLI; build the image with --coderabbit FILE"
     )
     assert await preflight.problem(s, "nobody", {}, images) == (
-        "unknown agent 'nobody'; known agents: aider, claude, coderabbit, codex, codex:review, gemini, local, mine"
+        f"unknown agent 'nobody'; known agents: {', '.join(known_agents(s))}"
     )
 
 
