@@ -34,7 +34,8 @@ RUN echo 'agent:x:1000:1000:agent:/home/agent:/bin/bash' >> /etc/passwd \
  && echo 'agent:*:19000:0:99999:7:::' >> /etc/shadow \
  && mkdir -p /home/agent/.codex /home/agent/.claude /home/agent/.gemini /workspace/repo \
  && printf '%s\n' '{"security":{"auth":{"selectedType":"gemini-api-key"}}}' > /home/agent/.gemini/settings.json \
- && chown -R 1000:1000 /home/agent /workspace
+ && chown -R 1000:1000 /home/agent /workspace \
+ && git config --system safe.directory '*'
 
 ENV HOME=/home/agent \
     IS_SANDBOX=1 \

@@ -7,15 +7,19 @@ still carries it and fails the test, because the code under test must clean up a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiodocker
 import pytest
 
 from bot.executor.docker import ContainerSpec, DockerExecutor, Mount
+from bot.image.build import Image, Recipe
+from bot.image.build import build as build_real_image
 from bot.settings import Limits
 from tests.agentimage.build import build
 
@@ -30,6 +34,25 @@ def agent_image() -> str:
     if res.returncode != 0:
         pytest.fail(f"Docker engine unavailable (CI guarantees one): {res.stderr.strip()}", pytrace=False)
     return build()
+
+
+HOST_CA_CERTS = Path("/usr/local/share/ca-certificates")
+
+
+def real_image_recipe() -> Recipe:
+    """The agent image's recipe as ``scripts/setup`` builds it (with the host's extra CAs), so it is cached."""
+    return Recipe.load(sorted(HOST_CA_CERTS.glob("*.crt")))
+
+
+@pytest.fixture(scope="session")
+def real_agent_image() -> Image:
+    """The real agent image (``bot/image``): found by its recipe hash after ``scripts/setup``, else built."""
+
+    async def find_or_build() -> Image:
+        async with aiodocker.Docker() as docker:
+            return await build_real_image(docker, real_image_recipe(), lambda line: None)
+
+    return asyncio.run(find_or_build())
 
 
 @pytest.fixture

