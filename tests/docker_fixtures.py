@@ -22,6 +22,7 @@ from bot.image.build import Image, Recipe
 from bot.image.build import build as build_real_image
 from bot.settings import Limits
 from tests.agentimage.build import build
+from tests.helpers import git
 
 TEST_LABEL = "dispatchbot.test"
 WORKDIR = "/work/repo"
@@ -76,25 +77,18 @@ async def executor(docker_label: str) -> AsyncIterator[DockerExecutor]:
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A git clone with two commits, writable by the container user (see ``container_user``)."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("# demo\n")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "initial")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "initial")
     (repo / "src.py").write_text('"""Demo."""\n\n\ndef add(a, b):\n    return a + b\n')
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "feat: add")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "feat: add")
     if os.getuid() == 0:
         for path in [tmp_path, *tmp_path.rglob("*")]:
             os.chown(path, 1000, 1000, follow_symlinks=False)
