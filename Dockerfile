@@ -10,7 +10,7 @@ ARG NPM_REGISTRY=https://registry.npmjs.org
 ARG EXTRA_CA_CERTS=
 
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bash ca-certificates curl gcc git libc6-dev make openssh-client procps python3 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bash ca-certificates curl gcc git libc6-dev make openssh-client procps python3 ripgrep \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 
 RUN if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/dispatchbot-extra.crt; fi \
