@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,16 @@ MANIFEST = Manifest.load()
 
 def test_committed_dockerfile_is_the_generated_one():
     assert (ROOT / "Dockerfile").read_text() == dockerfile(MANIFEST), "run: dispatchbot image dockerfile > Dockerfile"
+
+
+def test_the_image_command_prints_the_dockerfile_and_names_a_missing_file(tmp_path):
+    cli = [sys.executable, "-m", "bot.cli", "image"]
+    env = {**os.environ, "DISPATCHBOT_CONFIG": str(tmp_path / "none.toml")}
+    printed = subprocess.run([*cli, "dockerfile"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert printed.returncode == 0 and printed.stdout == dockerfile(MANIFEST)
+    missing = subprocess.run([*cli, "build", "--ca-cert", str(tmp_path / "nope.crt")], capture_output=True,
+                             text=True, env=env, cwd=ROOT)
+    assert missing.returncode == 2 and "nope.crt" in missing.stderr and missing.stdout == ""
 
 
 def test_the_manifest_pins_exact_versions():
