@@ -13,7 +13,17 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from bot.image.build import CLIS_LABEL, RECIPE_LABEL, REPO, Image, Recipe, apt_mirror, apt_sources, build
+from bot.image.build import (
+    CLIS_LABEL,
+    RECIPE_LABEL,
+    REPO,
+    Image,
+    ImageBuildError,
+    Recipe,
+    apt_mirror,
+    apt_sources,
+    build,
+)
 from bot.image.recipe import Manifest, dockerfile
 from tests.docker_fixtures import real_image_recipe
 
@@ -154,3 +164,16 @@ async def test_coderabbit_from_a_local_file_is_added_and_labelled(real_agent_ima
             assert latest["Id"] != image.id, "asked not to, the build moved latest"
         finally:
             await docker.images.delete(f"{REPO}:{recipe.hash}", force=True)
+
+
+@pytest.mark.docker
+async def test_a_node_tarball_that_does_not_match_its_pinned_hash_fails_the_build(real_agent_image: Image):
+    pinned = real_image_recipe()
+    tampered = Recipe(pinned.manifest_text.replace(MANIFEST.node.sha512, "0" * 128), ca_certs=pinned.ca_certs)
+    lines: list[str] = []
+    async with aiodocker.Docker() as docker:
+        with pytest.raises(ImageBuildError, match="returned a non-zero code"):
+            await build(docker, tampered, lines.append, latest=False)
+        with pytest.raises(aiodocker.DockerError):
+            await docker.images.inspect(f"{REPO}:{tampered.hash}")
+    assert any("node.tgz: FAILED" in line for line in lines), lines[-5:]

@@ -270,13 +270,14 @@ async def _build(
         fileobj=_context(context), encoding="gzip", buildargs=buildargs, labels=labels, tag=tag, rm=True,
         forcerm=True, stream=True,
     )
-    async for msg in stream:
-        if "error" in msg:
-            raise ImageBuildError(f"docker build: {msg['error'].strip()}")
-        for line in msg.get("stream", "").splitlines():
-            if line.strip():
-                say(f"build: {line.rstrip()}")
-        image_id = msg.get("aux", {}).get("ID", image_id)
+    try:
+        async for msg in stream:
+            for line in msg.get("stream", "").splitlines():
+                if line.strip():
+                    say(f"build: {line.rstrip()}")
+            image_id = msg.get("aux", {}).get("ID", image_id)
+    except aiodocker.DockerError as e:  # aiodocker raises the stream's own error message
+        raise ImageBuildError(f"docker build: {e.message.strip()}") from e
     if image_id is None:
         raise ImageBuildError("docker build ended without an image")
     return image_id
