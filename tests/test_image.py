@@ -27,6 +27,8 @@ from bot.image.build import (
 from bot.image.recipe import Manifest, dockerfile
 from tests.docker_fixtures import real_image_recipe
 
+# Without scripts/setup before, the first test using real_agent_image builds it.
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Manifest.load()
 
