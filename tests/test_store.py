@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from bot.store import RunRequest, Store
+from bot.store import PoolState, RunRequest, Store
+from bot.store.policy import Limits, LiveRun, claimable
 
 
 @pytest.fixture
@@ -177,3 +178,30 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     await asyncio.gather(store.finish_delivery("d0"), store.finish_delivery("d1", "Forge down"))
     pending = [d[0] for d in await store.pending_deliveries()]
     assert "d0" not in pending and "d1" in pending and len(pending) == 21
+
+
+async def test_subscribers_hear_committed_writes_to_their_tables_only(store):
+    runs, outbox = store.subscribe("runs"), store.subscribe("outbox", "pools")
+    assert await runs.wait(0.01) == set()  # nothing yet: the timeout answers
+    waiter = asyncio.create_task(runs.wait(5))
+    run = await store.request_run(request(), trigger_key="k")
+    assert await waiter == {"runs"}
+    with pytest.raises(AssertionError):
+        await store.update(run.id, no_such_column=1)  # rolled back: nobody is told
+    await store.enqueue("reply:x", "comment", "acme", "widgets", 1, {"body": "hi"})
+    assert await runs.wait(0.01) == set()
+    assert await outbox.wait(0.01) == {"outbox"}
+    await store.claim(**LIMITS)
+    assert await runs.wait(0.01) == {"runs"} and await outbox.wait(0.01) == {"pools"}
+
+
+def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
+    def live(id, state="queued", pool="codex", key=None):
+        return LiveRun(id, state, pool, "acme", "widgets", key or f"issue-{id}", 0)
+
+    rows = [live(1, "running"), live(2, key="issue-1"), live(3), live(4, pool="claude"), live(5)]
+    paused = {"claude": PoolState("claude", None, paused_until=200.0, quick_failures=0, last_spawn_at=0.0)}
+    chosen = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=100.0)
+    assert [r.id for r in chosen] == [3]  # 2 shares the running workspace, 4's pool is paused, 5 is over codex's 2
+    later = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0)
+    assert [r.id for r in later] == [3, 4]
