@@ -6,11 +6,11 @@ backend (``sqlite``) does. A second backend (PostgreSQL, for several bot replica
 the same methods next to it and reuses the rest.
 """
 
-from .model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Run, RunRequest
+from .model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run, RunRequest
 from .signals import Subscription
 from .sqlite import SqliteStore as Store
 
 __all__ = [
     "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
-    "OutboxItem", "PoolState", "Run", "RunRequest", "Store", "Subscription",
+    "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "Store", "Subscription",
 ]

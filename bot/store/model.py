@@ -135,3 +135,14 @@ class OutboxItem:
     payload: dict[str, Any]
     run_id: int | None
     attempts: int
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass removed, for the log and the bench."""
+
+    bodies: int = 0
+    deliveries: int = 0
+    triggers: int = 0
+    outbox: int = 0
+    pages: int = 0  # database pages given back to the file system

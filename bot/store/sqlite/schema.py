@@ -108,6 +108,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, facet)
     );
     """,
+    # Retention: the reporter finds the runs it owes through a partial index instead of joining
+    # all history, and pruning finds old rows through indexes on their age.
+    """
+    ALTER TABLE runs ADD COLUMN reported_version INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET reported_version = coalesce(
+        (SELECT CAST(value AS INTEGER) FROM reported WHERE run_id = runs.id AND facet = 'version'), 0
+    );
+    DELETE FROM reported WHERE facet = 'version';
+    CREATE INDEX runs_unreported ON runs (id) WHERE reported_version < version;
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+    CREATE INDEX deliveries_with_body ON deliveries (received_at) WHERE length(body) > 0;
+    CREATE INDEX triggers_created ON triggers (created_at);
+    CREATE INDEX outbox_done ON outbox (done_at) WHERE done_at IS NOT NULL;
+    """,
+    # Space that pruning frees goes back to the file system: auto_vacuum takes effect only once
+    # VACUUM has rebuilt the file.
+    f"""{OUTSIDE_TRANSACTION}
+    PRAGMA auto_vacuum = INCREMENTAL;
+    VACUUM;
+    """,
 ]
 
 

@@ -20,12 +20,16 @@ from typing import Any
 import aiosqlite
 
 from .. import policy
-from ..model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Run, RunRequest
+from ..model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
 from ..signals import Subscription
-from . import rows
+from . import retention, rows
 from .deliveries import DeliveryWriter
 from .rows import marks
 from .schema import migrate
+
+# Reported facets kept as columns of ``runs``, where an index finds the runs still to report.
+COLUMN_FACETS = {"version": "reported_version"}
+
 
 class SqliteStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -361,21 +365,43 @@ class SqliteStore:
         return found[0]["t"]
 
     async def runs_to_report(self) -> list[Run]:
-        """Runs changed since the reporter last made the Forge show them."""
-        found = await self._all(
-            "SELECT runs.* FROM runs LEFT JOIN reported ON reported.run_id = runs.id AND reported.facet = 'version'"
-            " WHERE reported.value IS NULL OR CAST(reported.value AS INTEGER) < runs.version ORDER BY runs.id"
-        )
-        return [Run.from_row(r) for r in found]
+        """Runs changed since the reporter last made the Forge show them (an index holds just those)."""
+        return [Run.from_row(r) for r in await self._all("SELECT * FROM runs WHERE reported_version < version ORDER BY id")]
 
     async def reported(self, run_id: int) -> dict[str, Any]:
         found = await self._all("SELECT facet, value FROM reported WHERE run_id = ?", (run_id,))
-        return {r["facet"]: json.loads(r["value"]) for r in found}
+        facets = {r["facet"]: json.loads(r["value"]) for r in found}
+        columns = await self._all(f"SELECT {', '.join(COLUMN_FACETS.values())} FROM runs WHERE id = ?", (run_id,))
+        for facet, column in COLUMN_FACETS.items():
+            if columns and columns[0][column]:
+                facets[facet] = columns[0][column]
+        return facets
 
     async def set_reported(self, run_id: int, facet: str, value: Any) -> None:
         async with self._tx("reported") as db:
+            if facet in COLUMN_FACETS:
+                await db.execute(f"UPDATE runs SET {COLUMN_FACETS[facet]} = ? WHERE id = ?", (value, run_id))
+                return
             await db.execute(
                 "INSERT INTO reported (run_id, facet, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (run_id, facet) DO UPDATE SET value = excluded.value",
                 (run_id, facet, json.dumps(value)),
             )
+
+    # Retention ----------------------------------------------------------------------------
+
+    async def prune(self, *, bodies: float, deliveries: float, now: float | None = None) -> Pruned:
+        """Forget what no one needs any more, then give the space back to the file system.
+
+        Handled deliveries lose their body after ``bodies`` seconds. After ``deliveries`` seconds,
+        as long as the Forge may redeliver, the delivery ids go, and with them the trigger keys and
+        finished outbox items that deduplicate the effects of those deliveries.
+        """
+        now = time.time() if now is None else now
+        before = {"bodies": now - bodies} | dict.fromkeys(("deliveries", "triggers", "outbox"), now - deliveries)
+        return await retention.prune(self._tx, before)
+
+    async def compact(self, owner: str, repo: str, workspace_key: str) -> int:
+        """Once a workspace is swept, reduce its finished runs to their summary row; how many."""
+        async with self._tx("transitions", "outbox", "reported") as db:
+            return await retention.compact(db, owner, repo, workspace_key)
