@@ -92,8 +92,7 @@ class Scheduler:
         store = self.services.store
         deleted = []
         for ws in self.workspaces.all():
-            runs = await store.runs(owner=ws.owner, repo=ws.repo)
-            mine = [r for r in runs if r.workspace_key == ws.key]
+            mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
             mark = ws.meta / SWEEP_MARK
             last = max(mine, key=_ended) if mine else None
             due = not any(r.state in LIVE for r in mine) and (

@@ -251,15 +251,19 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
     unreported = await store.request_run(request(1, agent="claude"), trigger_key="b")
     other = await store.request_run(request(2), trigger_key="c")
     for run in (done, unreported, other):
-        await store.transition(run.id, "cancelled")
+        await store.transition(run.id, "cancelled", result={"log_tail": "x" * 4000, "pushed": False})
     for run_id in (done.id, other.id):
         await store.set_reported(run_id, "comment_id", 77)
         await store.set_reported(run_id, "comment_body", "the status comment's text")
+        await store.set_reported(run_id, "stopwatch", ["stopped", 1.0])
+        await store.set_reported(run_id, "state_label", "dispatch/cancelled")
         await store.set_reported(run_id, "version", (await store.get(run_id)).version)
     assert await store.runs_to_report() == [await store.get(unreported.id)]
     assert await store.compact("acme", "widgets", "issue-1") == 1  # the unreported one waits
     assert await store.transitions(done.id) == []
-    assert await store.reported(done.id) == {"comment_id": 77, "version": (await store.get(done.id)).version}
+    assert (await store.get(done.id)).result == {"pushed": False}  # the log tail went with the workspace
+    kept = {"comment_id": 77, "stopwatch": ["stopped", 1.0], "version": (await store.get(done.id)).version}
+    assert await store.reported(done.id) == kept  # the comment's text and the label went
     assert len(await store.transitions(unreported.id)) == 2 and len(await store.transitions(other.id)) == 2
     assert [r.id for r in await store.runs(states=["cancelled"])] == [done.id, unreported.id, other.id]
     assert await store.runs_to_report() == [await store.get(unreported.id)]

@@ -13,10 +13,13 @@ from .deliveries import Session
 from .rows import marks
 
 BATCH = 5000
-# Facets a finished run no longer needs once its workspace is gone: the status comment's last
-# text only spares an edit that changes nothing. Links, labels and stopwatch state stay, so a
-# later /status refresh neither books time twice nor loses the run's pull request.
-DROPPED_FACETS = ("comment_body",)
+# Facets a finished run no longer needs once its workspace is gone: what they remember only spares
+# a later /status refresh a write that changes nothing (the comment's text, the commit status, the
+# state label). The comment, the links, the stopwatch and the trigger label's removal stay, so a
+# refresh edits the same comment, never books time twice and never removes a label again.
+DROPPED_FACETS = ("comment_body", "status", "state_label")
+# Log tails (up to 4,000 characters each) go with the logs they were cut from, in the workspace.
+DROPPED_RESULTS = ("$.log_tail", "$.qa_log")
 
 # What each pruning step removes: its table, and a statement over up to ``BATCH`` rows older than ``?``.
 PRUNE = {
@@ -52,7 +55,8 @@ async def prune(session: Session, before: dict[str, float]) -> Pruned:
 
 
 async def compact(db: aiosqlite.Connection, owner: str, repo: str, key: str) -> int:
-    """Reduce the finished, fully reported runs of one workspace to their row in ``runs``."""
+    """Reduce the finished, fully reported runs of one workspace to a summary: their row in
+    ``runs`` without the log tails."""
     rows = await db.execute_fetchall(
         f"SELECT id FROM runs WHERE owner = ? AND repo = ? AND workspace_key = ? AND state IN ({marks(TERMINAL)})"
         " AND reported_version >= version",
@@ -60,6 +64,11 @@ async def compact(db: aiosqlite.Connection, owner: str, repo: str, key: str) -> 
     )
     ids = [r[0] for r in rows]
     if ids:
+        # Not a new version: the Forge already shows the run, and a summary changes nothing there.
+        await db.execute(
+            f"UPDATE runs SET result = json_remove(result, {marks(DROPPED_RESULTS)}) WHERE id IN ({marks(ids)})",
+            (*DROPPED_RESULTS, *ids),
+        )
         await db.execute(f"DELETE FROM transitions WHERE run_id IN ({marks(ids)})", ids)
         await db.execute(f"DELETE FROM outbox WHERE done_at IS NOT NULL AND run_id IN ({marks(ids)})", ids)
         await db.execute(

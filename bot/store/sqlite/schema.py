@@ -109,7 +109,8 @@ MIGRATIONS: list[str] = [
     );
     """,
     # Retention: the reporter finds the runs it owes through a partial index instead of joining
-    # all history, and pruning finds old rows through indexes on their age.
+    # all history, pruning finds old rows through indexes on their age, and the sweep and branch
+    # assignment look at one workspace's or branch's runs, not the repository's whole history.
     """
     ALTER TABLE runs ADD COLUMN reported_version INTEGER NOT NULL DEFAULT 0;
     UPDATE runs SET reported_version = coalesce(
@@ -117,10 +118,13 @@ MIGRATIONS: list[str] = [
     );
     DELETE FROM reported WHERE facet = 'version';
     CREATE INDEX runs_unreported ON runs (id) WHERE reported_version < version;
+    CREATE INDEX runs_workspace ON runs (owner, repo, workspace_key);
+    CREATE INDEX runs_branch ON runs (owner, repo, branch);
     CREATE INDEX deliveries_received ON deliveries (received_at);
     CREATE INDEX deliveries_with_body ON deliveries (received_at) WHERE length(body) > 0;
     CREATE INDEX triggers_created ON triggers (created_at);
     CREATE INDEX outbox_done ON outbox (done_at) WHERE done_at IS NOT NULL;
+    CREATE INDEX outbox_run ON outbox (run_id);
     """,
     # Space that pruning frees goes back to the file system: auto_vacuum takes effect only once
     # VACUUM has rebuilt the file.

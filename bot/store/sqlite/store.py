@@ -156,13 +156,14 @@ class SqliteStore:
         owner: str | None = None,
         repo: str | None = None,
         number: int | None = None,
+        workspace_key: str | None = None,
     ) -> list[Run]:
         clauses, args = [], []
         if states is not None:
             states = tuple(states)
             clauses.append(f"state IN ({marks(states)})")
             args += states
-        for column, value in (("owner", owner), ("repo", repo), ("number", number)):
+        for column, value in (("owner", owner), ("repo", repo), ("number", number), ("workspace_key", workspace_key)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
@@ -398,10 +399,10 @@ class SqliteStore:
         finished outbox items that deduplicate the effects of those deliveries.
         """
         now = time.time() if now is None else now
-        before = {"bodies": now - bodies} | dict.fromkeys(("deliveries", "triggers", "outbox"), now - deliveries)
+        before = dict.fromkeys(("deliveries", "triggers", "outbox"), now - deliveries) | {"bodies": now - bodies}
         return await retention.prune(self._tx, before)
 
     async def compact(self, owner: str, repo: str, workspace_key: str) -> int:
         """Once a workspace is swept, reduce its finished runs to their summary row; how many."""
-        async with self._tx("transitions", "outbox", "reported") as db:
+        async with self._tx("runs", "transitions", "outbox", "reported") as db:
             return await retention.compact(db, owner, repo, workspace_key)
