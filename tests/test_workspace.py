@@ -412,9 +412,9 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
         hook = ws.clone / ".git" / "hooks" / name
         hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
         hook.chmod(0o755)
-    with open(ws.clone / ".git" / "config", "a") as config:
-        config.write(f'[core]\n\tfsmonitor = "touch {marker}"\n\thooksPath = .git/hooks\n'
-                     f'[filter "x"]\n\tclean = "touch {marker}"\n[url "http://evil.test/"]\n\tinsteadOf = {spaces.forge_url}\n')
+    config = ws.clone / ".git" / "config"
+    config.write_text(config.read_text() + f'[core]\n\tfsmonitor = "touch {marker}"\n\thooksPath = .git/hooks\n'
+                      f'[filter "x"]\n\tclean = "touch {marker}"\n[url "http://evil.test/"]\n\tinsteadOf = {spaces.forge_url}\n')
     (ws.clone / ".gitattributes").write_text("* filter=x\n")
     (ws.clone / "f.txt").write_text("x")
     assert await commit_leftovers(ws, "feat: x", IDENTITY)

@@ -17,7 +17,7 @@ LIVE = WAITING + ACTIVE
 TERMINAL = ("completed", "failed", "blocked", "cancelled")
 STATES = LIVE + TERMINAL
 
-# Allowed transitions of the run state machine.
+# Allowed transitions of the run state machine (blocked → queued is `/answer`); each is one transaction.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("preparing", "cancelled", "failed"),
     "preparing": ("running", "queued", "failed", "cancelled", "completed"),

@@ -132,7 +132,7 @@ class Workspaces:
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
-            fresh = not os.path.lexists(ws.clone)
+            fresh = not os.path.lexists(ws.clone)  # noqa: ASYNC240 (one lstat)
             if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
                 await run_git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
             await reclaim(ws, self.identity)

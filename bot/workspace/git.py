@@ -58,7 +58,7 @@ async def run_git(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     ok: tuple[int, ...] = (0,),
-    timeout: float = GIT_TIMEOUT,
+    timeout: float = GIT_TIMEOUT,  # noqa: ASYNC109 (each git command has its own bound)
 ) -> tuple[int, bytes]:
     """Run git without a shell; returns (exit code, stdout) and raises GitError for codes not in ok."""
     proc = await asyncio.create_subprocess_exec(

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..model import RUN_COLUMNS, PoolState, Run
+from ..model import RUN_COLUMNS, OutboxItem, PoolState, Run
 
 
 def marks(values: Iterable[Any]) -> str:
@@ -64,3 +64,10 @@ async def pools(db: aiosqlite.Connection) -> list[PoolState]:
 async def flag(db: aiosqlite.Connection, key: str) -> str | None:
     row = await (await db.execute("SELECT value FROM flags WHERE key = ?", (key,))).fetchone()
     return row["value"] if row else None
+
+
+def outbox_item(r: aiosqlite.Row) -> OutboxItem:
+    return OutboxItem(
+        r["id"], r["key"], r["kind"], r["owner"], r["repo"], r["number"], json.loads(r["payload"]), r["run_id"],
+        r["attempts"],
+    )

@@ -342,13 +342,12 @@ class SqliteStore:
             "SELECT * FROM outbox WHERE done_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?",
             (time.time() if now is None else now, limit),
         )
-        return [
-            OutboxItem(
-                r["id"], r["key"], r["kind"], r["owner"], r["repo"], r["number"],
-                json.loads(r["payload"]), r["run_id"], r["attempts"],
-            )
-            for r in found
-        ]
+        return [rows.outbox_item(r) for r in found]
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None:
+        """A pending item as it is now, None once done: a reporter pass checks it before acting."""
+        found = await self._all("SELECT * FROM outbox WHERE id = ? AND done_at IS NULL", (item_id,))
+        return rows.outbox_item(found[0]) if found else None
 
     async def outbox_done(self, item_id: int, error: str = "", retry_at: float | None = None) -> None:
         """Finish an outbox item, or (with ``retry_at``) count a failure and try again then."""
