@@ -187,6 +187,8 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
 async def test_subscribers_hear_committed_writes_to_their_tables_only(store):
     runs, outbox = store.subscribe("runs"), store.subscribe("outbox", "pools")
     assert await runs.wait(0.01) == set()  # nothing yet: the timeout answers
+    assert await store.claim(**LIMITS) == []
+    assert await runs.wait(0.01) == set()  # a claim that changed nothing wakes nobody
     waiter = asyncio.create_task(runs.wait(5))
     run = await store.request_run(request(), trigger_key="k")
     assert await waiter == {"runs"}

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable
 from typing import Any
 
-import aiosqlite
-
-from .rows import marks
+from .rows import Session, marks
 
 MAX_BATCH = 500  # deliveries written in one transaction at most
 OUTCOME_DELAY = 0.1  # seconds outcomes of handled deliveries may wait behind arrivals
-
-# The store's transaction helper: ``session("deliveries", atomic=False)`` holds the connection
-# for statements that each commit alone, and tells subscribers once they did.
-Session = Callable[..., AbstractAsyncContextManager[aiosqlite.Connection]]
 
 
 class DeliveryWriter:

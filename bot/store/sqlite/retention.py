@@ -9,8 +9,7 @@ from __future__ import annotations
 import aiosqlite
 
 from ..model import TERMINAL, Pruned
-from .deliveries import Session
-from .rows import marks
+from .rows import Session, marks
 
 BATCH = 5000
 # Facets a finished run no longer needs once its workspace is gone: what they remember only spares

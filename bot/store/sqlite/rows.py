@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiosqlite
 
 from ..model import RUN_COLUMNS, OutboxItem, PoolState, Run
+
+# The store's transaction helper as its parts get it: ``session("deliveries", atomic=False)``
+# holds the connection for statements that each commit alone, and tells subscribers once they did.
+Session = Callable[..., AbstractAsyncContextManager[aiosqlite.Connection]]
 
 
 def marks(values: Iterable[Any]) -> str:

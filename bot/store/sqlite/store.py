@@ -67,8 +67,10 @@ class SqliteStore:
     @asynccontextmanager
     async def _tx(self, *touched: str, atomic: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         """The one way to write: under the lock, in one transaction (or, with ``atomic=False``,
-        statements that each commit alone), then tell subscribers which tables it touched."""
+        statements that each commit alone). Once committed, subscribers hear which tables it
+        touched, if it changed any row: a claim that started nothing wakes nobody."""
         async with self._lock:
+            before = self._db.total_changes
             if not atomic:
                 yield self._db
             else:
@@ -79,8 +81,10 @@ class SqliteStore:
                     await self._db.execute("ROLLBACK")
                     raise
                 await self._db.execute("COMMIT")
-        for subscription in list(self._subscriptions):
-            subscription.notify(set(touched))
+            changed = self._db.total_changes != before
+        if changed:
+            for subscription in list(self._subscriptions):
+                subscription.notify(set(touched))
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
