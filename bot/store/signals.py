@@ -11,7 +11,11 @@ from collections.abc import Iterable
 
 
 class Subscription:
-    """Wakes a worker when a committed transaction touched one of its topics (table names)."""
+    """Wakes a worker when a committed transaction touched one of its topics (table names).
+
+    Changes are remembered until the next ``wait``, so none is lost while the worker is busy, and a
+    burst of them costs one wake-up.
+    """
 
     def __init__(self, topics: Iterable[str]) -> None:
         self.topics = frozenset(topics)
@@ -19,16 +23,16 @@ class Subscription:
         self._event = asyncio.Event()
 
     def notify(self, touched: set[str]) -> None:
-        """Called by the store after COMMIT; never blocks."""
+        """Called by the store after COMMIT with the tables the transaction changed."""
         hit = self.topics & touched
         if hit:
             self._changed |= hit
             self._event.set()
 
-    async def wait(self, timeout: float) -> set[str]:  # noqa: ASYNC109 (agreed interface)
-        """Topics changed since the last wait; empty on timeout."""
+    async def wait(self, timeout: float) -> set[str]:  # noqa: ASYNC109 (a wake-up time, not a call bound)
+        """The topics changed since the last wait; empty when ``timeout`` seconds pass without one."""
         if not self._changed:
-            try:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
                 async with asyncio.timeout(timeout):
                     await self._event.wait()
             except TimeoutError:

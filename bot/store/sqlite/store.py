@@ -125,7 +125,7 @@ class SqliteStore:
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
         """Queue a run unless its trigger was seen before, or (labels) one is already live."""
-        async with self._tx("runs", "triggers") as db:
+        async with self._tx("runs", "triggers", "transitions") as db:
             if unless_active:
                 live = await (
                     await db.execute(
@@ -192,7 +192,7 @@ class SqliteStore:
         double cancel has no effect).
         """
         assert to in STATES, to
-        async with self._tx("runs", "triggers") as db:
+        async with self._tx("runs", "triggers", "transitions") as db:
             run = await rows.get_run(db, run_id)
             allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
             if expect is not None:
@@ -258,7 +258,7 @@ class SqliteStore:
         (``policy.claimable`` decides which)."""
         now = time.time() if now is None else now
         limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools)
-        async with self._tx("runs", "pools") as db:
+        async with self._tx("runs", "transitions", "pools") as db:
             if policy.is_frozen(await rows.flag(db, "frozen"), frozen):
                 return []
             # Only the live runs, and only the columns a decision needs.
