@@ -4,6 +4,7 @@ import pytest
 
 from tests.docker_fixtures import *  # noqa: F403  (agent_image, docker_label, executor, ...)
 from tests.harness import AGENT_KEYS, BotHarness
+from tests.fakeforge.fixtures import fake_forge  # noqa: F401  (a fixture)
 
 
 @pytest.fixture

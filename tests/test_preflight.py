@@ -15,8 +15,7 @@ from bot.executor.docker import DockerExecutor
 from bot.settings import CustomAgent, Settings
 from tests.harness import AGENT_KEYS
 
-from .test_engine import dispatch, ended
-from .test_talking_back import bot_comments, reported
+from .helpers import bot_comments, dispatch, ended, reported
 
 
 def settings(**kw) -> Settings:

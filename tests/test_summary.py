@@ -7,8 +7,7 @@ from bot.agents import resolve
 from bot.settings import Settings
 from bot.workspace import Workspace
 
-from .test_engine import dispatch, ended
-from .test_talking_back import bot_comments, reported
+from .helpers import bot_comments, dispatch, ended, reported
 
 
 def test_codex_and_local_write_their_final_message_where_the_summary_is_read():

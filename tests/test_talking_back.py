@@ -5,26 +5,11 @@ import time
 
 import pytest
 
-from bot.store import ACTIVE, RunRequest
+from bot.store import RunRequest
 
-from .test_engine import dispatch, ended
+from .helpers import bot_comments, dispatch, ended, reported
 
 pytestmark = pytest.mark.docker
-
-
-def bot_comments(world, number):
-    return [c for c in world["forge"].comments(world["repo"], number) if c.poster.login == "dispatchbot"]
-
-
-async def reported(bot, run_id):
-    """Wait until the reporter has shown the run's latest state on the Forge."""
-
-    async def caught_up():
-        run = await bot.store.get(run_id)
-        return (await bot.store.reported(run_id)).get("version") == run.version and run.state not in ACTIVE
-
-    await bot.wait_for(caught_up, timeout=60)
-    return await bot.store.get(run_id)
 
 
 async def test_label_to_pull_request_with_commits_and_closes(world, engine_bot):
