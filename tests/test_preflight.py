@@ -110,14 +110,18 @@ async def test_the_label_answers_for_listed_clis_and_a_probe_once_for_others(ima
 @pytest.fixture(scope="session")
 def shell_less_image() -> str:
     """An image holding only busybox, as ``/bin/tool``: no ``sh`` to look for a CLI with."""
+    tag = "dispatchbot-test-shell-less:latest"
+    found = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True)
+    if found.returncode == 0:
+        return found.stdout.strip()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("bin/tool")
         data = Path("/bin/busybox").read_bytes()
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
-    res = subprocess.run(["docker", "import", "--change", "ENV PATH=/bin", "-", "dispatchbot-test-shell-less:latest"],
-                         input=buf.getvalue(), capture_output=True, check=True)
+    res = subprocess.run(["docker", "import", "--change", "ENV PATH=/bin", "-", tag], input=buf.getvalue(),
+                         capture_output=True, check=True)
     return res.stdout.decode().strip()
 
 
