@@ -2,7 +2,8 @@
 
 Every change is one transaction under one lock, so a claim, a transition or a request is atomic
 with respect to every other coroutine. Handlers and the runner call these methods; nobody else
-writes SQL. Times are epoch seconds as floats (SQLite 3.40 has no sub-second unixepoch).
+writes SQL. A committed change wakes the workers subscribed to the tables it touched. Times are
+epoch seconds as floats (SQLite 3.40 has no sub-second unixepoch).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -260,10 +262,43 @@ class OutboxItem:
     attempts: int
 
 
+class Subscription:
+    """Wakes a worker when a committed transaction touched one of its topics (table names).
+
+    Changes are remembered until the next ``wait``, so none is lost while the worker is busy, and a
+    burst of them costs one wake-up.
+    """
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
+        self._changed: set[str] = set()
+        self._event = asyncio.Event()
+
+    def notify(self, touched: set[str]) -> None:
+        """Called by the store after COMMIT with the tables the transaction changed."""
+        hit = self.topics & touched
+        if hit:
+            self._changed |= hit
+            self._event.set()
+
+    async def wait(self, timeout: float) -> set[str]:
+        """The topics changed since the last wait; empty when ``timeout`` seconds pass without one."""
+        if not self._changed:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
+            except TimeoutError:
+                pass
+        changed, self._changed = self._changed, set()
+        self._event.clear()
+        return changed
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._arrivals: list[tuple[str, str, bytes, float, asyncio.Future[bool]]] = []
         self._finished: list[tuple[str, str | None, float, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -299,16 +334,33 @@ class Store:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version={number}")
 
+    def subscribe(self, *topics: str) -> Subscription:
+        """Wake-ups for committed changes to these tables ("runs", "outbox", "pools", "flags", ...)."""
+        subscription = Subscription(topics)
+        self._subscriptions.add(subscription)
+        return subscription
+
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(self, *tables: str, autocommit: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction under the lock that writes ``tables``; once it is committed, and if it
+        changed a row, their subscribers are woken. ``autocommit``: statements that each commit on
+        their own (the group commit's: one trip to the database thread instead of three)."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            before = self._db.total_changes
+            if not autocommit:
+                await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                if not autocommit:
+                    await self._db.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
+            if not autocommit:
+                await self._db.execute("COMMIT")
+            changed = self._db.total_changes != before
+        if changed:
+            for subscription in list(self._subscriptions):
+                subscription.notify(set(tables))
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
@@ -372,7 +424,7 @@ class Store:
         the table read back, and a row holding this batch's arrival time went in now.
         """
         ids = [item[0] for item in batch]
-        async with self._lock:
+        async with self._tx("deliveries", autocommit=True):
             cursor = await self._db.execute(
                 "INSERT INTO deliveries (id, event_type, body, received_at)"
                 f" VALUES {', '.join(['(?, ?, ?, ?)'] * len(batch))} ON CONFLICT (id) DO NOTHING",
@@ -394,11 +446,12 @@ class Store:
         handled = [i for i, error, _, _ in done if error is None]
         failed = [(error, i) for i, error, _, _ in done if error is not None]
         if handled:
-            await self._all(
-                f"UPDATE deliveries SET handled_at = ? WHERE id IN ({_marks(handled)})", [done[-1][2], *handled]
-            )
+            async with self._tx("deliveries", autocommit=True) as db:
+                await db.execute(
+                    f"UPDATE deliveries SET handled_at = ? WHERE id IN ({_marks(handled)})", [done[-1][2], *handled]
+                )
         if failed:
-            async with self._tx() as db:
+            async with self._tx("deliveries") as db:
                 await db.executemany("UPDATE deliveries SET attempts = attempts + 1, error = ? WHERE id = ?", failed)
         return [None] * len(done)
 
@@ -414,7 +467,7 @@ class Store:
 
     async def claim_trigger(self, key: str, delivery_id: str = "") -> bool:
         """Remember that ``key`` caused an effect; False if it already did (a redelivery)."""
-        async with self._tx() as db:
+        async with self._tx("triggers") as db:
             return await _claim_trigger(db, key, delivery_id)
 
     # Runs ---------------------------------------------------------------------------------
@@ -423,7 +476,7 @@ class Store:
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
         """Queue a run unless its trigger was seen before, or (labels) one is already live."""
-        async with self._tx() as db:
+        async with self._tx("runs", "triggers", "transitions") as db:
             if unless_active:
                 live = await (
                     await db.execute(
@@ -489,7 +542,7 @@ class Store:
         double cancel has no effect).
         """
         assert to in STATES, to
-        async with self._tx() as db:
+        async with self._tx("runs", "triggers", "transitions") as db:
             run = await _get(db, run_id)
             allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
             if expect is not None:
@@ -512,7 +565,7 @@ class Store:
 
     async def update(self, run_id: int, **changes: Any) -> Run | None:
         """Change fields of a run without changing its state (branch, head sha, container id...)."""
-        async with self._tx() as db:
+        async with self._tx("runs") as db:
             await _update(db, run_id, changes | {"updated_at": time.time()})
             return await _get(db, run_id)
 
@@ -521,7 +574,7 @@ class Store:
         has, in one transaction, so two issues whose tasks read alike never share a branch. The
         last choice is taken when all are: it names the issue. Pull request runs work on their
         head branch and own none."""
-        async with self._tx() as db:
+        async with self._tx("runs") as db:
             run = await _get(db, run_id)
             assert run is not None and not run.is_pull, run
             for branch in choices:
@@ -558,7 +611,7 @@ class Store:
         others. This single transaction is what makes N simultaneous requests start exactly L.
         """
         now = time.time() if now is None else now
-        async with self._tx() as db:
+        async with self._tx("runs", "transitions", "pools") as db:
             if _frozen(await _flag(db, "frozen"), frozen):
                 return []
             # Only the columns a decision needs: a deep queue must not cost a Run object per row.
@@ -623,7 +676,7 @@ class Store:
             return await _pools(self._db)
 
     async def set_pool_frozen(self, name: str, frozen: bool | None) -> None:
-        async with self._tx() as db:
+        async with self._tx("pools") as db:
             await db.execute(
                 "INSERT INTO pools (name, frozen) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET frozen = excluded.frozen",
                 (name, frozen),
@@ -631,7 +684,7 @@ class Store:
 
     async def record_outcome(self, pool: str, *, quick_failure: bool, threshold: int, pause: float) -> float:
         """Count quick failures of a pool; at ``threshold`` pause it. Returns paused_until (0 if not)."""
-        async with self._tx() as db:
+        async with self._tx("pools") as db:
             await db.execute("INSERT OR IGNORE INTO pools (name) VALUES (?)", (pool,))
             if not quick_failure:
                 await db.execute("UPDATE pools SET quick_failures = 0 WHERE name = ?", (pool,))
@@ -647,7 +700,7 @@ class Store:
             return until
 
     async def set_flag(self, key: str, value: str) -> None:
-        async with self._tx() as db:
+        async with self._tx("flags") as db:
             await db.execute(
                 "INSERT INTO flags (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
@@ -664,7 +717,7 @@ class Store:
         run_id: int | None = None,
     ) -> bool:
         """Queue one Forge write, once per key; False if that key was queued before."""
-        async with self._tx() as db:
+        async with self._tx("outbox") as db:
             now = time.time()
             cur = await db.execute(
                 "INSERT OR IGNORE INTO outbox (key, kind, owner, repo, number, payload, run_id, next_at, created_at)"
@@ -688,7 +741,7 @@ class Store:
 
     async def outbox_done(self, item_id: int, error: str = "", retry_at: float | None = None) -> None:
         """Finish an outbox item, or (with ``retry_at``) count a failure and try again then."""
-        async with self._tx() as db:
+        async with self._tx("outbox") as db:
             if retry_at is None:
                 await db.execute("UPDATE outbox SET done_at = ?, error = ? WHERE id = ?", (time.time(), error, item_id))
             else:
@@ -714,7 +767,7 @@ class Store:
         return {r["facet"]: json.loads(r["value"]) for r in rows}
 
     async def set_reported(self, run_id: int, facet: str, value: Any) -> None:
-        async with self._tx() as db:
+        async with self._tx("reported") as db:
             await db.execute(
                 "INSERT INTO reported (run_id, facet, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (run_id, facet) DO UPDATE SET value = excluded.value",

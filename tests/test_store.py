@@ -177,3 +177,29 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     await asyncio.gather(store.finish_delivery("d0"), store.finish_delivery("d1", "Forge down"))
     pending = [d[0] for d in await store.pending_deliveries()]
     assert "d0" not in pending and "d1" in pending and len(pending) == 21
+
+
+async def test_a_committed_change_wakes_the_subscribers_of_its_tables_only(store):
+    runs, outbox = store.subscribe("runs", "pools"), store.subscribe("outbox")
+    run = await store.request_run(request(), trigger_key="k")
+    await store.set_pool_frozen("codex", True)
+    assert await runs.wait(1.0) == {"runs", "pools"}  # both kept while nobody waited: one wake-up
+    assert await outbox.wait(0.01) == set()
+    assert await store.transition(run.id, "completed") is None  # refused: nothing changed, nobody woken
+    await store.claim(**LIMITS, frozen_pools=frozenset({"codex"}))  # claims nothing
+    assert await runs.wait(0.01) == set()
+    waiting = asyncio.create_task(runs.wait(10.0))
+    await store.transition(run.id, "cancelled")
+    assert await asyncio.wait_for(waiting, 1.0) == {"runs"}
+    await store.enqueue("reply:1", "comment", "acme", "widgets", 1, {"body": "hi"})
+    assert await outbox.wait(1.0) == {"outbox"} and await runs.wait(0.01) == set()
+
+
+async def test_recorded_and_handled_deliveries_wake_their_subscribers(store):
+    deliveries = store.subscribe("deliveries")
+    assert await store.record_delivery("d1", "issue_comment", b"{}")
+    assert await deliveries.wait(1.0) == {"deliveries"}
+    assert not await store.record_delivery("d1", "issue_comment", b"{}")  # a redelivery changes nothing
+    assert await deliveries.wait(0.01) == set()
+    await store.finish_delivery("d1")
+    assert await deliveries.wait(1.0) == {"deliveries"}
