@@ -1,37 +1,41 @@
-"""``dispatchbot dry-run``: the prompt and argv a dispatch would get, without starting anything."""
+"""Dry runs: the prompt and argv a dispatch would get, prepared exactly like a run's, starting nothing."""
 
 from __future__ import annotations
 
 import aiohttp
 
 from .agents import resolve, stored_model
-from .executor.docker import DockerExecutor
 from .forge import Forge
-from .runner import Runner
-from .services import Services
+from .pipeline.prepare import prepare
+from .services import whoami
 from .settings import Settings
-from .store import Run, RunRequest, Store
+from .store import Run, RunRequest
 from .workspace import Workspaces
 
 
-async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: str, task: str) -> tuple[list[str], str]:
-    """Prepare the workspace and prompt for ``spec`` on ``owner/repo#number``; returns (argv, prompt)."""
+async def dry_run(
+    forge: Forge, settings: Settings, workspaces: Workspaces, request: RunRequest, *, bot: str
+) -> tuple[list[str], str]:
+    """The argv and prompt ``request`` would get; ``bot`` is the bot's own login. Changes no run."""
+    run = Run.draft(request)
+    agent = resolve(settings, run.agent_spec)
+    prepared = await prepare(forge, settings, workspaces, run, bot=bot)
+    return agent.argv(prepared.prompt), prepared.prompt
+
+
+async def dry_run_issue(
+    settings: Settings, owner: str, repo: str, number: int, spec: str, task: str
+) -> tuple[list[str], str]:
+    """``dispatchbot dry-run``: ``spec`` on ``owner/repo#number`` with ``task`` (default: its title)."""
     agent = resolve(settings, spec)
     async with aiohttp.ClientSession() as session:
         forge = Forge.from_settings(session, settings)
         issue = await forge.getitem(f"/repos/{owner}/{repo}/issues/{number}")
-        store = await Store.open(settings.database)
-        executor = DockerExecutor(settings.docker_url)
-        try:
-            services = Services(settings, store, forge)
-            runner = Runner(services, executor, Workspaces.from_settings(settings))
-            request = RunRequest(
-                owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
-                agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
-                review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
-                requested_by="dry-run",
-            )
-            return await runner.dry_run(Run.draft(request))
-        finally:
-            await executor.close()
-            await store.close()
+        request = RunRequest(
+            owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
+            agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
+            review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
+            requested_by="dry-run",
+        )
+        workspaces = Workspaces.from_settings(settings)
+        return await dry_run(forge, settings, workspaces, request, bot=await whoami(forge, settings))

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .executor.docker import DockerExecutor
+from .executor.spec import RUN_LABEL
 from .reporter import Reporter
-from .runner import RUN_LABEL, Runner
+from .runner import Runner
 from .services import Services
 from .store import ACTIVE, LIVE
 from .workspace import Workspaces, remove_workspace, safe_write

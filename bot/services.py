@@ -32,5 +32,10 @@ class Services:
         if self._login is None:
             async with self._login_lock:
                 if self._login is None:
-                    self._login = self.settings.bot_login or (await self.forge.getitem("/user"))["login"]
+                    self._login = await whoami(self.forge, self.settings)
         return self._login
+
+
+async def whoami(forge: Forge, settings: Settings) -> str:
+    """The bot's own account: as configured, else as the Forge knows its token (``GET /user``)."""
+    return settings.bot_login or (await forge.getitem("/user"))["login"]

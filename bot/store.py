@@ -281,7 +281,7 @@ class Subscription:
             self._changed |= hit
             self._event.set()
 
-    async def wait(self, timeout: float) -> set[str]:
+    async def wait(self, timeout: float) -> set[str]:  # noqa: ASYNC109 (a wake-up time, not a call bound)
         """The topics changed since the last wait; empty when ``timeout`` seconds pass without one."""
         if not self._changed:
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel

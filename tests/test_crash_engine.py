@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bot.runner import INSTANCE_LABEL
+from bot.executor.spec import INSTANCE_LABEL
 from bot.settings import Settings
 
 from .process import BotProcess

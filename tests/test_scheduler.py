@@ -3,9 +3,9 @@
 
 import pytest
 
-from bot.dryrun import dry_run
+from bot.dryrun import dry_run_issue
 from bot.executor.docker import ContainerSpec
-from bot.runner import INSTANCE_LABEL, RUN_LABEL
+from bot.executor.spec import INSTANCE_LABEL, RUN_LABEL
 from bot.settings import Limits
 
 from .test_engine import dispatch, ended
@@ -56,7 +56,7 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
 async def test_dry_run_returns_the_prompt_and_starts_nothing(world, bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     issue = await forge.create_issue(repo, bob, title="Fix the parser", body="It breaks on tabs.")
-    argv, prompt = await dry_run(bot.settings, "acme", "widgets", issue.number, "claude:opus", "")
+    argv, prompt = await dry_run_issue(bot.settings, "acme", "widgets", issue.number, "claude:opus", "")
     assert argv[:2] == ["claude", "-p"] and argv[2] == prompt and argv[-2:] == ["--model", "opus"]
     assert "Fix the parser" in prompt and "It breaks on tabs." in prompt
     assert await bot.store.runs() == []
