@@ -25,8 +25,6 @@ class Engine:
         self.runner = Runner(self.tools)
         self.reporter = Reporter(services)
         self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)
-        services.wake_runner = self.runner.wake
-        services.cancel_run = self.runner.cancel
 
     async def start(self) -> None:
         if not await self.executor.ping():

@@ -2,8 +2,9 @@
 
 Claims are one store transaction, so N simultaneous requests against a limit L start exactly L.
 Each claimed run gets a task that takes it through the pipeline's stages (``pipeline.flow``).
-Nothing lives only in memory: after a restart ``adopt`` rebuilds the supervision from the store
-and from the containers' labels.
+The runner wakes when the store commits a change to runs, pools or flags, so whoever queues,
+answers, freezes or cancels only writes the store. Nothing lives only in memory: after a restart
+``adopt`` rebuilds the supervision from the store and from the containers' labels.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Runner:
         self.store = tools.store
         self.executor = tools.executor
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._changes = tools.store.subscribe("runs", "pools", "flags")
         self._loop: asyncio.Task[None] | None = None
 
     # Life cycle ---------------------------------------------------------------------------
@@ -46,26 +48,12 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def freeze(self, frozen: bool, pool: str | None = None) -> None:
         """Freeze or thaw the bot (or one pool) at run time; requests keep being queued."""
         if pool is None:
             await self.store.set_flag("frozen", "1" if frozen else "0")
         else:
             await self.store.set_pool_frozen(pool, frozen)
-        self.wake()
-
-    def cancel(self, run_id: int) -> None:
-        """Stop every container (agent and QA) of a run the store already says is cancelled."""
-        task = asyncio.create_task(self._kill(run_id), name=f"kill-{run_id}")
-        self._kills.add(task)
-        task.add_done_callback(self._kills.discard)
-
-    async def _kill(self, run_id: int) -> None:
-        mine = await containers(self.executor, self.settings.instance, run_id)
-        await asyncio.gather(*(self.executor.kill(c.id, self.settings.limits.grace) for c in mine))
 
     async def idle(self) -> None:
         """Wait until no run is being supervised (tests and benchmarks)."""
@@ -103,16 +91,11 @@ class Runner:
                 if not adopted:
                     await self.adopt()
                     adopted = True
+                await self._stop_cancelled()
                 await self.drain()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
-            timeout = await self._next_wake()
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel here
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await self._changes.wait(await self._next_wake())
 
     async def _next_wake(self) -> float:
         """Sleep until the drain timer, or earlier when a pool's spawn interval or pause ends."""
@@ -132,11 +115,34 @@ class Runner:
         def done(t: asyncio.Task[None]) -> None:
             if self._tasks.get(run_id) is t:
                 del self._tasks[run_id]
+                self._stopping.discard(run_id)
             if not t.cancelled() and t.exception():
                 log.error("run %s: supervisor crashed", run_id, exc_info=t.exception())
-            self.wake()
 
         task.add_done_callback(done)
+
+    # Cancelling ---------------------------------------------------------------------------
+
+    async def _stop_cancelled(self) -> None:
+        """Stop every container (agent and QA) of a supervised run the store says is cancelled.
+
+        Level-triggered: a cancel is only a store write; the run's task then sees its containers
+        end, and each stage leaves a cancelled run as it is.
+        """
+        if not self._tasks:
+            return
+        active = {run.id for run in await self.store.runs(states=ACTIVE)}
+        for run_id in self._tasks.keys() - active - self._stopping:
+            run = await self.store.get(run_id)
+            if run is not None and run.state == "cancelled":
+                self._stopping.add(run_id)
+                task = asyncio.create_task(self._kill(run_id), name=f"kill-{run_id}")
+                self._kills.add(task)
+                task.add_done_callback(self._kills.discard)
+
+    async def _kill(self, run_id: int) -> None:
+        mine = await containers(self.executor, self.settings.instance, run_id)
+        await asyncio.gather(*(self.executor.kill(c.id, self.settings.limits.grace) for c in mine))
 
     # Restart ------------------------------------------------------------------------------
 
@@ -174,4 +180,3 @@ class Runner:
                     await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
             else:
                 self._supervise(run.id, flow.resume(self.tools, run))
-        self.wake()

@@ -1,9 +1,11 @@
-"""What handlers are given: the store, the Forge client, and the hooks that wake the workers."""
+"""What handlers are given: the settings, the store, the Forge client and the bot's own login.
+
+Handlers only write the store; the workers wake on what it commits.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .forge import Forge
@@ -16,9 +18,6 @@ class Services:
     settings: Settings
     store: Store
     forge: Forge
-    wake_runner: Callable[[], None] = lambda: None
-    wake_reporter: Callable[[], None] = lambda: None
-    cancel_run: Callable[[int], None] = lambda run_id: None
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

@@ -32,7 +32,6 @@ async def test_reap_kills_containers_of_no_active_run_but_spares_live_ones(world
     [run] = await bot.store.runs()
     assert run.state == "running" and [c.id for c in await bot.engine.runner.containers()] == [run.container_id]
     await bot.store.transition(run.id, "cancelled")
-    bot.services.cancel_run(run.id)
     await bot.wait_for(lambda: _none_left(bot))
 
 
@@ -50,7 +49,6 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
     assert not (root / "issue-1").exists() and (root / "issue-2" / "repo").is_dir()
     for run in await bot.store.runs(states=["running"]):
         await bot.store.transition(run.id, "cancelled")
-        bot.services.cancel_run(run.id)
 
 
 async def test_dry_run_returns_the_prompt_and_starts_nothing(world, bot):

@@ -64,6 +64,6 @@ async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws:
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
     path = ws.meta / f"agent-{run.agent}.log"
-    existing = wsmod.safe_read(path, limit) or ""  # codex writes its last message here itself
+    existing = mask(wsmod.safe_read(path, limit) or "", secrets)  # codex writes its last message here itself
     wsmod.safe_write(path, f"{existing}\n--- container output ---\n{both}" if existing else both)
     wsmod.safe_write(ws.meta / "stdout.log", out)
