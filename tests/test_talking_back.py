@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from bot.executor.spec import ROLE_LABEL
 from bot.store import ACTIVE
 
 from .test_engine import dispatch, ended
@@ -139,6 +140,23 @@ async def test_cancel_kills_a_hanging_agent_within_five_seconds(world, engine_bo
     assert run.state == "cancelled" and "@bob" in run.reason
     assert forge.stopwatches(world["bot"]) == []
     assert "🚫 cancelled" in bot_comments(world, issue.number)[0].body
+
+
+async def test_cancel_stops_a_hanging_qa_container_within_five_seconds(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(qa={"acme/widgets": [["sleep", "300"]]})
+    issue = await dispatch(world, "/dispatch codex change scenario:edit-commit")
+    await bot.wait_for(lambda: _qa_containers(bot))
+    start = time.monotonic()
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    await bot.wait_for(lambda: _no_containers(bot), timeout=10)
+    assert time.monotonic() - start < 5
+    [run] = await bot.store.runs()
+    assert run.state == "cancelled" and "@bob" in run.reason
+
+
+async def _qa_containers(bot):
+    return [c for c in await bot.engine.runner.containers() if c.labels[ROLE_LABEL] == "qa0" and c.running]
 
 
 async def test_a_command_gets_an_eyes_reaction_within_a_second(world, engine_bot):

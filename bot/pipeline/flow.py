@@ -79,7 +79,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         if run is None:
             return
     if run.state == "qa":
-        failed = await run_qa(tools.settings, tools.executor, run, ws)
+        failed = await run_qa(tools.settings, store, tools.executor, run, ws)
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
                                    result={**run.result, "qa_log": failed[1]})
