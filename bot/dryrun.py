@@ -1,6 +1,13 @@
-"""Dry runs: the prompt and argv a dispatch would get, prepared exactly like a run's, starting nothing."""
+"""Dry runs: the prompt and argv a dispatch would get, prepared exactly like a run's, starting nothing.
+
+A dry run works in a workspace of its own, removed afterwards: the run's workspace may be in use by
+an agent at that very moment, and a checkout there would move the branch under its feet.
+"""
 
 from __future__ import annotations
+
+import secrets
+from dataclasses import replace
 
 import aiohttp
 
@@ -10,16 +17,20 @@ from .pipeline.prepare import prepare
 from .services import whoami
 from .settings import Settings
 from .store import Run, RunRequest
-from .workspace import Workspaces
+from .workspace import Workspaces, remove_workspace
 
 
 async def dry_run(
     forge: Forge, settings: Settings, workspaces: Workspaces, request: RunRequest, *, bot: str
 ) -> tuple[list[str], str]:
-    """The argv and prompt ``request`` would get; ``bot`` is the bot's own login. Changes no run."""
-    run = Run.draft(request)
+    """The argv and prompt ``request`` would get; ``bot`` is the bot's own login. Changes no run
+    and no workspace of one."""
+    run = replace(Run.draft(request), workspace_key=f"dry-run-{secrets.token_hex(8)}")
     agent = resolve(settings, run.agent_spec)
-    prepared = await prepare(forge, settings, workspaces, run, bot=bot)
+    try:
+        prepared = await prepare(forge, settings, workspaces, run, bot=bot)
+    finally:  # the branch names only shape the path's object: its root is what goes
+        await remove_workspace(workspaces.existing(run.owner, run.repo, run.workspace_key, "main", "main"))
     return agent.argv(prepared.prompt), prepared.prompt
 
 

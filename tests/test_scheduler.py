@@ -7,6 +7,7 @@ from bot.dryrun import dry_run_issue
 from bot.executor.docker import ContainerSpec
 from bot.executor.spec import INSTANCE_LABEL, RUN_LABEL
 from bot.settings import Limits
+from bot.workspace import recent_commits
 
 from .test_engine import dispatch, ended
 
@@ -59,6 +60,28 @@ async def test_dry_run_returns_the_prompt_and_starts_nothing(world, bot):
     assert "Fix the parser" in prompt and "It breaks on tabs." in prompt
     assert await bot.store.runs() == []
     assert await bot.engine.runner.containers() == []
+
+
+async def test_a_dry_run_leaves_the_workspace_of_a_running_run_alone(world, bot):
+    issue = await dispatch(world, "/dispatch codex wait scenario:hang", title="Hang around")
+    [run] = await bot.wait_for(lambda: bot.store.runs(states=["running"]))
+    root = bot.settings.data_dir / "workspaces" / "acme" / "widgets"
+    ws = root / run.workspace_key
+
+    async def seen():
+        files = sorted(str(p.relative_to(ws)) for p in ws.rglob("*") if ".git" not in p.parts)
+        meta = {name: (ws / ".meta" / name).read_bytes() for name in ("prompt.md",)}
+        return (ws / "repo" / ".git" / "HEAD").read_text(), await recent_commits(ws / "repo"), files, meta
+
+    before = await seen()
+    assert run.branch in before[0]
+    argv, prompt = await dry_run_issue(bot.settings, "acme", "widgets", issue.number, "claude", "rename everything")
+    assert "rename everything" in prompt and argv[2] == prompt
+    assert await seen() == before
+    assert [p.name for p in root.iterdir()] == [run.workspace_key]  # the dry run's own workspace is gone
+    assert [r.state for r in await bot.store.runs()] == ["running"]
+    await bot.store.transition(run.id, "cancelled")
+    await bot.wait_for(lambda: _none_left(bot))
 
 
 async def _none_left(bot):
