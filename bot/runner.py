@@ -141,8 +141,12 @@ class Runner:
                 task.add_done_callback(self._kills.discard)
 
     async def _kill(self, run_id: int) -> None:
-        mine = await containers(self.executor, self.settings.instance, run_id)
-        await asyncio.gather(*(self.executor.kill(c.id, self.settings.limits.grace) for c in mine))
+        try:
+            mine = await containers(self.executor, self.settings.instance, run_id)
+            await asyncio.gather(*(self.executor.kill(c.id, self.settings.limits.grace) for c in mine))
+        except Exception:  # the engine may be away: the next wake-up tries again
+            log.exception("run %s: could not stop its containers", run_id)
+            self._stopping.discard(run_id)
 
     # Restart ------------------------------------------------------------------------------
 
