@@ -13,6 +13,7 @@ import aiohttp
 
 from .agents import resolve, stored_model
 from .forge import Forge
+from .forgepaths import Repo
 from .pipeline.prepare import prepare
 from .services import whoami
 from .settings import Settings
@@ -41,7 +42,7 @@ async def dry_run_issue(
     agent = resolve(settings, spec)
     async with aiohttp.ClientSession() as session:
         forge = Forge.from_settings(session, settings)
-        issue = await forge.getitem(f"/repos/{owner}/{repo}/issues/{number}")
+        issue = await forge.getitem(Repo(owner, repo).issue(number))
         request = RunRequest(
             owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
             agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from . import forgepaths
 from .forge import Forge
 from .settings import Settings
 from .store import Store
@@ -37,4 +38,4 @@ class Services:
 
 async def whoami(forge: Forge, settings: Settings) -> str:
     """The bot's own account: as configured, else as the Forge knows its token (``GET /user``)."""
-    return settings.bot_login or (await forge.getitem("/user"))["login"]
+    return settings.bot_login or (await forge.getitem(forgepaths.USER))["login"]

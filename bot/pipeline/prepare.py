@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from bot import workspace as wsmod
 from bot.forge import Forge, ForgeError
+from bot.forgepaths import Repo
 from bot.permissions import can_write
 from bot.prompt import PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
@@ -27,11 +28,11 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
 
     ``bot`` is the bot's own login: its comments are not steering and stay out of the prompt.
     """
-    base = f"/repos/{run.owner}/{run.repo}"
-    repo = await forge.getitem(base)
-    issue = await forge.getitem(f"{base}/issues/{run.number}")
+    paths = Repo(run.owner, run.repo)
+    repo = await forge.getitem(paths.path)
+    issue = await forge.getitem(paths.issue(run.number))
     if run.is_pull:
-        pull = await forge.getitem(f"{base}/pulls/{run.number}")
+        pull = await forge.getitem(paths.pull(run.number))
         if wsmod.is_fork(pull):
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
@@ -46,7 +47,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(forge, settings, run)
-    comments = await _writers_comments(writers, await forge.getitem(f"{base}/issues/{run.number}/comments"), bot)
+    comments = await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
     context = PromptContext(
         task=run.task,
         owner=run.owner,
