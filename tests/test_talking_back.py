@@ -72,7 +72,13 @@ async def test_overlapping_reporter_passes_post_an_outbox_comment_once(world, ma
     await bot.store.enqueue("reply:once", "comment", "acme", "widgets", issue.number, {"body": "only once"})
     request = RunRequest("acme", "widgets", issue.number, False, "codex", "", "codex", False, "go", "comment", "bob")
     run = await bot.store.request_run(request, trigger_key="once")
-    await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))
+    await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))  # and the loop, woken by the writes
+
+    async def caught_up():
+        shown = (await bot.store.reported(run.id)).get("version") == (await bot.store.get(run.id)).version
+        return shown and not await bot.store.due_outbox(now=float("inf"))
+
+    await bot.wait_for(caught_up)
     bodies = [c.body for c in forge.comments(repo, issue.number)]
     assert len(bodies) == 2 and "only once" in bodies and any(f"dispatchbot:run:{run.id} " in b for b in bodies)
 
