@@ -10,6 +10,7 @@ from typing import NamedTuple
 from bot import workspace as wsmod
 from bot.forge import Forge, ForgeError
 from bot.forgepaths import Repo
+from bot.payloads import PullRequest
 from bot.permissions import can_write
 from bot.prompt import PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
@@ -33,7 +34,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     issue = await forge.getitem(paths.issue(run.number))
     if run.is_pull:
         pull = await forge.getitem(paths.pull(run.number))
-        if wsmod.is_fork(pull):
+        if PullRequest.model_validate(pull).is_fork:
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
         head_sha = pull["head"]["sha"]
