@@ -32,7 +32,7 @@ class Runner:
         self.executor = tools.executor
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
-        self._kills: set[asyncio.Task[None]] = set()
+        self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
         self._changes = tools.store.subscribe("runs", "pools", "flags")
         self._loop: asyncio.Task[None] | None = None
 

@@ -9,7 +9,7 @@ from bot.executor.spec import INSTANCE_LABEL, RUN_LABEL
 from bot.settings import Limits
 from bot.workspace import recent_commits
 
-from .test_engine import dispatch, ended
+from .helpers import dispatch, ended
 
 pytestmark = pytest.mark.docker
 

@@ -8,7 +8,7 @@ import pytest
 from bot.executor.spec import ROLE_LABEL
 from bot.store import ACTIVE, RunRequest
 
-from .test_engine import dispatch, ended
+from .helpers import dispatch, ended
 
 pytestmark = pytest.mark.docker
 
