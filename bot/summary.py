@@ -3,7 +3,7 @@
 codex writes its final message to its ``-o`` file (``--output-last-message``, in ``.meta/``); claude
 (``-p --output-format text``) and gemini (``-p``) print theirs as their last output on stdout. The
 container's own output is kept apart (``CONTAINER_LOG``) so the two never mix. Everything here reads
-files ``completion.collect_logs`` already masked; the summary is bounded because it is quoted on the Forge.
+files the agent stage (``pipeline.agent``) already masked; the summary is bounded because it is quoted on the Forge.
 """
 
 from __future__ import annotations
