@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 
 from . import completion
 from .agents import Agent, resolve
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 RUN_LABEL = "dispatchbot.run"
 INSTANCE_LABEL = "dispatchbot.instance"
 ROLE_LABEL = "dispatchbot.role"
-BASE_ENV = {"TERM": "dumb", "NO_COLOR": "1", "CI": "true", "HOME": "/tmp"}
+BASE_ENV = {"TERM": "dumb", "NO_COLOR": "1", "CI": "true"}
 WORKDIR = "/workspace/repo"
 
 
@@ -203,16 +202,13 @@ class Runner:
     def container_spec(
         self, run: Run, agent: Agent, ws: Workspace, argv: list[str], role: str = "agent"
     ) -> ContainerSpec:
-        env = dict(BASE_ENV)
-        env |= {k: os.environ[k] for k in agent.env if os.environ.get(k)}
-        env |= agent.fixed_env
+        env = BASE_ENV | agent.container_env(os.environ)
         ident = self.settings.git
         env |= {
             "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
             "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email,
         }
-        mounts = [Mount(ws.root, "/workspace")]
-        mounts += [Mount(Path(d), f"/tmp/{Path(d).name}", read_only=True) for d in agent.credentials]
+        mounts = [Mount(ws.root, "/workspace"), *agent.mounts()]
         return ContainerSpec(
             name=f"dispatchbot-{self.settings.instance}-run-{run.id}-{run.attempts}-{role}",
             image=agent.image,
@@ -225,6 +221,7 @@ class Runner:
                 "dispatchbot.workspace": str(ws.root),
             },
             limits=self.settings.limits,
+            network=self.settings.container_network,
         )
 
     async def containers(self) -> list[ContainerInfo]:
