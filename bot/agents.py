@@ -93,13 +93,22 @@ class Agent:
         return {"HOME": HOME, **keys, **self.fixed_env}
 
     def mounts(self) -> list[Mount]:
-        """Credential dirs, read-only under HOME: a preset's first where its CLI looks (``~/.codex``,
-        ``~/.claude``, ...), every other one under its own name, as upstream mounted them."""
-        return [
-            Mount(Path(d), posixpath.join(HOME, self.config_dir if i == 0 and self.config_dir else Path(d).name),
-                  read_only=True)
-            for i, d in enumerate(self.credentials)
-        ]
+        """Credential dirs, read-only under HOME, as upstream mounted them: each under its own name,
+        except a preset's first, whose files go where its CLI looks (``~/.codex/auth.json``, ...).
+
+        File by file, because the CLIs write their state next to their credentials (codex and
+        gemini fail on a read-only ``~/.codex`` or ``~/.gemini``), and so that a file the image
+        holds there (gemini's ``settings.json``) stays unless the dir brings its own.
+        """
+        mounts = []
+        for i, d in enumerate(map(Path, self.credentials)):
+            if i == 0 and self.config_dir and d.is_dir():
+                target = posixpath.join(HOME, self.config_dir)
+                mounts += [Mount(f, posixpath.join(target, f.name), read_only=True)
+                           for f in sorted(d.iterdir()) if f.is_file()]
+            else:  # a missing dir is mounted as given: Docker names it in its refusal
+                mounts.append(Mount(d, posixpath.join(HOME, d.name), read_only=True))
+        return mounts
 
 
 def _opt(flag: str, value: str) -> list[str]:

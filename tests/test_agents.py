@@ -169,13 +169,23 @@ def test_without_base_urls_no_cli_is_redirected(s):
     [("codex", ".codex"), ("codex:review", ".codex"), ("claude", ".claude"), ("gemini", ".gemini"),
      ("opencode", ".local/share/opencode"), ("local", ".codex")],
 )
-def test_credentials_mount_read_only_where_the_cli_looks(spec, target):
-    name = spec.partition(":")[0]
-    s = settings(credentials={name: ["/srv/creds/mine", "/srv/creds/.extra"]})
+def test_credentials_mount_read_only_file_by_file_where_the_cli_looks(tmp_path, spec, target):
+    mine, extra = tmp_path / "mine", tmp_path / ".extra"
+    (mine / "sessions").mkdir(parents=True)  # the CLI's state: not mounted, the CLI keeps its own
+    (mine / "auth.json").write_text("{}")
+    (mine / "settings.json").write_text("{}")
+    extra.mkdir()
+    s = settings(credentials={spec.partition(":")[0]: [str(mine), str(extra)]})
     assert resolve(s, spec).mounts() == [
-        Mount(Path("/srv/creds/mine"), f"/home/agent/{target}", read_only=True),
-        Mount(Path("/srv/creds/.extra"), "/home/agent/.extra", read_only=True),
+        Mount(mine / "auth.json", f"/home/agent/{target}/auth.json", read_only=True),
+        Mount(mine / "settings.json", f"/home/agent/{target}/settings.json", read_only=True),
+        Mount(extra, "/home/agent/.extra", read_only=True),
     ]
+
+
+def test_a_missing_credentials_dir_is_mounted_as_given_for_docker_to_refuse(tmp_path):
+    s = settings(credentials={"claude": [str(tmp_path / "gone")]})
+    assert resolve(s, "claude").mounts() == [Mount(tmp_path / "gone", "/home/agent/gone", read_only=True)]
 
 
 def test_defaults_and_credentials_come_from_settings():

@@ -32,7 +32,8 @@ class FakeModel:
     """Scripted model behind the APIs the CLIs call; every request is kept in ``requests``.
 
     ``script`` is played in every conversation; ``unauthorized`` makes every model call answer 401
-    with the vendor's error body (the probes still answer). ``workdir`` is where the CLI runs, for
+    with the vendor's error body and ``x-should-retry: false`` (the probes still answer; without that
+    header claude retries a 401 for minutes). ``workdir`` is where the CLI runs, for
     the absolute paths file tools demand. ``models`` are the names ollama's probes list.
     """
 
@@ -99,7 +100,7 @@ class FakeModel:
     def _wire(self, wire):
         async def handle(request: web.Request) -> web.StreamResponse:
             if self.unauthorized:
-                return web.json_response(wire.unauthorized, status=401)
+                return web.json_response(wire.unauthorized, status=401, headers={"x-should-retry": "false"})
             body = await request.json()
             tool, text = self._next(wire, body)
             if wire is Messages and not body.get("stream"):
