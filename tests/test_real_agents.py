@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bot.store import ACTIVE
-from tests.fakemodel import FakeModel, hello, say
+from tests.fakemodel import FakeModel, say
 
 pytestmark = pytest.mark.docker
 
@@ -76,7 +76,7 @@ async def real_bot(make_bot, real_image, model, monkeypatch):
     return start
 
 
-async def finished(bot, timeout: float = 120.0):
+async def finished(bot, within: float = 120.0):
     """The one run, once it ended and the Forge shows its final state."""
 
     async def reported():
@@ -86,10 +86,10 @@ async def finished(bot, timeout: float = 120.0):
         run = runs[0]
         return run if (await bot.store.reported(run.id)).get("version") == run.version else None
 
-    return await bot.wait_for(reported, timeout=timeout)
+    return await bot.wait_for(reported, timeout=within)
 
 
-def changes(forge, repo, base: str, branch: str) -> list[str]:
+def changes(repo, base: str, branch: str) -> list[str]:
     out = subprocess.run(["git", "-C", str(repo.path), "diff", "--name-status", base, branch],
                          check=True, capture_output=True, text=True).stdout
     return out.splitlines()
@@ -110,7 +110,7 @@ async def test_a_labelled_issue_becomes_a_pull_request_holding_the_models_file(w
         assert {r.headers.get(header) for r in model.calls(path)} == {key}
     [pull] = forge.pulls(repo)
     assert pull.head_branch == run.branch
-    assert changes(forge, repo, "main", run.branch) == ["A\tHELLO.md"]
+    assert changes(repo, "main", run.branch) == ["A\tHELLO.md"]
     assert forge.file_at(repo, run.branch, "HELLO.md").decode() == HELLO
     if summarises:
         assert FINAL in pull.issue.body
@@ -141,7 +141,7 @@ async def test_a_model_answering_401_fails_the_run_quickly_with_the_clis_message
     issue = await forge.create_issue(repo, bob, title="Say hello", body="Create HELLO.md.")
     started = time.monotonic()
     await forge.set_labels(repo, issue.number, bob, [f"dispatch:{agent}"])
-    run = await finished(bot, timeout=60)
+    run = await finished(bot, within=60)
     assert run.state == "failed" and message in run.result["log_tail"], (run.reason, run.result)
     assert time.monotonic() - started < 30
     status = [c.body for c in forge.comments(repo, issue.number) if c.poster.login == "dispatchbot"]
