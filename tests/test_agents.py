@@ -145,7 +145,7 @@ def test_base_urls_reach_each_cli_by_its_own_mechanism():
     assert config == {"provider": {p: {"options": {"baseURL": url + "/v1"}} for p in ("anthropic", "openai")}}
     provider = (
         'model_providers.dispatchbot={name="dispatchbot",base_url="http://models.example:8080/v1",'
-        'wire_api="responses",env_key="CODEX_API_KEY"}'
+        'wire_api="responses",requires_openai_auth=true}'
     )
     flags = ["-c", provider, "-c", "model_provider=dispatchbot"]
     assert resolve(s, "codex").argv(P) == ["codex", "exec", *flags, YOLO[2], "-o", "../.meta/agent-codex.log", P]
