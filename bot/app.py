@@ -115,7 +115,7 @@ async def healthz(request: web.Request) -> web.Response:
         "forge": services.forge.getitem("/version"),
     }
     results = await asyncio.gather(*(asyncio.wait_for(c, 5.0) for c in checks.values()), return_exceptions=True)
-    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results)}
+    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results, strict=True)}
     return web.json_response(
         {name: "up" if ok else "down" for name, ok in report.items()}, status=200 if all(report.values()) else 503
     )

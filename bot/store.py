@@ -731,7 +731,7 @@ async def _settle(futures: list[asyncio.Future[Any]], work: Awaitable[list[Any]]
             if not future.done():
                 future.set_exception(e)
     else:
-        for future, result in zip(futures, results):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

@@ -457,7 +457,7 @@ class Workspaces:
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
-            fresh = not os.path.lexists(ws.clone)
+            fresh = not await asyncio.to_thread(os.path.lexists, ws.clone)
             if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
                 await _git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
             _reclaim(ws, self.identity)
@@ -639,7 +639,7 @@ async def check_branch(
     fields = out.decode("utf-8", "replace").split("\0")
     problems: set[str] = set()
     files: dict[str, str] = {}  # path -> blob of a regular file written by some commit
-    for meta, path in zip(fields[0::2], fields[1::2]):
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):  # -z ends with NUL: one field more
         _, mode, _, sha, _ = meta.strip().split(" ")
         if _is_protected(path, protected_paths):
             problems.add(f"protected path changed: {path}")

@@ -7,26 +7,9 @@ import pytest
 
 from bot.store import ACTIVE
 
+from .helpers import dispatch, ended
+
 pytestmark = pytest.mark.docker
-
-
-async def dispatch(world, text, *, title="Improve the widgets", author="bob", repo=None):
-    forge = world["forge"]
-    repo = repo or world["repo"]
-    issue = await forge.create_issue(repo, world[author], title=title, body="Details in the task.")
-    await forge.create_comment(repo, issue.number, world[author], text)
-    return issue
-
-
-async def ended(bot, count=1, timeout=60.0):
-    """Wait until ``count`` runs reached a state no agent works in, and return all runs."""
-
-    async def done():
-        runs = await bot.store.runs()
-        finished = [r for r in runs if r.state not in ACTIVE and r.state != "queued"]
-        return runs if len(finished) >= count else None
-
-    return await bot.wait_for(done, timeout=timeout)
 
 
 async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, engine_bot):

@@ -5,7 +5,7 @@ import collections
 
 import pytest
 
-from .test_engine import ended
+from .helpers import ended
 
 pytestmark = pytest.mark.docker
 

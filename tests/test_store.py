@@ -166,7 +166,7 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     ids = [f"d{n % 20}" for n in range(60)]  # every id three times, in one burst
     fresh = await asyncio.gather(*(store.record_delivery(i, "issues", b"{}") for i in ids))
     assert sum(fresh) == 20
-    assert sorted({i for i, new in zip(ids, fresh) if new}) == sorted(set(ids))
+    assert sorted({i for i, new in zip(ids, fresh, strict=True) if new}) == sorted(set(ids))
     assert len(await store.pending_deliveries()) == 20
     assert not await store.record_delivery("d0", "issues", b"{}")
     # A burst mixing redeliveries of stored ids with new ones: only the new ones are fresh.
