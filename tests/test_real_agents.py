@@ -1,24 +1,24 @@
 """The presets with the real CLIs: the agent image runs codex, claude, gemini and opencode for real
 against a scripted fake model server on the host's loopback, end to end through the fake Forge.
 
-The containers use the host's network so that they reach 127.0.0.1 (never a Docker bridge address);
-every CLI is pointed at the fake model by the bot's own settings (``base_urls``, ``ollama_url``), so
-this also proves those settings reach each CLI the way it reads them.
+The image is the one ``dispatchbot image build`` makes (fixture ``real_agent_image``: found by its
+recipe hash, built when missing). The containers use the host's network so that they reach 127.0.0.1
+(never a Docker bridge address); every CLI is pointed at the fake model by the bot's own settings
+(``base_urls``, ``ollama_url``), so this also proves those settings reach each CLI the way it reads them.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel, say
+from tests.helpers import git
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "dispatchbot-agent:latest"
 KEYS = {
     "OPENAI_API_KEY": "sk-fake-openai-0123456789",
     "ANTHROPIC_API_KEY": "sk-ant-fake-0123456789",
@@ -37,14 +37,6 @@ AGENTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def real_image() -> str:
-    res = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"the agent image {IMAGE} is missing: build it with `dispatchbot image build`", pytrace=False)
-    return IMAGE
-
-
 @pytest.fixture
 async def model():
     m = FakeModel()
@@ -55,14 +47,14 @@ async def model():
 
 
 @pytest.fixture
-async def real_bot(make_bot, real_image, model, monkeypatch):
+async def real_bot(make_bot, real_agent_image, model, monkeypatch):
     """The bot with the real agent image, every CLI pointed at ``model``, fake keys in its env."""
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
 
     async def start(**overrides):
         settings = dict(
-            image=real_image,
+            image=real_agent_image.tag,
             container_network="host",
             base_urls={agent: model.url for agent in ("codex", "claude", "gemini", "opencode")},
             ollama_url=model.url,
@@ -89,9 +81,7 @@ async def finished(bot, within: float = 120.0):
 
 
 def changes(repo, base: str, branch: str) -> list[str]:
-    out = subprocess.run(["git", "-C", str(repo.path), "diff", "--name-status", base, branch],
-                         check=True, capture_output=True, text=True).stdout
-    return out.splitlines()
+    return git(repo.path, "diff", "--name-status", base, branch).splitlines()
 
 
 @pytest.mark.parametrize("agent", list(AGENTS))
