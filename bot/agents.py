@@ -133,7 +133,8 @@ class _Preset:
 def _codex_provider(url: str) -> tuple[list[str], dict[str, str]]:
     """codex ignores OPENAI_BASE_URL: a base URL needs a provider of its own (Responses API), which
     authenticates like OpenAI's (CODEX_API_KEY, or the login in ``~/.codex``)."""
-    provider = (f'model_providers.{_CODEX_PROVIDER}={{name="{_CODEX_PROVIDER}",base_url="{url}/v1",'
+    base_url = json.dumps(f"{url}/v1")  # a TOML string, quotes escaped
+    provider = (f'model_providers.{_CODEX_PROVIDER}={{name="{_CODEX_PROVIDER}",base_url={base_url},'
                 f'wire_api="responses",requires_openai_auth=true}}')
     return ["-c", provider, "-c", f"model_provider={_CODEX_PROVIDER}"], {}
 
