@@ -50,7 +50,7 @@ def s() -> Settings:
              "--no-session-persistence", "--append-system-prompt", CLAUDE_SANDBOX, "--model", "opus"],
         ),
         ("opencode", ["opencode", "run", "--auto", P]),
-        ("opencode:anthropic/claude-sonnet-4-5", ["opencode", "run", "--auto", "-m", "anthropic/claude-sonnet-4-5", P]),
+        ("opencode:openai/gpt-5", ["opencode", "run", "--auto", "-m", "openai/gpt-5", P]),
         ("coderabbit", ["coderabbit", "review", "--plain", "--base", "HEAD~1", "--config", "CLAUDE.md"]),
         (
             "coderabbit:committed",
@@ -246,3 +246,12 @@ def test_malformed_specs_are_refused(s, spec):
 def test_configured_default_model_is_validated_too():
     with pytest.raises(ValueError, match="invalid model"):
         resolve(settings(default_models={"codex": "--yolo"}), "codex")
+
+
+def test_keys_reach_the_container_env_and_never_argv():
+    s = settings(base_urls={a: "http://models.example" for a in ("codex", "claude", "gemini", "opencode")})
+    for spec in ["codex", "codex:review", "claude", "gemini", "opencode", "local", "coderabbit"]:
+        agent = resolve(s, spec)
+        keys = [v for k, v in agent.container_env(ENVIRON).items() if k.endswith("_API_KEY")]
+        assert keys or spec == "local"
+        assert not any(key in element for key in ENVIRON.values() for element in agent.argv(P)), spec
