@@ -120,7 +120,10 @@ async def test_codex_review_names_changed_lines_as_inline_comments(world, real_b
     assert forge.git_log(repo, "feature")[0].sha == pull.head_sha  # a review never pushes
 
 
-@pytest.mark.parametrize("agent, message", [("claude", "Invalid API key"), ("codex", "401 Unauthorized")])
+@pytest.mark.parametrize("agent, message", [
+    ("claude", "Invalid API key"), ("codex", "401 Unauthorized"), ("gemini", "API key not valid"),
+    ("opencode", "invalid x-api-key"),
+])
 async def test_a_model_answering_401_fails_the_run_quickly_with_the_clis_message(world, real_bot, model,
                                                                                 agent, message):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
