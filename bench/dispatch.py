@@ -14,6 +14,8 @@ Nothing is mocked. The figures:
    ``queued`` transition (``request_run``), and each stage: webhook -> queued (intake: permission
    check, reaction, request), queued -> preparing (the runner's claim), preparing -> running
    (Forge reads, mirror fetch, ``git clone --local``, checkout, prompt, container create + start).
+   With ``--real-image``, measured again with the real agent image: the real codex runs, on the
+   host's network, against a scripted fake model (tests/fakemodel) that has it create and edit a file.
 
 2. **workspace preparation from the mirror vs a plain clone** (target >= 10x faster). A repository
    with ~50 MB of history is generated with ``git fast-import`` (commits rewriting files of random
@@ -49,7 +51,7 @@ Nothing is mocked. The figures:
       done; overhead = the bot process's own CPU time (its Python, all threads) / runs. The CPU of
       its git children is shown apart; Docker's and the fake Forge's are not the bot's.
 
-    python bench/dispatch.py [--quick] [--only 1,2,3,4]
+    python bench/dispatch.py [--quick] [--only 1,2,3,4] [--real-image dispatchbot-agent:latest]
 
 ``--quick`` uses fewer runs (latency 6, 40 sleeping containers, 300 store runs, 20 real runs) and
 finishes in about a minute; the default takes about four on a 2-core machine. The exit status is 1
@@ -88,6 +90,7 @@ from bot.store import ACTIVE, TERMINAL, RunRequest, Store  # noqa: E402
 from bot.workspace import Workspaces  # noqa: E402
 from tests.agentimage.build import build as build_agent_image  # noqa: E402
 from tests.fakeforge import FakeForge, Issue, Repo, User  # noqa: E402
+from tests.fakemodel import FakeModel  # noqa: E402
 from tests.harness import AGENT_KEYS  # noqa: E402
 from tests.process import BotProcess  # noqa: E402
 
@@ -283,16 +286,26 @@ async def remove_containers(tmp: Path) -> tuple[int, float]:
 
 @dataclass
 class Latency:
+    image: str = ""
     from_webhook: list[float] = field(default_factory=list)
     from_queued: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     failures: list[str] = field(default_factory=list)
 
 
-async def figure_latency(world: World, runs: int) -> Latency:
-    repo = world.add_repo("widgets")
-    bot = world.start_bot("latency", repo)
-    result = Latency()
+async def figure_latency(world: World, runs: int, image: str = "") -> Latency:
+    """With ``image`` (the real agent image), the real codex runs, talking to a scripted fake model
+    on the host's loopback that makes it create and edit a file (tests/fakemodel)."""
+    model = FakeModel()
+    await model.start()
+    real = {
+        "DISPATCHBOT_IMAGE": image, "DISPATCHBOT_CONTAINER_NETWORK": "host", "DISPATCHBOT_LIMITS__MEMORY": "2g",
+        "DISPATCHBOT_BASE_URLS__CODEX": model.url, "DISPATCHBOT_DEFAULT_MODELS__CODEX": "fake-coder",
+        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+    }
+    repo = world.add_repo(f"widgets{'-real' if image else ''}")
+    bot = world.start_bot(f"latency{'-real' if image else ''}", repo, **(real if image else {}))
+    result = Latency(image=image or world.image)
     await bot.start()
     try:
         issues = await world.issues(repo, runs + 1, "Improve the widgets")
@@ -323,6 +336,7 @@ async def figure_latency(world: World, runs: int) -> Latency:
                 result.failures.append(f"issue {issue.number}: {final}")
     finally:
         await bot.stop()
+        await model.close()
     return result
 
 
@@ -747,7 +761,7 @@ def s(value: float) -> str:
 def report_latency(r: Latency) -> list[Row | Note]:
     p50, p95 = percentile(r.from_webhook, 50), percentile(r.from_webhook, 95)
     rows: list[Row | Note] = [
-        Row(f"1. webhook -> running, p50 ({len(r.from_webhook)} runs)", s(p50), f"< {LATENCY_TARGET_S:g} s",
+        Row(f"1. webhook -> running, p50 ({len(r.from_webhook)} runs, {r.image})", s(p50), f"< {LATENCY_TARGET_S:g} s",
             p50 < LATENCY_TARGET_S and not r.failures),
         Row("   webhook -> running, p95", s(p95), "", None),
         Row("   queued (request_run) -> running, p50 / p95",
@@ -870,7 +884,7 @@ QUICK = Plan(latency_runs=6, history_mb=50, commits=200, prep_reps=3, sleepers=4
              drain_runs=300, overhead_runs=20, parallel=8)
 
 
-async def run(plan: Plan, only: set[str]) -> int:
+async def run(plan: Plan, only: set[str], real_image: str) -> int:
     image = build_agent_image()
     rows: list[Row | Note] = []
     started = time.monotonic()
@@ -882,6 +896,7 @@ async def run(plan: Plan, only: set[str]) -> int:
         steps: list[tuple[str, Callable[[], Awaitable[list[Row]]]]] = [
             ("2", lambda: figure_prep(world, plan.history_mb, plan.commits, plan.prep_reps)),
             ("1", lambda: figure_latency(world, plan.latency_runs)),
+            *([("1", lambda: figure_latency(world, plan.latency_runs, real_image))] if real_image else []),
             ("4", lambda: figure_drain(tmp, plan.drain_runs)),
             ("4", lambda: figure_overhead(world, plan.overhead_runs, plan.parallel)),
             ("3", lambda: figure_idle(world, plan.sleepers, plan.window, plan.stall)),
@@ -922,8 +937,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, about a minute")
     parser.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 1,4")
+    parser.add_argument("--real-image", default="", metavar="IMAGE",
+                        help="also measure figure 1 with this agent image and the real codex")
     args = parser.parse_args()
-    return asyncio.run(run(QUICK if args.quick else FULL, set(args.only.split(","))))
+    return asyncio.run(run(QUICK if args.quick else FULL, set(args.only.split(",")), args.real_image))
 
 
 if __name__ == "__main__":

@@ -11,18 +11,22 @@ preset variant ``name:model`` (``codex:review``), then the preset ``name``.
 
 from __future__ import annotations
 
+import json
+import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bot.executor.docker import Mount
 from bot.names import validate_agent, validate_model
 from bot.settings import CustomAgent, Settings
 
 PROMPT = "{prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|model)\}")
 
-# The container reaches the host's ollama through Docker's host-gateway alias.
-OLLAMA_URL = "http://host.docker.internal:11434"
+# Where the agent user's settings and credentials live inside the image: the CLIs look under $HOME.
+HOME = "/home/agent"
 LOCAL_DEFAULT_MODEL = "devstral-24b"
 
 _CODEX = ("codex", "exec", "--dangerously-bypass-approvals-and-sandbox")
@@ -35,6 +39,8 @@ _CLAUDE_SANDBOX = (
     "SANDBOX: You are restricted to the current directory only. Do NOT use absolute paths. "
     "Do NOT navigate outside this repository."
 )
+# codex's provider for a configured base URL (``-c`` only then: the preset's argv stays upstream's).
+_CODEX_PROVIDER = "dispatchbot"
 
 
 class UnknownAgent(ValueError):
@@ -48,18 +54,21 @@ class UnknownAgent(ValueError):
 
 @dataclass(frozen=True)
 class Agent:
-    """Everything the executor needs to start one agent; env values are read by the caller."""
+    """Everything the executor needs to start one agent; key values are read by the caller."""
 
     name: str
     model: str
     pool: str
     image: str
     review: bool
-    env: tuple[str, ...]
+    env: tuple[str, ...]  # the bot's environment variables passed on (API keys)
     credentials: tuple[str, ...]
     template: tuple[str, ...]
     prompt_args: tuple[str, ...] = ()  # appended only when there is a prompt
     fixed_env: dict[str, str] = field(default_factory=dict, hash=False)
+    renamed: dict[str, str] = field(default_factory=dict, hash=False)  # bot's name -> the CLI's name
+    config_dir: str = ""  # where the CLI looks for its credentials, under HOME
+    endpoint: str = ""  # the model API's base URL, when not the vendor's
 
     def argv(self, prompt: str) -> list[str]:
         """The command line; a prompt starting with '-' is refused so it can never act as an option."""
@@ -68,6 +77,30 @@ class Agent:
         values = {"prompt": prompt, "model": self.model}
         args = [_PLACEHOLDER.sub(lambda m: values[m[1]], element) for element in self.template]
         return args + list(self.prompt_args) if prompt else args
+
+    def container_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The agent's environment: HOME, the keys found in ``environ`` under the names the CLI
+        reads, and what the CLI needs to run headless. Secrets travel here, never in argv."""
+        keys = {self.renamed.get(k, k): environ[k] for k in self.env if environ.get(k)}
+        return {"HOME": HOME, **keys, **self.fixed_env}
+
+    def mounts(self) -> list[Mount]:
+        """Credential dirs, read-only under HOME, as upstream mounted them: each under its own name,
+        except a preset's first, whose files go where its CLI looks (``~/.codex/auth.json``, ...).
+
+        File by file, because the CLIs write their state next to their credentials (codex and
+        gemini fail on a read-only ``~/.codex`` or ``~/.gemini``), and so that a file the image
+        holds there (gemini's ``settings.json``) stays unless the dir brings its own.
+        """
+        mounts = []
+        for i, d in enumerate(map(Path, self.credentials)):
+            if i == 0 and self.config_dir and d.is_dir():
+                target = posixpath.join(HOME, self.config_dir)
+                mounts += [Mount(f, posixpath.join(target, f.name), read_only=True)
+                           for f in sorted(d.iterdir()) if f.is_file()]
+            else:  # a missing dir is mounted as given: Docker names it in its refusal
+                mounts.append(Mount(d, posixpath.join(HOME, d.name), read_only=True))
+        return mounts
 
 
 def _opt(flag: str, value: str) -> list[str]:
@@ -81,24 +114,66 @@ class _Preset:
     review: bool = False
     prompt_args: tuple[str, ...] = ()
     fixed_env: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
     default_model: str = ""
+    config_dir: str = ""
+    default_endpoint: Callable[[Settings], str] = lambda settings: ""
+    # base URL -> (options inserted after argv[:2], environment); how the CLI is pointed at it
+    endpoint: Callable[[str], tuple[list[str], dict[str, str]]] = lambda url: ([], {})
 
 
+def _codex_provider(url: str) -> tuple[list[str], dict[str, str]]:
+    """codex ignores OPENAI_BASE_URL: a base URL needs a provider of its own (Responses API), which
+    authenticates like OpenAI's (CODEX_API_KEY, or the login in ``~/.codex``)."""
+    base_url = json.dumps(f"{url}/v1")  # a TOML string, quotes escaped
+    provider = (f'model_providers.{_CODEX_PROVIDER}={{name="{_CODEX_PROVIDER}",base_url={base_url},'
+                f'wire_api="responses",requires_openai_auth=true}}')
+    return ["-c", provider, "-c", f"model_provider={_CODEX_PROVIDER}"], {}
+
+
+def _opencode_config(url: str) -> tuple[list[str], dict[str, str]]:
+    """opencode reads extra config from OPENCODE_CONFIG_CONTENT; the base URL serves both APIs."""
+    options = {"options": {"baseURL": f"{url}/v1"}}
+    return [], {"OPENCODE_CONFIG_CONTENT": json.dumps({"provider": {"anthropic": options, "openai": options}})}
+
+
+# codex exec reads CODEX_API_KEY, not OPENAI_API_KEY.
 _OPENAI = ("OPENAI_API_KEY",)
+_CODEX_KEY = {"OPENAI_API_KEY": "CODEX_API_KEY"}
 
 PRESETS: dict[str, _Preset] = {
     "gemini": _Preset(
         lambda m: ["gemini", "-p", PROMPT, "--yolo", "--sandbox", *_opt("-m", m and f"gemini-2.5-{m}")],
         env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        # --sandbox would start gemini's own Docker sandbox (exit 44): SANDBOX says we are in one.
+        # An untrusted folder downgrades --yolo and exits 55.
+        fixed_env={"SANDBOX": "dispatchbot", "GEMINI_CLI_TRUST_WORKSPACE": "true"},
+        config_dir=".gemini",
+        endpoint=lambda url: ([], {"GOOGLE_GEMINI_BASE_URL": url}),
     ),
-    "codex": _Preset(lambda m: [*_CODEX, *_CODEX_LOG, *_opt("--model", m), PROMPT], env=_OPENAI),
-    "codex:review": _Preset(lambda m: [*_CODEX, _CODEX_REVIEW], env=_OPENAI, review=True),
+    "codex": _Preset(
+        lambda m: [*_CODEX, *_CODEX_LOG, *_opt("--model", m), PROMPT],
+        env=_OPENAI, renamed=_CODEX_KEY, config_dir=".codex", endpoint=_codex_provider,
+    ),
+    "codex:review": _Preset(
+        lambda m: [*_CODEX, _CODEX_REVIEW],
+        env=_OPENAI, renamed=_CODEX_KEY, review=True, config_dir=".codex", endpoint=_codex_provider,
+    ),
     "claude": _Preset(
         lambda m: [
             "claude", "-p", PROMPT, "--output-format", "text", "--dangerously-skip-permissions",
             "--no-session-persistence", "--append-system-prompt", _CLAUDE_SANDBOX, *_opt("--model", m),
         ],
         env=("ANTHROPIC_API_KEY",),
+        fixed_env={"IS_SANDBOX": "1"},  # else --dangerously-skip-permissions is refused as root
+        config_dir=".claude",
+        endpoint=lambda url: ([], {"ANTHROPIC_BASE_URL": url}),
+    ),
+    "opencode": _Preset(
+        lambda m: ["opencode", "run", "--auto", *_opt("-m", m), PROMPT],
+        env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
+        config_dir=".local/share/opencode",
+        endpoint=_opencode_config,
     ),
     "coderabbit": _Preset(
         lambda m: ["coderabbit", "review", "--plain", "--base", "HEAD~1", *_opt("--type", m)],
@@ -108,9 +183,12 @@ PRESETS: dict[str, _Preset] = {
     ),
     "local": _Preset(
         lambda m: [*_CODEX, "--oss", "--local-provider", "ollama", "-m", m, *_CODEX_LOG, PROMPT],
-        env=_OPENAI,
-        fixed_env={"OLLAMA_HOST": OLLAMA_URL, "CODEX_OSS_BASE_URL": f"{OLLAMA_URL}/v1"},
+        env=(),  # ollama wants no key
         default_model=LOCAL_DEFAULT_MODEL,
+        config_dir=".codex",
+        default_endpoint=lambda settings: settings.ollama_url,
+        # codex ignores OLLAMA_HOST; its ollama is CODEX_OSS_BASE_URL.
+        endpoint=lambda url: ([], {"CODEX_OSS_BASE_URL": f"{url}/v1"}),
     ),
 }
 
@@ -135,6 +213,9 @@ def resolve(settings: Settings, spec: str) -> Agent:
 
 def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent:
     model = _checked_model(model or settings.default_models.get(name) or preset.default_model)
+    endpoint = (settings.base_urls.get(name) or preset.default_endpoint(settings)).rstrip("/")
+    options, endpoint_env = preset.endpoint(endpoint) if endpoint else ([], {})
+    template = preset.build(model)
     return Agent(
         name=name,
         model=model,
@@ -143,9 +224,12 @@ def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent
         review=preset.review,
         env=preset.env,
         credentials=tuple(settings.credentials.get(name, ())),
-        template=tuple(preset.build(model)),
+        template=(*template[:2], *options, *template[2:]),
         prompt_args=preset.prompt_args,
-        fixed_env=dict(preset.fixed_env),
+        fixed_env={**preset.fixed_env, **endpoint_env},
+        renamed=dict(preset.renamed),
+        config_dir=preset.config_dir,
+        endpoint=endpoint,
     )
 
 

@@ -155,6 +155,14 @@ class Settings(BaseSettings):
     credentials: dict[str, list[str]] = {}
     git: GitIdentity = GitIdentity()
 
+    # Where the agents' models are. ``base_urls``: per agent, the root URL of its model API when it
+    # is not the vendor's (a self-hosted model or a proxy, without ``/v1``); ``local`` talks to the
+    # ollama at ``ollama_url``. ``container_network``: the Docker network of agent containers
+    # (None: Docker's default bridge; "host" lets them reach servers on the host's 127.0.0.1).
+    base_urls: dict[str, str] = {}
+    ollama_url: str = "http://host.docker.internal:11434"
+    container_network: str | None = None
+
     qa: dict[str, list[list[str]]] = {}
     protected_paths: list[str] = [".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/"]
     max_file_bytes: int = 1024 * 1024

@@ -1,6 +1,10 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from bot.agents import UnknownAgent, known_agents, resolve
+from bot.executor.docker import Mount
 from bot.settings import CustomAgent, Settings
 
 P = "fix the flaky test"
@@ -45,6 +49,8 @@ def s() -> Settings:
             ["claude", "-p", P, "--output-format", "text", "--dangerously-skip-permissions",
              "--no-session-persistence", "--append-system-prompt", CLAUDE_SANDBOX, "--model", "opus"],
         ),
+        ("opencode", ["opencode", "run", "--auto", P]),
+        ("opencode:openai/gpt-5", ["opencode", "run", "--auto", "-m", "openai/gpt-5", P]),
         ("coderabbit", ["coderabbit", "review", "--plain", "--base", "HEAD~1", "--config", "CLAUDE.md"]),
         (
             "coderabbit:committed",
@@ -87,7 +93,8 @@ def test_prompt_cannot_become_an_option(s):
         ("codex:review", True, "codex", ("OPENAI_API_KEY",)),
         ("claude:opus", False, "claude", ("ANTHROPIC_API_KEY",)),
         ("coderabbit", True, "coderabbit", ("CODERABBIT_API_KEY",)),
-        ("local:qwen3", False, "local", ("OPENAI_API_KEY",)),
+        ("opencode", False, "opencode", ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")),
+        ("local:qwen3", False, "local", ()),
     ],
 )
 def test_preset_properties(s, spec, review, pool, env):
@@ -95,13 +102,90 @@ def test_preset_properties(s, spec, review, pool, env):
     assert (agent.review, agent.pool, agent.env, agent.image) == (review, pool, env, s.image)
 
 
-def test_local_reaches_host_ollama_through_fixed_env(s):
-    agent = resolve(s, "local")
-    assert agent.fixed_env == {
-        "OLLAMA_HOST": "http://host.docker.internal:11434",
-        "CODEX_OSS_BASE_URL": "http://host.docker.internal:11434/v1",
+ENVIRON = {
+    "OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g-key",
+    "CODERABBIT_API_KEY": "cr-key", "FORGE_TOKEN": "never-passed", "PATH": "/host/bin",
+}
+
+
+@pytest.mark.parametrize(
+    "spec, env",
+    [
+        # codex exec sends CODEX_API_KEY, never OPENAI_API_KEY
+        ("codex", {"CODEX_API_KEY": "sk-openai"}),
+        ("codex:review", {"CODEX_API_KEY": "sk-openai"}),
+        # --dangerously-skip-permissions is refused as root without IS_SANDBOX
+        ("claude", {"ANTHROPIC_API_KEY": "sk-ant", "IS_SANDBOX": "1"}),
+        # --sandbox would start Docker (exit 44); an untrusted folder exits 55
+        ("gemini", {"GEMINI_API_KEY": "g-key", "SANDBOX": "dispatchbot", "GEMINI_CLI_TRUST_WORKSPACE": "true"}),
+        ("opencode", {"ANTHROPIC_API_KEY": "sk-ant", "OPENAI_API_KEY": "sk-openai"}),
+        # codex ignores OLLAMA_HOST; ollama needs no key
+        ("local", {"CODEX_OSS_BASE_URL": "http://host.docker.internal:11434/v1"}),
+        ("coderabbit", {"CODERABBIT_API_KEY": "cr-key"}),
+    ],
+)
+def test_container_env_is_what_each_cli_reads(s, spec, env):
+    assert resolve(s, spec).container_env(ENVIRON) == {"HOME": "/home/agent", **env}
+
+
+def test_keys_missing_from_the_environment_are_left_out(s):
+    assert resolve(s, "gemini").container_env({"GOOGLE_API_KEY": "g", "GEMINI_API_KEY": ""}) == {
+        "HOME": "/home/agent", "GOOGLE_API_KEY": "g", "SANDBOX": "dispatchbot", "GEMINI_CLI_TRUST_WORKSPACE": "true",
     }
-    assert resolve(s, "codex").fixed_env == {}
+
+
+def test_base_urls_reach_each_cli_by_its_own_mechanism():
+    url = "http://models.example:8080"
+    s = settings(base_urls={a: url + "/" for a in ("codex", "claude", "gemini", "opencode")},
+                 ollama_url="http://gpu-box:11434")
+    assert resolve(s, "claude").container_env({})["ANTHROPIC_BASE_URL"] == url
+    assert resolve(s, "gemini").container_env({})["GOOGLE_GEMINI_BASE_URL"] == url
+    assert resolve(s, "local").container_env({})["CODEX_OSS_BASE_URL"] == "http://gpu-box:11434/v1"
+    config = json.loads(resolve(s, "opencode").container_env({})["OPENCODE_CONFIG_CONTENT"])
+    assert config == {"provider": {p: {"options": {"baseURL": url + "/v1"}} for p in ("anthropic", "openai")}}
+    provider = (
+        'model_providers.dispatchbot={name="dispatchbot",base_url="http://models.example:8080/v1",'
+        'wire_api="responses",requires_openai_auth=true}'
+    )
+    flags = ["-c", provider, "-c", "model_provider=dispatchbot"]
+    assert resolve(s, "codex").argv(P) == ["codex", "exec", *flags, YOLO[2], "-o", "../.meta/agent-codex.log", P]
+    assert resolve(s, "codex:review").argv("")[:6] == ["codex", "exec", *flags]
+    assert [resolve(s, a).endpoint for a in ("claude", "local")] == [url, "http://gpu-box:11434"]
+    for spec in ("claude", "gemini", "opencode"):  # env, never argv
+        assert not any(url in a for a in resolve(s, spec).argv(P))
+
+
+def test_without_base_urls_no_cli_is_redirected(s):
+    for spec in ("codex", "claude", "gemini", "opencode"):
+        agent = resolve(s, spec)
+        assert agent.endpoint == ""
+        assert not {"ANTHROPIC_BASE_URL", "GOOGLE_GEMINI_BASE_URL", "OPENCODE_CONFIG_CONTENT"} & set(
+            agent.container_env(ENVIRON))
+    assert resolve(s, "local").endpoint == "http://host.docker.internal:11434"
+
+
+@pytest.mark.parametrize(
+    "spec, target",
+    [("codex", ".codex"), ("codex:review", ".codex"), ("claude", ".claude"), ("gemini", ".gemini"),
+     ("opencode", ".local/share/opencode"), ("local", ".codex")],
+)
+def test_credentials_mount_read_only_file_by_file_where_the_cli_looks(tmp_path, spec, target):
+    mine, extra = tmp_path / "mine", tmp_path / ".extra"
+    (mine / "sessions").mkdir(parents=True)  # the CLI's state: not mounted, the CLI keeps its own
+    (mine / "auth.json").write_text("{}")
+    (mine / "settings.json").write_text("{}")
+    extra.mkdir()
+    s = settings(credentials={spec.partition(":")[0]: [str(mine), str(extra)]})
+    assert resolve(s, spec).mounts() == [
+        Mount(mine / "auth.json", f"/home/agent/{target}/auth.json", read_only=True),
+        Mount(mine / "settings.json", f"/home/agent/{target}/settings.json", read_only=True),
+        Mount(extra, "/home/agent/.extra", read_only=True),
+    ]
+
+
+def test_a_missing_credentials_dir_is_mounted_as_given_for_docker_to_refuse(tmp_path):
+    s = settings(credentials={"claude": [str(tmp_path / "gone")]})
+    assert resolve(s, "claude").mounts() == [Mount(tmp_path / "gone", "/home/agent/gone", read_only=True)]
 
 
 def test_defaults_and_credentials_come_from_settings():
@@ -129,6 +213,8 @@ def test_custom_agent_defaults():
     s = settings(agents={"mine": CustomAgent(argv=["mine", "{prompt}"])}, credentials={"mine": ["/c"]})
     agent = resolve(s, "mine")
     assert (agent.image, agent.pool, agent.review, agent.credentials) == (s.image, "mine", False, ("/c",))
+    assert agent.mounts() == [Mount(Path("/c"), "/home/agent/c", read_only=True)]
+    assert agent.container_env({"OPENAI_API_KEY": "k"}) == {"HOME": "/home/agent"}
 
 
 def test_custom_agent_shadows_preset():
@@ -143,7 +229,7 @@ def test_unknown_agent_lists_known_ones():
         resolve(s, "gpt")
     assert err.value.agent == "gpt"
     assert err.value.known == known_agents(s)
-    assert "claude, coderabbit, codex, codex:review, gemini, local, mine" in str(err.value)
+    assert "claude, coderabbit, codex, codex:review, gemini, local, mine, opencode" in str(err.value)
     assert isinstance(err.value, ValueError)
 
 
@@ -160,3 +246,12 @@ def test_malformed_specs_are_refused(s, spec):
 def test_configured_default_model_is_validated_too():
     with pytest.raises(ValueError, match="invalid model"):
         resolve(settings(default_models={"codex": "--yolo"}), "codex")
+
+
+def test_keys_reach_the_container_env_and_never_argv():
+    s = settings(base_urls={a: "http://models.example" for a in ("codex", "claude", "gemini", "opencode")})
+    for spec in ["codex", "codex:review", "claude", "gemini", "opencode", "local", "coderabbit"]:
+        agent = resolve(s, spec)
+        keys = [v for k, v in agent.container_env(ENVIRON).items() if k.endswith("_API_KEY")]
+        assert keys or spec == "local"
+        assert not any(key in element for key in ENVIRON.values() for element in agent.argv(P)), spec

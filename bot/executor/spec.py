@@ -7,7 +7,6 @@ after a restart, the reaper and a cancel all go by them, never by ids kept in me
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from bot.agents import Agent
 from bot.executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, Mount
@@ -19,7 +18,7 @@ RUN_LABEL = "dispatchbot.run"
 INSTANCE_LABEL = "dispatchbot.instance"
 ROLE_LABEL = "dispatchbot.role"  # "agent", or "qa<n>" for the n-th QA command
 WORKSPACE_LABEL = "dispatchbot.workspace"
-BASE_ENV = {"TERM": "dumb", "NO_COLOR": "1", "CI": "true", "HOME": "/tmp"}
+BASE_ENV = {"TERM": "dumb", "NO_COLOR": "1", "CI": "true"}
 WORKDIR = "/workspace/repo"
 
 
@@ -27,16 +26,13 @@ def container_spec(
     settings: Settings, run: Run, agent: Agent, ws: Workspace, argv: list[str], role: str = "agent"
 ) -> ContainerSpec:
     """The container that runs ``argv`` for ``run`` in its workspace, with the agent's image and env."""
-    env = dict(BASE_ENV)
-    env |= {k: os.environ[k] for k in agent.env if os.environ.get(k)}
-    env |= agent.fixed_env
+    env = BASE_ENV | agent.container_env(os.environ)
     ident = settings.git
     env |= {
         "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
         "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email,
     }
-    mounts = [Mount(ws.root, "/workspace")]
-    mounts += [Mount(Path(d), f"/tmp/{Path(d).name}", read_only=True) for d in agent.credentials]
+    mounts = [Mount(ws.root, "/workspace"), *agent.mounts()]
     return ContainerSpec(
         name=f"dispatchbot-{settings.instance}-run-{run.id}-{run.attempts}-{role}",
         image=agent.image,
@@ -49,6 +45,7 @@ def container_spec(
             WORKSPACE_LABEL: str(ws.root),
         },
         limits=settings.limits,
+        network=settings.container_network,
     )
 
 
