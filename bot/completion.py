@@ -68,6 +68,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         answer=run.answer or None,
         review=run.review,
         repo_dir=ws.clone,
+        options=run.options,
     )
     prompt = await build_prompt(context, services.settings)
     save_prompt(ws, prompt)

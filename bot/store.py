@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -136,6 +136,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, facet)
     );
     """,
+    # Prompt options of a run dispatched through the admin API (template, plan, persona, variables).
+    "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
 ]
 
 
@@ -172,6 +174,7 @@ class Run:
     started_at: float | None
     ended_at: float | None
     version: int
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def agent_spec(self) -> str:
@@ -197,6 +200,7 @@ class Run:
         data["is_pull"] = bool(data["is_pull"])
         data["review"] = bool(data["review"])
         data["result"] = json.loads(data["result"])
+        data["options"] = json.loads(data["options"])
         return cls(**data)
 
 
@@ -220,6 +224,7 @@ class RunRequest:
     requested_by: str
     comment_id: int | None = None
     retry_of: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def workspace_key(self) -> str:
@@ -438,6 +443,7 @@ class Store:
                 return None
             now = time.time()
             values = {**req.__dict__, "workspace_key": req.workspace_key, "state": "queued"}
+            values["options"] = json.dumps(req.options)
             values |= {"created_at": now, "updated_at": now}
             cur = await db.execute(
                 f"INSERT INTO runs ({', '.join(values)}) VALUES ({_marks(values)})", tuple(values.values())
@@ -755,8 +761,9 @@ async def _get(db: aiosqlite.Connection, run_id: int) -> Run | None:
 async def _update(db: aiosqlite.Connection, run_id: int, changes: dict[str, Any]) -> None:
     unknown = set(changes) - set(RUN_COLUMNS)
     assert not unknown, unknown
-    if "result" in changes:
-        changes["result"] = json.dumps(changes["result"])
+    for column in ("result", "options"):
+        if column in changes:
+            changes[column] = json.dumps(changes[column])
     assignments = ", ".join(f"{column} = ?" for column in changes)
     await db.execute(
         f"UPDATE runs SET {assignments}, version = version + 1 WHERE id = ?", (*changes.values(), run_id)
