@@ -16,6 +16,7 @@ from aiohttp import web
 
 from handlers import router as default_router
 
+from .api import mount_api
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
@@ -43,6 +44,7 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
     app[ROUTER] = router
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
+    mount_api(app, settings, lambda: app[ENGINE])
     app.cleanup_ctx.append(_services)
     return app
 

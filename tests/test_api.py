@@ -1,0 +1,148 @@
+"""The admin API through the real HTTP server: auth on every route, the operations, bad input."""
+
+import aiohttp
+import pytest
+
+TOKEN = "admin-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+ROUTES = [
+    ("GET", "/api/runs"), ("GET", "/api/runs/1"), ("GET", "/api/runs/1/log"), ("POST", "/api/runs/1/cancel"),
+    ("POST", "/api/runs/1/retry"), ("POST", "/api/runs/1/answer"), ("GET", "/api/pools"), ("POST", "/api/freeze"),
+    ("POST", "/api/thaw"), ("POST", "/api/poke"), ("POST", "/api/dispatch"),
+]
+
+
+async def call(bot, method, path, body=None, headers=AUTH):
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, bot.url + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+@pytest.fixture
+async def api_bot(make_bot, world):
+    """A frozen bot (nothing starts, so no Docker is needed) with the API on, and one issue."""
+    bot = await make_bot(admin_token=TOKEN, frozen=True)
+    world["issue"] = await world["forge"].create_issue(world["repo"], world["bob"], title="Tidy the widgets")
+    return bot
+
+
+async def test_without_a_token_setting_the_api_is_off(make_bot):
+    bot = await make_bot()
+    for method, path in ROUTES:
+        status, body = await call(bot, method, path, headers=AUTH)
+        assert (status, body) == (404, {"error": "the admin API is off: no admin_token is set"}), path
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": TOKEN}], ids=["none", "wrong", "basic", "bare"])
+async def test_every_route_refuses_a_missing_or_wrong_token(api_bot, headers):
+    for method, path in ROUTES:
+        status, body = await call(api_bot, method, path, headers=headers)
+        assert status == 401 and "admin token" in body["error"], path
+    assert await api_bot.store.runs() == []
+
+
+async def test_dispatch_list_show_cancel_retry_with_the_token(api_bot, world):
+    issue = world["issue"]
+    status, out = await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": issue.number,
+                                                                "agent": "claude:opus", "task": "tidy up"})
+    assert status == 200 and out["success"] and out["state"] == "queued" and out["agent"] == "claude", out
+    run = await api_bot.store.get(out["run_id"])
+    assert (run.trigger, run.requested_by, run.model, run.task) == ("api", "api", "opus", "tidy up")
+    assert out["workspace_dir"].endswith("/workspaces/acme/widgets/issue-1")
+
+    status, runs = await call(api_bot, "GET", "/api/runs?state=queued&repo=acme/widgets&agent=claude")
+    assert status == 200 and [r["id"] for r in runs] == [run.id]
+    for query in ("state=running", "repo=acme/other", "agent=codex"):
+        assert (await call(api_bot, "GET", f"/api/runs?{query}"))[1] == [], query
+
+    status, shown = await call(api_bot, "GET", f"/api/runs/{run.id}")
+    assert status == 200 and shown["transitions"] == [{"from_state": None, "to_state": "queued", "reason": "api"}]
+    assert shown["links"]["issue"].endswith(f"/acme/widgets/issues/{issue.number}")
+    assert (await call(api_bot, "GET", f"/api/runs/{run.id}/log")) == (200, {"id": run.id, "state": "queued", "log": ""})
+
+    async def status_comment():
+        comments = world["forge"].comments(world["repo"], issue.number)
+        return [c.body for c in comments if "Started through the admin API" in c.body]
+
+    await api_bot.wait_for(status_comment)
+
+    status, cancelled = await call(api_bot, "POST", f"/api/runs/{run.id}/cancel")
+    assert status == 200 and cancelled["state"] == "cancelled"
+    assert (await call(api_bot, "POST", f"/api/runs/{run.id}/cancel"))[0] == 409
+    status, retried = await call(api_bot, "POST", f"/api/runs/{run.id}/retry")
+    assert status == 200 and retried["state"] == "queued" and retried["id"] != run.id
+    assert (await api_bot.store.get(retried["id"])).retry_of == run.id
+    status, body = await call(api_bot, "POST", f"/api/runs/{retried['id']}/answer", {"text": "yes"})
+    assert status == 409 and "only a blocked run" in body["error"]
+
+
+async def test_answer_resumes_a_blocked_run(api_bot, world):
+    _, out = await call(api_bot, "POST", "/api/dispatch", {"repo": "widgets", "org": "acme", "issue": 1})
+    store = api_bot.store
+    await store.transition(out["run_id"], "preparing")
+    await store.transition(out["run_id"], "running")
+    await store.transition(out["run_id"], "blocked", question="Which widgets?")
+    status, resumed = await call(api_bot, "POST", f"/api/runs/{out['run_id']}/answer", {"text": "the blue ones"})
+    assert status == 200 and resumed["state"] == "queued"
+    assert (await store.get(out["run_id"])).answer == "the blue ones"
+
+
+async def test_freeze_and_thaw_globally_and_per_pool(api_bot, world):
+    status, view = await call(api_bot, "GET", "/api/pools")
+    assert status == 200 and view["frozen"] is True and view["pools"] == []
+    await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": 1, "agent": "gemini"})
+    status, view = await call(api_bot, "POST", "/api/freeze", {"pool": "gemini"})
+    assert status == 200
+    assert view["pools"] == [{"name": "gemini", "limit": 4, "active": 0, "queued": 1, "frozen": True,
+                              "backoff_until": None}]
+    status, view = await call(api_bot, "POST", "/api/thaw")
+    assert status == 200 and view["frozen"] is False and view["pools"][0]["frozen"] is True
+    assert await api_bot.store.flag("frozen") == "0" and (await api_bot.store.pool("gemini")).frozen is True
+    status, started = await call(api_bot, "POST", "/api/poke")
+    assert status == 200 and started == []  # its pool is still frozen
+    assert (await call(api_bot, "POST", "/api/thaw", {"pool": "gemini"}))[1]["pools"][0]["frozen"] is False
+
+
+@pytest.mark.parametrize(
+    "path, body, status, reason",
+    [
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "agent": "nope"}, 400, "unknown agent 'nope'; known: "),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "persona": "pirate"}, 400, "unknown persona 'pirate'"),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "template": "x"}, 400, "unknown template 'x'; known: "),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "plan_template": "bugfix"}, 400,
+         "plan template 'bugfix' needs variables: symptom"),
+        ("/api/dispatch", {"repo": "widgets", "issue": 1}, 400, "repo 'widgets' needs an owner"),
+        ("/api/dispatch", {"repo": "acme/widgets"}, 400, "give exactly one of issue, pr, branch or tag"),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "pr": 2}, 400, "give exactly one of"),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 1, "colour": "red"}, 400, "colour: Extra inputs"),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": "one"}, 400, "issue: Input should be a valid integer"),
+        ("/api/dispatch", {"repo": "acme/widgets", "issue": 99}, 404, "acme/widgets#99 not found on the Forge"),
+        ("/api/dispatch", {"repo": "acme/widgets", "pr": 1}, 400, "acme/widgets#1 is an issue; use issue"),
+        ("/api/dispatch", [1], 400, "the body must be a JSON object"),
+        ("/api/runs/x/cancel", None, 400, "run id 'x' is not a number"),
+        ("/api/runs/7/cancel", None, 404, "no run 7"),
+        ("/api/runs/7/answer", {}, 400, "text: Field required"),
+        ("/api/freeze", {"pool": ""}, 400, "the pool name is empty"),
+    ],
+)
+async def test_bad_input_gets_a_one_line_reason_and_changes_nothing(api_bot, path, body, status, reason):
+    got, answer = await call(api_bot, "POST", path, body)
+    assert got == status and answer["error"].startswith(reason) and "\n" not in answer["error"], answer
+    assert await api_bot.store.runs() == []
+
+
+async def test_bad_json_and_unknown_state(api_bot):
+    async with aiohttp.ClientSession() as session:
+        async with session.post(api_bot.url + "/api/dispatch", data=b"{nope", headers=AUTH) as resp:
+            assert resp.status == 400 and (await resp.json())["error"].startswith("the body is not JSON")
+    status, body = await call(api_bot, "GET", "/api/runs?state=sleeping")
+    assert status == 400 and body["error"].startswith("unknown state 'sleeping'; known: live, queued")
+
+
+async def test_the_token_never_reaches_the_log(make_bot, caplog):
+    bot = await make_bot(admin_token=TOKEN)
+    await call(bot, "GET", "/api/runs", headers={"Authorization": f"Bearer {TOKEN}x"})
+    await call(bot, "GET", "/api/runs")
+    assert TOKEN not in caplog.text and TOKEN in bot.settings.secrets()
