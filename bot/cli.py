@@ -11,6 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
+from . import client
 from .settings import ENV_PREFIX, Settings
 
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument("target", help="owner/repo#number")
     dry.add_argument("agent", help="agent[:model]")
     dry.add_argument("task", nargs="?", default="", help="the task (default: the issue's title)")
+    client.register(sub)
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         return 0
+    if args.command in client.COMMANDS:
+        return client.run(args, settings)
     missing = settings.missing_for_serve()
     if missing:
         for line in missing:
