@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument("agent", help="agent[:model]")
     dry.add_argument("task", nargs="?", default="", help="the task (default: the issue's title)")
     client.register(sub)
+    sub.add_parser("mcp", help="serve MCP over stdio, as a client of the running bot's admin API")
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in client.COMMANDS:
         return client.run(args, settings)
+    if args.command == "mcp":
+        from .mcp_server import serve_stdio
+
+        return serve_stdio(settings)
     missing = settings.missing_for_serve()
     if missing:
         for line in missing:
