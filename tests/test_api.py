@@ -1,7 +1,12 @@
 """The admin API through the real HTTP server: auth on every route, the operations, bad input."""
 
+import json
+
 import aiohttp
 import pytest
+
+from tests.harness import BotHarness
+from tests.process import BotProcess
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -146,3 +151,41 @@ async def test_the_token_never_reaches_the_log(make_bot, caplog):
     await call(bot, "GET", "/api/runs", headers={"Authorization": f"Bearer {TOKEN}x"})
     await call(bot, "GET", "/api/runs")
     assert TOKEN not in caplog.text and TOKEN in bot.settings.secrets()
+
+
+@pytest.mark.docker
+async def test_freeze_survives_a_restart_and_nothing_starts_until_thawed(world, agent_image):
+    """Frozen globally and per pool, then kill -9 and restart: the runs wait, none lost, none started."""
+    forge, repo = world["forge"], world["repo"]
+    env = {"DISPATCHBOT_IMAGE": agent_image, "DISPATCHBOT_ADMIN_TOKEN": TOKEN, "DISPATCHBOT_SCHEDULE__DRAIN": "0.2",
+           "DISPATCHBOT_LIMITS": json.dumps({"memory": "256m", "timeout": 60.0, "grace": 1.0})}
+    bot = BotProcess(forge.url, world["bot"].token, world["tmp"] / "data", **env)
+    await bot.start()
+    try:
+        assert (await call(bot, "POST", "/api/freeze"))[0] == 200
+        assert (await call(bot, "POST", "/api/freeze", {"pool": "codex"}))[0] == 200
+        for n in (1, 2):
+            await forge.create_issue(repo, world["bob"], title=f"task {n}")
+            status, out = await call(bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": n,
+                                                                    "task": f"notes {n} scenario:edit-commit"})
+            assert status == 200 and out["state"] == "queued"
+        bot.kill()
+        await bot.start()
+        _, view = await call(bot, "GET", "/api/pools")
+        assert view["frozen"] and view["pools"] == [{"name": "codex", "limit": 4, "active": 0, "queued": 2,
+                                                     "frozen": True, "backoff_until": None}]
+        assert (await call(bot, "POST", "/api/poke")) == (200, [])
+        await call(bot, "POST", "/api/thaw")
+        assert (await call(bot, "POST", "/api/poke")) == (200, [])  # the pool is still frozen
+        assert [s for (s,) in bot.query("SELECT to_state FROM transitions")] == ["queued", "queued"]
+        await call(bot, "POST", "/api/thaw", {"pool": "codex"})
+
+        async def completed():
+            _, runs = await call(bot, "GET", "/api/runs")
+            return [r["state"] for r in runs] == ["completed", "completed"]
+
+        await BotHarness.wait_for(None, completed, timeout=90)
+        for (branch,) in bot.query("SELECT branch FROM runs"):
+            assert len(forge.git_log(repo, branch)) == 2  # one commit each: each ran once
+    finally:
+        await bot.stop()
