@@ -178,7 +178,7 @@ def _links(engine: Engine, run: Run, reported: dict[str, Any]) -> dict[str, str]
     if pull := reported.get("pull"):
         links["pull_request"] = pull.get("url") or f"{forge}/{run.owner}/{run.repo}/pulls/{pull['number']}"
     if "review" in reported:
-        links["review"] = f"{forge}/{run.owner}/{run.repo}/pulls/{run.number}#issuecomment-{reported['review']}"
+        links["review"] = f"{forge}/{run.owner}/{run.repo}/pulls/{run.number}/files"
     return links
 
 
