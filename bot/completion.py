@@ -37,7 +37,8 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     forge = services.forge
     base = f"/repos/{run.owner}/{run.repo}"
     repo = await forge.getitem(base)
-    issue = await forge.getitem(f"{base}/issues/{run.number}")
+    on_ref = "ref" in run.options  # a branch without an issue (admin API): no issue text, no comments
+    issue = {} if on_ref else await forge.getitem(f"{base}/issues/{run.number}")
     if run.is_pull:
         pull = await forge.getitem(f"{base}/pulls/{run.number}")
         if wsmod.is_fork(pull):
@@ -46,7 +47,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         head_sha = pull["head"]["sha"]
     else:
         head_sha = ""
-        base_branch = repo.get("default_branch") or "main"
+        base_branch = run.options["ref"] if on_ref else repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
     ws = await workspaces.prepare(run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch)
@@ -54,7 +55,9 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(services, run)
-    comments = await _writers_comments(services, writers, await forge.getitem(f"{base}/issues/{run.number}/comments"))
+    comments = [] if on_ref else await _writers_comments(
+        services, writers, await forge.getitem(f"{base}/issues/{run.number}/comments")
+    )
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -63,7 +66,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
         number=run.number,
         is_pull=run.is_pull,
         issue_title=issue.get("title", ""),
-        issue_body=issue.get("body", "") if await writers.check(issue["user"]["login"]) else "",
+        issue_body=issue.get("body", "") if issue and await writers.check(issue["user"]["login"]) else "",
         comments=comments,
         answer=run.answer or None,
         review=run.review,

@@ -316,10 +316,16 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
         raise OperationError(400, str(e)) from None
     if (inp.issue is not None) + (inp.pr is not None) + (inp.branch is not None) + (inp.tag is not None) != 1:
         raise OperationError(400, "give exactly one of issue, pr, branch or tag")
-    if inp.branch is not None or inp.tag is not None:
-        raise OperationError(400, "dispatching on a branch or tag without an issue is not supported yet")
-    number = inp.issue or inp.pr
-    title, pull = await _target(engine, owner, name, number, want_pull=inp.pr is not None)
+    if inp.tag is not None:
+        raise OperationError(400, "dispatching on a tag is not supported yet; dispatch on a branch at that tag")
+    if inp.branch is not None:  # no issue: number 0, the branch and its head kept with the options
+        if not inp.task.strip():
+            raise OperationError(400, "a dispatch on a branch needs a task")
+        options |= {"ref": inp.branch, "ref_sha": await _branch_head(engine, owner, name, inp.branch)}
+        number, title, pull = 0, "", None  # 0: runs need a number; "ref" in the options tells
+    else:
+        number = inp.issue or inp.pr
+        title, pull = await _target(engine, owner, name, number, want_pull=inp.pr is not None)
     request = RunRequest(
         owner=owner, repo=name, number=number, is_pull=pull is not None, agent=agent.name,
         model=stored_model(inp.agent, agent), pool=agent.pool, review=agent.review,
@@ -338,6 +344,20 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
         "output_file": str(output or _workspace_dir(engine, run) / ".meta" / f"agent-{run.agent}.log"),
         "message": f"queued run {run.id}",
     })
+
+
+async def _branch_head(engine: Engine, owner: str, name: str, branch: str) -> str:
+    """The commit the branch points at now: the run's commit status goes on it."""
+    try:
+        wsmod.validate_branch(branch)
+        answer = await engine.services.forge.getitem(f"/repos/{owner}/{name}/branches/{branch}")
+    except ValueError as e:
+        raise OperationError(400, str(e)) from None
+    except ForgeError as e:
+        if e.status == 404:
+            raise OperationError(404, f"branch {branch!r} not found in {owner}/{name}") from None
+        raise OperationError(502, f"the Forge failed: {e}") from None
+    return answer["commit"]["id"]
 
 
 async def _target(

@@ -122,7 +122,8 @@ def save_prompt(ws: Workspace, text: str) -> None:
 
 def _repo_section(ctx: PromptContext) -> str:
     kind = "pull request" if ctx.is_pull else "issue"
-    return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {kind} #{ctx.number}"
+    what = "the operator, with no issue" if "ref" in ctx.options else f"{kind} #{ctx.number}"
+    return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {what}"
 
 
 def _commands(commands: Sequence[Sequence[str]]) -> str:
@@ -213,6 +214,8 @@ def render_plan(name: str, variables: dict[str, str]) -> str:
 
 
 def _issue_section(ctx: PromptContext) -> str:
+    if "ref" in ctx.options:
+        return "(none: the task above is the whole request)"
     kind = "Pull request" if ctx.is_pull else "Issue"
     title = f"{kind} #{ctx.number}: {_one_line(ctx.issue_title, TITLE_CHARS)}"
     parts = [title, _quote(ctx.issue_body, BODY_BYTES)]

@@ -161,15 +161,16 @@ class Reporter:
             pull = await results.open_pull(self.forge, run, run_url)
             reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}
             await self.store.set_reported(run.id, "pull", reported["pull"])
-        await self._stopwatch(run, reported)
-        body = messages.status_comment(
-            run, queue=await self._queue_line(run), links=self._links(run, reported),
-            note=messages.TIME_TRACKING_OFF if reported.get("stopwatch") == timetracking.DISABLED else "",
-        )
-        await self._status_comment(run, reported, body)
-        await self._state_label(run, reported)
-        if run.is_pull and run.head_sha:
-            await self._commit_status(run, reported)
+        if "ref" not in run.options:  # a run on a branch without an issue (admin API) has none to show on
+            await self._stopwatch(run, reported)
+            body = messages.status_comment(
+                run, queue=await self._queue_line(run), links=self._links(run, reported),
+                note=messages.TIME_TRACKING_OFF if reported.get("stopwatch") == timetracking.DISABLED else "",
+            )
+            await self._status_comment(run, reported, body)
+            await self._state_label(run, reported)
+        if sha := run.head_sha if run.is_pull else run.options.get("ref_sha", ""):
+            await self._commit_status(run, reported, sha)
         if run.trigger == "label" and not reported.get("trigger_label_removed"):  # accepted: queued or later
             await self._remove_label(run, settings.label_prefix + run.agent_spec)
             await self.store.set_reported(run.id, "trigger_label_removed", True)
@@ -195,11 +196,11 @@ class Reporter:
         reported["stopwatch"] = new
         await self.store.set_reported(run.id, "stopwatch", new)
 
-    async def _commit_status(self, run: Run, reported: dict[str, Any]) -> None:
-        want = [run.head_sha, run.state]
+    async def _commit_status(self, run: Run, reported: dict[str, Any], sha: str) -> None:
+        want = [sha, run.state]
         if reported.get("status") == want:
             return
-        await results.set_status(self.forge, run, run.head_sha, reported.get("comment_url", ""))
+        await results.set_status(self.forge, run, sha, reported.get("comment_url", ""))
         await self.store.set_reported(run.id, "status", want)
 
     async def _state_label(self, run: Run, reported: dict[str, Any]) -> None:

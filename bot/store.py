@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -228,6 +229,8 @@ class RunRequest:
 
     @property
     def workspace_key(self) -> str:
+        if "ref" in self.options:  # a branch without an issue (admin API): one workspace per branch
+            return "ref-" + re.sub(r"[^A-Za-z0-9._-]", "-", self.options["ref"])[:90]
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 

@@ -189,3 +189,48 @@ async def test_freeze_survives_a_restart_and_nothing_starts_until_thawed(world, 
             assert len(forge.git_log(repo, branch)) == 2  # one commit each: each ran once
     finally:
         await bot.stop()
+
+
+@pytest.mark.docker
+async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_sets_a_status(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    head = await forge.push_commit(repo, "develop", {"DEVELOP.md": "work in progress\n"}, message="wip")
+    bot = await engine_bot(admin_token=TOKEN)
+    status, out = await call(bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "branch": "develop",
+                                                            "task": "add notes scenario:edit-commit"})
+    assert status == 200 and out["state"] == "queued", out
+    assert out["workspace_dir"].endswith("/workspaces/acme/widgets/ref-develop")
+
+    async def pulled():
+        return forge.pulls(repo)
+
+    [pull] = await bot.wait_for(pulled, timeout=60)
+    run = await bot.store.get(out["run_id"])
+    assert run.state == "completed" and (run.number, run.base_branch) == (0, "develop")
+    assert (pull.head_branch, pull.base_branch) == (run.branch, "develop")
+    assert "worked on `develop` (started through the admin API)" in pull.issue.body and "Closes" not in pull.issue.body
+    log = forge.git_log(repo, run.branch)
+    assert [c.sha for c in log[1:3]] == [head, forge.git_log(repo, "main")[0].sha]  # built on the branch
+
+    async def success():
+        status = forge.latest_statuses(repo, head).get("dispatchbot/codex")
+        return status if status and status.state == "success" else None
+
+    await bot.wait_for(success)
+    prompt = (bot.settings.data_dir / "workspaces/acme/widgets/ref-develop/.meta/prompt.md").read_text()
+    assert "For: the operator, with no issue" in prompt and "## ISSUE\n\n(none: the task above" in prompt
+    assert [c.path for c in forge.requests if "/issues/" in c.path and c.method != "GET"] == []  # no issue to show
+
+
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ({"branch": "nope", "task": "x"}, 404, "branch 'nope' not found in acme/widgets"),
+        ({"branch": "main"}, 400, "a dispatch on a branch needs a task"),
+        ({"branch": "-x", "task": "x"}, 400, "invalid branch"),
+        ({"tag": "v1", "task": "x"}, 400, "dispatching on a tag is not supported yet"),
+    ],
+)
+async def test_bad_branch_dispatches(api_bot, body, status, reason):
+    got, answer = await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", **body})
+    assert got == status and answer["error"].startswith(reason), answer
