@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -171,14 +172,17 @@ async def show_run(engine: Engine, run_id: int) -> RunDetail:
 def _links(engine: Engine, run: Run, reported: dict[str, Any]) -> dict[str, str]:
     """Where the run shows on the Forge, from what the reporter recorded."""
     forge = engine.services.settings.forge_url.rstrip("/")
-    kind = "pulls" if run.is_pull else "issues"
-    links = {"issue": f"{forge}/{run.owner}/{run.repo}/{kind}/{run.number}"}
+    repo = f"{forge}/{run.owner}/{run.repo}"
+    if "ref" in run.options:
+        links = {"branch": f"{repo}/src/branch/{run.options['ref']}"}
+    else:
+        links = {"issue": f"{repo}/{'pulls' if run.is_pull else 'issues'}/{run.number}"}
     if url := reported.get("comment_url"):
         links["status_comment"] = url
     if pull := reported.get("pull"):
-        links["pull_request"] = pull.get("url") or f"{forge}/{run.owner}/{run.repo}/pulls/{pull['number']}"
+        links["pull_request"] = pull.get("url") or f"{repo}/pulls/{pull['number']}"
     if "review" in reported:
-        links["review"] = f"{forge}/{run.owner}/{run.repo}/pulls/{run.number}/files"
+        links["review"] = f"{repo}/pulls/{run.number}/files"
     return links
 
 
@@ -196,11 +200,11 @@ async def log_tail(engine: Engine, run: Run) -> str:
     return (wsmod.safe_read(path, limit) or "") if path else ""
 
 
-def _workspace_dir(engine: Engine, run: Run):
+def _workspace_dir(engine: Engine, run: Run) -> Path:
     return engine.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
 
 
-def _output_file(engine: Engine, run: Run):
+def _output_file(engine: Engine, run: Run) -> Path | None:
     path = _workspace_dir(engine, run) / ".meta" / f"agent-{run.agent}.log"
     return path if path.parent.is_dir() else None
 
@@ -299,8 +303,8 @@ async def poke(engine: Engine) -> list[RunSummary]:
 
 async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     """Queue a run on an issue or pull request, as the ``/dispatch`` command would, on behalf of
-    the operator (no permission check: the API is the operator's); or, with ``dry_run``, return
-    the prompt and argv it would get and start nothing."""
+    the operator (no permission check: the API is the operator's), or on a branch with no issue;
+    or, with ``dry_run``, return the prompt and argv it would get and start nothing."""
     settings = engine.services.settings
     owner, name = inp.owner_and_name()
     try:

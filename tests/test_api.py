@@ -208,6 +208,8 @@ async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_
     run = await bot.store.get(out["run_id"])
     assert run.state == "completed" and (run.number, run.base_branch) == (0, "develop")
     assert (pull.head_branch, pull.base_branch) == (run.branch, "develop")
+    _, shown = await call(bot, "GET", f"/api/runs/{run.id}")
+    assert shown["links"]["branch"].endswith("/acme/widgets/src/branch/develop") and "pull_request" in shown["links"]
     assert "worked on `develop` (started through the admin API)" in pull.issue.body and "Closes" not in pull.issue.body
     log = forge.git_log(repo, run.branch)
     assert [c.sha for c in log[1:3]] == [head, forge.git_log(repo, "main")[0].sha]  # built on the branch
