@@ -32,8 +32,10 @@ async def api_bot(make_bot, world):
     return bot
 
 
-async def test_without_a_token_setting_the_api_is_off(make_bot):
+async def test_without_a_token_setting_the_api_is_off(make_bot, caplog):
+    caplog.set_level("INFO", logger="bot.api")
     bot = await make_bot()
+    assert "the admin API (/api/) and MCP (/mcp) are off: no admin_token is set" in caplog.text
     for method, path in ROUTES:
         status, body = await call(bot, method, path, headers=AUTH)
         assert (status, body) == (404, {"error": "the admin API is off: no admin_token is set"}), path
