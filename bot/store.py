@@ -137,7 +137,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, facet)
     );
     """,
-    # Prompt options of a run dispatched through the admin API (template, plan, persona, variables).
+    # What a dispatch through the admin API asked for: prompt options (template, plan_template, persona,
+    # variables) and, on a branch without an issue, that branch (ref) and its head then (ref_sha).
     "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
 ]
 
