@@ -19,6 +19,7 @@ from .agents import UnknownAgent, known_agents, resolve, stored_model
 from .engine import Engine
 from .executor.docker import ExecutorError
 from .forge import ForgeError
+from .forgepaths import Repo
 from .payloads import PullRequest
 from .prompt import check_options
 from .store import ACTIVE, LIVE, STATES, Run, RunRequest
@@ -354,7 +355,7 @@ async def _branch_head(engine: Engine, owner: str, name: str, branch: str) -> st
     """The commit the branch points at now: the run's commit status goes on it."""
     try:
         wsmod.validate_branch(branch)
-        answer = await engine.services.forge.getitem(f"/repos/{owner}/{name}/branches/{branch}")
+        answer = await engine.services.forge.getitem(Repo(owner, name).branch(branch))
     except ValueError as e:
         raise OperationError(400, str(e)) from None
     except ForgeError as e:
@@ -369,14 +370,14 @@ async def _target(
 ) -> tuple[str, PullRequest | None]:
     """The issue's title, and the pull request when it is one."""
     forge = engine.services.forge
-    base = f"/repos/{owner}/{name}"
+    paths = Repo(owner, name)
     try:
-        issue = await forge.getitem(f"{base}/issues/{number}")
+        issue = await forge.getitem(paths.issue(number))
         is_pull = issue.get("pull_request") is not None
         if want_pull != is_pull:
             kind = "a pull request" if is_pull else "an issue"
             raise OperationError(400, f"{owner}/{name}#{number} is {kind}; use {'pr' if is_pull else 'issue'}")
-        pull = PullRequest.model_validate(await forge.getitem(f"{base}/pulls/{number}")) if is_pull else None
+        pull = PullRequest.model_validate(await forge.getitem(paths.pull(number))) if is_pull else None
     except ForgeError as e:
         if e.status == 404:
             raise OperationError(404, f"{owner}/{name}#{number} not found on the Forge") from None
