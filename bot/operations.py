@@ -104,7 +104,7 @@ class RunSummary(BaseModel):
     @classmethod
     def of(cls, run: Run) -> RunSummary:
         data = {name: getattr(run, name) for name in cls.model_fields if name not in ("repo", "agent")}
-        return cls(**data, repo=run.full_repo, agent=run.agent_spec)
+        return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec)
 
 
 class Transition(BaseModel):

@@ -13,6 +13,8 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,9 @@ import yaml
 from bot.settings import Settings
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
 
-SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "config" / "templates"
-PERSONAS = Path(__file__).resolve().parent / "personas"
-PLANS = Path(__file__).resolve().parent / "plans"
+SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
+PERSONAS = files("bot") / "personas"
+PLANS = files("bot") / "plans"
 SHARED_TEMPLATES = ("conventions.md", "security.md")  # follow the main template: coding, review, verify...
 PROJECT_RULES = ("CLAUDE.md", "AGENTS.md")
 
@@ -174,17 +176,24 @@ def _persona_section(ctx: PromptContext, settings: Settings) -> str:
 # Prompt options of API dispatches ----------------------------------------------------------
 
 
+def _names(directory: Traversable, suffix: str) -> set[str]:
+    """The names of a directory's files with that suffix, without it."""
+    if not directory.is_dir():
+        return set()
+    return {p.name.removesuffix(suffix) for p in directory.iterdir() if p.name.endswith(suffix)}
+
+
 def known_templates(settings: Settings) -> list[str]:
-    dirs = [d for d in (settings.templates_dir, SHIPPED_TEMPLATES) if d and d.is_dir()]
-    return sorted({p.stem for d in dirs for p in d.glob("*.md")})
+    dirs = [d for d in (settings.templates_dir, SHIPPED_TEMPLATES) if d]
+    return sorted(set().union(*(_names(d, ".md") for d in dirs)))
 
 
 def known_personas() -> list[str]:
-    return sorted(p.stem for p in PERSONAS.glob("*.md"))
+    return sorted(_names(PERSONAS, ".md"))
 
 
 def known_plans() -> list[str]:
-    return sorted(p.stem for p in PLANS.glob("*.yaml"))
+    return sorted(_names(PLANS, ".yaml"))
 
 
 def check_options(settings: Settings, options: dict[str, Any]) -> None:

@@ -1,11 +1,12 @@
 """The admin API through the real HTTP server: auth on every route, the operations, bad input."""
 
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.harness import BotHarness
+from tests.helpers import wait_for
 from tests.process import BotProcess
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -186,7 +187,7 @@ async def test_freeze_survives_a_restart_and_nothing_starts_until_thawed(world, 
             _, runs = await call(bot, "GET", "/api/runs")
             return [r["state"] for r in runs] == ["completed", "completed"]
 
-        await BotHarness.wait_for(None, completed, timeout=90)
+        await wait_for(completed, timeout=90)
         for (branch,) in bot.query("SELECT branch FROM runs"):
             assert len(forge.git_log(repo, branch)) == 2  # one commit each: each ran once
     finally:
@@ -201,7 +202,8 @@ async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_
     status, out = await call(bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "branch": "develop",
                                                             "task": "add notes scenario:edit-commit"})
     assert status == 200 and out["state"] == "queued", out
-    assert out["workspace_dir"].endswith("/workspaces/acme/widgets/ref-develop")
+    workspace = Path(out["workspace_dir"])
+    assert workspace.parent == bot.settings.data_dir / "workspaces/acme/widgets" and workspace.name.startswith("branch-develop-")
 
     async def pulled():
         return forge.pulls(repo)
@@ -221,7 +223,7 @@ async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_
         return status if status and status.state == "success" else None
 
     await bot.wait_for(success)
-    prompt = (bot.settings.data_dir / "workspaces/acme/widgets/ref-develop/.meta/prompt.md").read_text()
+    prompt = (workspace / ".meta/prompt.md").read_text()
     assert "For: the operator, with no issue" in prompt and "## ISSUE\n\n(none: the task above" in prompt
     assert [c.path for c in forge.requests if "/issues/" in c.path and c.method != "GET"] == []  # no issue to show
 

@@ -1,0 +1,155 @@
+"""What the store holds, as plain values: the run state machine, runs, pools and outbox items.
+
+Nothing here knows SQL: every backend turns its rows into these, and callers see only these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from bot.names import branch_key
+
+ACTIVE = ("preparing", "running", "qa", "harvesting")
+WAITING = ("queued",)
+LIVE = WAITING + ACTIVE
+TERMINAL = ("completed", "failed", "blocked", "cancelled")
+STATES = LIVE + TERMINAL
+
+# Allowed transitions of the run state machine (blocked → queued is `/answer`); each is one transaction.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("preparing", "cancelled", "failed"),
+    "preparing": ("running", "queued", "failed", "cancelled", "completed"),
+    "running": ("qa", "harvesting", "completed", "failed", "blocked", "cancelled"),
+    "qa": ("harvesting", "failed", "cancelled"),
+    "harvesting": ("completed", "failed", "cancelled"),
+    "blocked": ("queued", "cancelled"),
+    "completed": (),
+    "failed": (),
+    "cancelled": (),
+}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a handler asks for; the store turns it into a queued run."""
+
+    owner: str
+    repo: str
+    number: int
+    is_pull: bool
+    agent: str
+    model: str
+    pool: str
+    review: bool
+    task: str
+    trigger: str
+    requested_by: str
+    comment_id: int | None = None
+    retry_of: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # what an admin API dispatch asked for
+
+    @property
+    def workspace_key(self) -> str:
+        if "ref" in self.options:  # a branch without an issue (admin API): one workspace per branch
+            return branch_key(self.options["ref"])
+        return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    owner: str
+    repo: str
+    number: int
+    is_pull: bool
+    agent: str
+    model: str
+    pool: str
+    review: bool
+    task: str
+    trigger: str
+    requested_by: str
+    comment_id: int | None
+    state: str
+    reason: str
+    question: str
+    answer: str
+    attempts: int
+    workspace_key: str
+    branch: str
+    base_branch: str
+    head_sha: str
+    container_id: str
+    exit_code: int | None
+    result: dict[str, Any]
+    retry_of: int | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    version: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agent_spec(self) -> str:
+        return f"{self.agent}:{self.model}" if self.model else self.agent
+
+    @classmethod
+    def draft(cls, req: RunRequest) -> Run:
+        """A run that is never stored, for dry runs."""
+        now = time.time()
+        return cls(
+            **req.__dict__, id=0, state="queued", reason="", question="", answer="", attempts=0,
+            workspace_key=req.workspace_key, branch="", base_branch="", head_sha="", container_id="",
+            exit_code=None, result={}, created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Run:
+        """From a row holding at least the run's columns (booleans as 0/1, ``result`` and ``options`` as JSON)."""
+        data = {name: row[name] for name in RUN_COLUMNS}
+        data["is_pull"] = bool(data["is_pull"])
+        data["review"] = bool(data["review"])
+        data["result"] = json.loads(data["result"])
+        data["options"] = json.loads(data["options"])
+        return cls(**data)
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(Run))
+
+
+@dataclass(frozen=True)
+class PoolState:
+    name: str
+    frozen: bool | None
+    paused_until: float
+    quick_failures: int
+    last_spawn_at: float
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    owner: str
+    repo: str
+    number: int
+    payload: dict[str, Any]
+    run_id: int | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass removed, for the log and the bench."""
+
+    bodies: int = 0
+    deliveries: int = 0
+    triggers: int = 0
+    outbox: int = 0
+    pages: int = 0  # database pages given back to the file system
