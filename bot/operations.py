@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import workspace as wsmod
 from .agents import UnknownAgent, known_agents, resolve, stored_model
+from .dryrun import dry_run
 from .engine import Engine
 from .executor.docker import ExecutorError
 from .forge import ForgeError
@@ -215,9 +216,6 @@ async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
     done = await engine.services.store.transition(run.id, "cancelled", reason="cancelled through the admin API")
     if done is None:
         raise OperationError(409, f"run {run_id} is {run.state}; only queued, working or blocked runs can be cancelled")
-    engine.services.cancel_run(run.id)
-    engine.services.wake_runner()
-    engine.services.wake_reporter()
     return RunSummary.of(done)
 
 
@@ -244,16 +242,12 @@ async def answer_run(engine: Engine, run_id: int, text: str) -> RunSummary:
     )
     if resumed is None:
         raise OperationError(409, f"run {run_id} is {run.state}; only a blocked run can be answered")
-    engine.services.wake_runner()
-    engine.services.wake_reporter()
     return RunSummary.of(resumed)
 
 
 async def _queue(engine: Engine, request: RunRequest) -> Run:
     run = await engine.services.store.request_run(request, trigger_key=f"api:{uuid.uuid4()}")
     assert run is not None  # a fresh trigger key is never seen before
-    engine.services.wake_runner()
-    engine.services.wake_reporter()
     return run
 
 
@@ -338,7 +332,10 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     )
     out = DispatchOutput(success=True, agent=agent.name, repo=f"{owner}/{name}")
     if inp.dry_run:
-        argv, prompt = await engine.runner.dry_run(Run.draft(request))
+        services = engine.services
+        argv, prompt = await dry_run(
+            services.forge, settings, engine.workspaces, request, bot=await services.bot_login()
+        )
         return out.model_copy(update={"prompt": prompt, "argv": argv, "message": "dry run: nothing was started"})
     if pull is not None and pull.is_fork:
         raise OperationError(409, f"pull request #{number} comes from a fork; the bot only pushes to this repository")

@@ -81,6 +81,7 @@ async def test_dry_run_prints_the_prompt_and_starts_nothing(bot):
     assert "## TASK\n\n> check the parser" in prompt and "You are a careful verifier" in prompt
     assert "You act as a long-time maintainer" in prompt
     assert await bot.store.runs() == []
+    assert list((bot.settings.data_dir / "workspaces/acme/widgets").iterdir()) == []  # no workspace left or used
 
 
 @pytest.mark.parametrize(
