@@ -17,9 +17,11 @@ from aiohttp import web
 from handlers import router as default_router
 
 from . import forgepaths, preflight
+from .api import mount_api
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
+from .mcp_server import mount_mcp
 from .routing import Router
 from .services import Services
 from .settings import Settings
@@ -44,6 +46,8 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
     app[ROUTER] = router
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
+    mount_api(app, settings, lambda: app[ENGINE])
+    mount_mcp(app, settings, lambda: app[ENGINE])
     app.cleanup_ctx.append(_services)
     return app
 

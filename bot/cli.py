@@ -11,6 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
+from . import client
 from .image import command as image_command
 from .settings import ENV_PREFIX, Settings
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument("agent", help="agent[:model]")
     dry.add_argument("task", nargs="?", default="", help="the task (default: the issue's title)")
     image_command.register(sub)
+    client.register(sub)
+    sub.add_parser("mcp", help="serve MCP over stdio, as a client of the running bot's admin API")
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(settings)
+    if args.command in client.COMMANDS:
+        return client.run(args, settings)
+    if args.command == "mcp":
+        from .mcp_server import serve_stdio
+
+        return serve_stdio(settings)
     missing = settings.missing_for_serve()
     if missing:
         for line in missing:

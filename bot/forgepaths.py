@@ -79,6 +79,12 @@ class Repo:
     def reviews(self, number: int) -> str:
         return f"{self.pull(number)}/reviews"
 
+    # Branches
+
+    def branch(self, name: str) -> str:
+        """One branch, with its head commit."""
+        return f"{self.path}/branches/{name}"
+
     # Commit statuses
 
     def statuses(self, sha: str) -> str:

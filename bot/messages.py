@@ -93,7 +93,8 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     lines = [
         f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
         "",
-        f"Requested by @{run.requested_by}" + (f": {_quote_task(run.task)}" if run.task else "."),
+        ("Started through the admin API" if run.trigger == "api" else f"Requested by @{run.requested_by}")
+        + (f": {_quote_task(run.task)}" if run.task else "."),
     ]
     if run.state == "queued" and queue:
         lines.append(queue)

@@ -14,14 +14,19 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bot.settings import Settings
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
 
 SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
-CODING_TEMPLATES = ("coding.md", "conventions.md", "security.md")
-REVIEW_TEMPLATES = ("review.md", "conventions.md", "security.md")
+PERSONAS = files("bot") / "personas"
+PLANS = files("bot") / "plans"
+SHARED_TEMPLATES = ("conventions.md", "security.md")  # follow the main template: coding, review, verify...
 PROJECT_RULES = ("CLAUDE.md", "AGENTS.md")
 
 MAX_PROMPT_BYTES = 120_000
@@ -47,6 +52,7 @@ _HIDDEN = re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in HIDD
 # An unterminated comment hides the rest of the text on the Forge, so it goes to the end too.
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLAN_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 @dataclass(kw_only=True)
@@ -63,6 +69,7 @@ class PromptContext:
     answer: str | None = None
     review: bool = False
     repo_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)  # template, plan_template, persona, variables
 
 
 def clean(text: str) -> str:
@@ -92,8 +99,10 @@ def _one_line(text: str, limit: int) -> str:
 async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
     """The whole prompt; ValueError when it would not fit in one argv element."""
     log = await recent_commits(ctx.repo_dir)
+    plan = ctx.options.get("plan_template")
     sections = (
         ("TASK", _quote(ctx.task, TASK_BYTES)),
+        *([("PLAN", render_plan(plan, ctx.options.get("variables", {})))] if plan else []),
         ("REPO", _repo_section(ctx)),
         ("LANGUAGE / BUILD / TEST", _project_section(ctx, settings)),
         ("PERSONA", _persona_section(ctx, settings)),
@@ -115,7 +124,8 @@ def save_prompt(ws: Workspace, text: str) -> None:
 
 def _repo_section(ctx: PromptContext) -> str:
     kind = "pull request" if ctx.is_pull else "issue"
-    return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {kind} #{ctx.number}"
+    what = "the operator, with no issue" if "ref" in ctx.options else f"{kind} #{ctx.number}"
+    return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {what}"
 
 
 def _commands(commands: Sequence[Sequence[str]]) -> str:
@@ -154,12 +164,67 @@ def substitute(text: str, variables: dict[str, str]) -> str:
 
 def _persona_section(ctx: PromptContext, settings: Settings) -> str:
     facts = {"owner": ctx.owner, "repo": ctx.repo, "branch": ctx.branch, "number": str(ctx.number)}
-    variables = {**settings.template_vars, **facts}
-    names = REVIEW_TEMPLATES if ctx.review else CODING_TEMPLATES
-    return "\n\n".join(substitute(_template(settings, name), variables) for name in names)
+    variables = {**settings.template_vars, **ctx.options.get("variables", {}), **facts}
+    main = ctx.options.get("template") or ("review" if ctx.review else "coding")
+    parts = [substitute(_template(settings, f"{main}.md"), variables)]
+    parts += [substitute(_template(settings, name), variables) for name in SHARED_TEMPLATES if name != f"{main}.md"]
+    if persona := ctx.options.get("persona"):
+        parts.insert(0, (PERSONAS / f"{persona}.md").read_text(encoding="utf-8").strip())
+    return "\n\n".join(parts)
+
+
+# Prompt options of API dispatches ----------------------------------------------------------
+
+
+def _names(directory: Traversable, suffix: str) -> set[str]:
+    """The names of a directory's files with that suffix, without it."""
+    if not directory.is_dir():
+        return set()
+    return {p.name.removesuffix(suffix) for p in directory.iterdir() if p.name.endswith(suffix)}
+
+
+def known_templates(settings: Settings) -> list[str]:
+    dirs = [d for d in (settings.templates_dir, SHIPPED_TEMPLATES) if d]
+    return sorted(set().union(*(_names(d, ".md") for d in dirs)))
+
+
+def known_personas() -> list[str]:
+    return sorted(_names(PERSONAS, ".md"))
+
+
+def known_plans() -> list[str]:
+    return sorted(_names(PLANS, ".yaml"))
+
+
+def check_options(settings: Settings, options: dict[str, Any]) -> None:
+    """ValueError naming the known choices when a template, persona or plan does not exist, or a
+    plan lacks a variable; checked when a dispatch is asked for, not when its run starts."""
+    for key, known in (
+        ("template", known_templates(settings)), ("persona", known_personas()), ("plan_template", known_plans())
+    ):
+        name = options.get(key)
+        if name and name not in known:
+            raise ValueError(f"unknown {key} {name!r}; known: {', '.join(known)}")
+    if plan := options.get("plan_template"):
+        render_plan(plan, options.get("variables", {}))
+
+
+def render_plan(name: str, variables: dict[str, str]) -> str:
+    """A plan template's steps, numbered, with ``{{var}}`` filled in after parsing (so a value is
+    text, never YAML); ValueError listing the variables it needs and did not get."""
+    plan = yaml.safe_load((PLANS / f"{name}.yaml").read_text(encoding="utf-8"))
+    steps = [str(step) for step in plan.get("steps", [])]
+    missing = sorted({m for step in steps for m in _PLAN_VAR.findall(step)} - set(variables))
+    if missing:
+        raise ValueError(f"plan template {name!r} needs variables: {', '.join(missing)}")
+    filled = [_PLAN_VAR.sub(lambda m: variables[m[1]], step) for step in steps]
+    lines = [plan.get("description", name)] + [f"{i}. {step}" for i, step in enumerate(filled, 1)]
+    return "\n".join(lines)
 
 
 def _issue_section(ctx: PromptContext) -> str:
+    if "ref" in ctx.options:
+        return "(none: the task above is the whole request)"
     kind = "Pull request" if ctx.is_pull else "Issue"
     title = f"{kind} #{ctx.number}: {_one_line(ctx.issue_title, TITLE_CHARS)}"
     parts = [title, _quote(ctx.issue_body, BODY_BYTES)]

@@ -244,11 +244,12 @@ class Reporter:
             pull = await results.open_pull(self.forge, run, run_url)
             reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}
             await self.store.set_reported(run.id, "pull", reported["pull"])
-        await self._stopwatch(run, reported)
-        await self._status_comment(run, reported, await self._body(run, reported))
-        await self._state_label(run, reported)
-        if run.is_pull and run.head_sha:
-            await self._commit_status(run, reported)
+        if "ref" not in run.options:  # a run on a branch without an issue (admin API) has none to show on
+            await self._stopwatch(run, reported)
+            await self._status_comment(run, reported, await self._body(run, reported))
+            await self._state_label(run, reported)
+        if sha := run.head_sha if run.is_pull else run.options.get("ref_sha", ""):
+            await self._commit_status(run, reported, sha)
         await self.store.set_reported(run.id, "version", run.version)
 
     async def _stopwatch(self, run: Run, reported: dict[str, Any]) -> None:
@@ -271,11 +272,11 @@ class Reporter:
         reported["stopwatch"] = new
         await self.store.set_reported(run.id, "stopwatch", new)
 
-    async def _commit_status(self, run: Run, reported: dict[str, Any]) -> None:
-        want = [run.head_sha, run.state]
+    async def _commit_status(self, run: Run, reported: dict[str, Any], sha: str) -> None:
+        want = [sha, run.state]
         if reported.get("status") == want:
             return
-        await results.set_status(self.forge, run, run.head_sha, reported.get("comment_url", ""))
+        await results.set_status(self.forge, run, sha, reported.get("comment_url", ""))
         await self.store.set_reported(run.id, "status", want)
 
     async def _state_label(self, run: Run, reported: dict[str, Any]) -> None:

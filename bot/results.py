@@ -39,9 +39,13 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     existing = await find_pull(forge, run, branch)
     if existing:
         return existing
+    if "ref" not in run.options:
+        about, closes = f"#{run.number} (requested by @{run.requested_by})", f"Run: {run_url}\n\nCloses #{run.number}"
+    else:  # a branch without an issue, dispatched through the admin API
+        about, closes = f"`{run.base_branch}` (started through the admin API)", f"Task: {run.task}"
     body = (
-        f"The agent `{run.agent_spec}` worked on #{run.number} (requested by @{run.requested_by}).\n\n"
-        f"{_summary(run)}{_commit_list(run)}\n\nRun: {run_url}\n\nCloses #{run.number}\n\n{messages.marker('pull', str(run.id))}"
+        f"The agent `{run.agent_spec}` worked on {about}.\n\n"
+        f"{_summary(run)}{_commit_list(run)}\n\n{closes}\n\n{messages.marker('pull', str(run.id))}"
     )
     data = {"head": branch, "base": run.result.get("base") or run.base_branch, "title": pull_title(run), "body": body}
     try:

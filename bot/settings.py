@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     schedule: Schedule = Schedule()
     retention: Retention = Retention()
 
+    # The operator's side: the admin API at /api/ and MCP at /mcp are off without a token;
+    # `api_url` is where the CLI client and `dispatchbot mcp` find the bot (default: this host's port).
+    admin_token: SecretStr | None = None
+    api_url: str | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -216,6 +221,6 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, for masking anything quoted back to users or logs."""
-        values = [s.get_secret_value() for s in (self.forge_token, self.webhook_secret) if s]
+        values = [s.get_secret_value() for s in (self.forge_token, self.webhook_secret, self.admin_token) if s]
         values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
         return values

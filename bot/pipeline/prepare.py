@@ -32,7 +32,8 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     """
     paths = Repo(run.owner, run.repo)
     repo = await forge.getitem(paths.path)
-    issue = await forge.getitem(paths.issue(run.number))
+    on_ref = "ref" in run.options  # a branch without an issue (admin API): no issue text, no comments
+    issue = {} if on_ref else await forge.getitem(paths.issue(run.number))
     if run.is_pull:
         pull = await forge.getitem(paths.pull(run.number))
         if PullRequest.model_validate(pull).is_fork:
@@ -41,7 +42,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         head_sha = pull["head"]["sha"]
     else:
         head_sha = ""
-        base_branch = repo.get("default_branch") or "main"
+        base_branch = run.options["ref"] if on_ref else repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
     ws = await workspaces.prepare(run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch)
@@ -50,7 +51,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(forge, settings, run)
-    comments = await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
+    comments = [] if on_ref else await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -59,11 +60,12 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         number=run.number,
         is_pull=run.is_pull,
         issue_title=issue.get("title", ""),
-        issue_body=issue.get("body", "") if await writers.check(issue["user"]["login"]) else "",
+        issue_body=issue.get("body", "") if issue and await writers.check(issue["user"]["login"]) else "",
         comments=comments,
         answer=run.answer or None,
         review=run.review,
         repo_dir=ws.clone,
+        options=run.options,
     )
     prompt = await build_prompt(context, settings)
     save_prompt(ws, prompt)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from bot.names import branch_key
 
 ACTIVE = ("preparing", "running", "qa", "harvesting")
 WAITING = ("queued",)
@@ -48,9 +50,12 @@ class RunRequest:
     requested_by: str
     comment_id: int | None = None
     retry_of: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # what an admin API dispatch asked for
 
     @property
     def workspace_key(self) -> str:
+        if "ref" in self.options:  # a branch without an issue (admin API): one workspace per branch
+            return branch_key(self.options["ref"])
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 
@@ -87,6 +92,7 @@ class Run:
     started_at: float | None
     ended_at: float | None
     version: int
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def agent_spec(self) -> str:
@@ -104,11 +110,12 @@ class Run:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Run:
-        """From a row holding at least the run's columns (booleans as 0/1, ``result`` as JSON)."""
+        """From a row holding at least the run's columns (booleans as 0/1, ``result`` and ``options`` as JSON)."""
         data = {name: row[name] for name in RUN_COLUMNS}
         data["is_pull"] = bool(data["is_pull"])
         data["review"] = bool(data["review"])
         data["result"] = json.loads(data["result"])
+        data["options"] = json.loads(data["options"])
         return cls(**data)
 
 

@@ -132,6 +132,9 @@ MIGRATIONS: list[str] = [
     PRAGMA auto_vacuum = INCREMENTAL;
     VACUUM;
     """,
+    # What a dispatch through the admin API asked for: prompt options (template, plan_template, persona,
+    # variables) and, on a branch without an issue, that branch (ref) and its head then (ref_sha).
+    "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
 ]
 
 

@@ -140,6 +140,7 @@ class SqliteStore:
                 return None
             now = time.time()
             values = {**req.__dict__, "workspace_key": req.workspace_key, "state": "queued"}
+            values["options"] = json.dumps(req.options)
             values |= {"created_at": now, "updated_at": now}
             cur = await db.execute(
                 f"INSERT INTO runs ({', '.join(values)}) VALUES ({marks(values)})", tuple(values.values())
