@@ -721,6 +721,80 @@ class Store:
                 (run_id, facet, json.dumps(value)),
             )
 
+    # Reads for the dashboard and the metrics ------------------------------------------------
+
+    async def history(self, run_id: int) -> list[Transition]:
+        """Every state change of a run, oldest first."""
+        rows = await self._all(
+            "SELECT id, run_id, from_state, to_state, reason, at FROM transitions WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [Transition(*r) for r in rows]
+
+    async def recent_ended(self, limit: int) -> list[Run]:
+        """The runs that most recently reached an outcome, newest first."""
+        rows = await self._all(
+            f"SELECT * FROM runs WHERE state IN ({_marks(TERMINAL)}) ORDER BY ended_at DESC, id DESC LIMIT ?",
+            (*TERMINAL, limit),
+        )
+        return [Run.from_row(r) for r in rows]
+
+    async def census(self) -> Census:
+        """Live runs per pool and state, and the backlogs: what the metrics report as gauges."""
+        async with self._lock:
+            live = await self._db.execute_fetchall(
+                f"SELECT pool, state, COUNT(*) FROM runs WHERE state IN ({_marks(LIVE)}) GROUP BY pool, state", LIVE
+            )
+            outbox = await self._db.execute_fetchall("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL")
+            deliveries = await self._db.execute_fetchall("SELECT COUNT(*) FROM deliveries WHERE handled_at IS NULL")
+        return Census({(pool, state): n for pool, state, n in live}, outbox[0][0], deliveries[0][0])
+
+    async def last_transition_id(self) -> int:
+        rows = await self._all("SELECT COALESCE(MAX(id), 0) FROM transitions")
+        return rows[0][0]
+
+    async def transitions_after(self, after_id: int, limit: int) -> list[RunEvent]:
+        """State changes after ``after_id`` with what the metrics need of their runs, oldest first.
+
+        ``requested_at`` is when the delivery that asked for the run arrived (the run's creation
+        when no delivery did, as for runs requested through the API).
+        """
+        rows = await self._all(
+            "SELECT t.id, t.to_state, t.at, r.agent, r.started_at, r.answer != '',"
+            " COALESCE((SELECT MIN(d.received_at) FROM triggers g JOIN deliveries d ON d.id = g.delivery_id"
+            "           WHERE g.run_id = r.id), r.created_at)"
+            " FROM transitions t JOIN runs r ON r.id = t.run_id WHERE t.id > ? ORDER BY t.id LIMIT ?",
+            (after_id, limit),
+        )
+        return [RunEvent(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+
+
+class Transition(NamedTuple):
+    id: int
+    run_id: int
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: float
+
+
+class RunEvent(NamedTuple):
+    """A state change as the metrics see it."""
+
+    id: int
+    to_state: str
+    at: float
+    agent: str
+    started_at: float | None
+    resumed: bool  # the run went on after an answer, so its request is long past
+    requested_at: float
+
+
+class Census(NamedTuple):
+    live: dict[tuple[str, str], int]  # (pool, state) -> runs
+    outbox: int  # Forge writes not yet done
+    deliveries: int  # deliveries not yet handled
+
 
 async def _settle(futures: list[asyncio.Future[Any]], work: Awaitable[list[Any]]) -> None:
     """Give each waiting caller its result, or the error of the write they waited for."""
