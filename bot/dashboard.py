@@ -46,6 +46,11 @@ class Dashboard:
         self.store = store
         self.executor = executor
         self.metrics = metrics
+        self.streams: set[asyncio.Task[object]] = set()  # live logs being served, ended at shutdown
+
+    def close_streams(self) -> None:
+        for task in self.streams:
+            task.cancel()
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
@@ -57,6 +62,7 @@ def tokens(settings: Settings) -> list[str]:
 
 def add_routes(app: web.Application, settings: Settings) -> None:
     """Register the pages when a token opens them, and ``/metrics`` when it can be read at all."""
+    app.on_shutdown.append(_close_streams)
     if tokens(settings):
         app.router.add_get("/", _guarded(index))
         app.router.add_get("/runs/{run_id:\\d+}", _guarded(run_page))
@@ -69,6 +75,12 @@ def add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/metrics", _guarded(metrics))
     else:
         log.warning("/metrics is off: metrics_public is false and no read_token or admin_token is set")
+
+
+async def _close_streams(app: web.Application) -> None:
+    """A viewer's live log would otherwise hold the shutdown until the run ends."""
+    if DASHBOARD in app:
+        app[DASHBOARD].close_streams()
 
 
 # Access ---------------------------------------------------------------------------------------
@@ -235,6 +247,16 @@ async def run_log(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
+    task = asyncio.current_task()
+    d.streams.add(task)
+    try:
+        await _relay(d, run, response)
+    finally:
+        d.streams.discard(task)
+    return response
+
+
+async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) -> None:
     followed: set[str] = set()
     secrets = d.settings.secrets()
     while run is not None and run.state in LIVE:
@@ -249,7 +271,6 @@ async def run_log(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(POLL)
         run = await d.store.get(run.id)
     await response.write(_event(run.state if run else "gone", "end"))
-    return response
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:

@@ -1,5 +1,7 @@
 """The dashboard over real HTTP and in a real headless Chromium: tokens, escaping, a live log tail."""
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -99,6 +101,28 @@ async def test_the_main_page_lists_the_queue_with_positions_and_the_pools(world,
     assert body.index("task number 0") < body.index("task number 1")
     assert '<td>codex</td><td><span class="num">0 / 3</span></td><td>2</td>' in body
     assert f'href="{world["forge"].url}/acme/widgets/issues/1"' in body
+
+
+async def test_the_log_stream_of_an_ended_run_says_end_at_once(world, make_bot):
+    bot = await make_bot(read_token=READ_TOKEN, frozen=True)
+    await dispatch(world, "/dispatch codex something")
+    await bot.settle()
+    [run] = await bot.store.runs()
+    await bot.store.transition(run.id, "cancelled", reason="changed my mind")
+    status, body, resp = await get(bot.url + f"/runs/{run.id}/log", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+    assert body == "event: end\ndata: cancelled\n\n"
+
+
+async def test_an_open_log_stream_does_not_hold_up_the_shutdown(world, make_bot):
+    bot = await make_bot(read_token=READ_TOKEN, frozen=True)
+    await dispatch(world, "/dispatch codex wait in the queue")
+    await bot.settle()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(bot.url + "/runs/1/log", headers={"Authorization": f"Bearer {READ_TOKEN}"}) as resp:
+            assert resp.status == 200  # the run is queued: the stream stays open
+            async with asyncio.timeout(10):
+                await bot.stop()
 
 
 # In a real browser ----------------------------------------------------------------------------
