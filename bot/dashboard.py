@@ -17,6 +17,7 @@ import logging
 import secrets as secrets_module
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 from aiohttp import web
 
@@ -116,7 +117,8 @@ def _guarded(handler: Handler) -> Handler:
             )
             return response
         authorization = request.headers.get("Authorization", "")
-        if authorization.startswith("Bearer ") and _matches(authorization.removeprefix("Bearer "), configured):
+        scheme, _, offered = authorization.partition(" ")
+        if scheme.lower() == "bearer" and _matches(offered.strip(), configured):
             return await handler(request)
         cookie = request.cookies.get(COOKIE, "")
         if cookie and _matches(cookie, [_session_value(t) for t in configured]):
@@ -159,13 +161,13 @@ async def index(request: web.Request) -> web.StreamResponse:
     d = request.app[DASHBOARD]
     s = d.settings
     now = time.time()
-    live = await d.store.runs(states=LIVE)
-    queued = [r for r in live if r.state == "queued"]
-    active = [r for r in live if r.state in ACTIVE]
+    census = await d.store.census()
+    shown = await d.store.queued(QUEUE_SHOWN)
+    active = await d.store.runs(states=ACTIVE)
     recent = await d.store.recent_ended(RECENT_SHOWN)
     stored_pools = {p.name: p for p in await d.store.pools()}
     frozen_flag = await d.store.flag("frozen")
-    names = sorted(set(s.pools) | set(stored_pools) | {r.pool for r in live})
+    names = sorted(set(s.pools) | set(stored_pools) | {pool for pool, _ in census.live})
     pools = []
     for name in names:
         stored = stored_pools.get(name)
@@ -173,12 +175,11 @@ async def index(request: web.Request) -> web.StreamResponse:
         pools.append(pages.PoolRow(
             name=name,
             limit=s.pools[name].limit if name in s.pools else s.max_running,
-            queued=sum(r.pool == name for r in queued),
-            active=sum(r.pool == name for r in active),
+            queued=census.live.get((name, "queued"), 0),
+            active=sum(n for (pool, state), n in census.live.items() if pool == name and state in ACTIVE),
             frozen=s.pool_of(name).frozen if runtime is None else runtime,
             paused_until=stored.paused_until if stored else 0.0,
         ))
-    shown = queued[:QUEUE_SHOWN]
     links = await _links(d, [*shown, *active, *recent])
     return _html(lambda nonce: pages.main_page(
         now=now,
@@ -186,7 +187,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         max_running=s.max_running,
         pools=pools,
         queue=[(i, r, links[r.id]) for i, r in enumerate(shown, start=1)],
-        queued_total=len(queued),
+        queued_total=sum(n for (_, state), n in census.live.items() if state == "queued"),
         active=[(r, links[r.id]) for r in active],
         recent=[(r, links[r.id]) for r in recent],
         nonce=nonce,
@@ -215,19 +216,18 @@ async def _run(request: web.Request) -> Run:
 async def _links(d: Dashboard, runs: list[Run]) -> dict[int, pages.Links]:
     """Each run's place on the Forge, from what the reporter stored when it showed it there."""
     base = (d.settings.forge_url or "").rstrip("/")
+    reported = await d.store.reported_facets({r.id for r in runs}, ("comment_url", "pull", "review"))
     found = {}
     for run in runs:
-        if run.id in found:
-            continue
-        reported = await d.store.reported(run.id)
-        pull = reported.get("pull") or {}
+        facets = reported.get(run.id, {})
+        pull = facets.get("pull") or {}
         kind = "pulls" if run.is_pull else "issues"
         found[run.id] = pages.Links(
             issue=f"{base}/{run.owner}/{run.repo}/{kind}/{run.number}",
-            comment=str(reported.get("comment_url") or ""),
+            comment=str(facets.get("comment_url") or ""),
             pull=str(pull.get("url") or ""),
             pull_number=pull.get("number"),
-            review="review" in reported,
+            review="review" in facets,
         )
     return found
 
@@ -262,9 +262,11 @@ async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) ->
     while run is not None and run.state in LIVE:
         if run.state == "running" and run.container_id and run.container_id not in followed:
             followed.add(run.container_id)
+            stream = d.executor.follow(run.container_id, tail=LOG_TAIL_LINES)
             try:
-                async for line in _lines(d.executor.follow(run.container_id, tail=LOG_TAIL_LINES)):
-                    await response.write(_event(mask(line, secrets)))
+                async with aclosing(stream):  # a viewer gone must not keep the engine's stream open
+                    async for line in _lines(stream):
+                        await response.write(_event(mask(line, secrets)))
             except ExecutorError as e:
                 log.warning("run %s: the live log stopped: %s", run.id, e)
         else:

@@ -731,6 +731,23 @@ class Store:
         )
         return [Transition(*r) for r in rows]
 
+    async def queued(self, limit: int) -> list[Run]:
+        """The head of the queue, in order."""
+        rows = await self._all("SELECT * FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?", (limit,))
+        return [Run.from_row(r) for r in rows]
+
+    async def reported_facets(self, run_ids: Iterable[int], facets: Iterable[str]) -> dict[int, dict[str, Any]]:
+        """Some facets of what the reporter stored for each of several runs, in one query."""
+        ids, names = tuple(run_ids), tuple(facets)
+        rows = await self._all(
+            f"SELECT run_id, facet, value FROM reported WHERE run_id IN ({_marks(ids)}) AND facet IN ({_marks(names)})",
+            (*ids, *names),
+        )
+        found: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            found.setdefault(r["run_id"], {})[r["facet"]] = json.loads(r["value"])
+        return found
+
     async def recent_ended(self, limit: int) -> list[Run]:
         """The runs that most recently reached an outcome, newest first."""
         rows = await self._all(
