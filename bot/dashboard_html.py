@@ -233,7 +233,7 @@ def _outcome_links(links: Links) -> str:
     if links.pull:
         found.append(_link(links.pull, f"PR #{links.pull_number}" if links.pull_number else "pull request"))
     if links.review:
-        found.append(_link(links.issue, "review"))
+        found.append(_link(f"{links.issue}/files", "review"))  # Gitea shows reviews with the changed files
     if links.comment:
         found.append(_link(links.comment, "status comment"))
     return " · ".join(found) or "—"
