@@ -125,6 +125,29 @@ async def test_an_open_log_stream_does_not_hold_up_the_shutdown(world, make_bot)
                 await bot.stop()
 
 
+@pytest.mark.docker
+async def test_recent_outcomes_link_to_the_pull_request_and_the_review(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(read_token=READ_TOKEN)
+    pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files={"feature.py": "x = 1\n"})
+    await forge.create_comment(repo, pull.issue.number, bob, "/review")
+    await dispatch(world, "/dispatch codex add notes scenario:edit-commit")
+
+    async def reported():
+        runs = await bot.store.runs()
+        facets = [await bot.store.reported(r.id) for r in runs]
+        return len(runs) == 2 and "review" in facets[0] and "pull" in facets[1]
+
+    await bot.wait_for(reported, timeout=60)
+    status, body, _ = await get(bot.url + "/", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert status == 200
+    base = f"{forge.url}/acme/widgets"
+    assert f'href="{base}/pulls/{pull.issue.number}/files"' in body  # the review
+    [opened] = [p for p in forge.pulls(repo) if p.issue.number != pull.issue.number]
+    assert f">PR #{opened.issue.number}</a>" in body
+    assert body.count("status comment") == 2
+
+
 # In a real browser ----------------------------------------------------------------------------
 
 
@@ -158,6 +181,8 @@ async def test_chromium_shows_the_pages_and_the_log_tail_grows_while_the_run_liv
         # The stream ends with the run and the page reloads with its outcome and stored log.
         await browser.wait_for("document.querySelector('.pill.completed') !== null", within=60)
         assert "running" in await browser.evaluate("document.body.innerText")  # a transition listed
+        [pull] = world["forge"].pulls(world["repo"])
+        await browser.wait_for(f"document.querySelector('a[href$=\"/pulls/{pull.issue.number}\"]') !== null")
         await browser.screenshot("dashboard-run-ended")
     finally:
         await browser.close()
