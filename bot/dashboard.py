@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import secrets as secrets_module
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -69,13 +69,13 @@ def add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/runs/{run_id:\\d+}", _guarded(run_page))
         app.router.add_get("/runs/{run_id:\\d+}/log", _guarded(run_log))
     else:
-        log.warning("the dashboard is off: set read_token or admin_token to open it")
+        log.info("the dashboard is off: set read_token or admin_token to open it")
     if settings.metrics_public:
         app.router.add_get("/metrics", metrics)
     elif tokens(settings):
         app.router.add_get("/metrics", _guarded(metrics))
     else:
-        log.warning("/metrics is off: metrics_public is false and no read_token or admin_token is set")
+        log.info("/metrics is off: metrics_public is false and no read_token or admin_token is set")
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -110,7 +110,8 @@ def _guarded(handler: Handler) -> Handler:
             if not _matches(request.query["token"], configured):
                 return _denied("Wrong token.")
             # Drop the token from the address; the cookie carries the session from now on.
-            response = web.Response(status=303, headers={"Location": str(request.rel_url.without_query_params("token"))})
+            address = request.rel_url.without_query_params("token")
+            response = web.Response(status=303, headers={"Location": str(address)})
             response.set_cookie(
                 COOKIE, _session_value(request.query["token"]), max_age=COOKIE_AGE, path="/",
                 httponly=True, samesite="Strict", secure=request.secure,
@@ -131,7 +132,7 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _denied(message: str) -> web.Response:
-    nonce = secrets_module.token_urlsafe(12)
+    nonce = secrets.token_urlsafe(12)
     response = web.Response(status=401, text=pages.denied(message, nonce), content_type="text/html")
     response.headers["WWW-Authenticate"] = 'Bearer realm="dispatchbot"'
     return _hardened(response, nonce)
@@ -150,7 +151,7 @@ def _hardened(response: web.StreamResponse, nonce: str) -> web.StreamResponse:
 
 
 def _html(text_for: Callable[[str], str]) -> web.StreamResponse:
-    nonce = secrets_module.token_urlsafe(12)
+    nonce = secrets.token_urlsafe(12)
     return _hardened(web.Response(text=text_for(nonce), content_type="text/html"), nonce)
 
 
@@ -258,7 +259,7 @@ async def run_log(request: web.Request) -> web.StreamResponse:
 
 async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) -> None:
     followed: set[str] = set()
-    secrets = d.settings.secrets()
+    hidden = d.settings.secrets()
     while run is not None and run.state in LIVE:
         if run.state == "running" and run.container_id and run.container_id not in followed:
             followed.add(run.container_id)
@@ -266,7 +267,7 @@ async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) ->
             try:
                 async with aclosing(stream):  # a viewer gone must not keep the engine's stream open
                     async for line in _lines(stream):
-                        await response.write(_event(mask(line, secrets)))
+                        await response.write(_event(mask(line, hidden)))
             except ExecutorError as e:
                 log.warning("run %s: the live log stopped: %s", run.id, e)
         else:

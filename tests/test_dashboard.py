@@ -1,9 +1,12 @@
 """The dashboard over real HTTP and in a real headless Chromium: tokens, escaping, a live log tail."""
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
+
+from bot.settings import Settings
 
 from .browser import Browser
 
@@ -69,12 +72,19 @@ async def test_the_token_in_the_address_becomes_a_strict_httponly_cookie(bot):
 
 
 async def test_without_a_configured_token_the_dashboard_is_off(make_bot, caplog):
+    caplog.set_level(logging.INFO, logger="bot.dashboard")
     bot = await make_bot(frozen=True)
     assert "the dashboard is off" in caplog.text
     for path in ("/", "/runs/1"):
         status, _, _ = await get(bot.url + path, params={"token": "anything"})
         assert status == 404
     assert (await get(bot.url + "/metrics"))[0] == 200  # public by default
+
+
+def test_both_tokens_are_masked_like_every_secret(tmp_path):
+    settings = Settings(read_token=READ_TOKEN, admin_token=ADMIN_TOKEN, data_dir=tmp_path)
+    assert {READ_TOKEN, ADMIN_TOKEN} <= set(settings.secrets())
+    assert READ_TOKEN not in repr(settings) and ADMIN_TOKEN not in repr(settings)
 
 
 async def test_hostile_task_text_is_escaped(world, bot):

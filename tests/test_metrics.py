@@ -130,6 +130,13 @@ async def test_private_metrics_want_a_token(make_bot):
     assert ("dispatchbot_outbox_backlog", ()) in samples
 
 
+async def test_private_metrics_without_any_token_are_off(make_bot):
+    bot = await make_bot(frozen=True, metrics_public=False)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(bot.url + "/metrics") as resp:
+            assert resp.status == 404
+
+
 async def test_two_bots_in_one_process_keep_their_own_counters(world, make_bot):
     first = await make_bot(frozen=True)
     second = await make_bot(frozen=True)
