@@ -201,9 +201,10 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     links = await _links(d, [run])
     history = await d.store.history(run.id)
     log_tail = str(run.result.get("log_tail") or run.result.get("qa_log") or "")
+    position = await d.store.queue_position(run.id) if run.state == "queued" else None
     return _html(lambda nonce: pages.run_page(
         run=run, links=links[run.id], history=history, log_tail=log_tail, live=run.state in LIVE,
-        now=time.time(), nonce=nonce,
+        position=position, now=time.time(), nonce=nonce,
     ))
 
 

@@ -49,7 +49,8 @@ dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
 pre { margin: 0; padding: 10px 14px; white-space: pre-wrap; overflow-wrap: anywhere;
       font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, monospace; }
-pre.log { background: #0d1117; color: #e6edf3; border-radius: 0 0 6px 6px; max-height: 560px; overflow-y: auto; }
+pre.log { background: #0d1117; color: #e6edf3; border-radius: 0 0 6px 6px; min-height: 4.5em; max-height: 560px;
+          overflow-y: auto; }
 #log-state { color: var(--muted); font-weight: normal; font-size: 12px; margin-left: 8px; }
 """
 
@@ -119,6 +120,11 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m {seconds % 60:02d}s"
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """A task as the main page lists it; the run's page has all of it."""
+    return _e(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def _pill(state: str) -> str:
@@ -195,7 +201,7 @@ def main_page(
     active_rows = [
         [
             _run_ref(run), _pill(run.state), _e(run.agent_spec), _target(run, links),
-            f'<div class="task">{_e(run.task)}</div>', duration(now - (run.started_at or run.updated_at)),
+            f'<div class="task">{_short(run.task)}</div>', duration(now - (run.started_at or run.updated_at)),
         ]
         for run, links in active
     ]
@@ -205,7 +211,7 @@ def main_page(
     )
     queue_rows = [
         [str(position), _run_ref(run), _e(run.agent_spec), _e(run.pool), _target(run, links),
-         f'<div class="task">{_e(run.task)}</div>', duration(now - run.created_at)]
+         f'<div class="task">{_short(run.task)}</div>', duration(now - run.created_at)]
         for position, run, links in queue
     ]
     more = queued_total - len(queue)
@@ -216,7 +222,7 @@ def main_page(
     recent_rows = [
         [
             _run_ref(run), _pill(run.state), _e(run.agent_spec), _target(run, links), _outcome_links(links),
-            f'<div class="task">{_e(run.reason or run.task)}</div>', _e(_when(run.ended_at)),
+            f'<div class="task">{_short(run.reason or run.task)}</div>', _e(_when(run.ended_at)),
         ]
         for run, links in recent
     ]
@@ -240,10 +246,12 @@ def _outcome_links(links: Links) -> str:
 
 
 def run_page(
-    *, run: Run, links: Links, history: list[Transition], log_tail: str, live: bool, now: float, nonce: str
+    *, run: Run, links: Links, history: list[Transition], log_tail: str, live: bool, position: int | None,
+    now: float, nonce: str,
 ) -> str:
+    state = _pill(run.state) + (f" position {position} in the queue" if position else "")
     facts = [
-        ("state", _pill(run.state)),
+        ("state", state),
         ("agent", _e(run.agent_spec) + f" (pool {_e(run.pool)})"),
         ("on", _target(run, links)),
         ("requested by", _e(run.requested_by) + f" via {_e(run.trigger)}"),
