@@ -37,6 +37,7 @@ RECENT_SHOWN = 25
 LOG_TAIL_LINES = 200  # lines a viewer gets of what was written before it came
 LINE_CHARS = 4000  # a longer line is cut: the page stays bounded
 POLL = 0.5  # seconds between looks at a run the live log waits on
+MAX_STREAMS = 32  # live logs served at once: each holds a request to the Docker engine
 
 
 class Dashboard:
@@ -246,6 +247,8 @@ async def run_log(request: web.Request) -> web.StreamResponse:
     """
     d = request.app[DASHBOARD]
     run = await _run(request)
+    if len(d.streams) >= MAX_STREAMS:
+        raise web.HTTPServiceUnavailable(text=f"{MAX_STREAMS} live logs are open already; try again later")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)

@@ -166,7 +166,7 @@ async def test_chromium_shows_the_pages_and_the_log_tail_grows_while_the_run_liv
     bot = await engine_bot(read_token=READ_TOKEN, pools={"codex": {"limit": 1}})
     await dispatch(world, "/dispatch gemini look around scenario:no-change", title="Earlier work")
     await bot.wait_for(lambda: _states(bot, {"completed"}))
-    await dispatch(world, "/dispatch codex tick along scenario:ticks:40", title="Live output")
+    await dispatch(world, "/dispatch codex tick along scenario:ticks:60", title="Live output")
     await dispatch(world, "/dispatch codex wait for your turn scenario:no-change", title="Waiting its turn")
     live = await bot.wait_for(lambda: _running(bot))
 
