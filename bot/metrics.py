@@ -74,12 +74,12 @@ class Metrics:
             for e in events:
                 if e.to_state == "running":
                     self.runs_started.labels(e.agent).inc()
-                    if not e.resumed and e.started_at is not None:
-                        self.start_latency.observe(max(0.0, e.started_at - e.requested_at))
+                    if e.first_start:  # a resumed run's request is long past
+                        self.start_latency.observe(max(0.0, e.at - e.requested_at))
                 elif e.to_state in TERMINAL:
                     self.runs_ended.labels(e.agent, e.to_state).inc()
-                    if e.started_at is not None:
-                        self.run_duration.labels(e.agent).observe(max(0.0, e.at - e.started_at))
+                    if e.running_since is not None:
+                        self.run_duration.labels(e.agent).observe(max(0.0, e.at - e.running_since))
             self._cursor = events[-1].id
 
 

@@ -771,19 +771,23 @@ class Store:
         return rows[0][0]
 
     async def transitions_after(self, after_id: int, limit: int) -> list[RunEvent]:
-        """State changes after ``after_id`` with what the metrics need of their runs, oldest first.
+        """State changes after ``after_id``, oldest first, with what the metrics need to know of each.
 
-        ``requested_at`` is when the delivery that asked for the run arrived (the run's creation
-        when no delivery did, as for runs requested through the API).
+        Everything is as of the change itself, read from the log, so a late reader counts a run
+        that has since gone on (blocked, answered, started again) the same as an early one.
         """
         rows = await self._all(
-            "SELECT t.id, t.to_state, t.at, r.agent, r.started_at, r.answer != '',"
+            "SELECT t.id, t.to_state, t.at, r.agent,"
+            " NOT EXISTS (SELECT 1 FROM transitions p WHERE p.run_id = t.run_id AND p.id < t.id"
+            "             AND p.to_state = 'running'),"
+            " (SELECT MAX(p.at) FROM transitions p WHERE p.run_id = t.run_id AND p.id < t.id"
+            "  AND p.to_state = 'running'),"
             " COALESCE((SELECT MIN(d.received_at) FROM triggers g JOIN deliveries d ON d.id = g.delivery_id"
-            "           WHERE g.run_id = r.id), r.created_at)"
+            "           WHERE g.run_id = t.run_id), r.created_at)"
             " FROM transitions t JOIN runs r ON r.id = t.run_id WHERE t.id > ? ORDER BY t.id LIMIT ?",
             (after_id, limit),
         )
-        return [RunEvent(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+        return [RunEvent(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
 
 
 class Transition(NamedTuple):
@@ -802,9 +806,9 @@ class RunEvent(NamedTuple):
     to_state: str
     at: float
     agent: str
-    started_at: float | None
-    resumed: bool  # the run went on after an answer, so its request is long past
-    requested_at: float
+    first_start: bool  # the run never ran before this change
+    running_since: float | None  # when the run last started running before this change
+    requested_at: float  # arrival of the delivery that asked for the run, else the run's creation
 
 
 class Census(NamedTuple):

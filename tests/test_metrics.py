@@ -76,6 +76,27 @@ async def test_the_counters_move_as_a_run_happens(world, engine_bot):
     assert value(again, "dispatchbot_run_duration_seconds_count", agent="codex") == 1
 
 
+@pytest.mark.docker
+async def test_a_blocked_then_answered_run_scraped_late_is_counted_as_it_happened(world, engine_bot):
+    bot = await engine_bot()
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await dispatch(world, "/dispatch codex migrate scenario:answer")
+    [run] = await ended(bot)
+    assert run.state == "blocked"
+    await forge.create_comment(repo, issue.number, bob, "/answer use the v2 API")
+
+    async def completed():
+        return (await bot.store.get(run.id)).state == "completed"
+
+    await bot.wait_for(completed, timeout=60)
+    samples = await scrape(bot)  # the first scrape sees both lives of the run at once
+    assert value(samples, "dispatchbot_runs_started_total", agent="codex") == 2
+    assert value(samples, "dispatchbot_runs_ended_total", agent="codex", outcome="blocked") == 1
+    assert value(samples, "dispatchbot_runs_ended_total", agent="codex", outcome="completed") == 1
+    assert value(samples, "dispatchbot_run_duration_seconds_count", agent="codex") == 2
+    assert value(samples, "dispatchbot_webhook_to_running_seconds_count") == 1  # the answer is no new request
+
+
 async def test_queue_depth_and_backlogs_are_read_from_the_store(world, make_bot):
     bot = await make_bot(frozen=True, pools={"claude": {"limit": 1}})
     for n in range(3):
