@@ -168,6 +168,7 @@ async def test_chromium_shows_the_pages_and_the_log_tail_grows_while_the_run_liv
     await bot.wait_for(lambda: _states(bot, {"completed"}))
     await dispatch(world, "/dispatch codex tick along scenario:ticks:60", title="Live output")
     await dispatch(world, "/dispatch codex wait for your turn scenario:no-change", title="Waiting its turn")
+    await bot.settle()  # both runs are requested
     live = await bot.wait_for(lambda: _running(bot))
 
     browser = Browser(tmp_path / "chromium")
