@@ -177,7 +177,7 @@ async def test_chromium_shows_the_pages_and_the_log_tail_grows_while_the_run_liv
         await browser.open(f"{bot.url}/?token={READ_TOKEN}")
         assert await browser.evaluate("location.pathname + location.search") == "/"  # the token left the address
         text = await browser.evaluate("document.body.innerText")
-        assert "tick along" in text and "wait for your turn" in text and "look around" in text
+        assert "tick along" in text and "wait for your turn" in text and "look around" in text, text
         await browser.screenshot("dashboard-main")
 
         await browser.open(f"{bot.url}/runs/{live.id}")
