@@ -16,7 +16,7 @@ from aiohttp import web
 
 from handlers import router as default_router
 
-from . import dashboard
+from . import dashboard, forgepaths
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
@@ -124,10 +124,12 @@ async def healthz(request: web.Request) -> web.Response:
     checks = {
         "store": services.store.ping(),
         "docker": request.app[ENGINE].ping(),
-        "forge": services.forge.getitem("/version"),
+        "forge": services.forge.getitem(forgepaths.VERSION),
     }
     results = await asyncio.gather(*(asyncio.wait_for(c, 5.0) for c in checks.values()), return_exceptions=True)
-    report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results)}
+    report = {
+        name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results, strict=True)
+    }
     return web.json_response(
         {name: "up" if ok else "down" for name, ok in report.items()}, status=200 if all(report.values()) else 503
     )

@@ -16,6 +16,7 @@ from . import workspace as wsmod
 from .agents import resolve
 from .executor.docker import DockerExecutor, Exit
 from .forge import ForgeError
+from .forgepaths import Repo
 from .logs import mask, tail
 from .permissions import can_write
 from .prompt import PromptContext, build_prompt, save_prompt
@@ -35,11 +36,11 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     changes the store or starts anything, so a dry run can call it too.
     """
     forge = services.forge
-    base = f"/repos/{run.owner}/{run.repo}"
-    repo = await forge.getitem(base)
-    issue = await forge.getitem(f"{base}/issues/{run.number}")
+    paths = Repo(run.owner, run.repo)
+    repo = await forge.getitem(paths.path)
+    issue = await forge.getitem(paths.issue(run.number))
     if run.is_pull:
-        pull = await forge.getitem(f"{base}/pulls/{run.number}")
+        pull = await forge.getitem(paths.pull(run.number))
         if wsmod.is_fork(pull):
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
@@ -54,7 +55,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(services, run)
-    comments = await _writers_comments(services, writers, await forge.getitem(f"{base}/issues/{run.number}/comments"))
+    comments = await _writers_comments(services, writers, await forge.getitem(paths.comments(run.number)))
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -109,7 +110,7 @@ async def collect_logs(executor: DockerExecutor, run: Run, ws: Workspace, settin
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
     path = ws.meta / f"agent-{run.agent}.log"
-    existing = wsmod.safe_read(path, limit) or ""  # codex writes its last message here itself
+    existing = mask(wsmod.safe_read(path, limit) or "", secrets)  # codex writes its last message here itself
     wsmod.safe_write(path, f"{existing}\n--- container output ---\n{both}" if existing else both)
     wsmod.safe_write(ws.meta / "stdout.log", out)
 

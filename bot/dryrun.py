@@ -7,6 +7,7 @@ import aiohttp
 from .agents import resolve, stored_model
 from .executor.docker import DockerExecutor
 from .forge import Forge
+from .forgepaths import Repo
 from .runner import Runner
 from .services import Services
 from .settings import Settings
@@ -19,7 +20,7 @@ async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: 
     agent = resolve(settings, spec)
     async with aiohttp.ClientSession() as session:
         forge = Forge.from_settings(session, settings)
-        issue = await forge.getitem(f"/repos/{owner}/{repo}/issues/{number}")
+        issue = await forge.getitem(Repo(owner, repo).issue(number))
         store = await Store.open(settings.database)
         executor = DockerExecutor(settings.docker_url)
         try:

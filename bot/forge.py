@@ -16,12 +16,13 @@ from typing import Any
 
 import aiohttp
 
+from . import forgepaths
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-TRANSIENT = frozenset({429, 502, 503, 504})
+# Gitea's PATCH sets the fields it is given (the bot edits comments with it): repeating it is harmless.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 
 
 class ForgeError(Exception):
@@ -85,9 +86,6 @@ class Forge:
     async def patch(self, path: str, data: Any = None) -> Any:
         return (await self._request("PATCH", path, json=data))[0]
 
-    async def put(self, path: str, data: Any = None) -> Any:
-        return (await self._request("PUT", path, json=data))[0]
-
     async def delete(self, path: str, data: Any = None) -> Any:
         return (await self._request("DELETE", path, json=data))[0]
 
@@ -103,6 +101,15 @@ class Forge:
                 log.info("retrying %s %s in %.1fs after %s", method, path, delay, e.status or "no answer")
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def answers(self, within: float = 2.0) -> bool:
+        """One quick ``GET /version``, never retried: whether the Forge answers at all right now."""
+        try:
+            async with asyncio.timeout(within):
+                await self._once("GET", forgepaths.VERSION)
+        except (ForgeError, TimeoutError):
+            return False
+        return True
 
     async def _once(self, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
         url = f"{self.base_url}/api/v1{path}"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 MASK = "••••••"
+MIN_SECRET_LENGTH = 16  # shorter ones turn up by chance in ordinary text, and what the masks leave gives them away
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """Replace whole occurrences of each secret: not inside a longer run of letters and digits,
+    so a secret that happens to be part of a word neither mangles the line nor shows where it is."""
+    for secret in sorted(set(filter(None, secrets)), key=len, reverse=True):
+        text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", MASK, text)
     return text
 
 

@@ -68,10 +68,6 @@ def nothing_to(action: str) -> str:
     return f"There is no run to {action} here."
 
 
-def already_active(agent: str, run_id: int) -> str:
-    return f"`{agent}` is already on this (run {run_id}); `/cancel` it first or wait for it to finish."
-
-
 STATE_TITLES = {
     "queued": "⏳ queued",
     "preparing": "🛠️ preparing the workspace",
@@ -88,7 +84,11 @@ STATE_TITLES = {
 TIME_TRACKING_OFF = "Time tracking is disabled on this repository, so the agent's time is not booked."
 
 
-def status_comment(run, *, queue: str = "", links: str = "", note: str = "") -> str:
+def status_asked(login: str, at: float) -> str:
+    return f"Shown afresh at {format_time(at)} for @{login}'s `/status`."
+
+
+def status_comment(run, *, queue: str = "", links: str = "", note: str = "", asked: str = "") -> str:
     """The one comment that shows a run's state; edited in place as the run moves on."""
     lines = [
         f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
@@ -116,6 +116,8 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "") -> 
         lines.append(run.reason or "Cancelled.")
     if note:
         lines += ["", f"_{note}_"]
+    if asked:
+        lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
 

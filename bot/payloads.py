@@ -53,10 +53,6 @@ class Issue(Loose):
     updated_at: str = ""
     pull_request: dict | None = None
 
-    @property
-    def label_names(self) -> list[str]:
-        return [label.name for label in self.labels or []]
-
 
 class Comment(Loose):
     id: int
@@ -83,10 +79,6 @@ class PullRequest(Loose):
     updated_at: str = ""
     head: Branch
     base: Branch
-
-    @property
-    def label_names(self) -> list[str]:
-        return [label.name for label in self.labels or []]
 
     @property
     def is_fork(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .forge import Forge, ForgeError
+from .forgepaths import Repo
 from .settings import Settings
 
 WRITE = frozenset({"write", "admin", "owner"})
@@ -17,7 +18,7 @@ async def can_write(forge: Forge, settings: Settings, owner: str, repo: str, log
     if login in settings.allowed_users:
         return True
     try:
-        answer = await forge.getitem(f"/repos/{owner}/{repo}/collaborators/{login}/permission")
+        answer = await forge.getitem(Repo(owner, repo).permission(login))
     except ForgeError as e:
         if e.status == 404:
             return False

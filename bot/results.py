@@ -10,6 +10,7 @@ import re
 
 from . import messages
 from .forge import Forge, ForgeError
+from .forgepaths import Repo
 from .store import Run
 
 # ``path:line: message`` as review agents print it (optionally with a column).
@@ -28,8 +29,8 @@ STATUS = {
 }
 
 
-def _repo(run: Run) -> str:
-    return f"/repos/{run.owner}/{run.repo}"
+def _repo(run: Run) -> Repo:
+    return Repo(run.owner, run.repo)
 
 
 async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
@@ -44,18 +45,18 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     )
     data = {"head": branch, "base": run.result.get("base") or run.base_branch, "title": pull_title(run), "body": body}
     try:
-        return await forge.post(f"{_repo(run)}/pulls", data)
+        return await forge.post(_repo(run).pulls(), data)
     except ForgeError as e:
         if e.status != 409:  # 409: an open PR for this branch exists already
             raise
     found = await find_pull(forge, run, branch)
     if not found:
-        raise ForgeError("POST", f"{_repo(run)}/pulls", 409, "a pull request exists but cannot be found")
+        raise ForgeError("POST", _repo(run).pulls(), 409, "a pull request exists but cannot be found")
     return found
 
 
 async def find_pull(forge: Forge, run: Run, branch: str) -> dict | None:
-    async for pull in forge.getiter(f"{_repo(run)}/pulls", params={"state": "open"}):
+    async for pull in forge.getiter(_repo(run).pulls(), params={"state": "open"}):
         if pull["head"]["ref"] == branch and pull["head"].get("repo_id") == pull["base"].get("repo_id"):
             return pull
     return None
@@ -87,16 +88,16 @@ def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str
 async def post_review(forge: Forge, run: Run) -> dict:
     """One COMMENT review from the agent's output, with inline comments where they fit."""
     marker = messages.marker("review", str(run.id))
-    base = f"{_repo(run)}/pulls/{run.number}"
-    for review in await forge.getitem(f"{base}/reviews") or []:
+    repo = _repo(run)
+    for review in await forge.getitem(repo.reviews(run.number)) or []:
         if marker in (review.get("body") or ""):
             return review
-    changed = {f["filename"] async for f in forge.getiter(f"{base}/files")}
+    changed = {f["filename"] async for f in forge.getiter(repo.pull_files(run.number))}
     comments, rest = parse_findings(run.result.get("review", ""), changed)
     text = "\n".join(rest).strip() or "(no general remarks)"
     body = f"**Review by `{run.agent_spec}`** (run {run.id})\n\n{text[:60000]}\n\n{marker}"
     data: dict = {"event": "COMMENT", "body": body, "comments": comments}
-    return await forge.post(f"{base}/reviews", data)
+    return await forge.post(repo.reviews(run.number), data)
 
 
 async def set_status(forge: Forge, run: Run, sha: str, run_url: str) -> None:
@@ -106,11 +107,11 @@ async def set_status(forge: Forge, run: Run, sha: str, run_url: str) -> None:
         description = run.reason
     description = description[:140]
     context = f"dispatchbot/{run.agent}"
-    combined = await forge.getitem(f"{_repo(run)}/commits/{sha}/status")
+    combined = await forge.getitem(_repo(run).combined_status(sha))
     for status in (combined or {}).get("statuses") or []:
         if status["context"] == context and (status["status"], status["description"]) == (state, description):
             return
     await forge.post(
-        f"{_repo(run)}/statuses/{sha}",
+        _repo(run).statuses(sha),
         {"state": state, "context": context, "description": description, "target_url": run_url},
     )

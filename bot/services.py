@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import forgepaths
 from .forge import Forge
 from .settings import Settings
 from .store import Store
@@ -32,5 +33,5 @@ class Services:
         if self._login is None:
             async with self._login_lock:
                 if self._login is None:
-                    self._login = self.settings.bot_login or (await self.forge.getitem("/user"))["login"]
+                    self._login = self.settings.bot_login or (await self.forge.getitem(forgepaths.USER))["login"]
         return self._login

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .logs import MIN_SECRET_LENGTH
+
 ENV_PREFIX = "DISPATCHBOT_"
 DEFAULT_CONFIG = Path("config/dispatchbot.toml")
 
@@ -181,12 +183,19 @@ class Settings(BaseSettings):
         return self.pools.get(name, Pool())
 
     def missing_for_serve(self) -> list[str]:
-        """One line per setting the web process cannot run without."""
-        return [
+        """One line per setting the web process cannot run without, or not as it is given."""
+        lines = [
             f"missing setting {name}: set {ENV_PREFIX}{name.upper()} or `{name}` in the config file"
             for name in ("forge_url", "forge_token", "webhook_secret")
             if not getattr(self, name)
         ]
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        if 0 < len(secret) < MIN_SECRET_LENGTH:
+            lines.append(
+                f"setting {ENV_PREFIX}WEBHOOK_SECRET (`webhook_secret`) is too short to mask in logs safely:"
+                f" use at least {MIN_SECRET_LENGTH} characters"
+            )
+        return lines
 
     def secrets(self) -> list[str]:
         """Every secret value, for masking anything quoted back to users or logs."""

@@ -27,7 +27,7 @@ LIVE = WAITING + ACTIVE
 TERMINAL = ("completed", "failed", "blocked", "cancelled")
 STATES = LIVE + TERMINAL
 
-# Allowed transitions of the run state machine (ARCHITECTURE.md, property 2).
+# Allowed transitions of the run state machine (blocked → queued is `/answer`); each is one transaction.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("preparing", "cancelled", "failed"),
     "preparing": ("running", "queued", "failed", "cancelled", "completed"),
@@ -678,13 +678,12 @@ class Store:
             "SELECT * FROM outbox WHERE done_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?",
             (time.time() if now is None else now, limit),
         )
-        return [
-            OutboxItem(
-                r["id"], r["key"], r["kind"], r["owner"], r["repo"], r["number"],
-                json.loads(r["payload"]), r["run_id"], r["attempts"],
-            )
-            for r in rows
-        ]
+        return [_outbox_item(r) for r in rows]
+
+    async def outbox_item(self, item_id: int) -> OutboxItem | None:
+        """A pending item as it is now, None once done: a reporter pass checks it before acting."""
+        rows = await self._all("SELECT * FROM outbox WHERE id = ? AND done_at IS NULL", (item_id,))
+        return _outbox_item(rows[0]) if rows else None
 
     async def outbox_done(self, item_id: int, error: str = "", retry_at: float | None = None) -> None:
         """Finish an outbox item, or (with ``retry_at``) count a failure and try again then."""
@@ -826,9 +825,16 @@ async def _settle(futures: list[asyncio.Future[Any]], work: Awaitable[list[Any]]
             if not future.done():
                 future.set_exception(e)
     else:
-        for future, result in zip(futures, results):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def _outbox_item(r: aiosqlite.Row) -> OutboxItem:
+    return OutboxItem(
+        r["id"], r["key"], r["kind"], r["owner"], r["repo"], r["number"], json.loads(r["payload"]), r["run_id"],
+        r["attempts"],
+    )
 
 
 def _frozen(runtime: str | bool | None, configured: bool) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime
 import logging
 
+from . import forgepaths
 from .forge import Forge, ForgeError
+from .forgepaths import Repo
 from .store import Run
 
 log = logging.getLogger(__name__)
@@ -19,14 +21,14 @@ log = logging.getLogger(__name__)
 DISABLED = "disabled"
 
 
-def _issue(run: Run) -> str:
-    return f"/repos/{run.owner}/{run.repo}/issues/{run.number}"
+def _repo(run: Run) -> Repo:
+    return Repo(run.owner, run.repo)
 
 
 async def start(forge: Forge, run: Run) -> str:
     """Start the stopwatch; ``started``, or ``disabled`` when time tracking is off (403)."""
     try:
-        await forge.post(f"{_issue(run)}/stopwatch/start")
+        await forge.post(_repo(run).stopwatch(run.number, "start"))
     except ForgeError as e:
         if e.status == 403:
             return DISABLED
@@ -38,7 +40,7 @@ async def start(forge: Forge, run: Run) -> str:
 async def stop(forge: Forge, run: Run, login: str) -> str:
     """Stop the stopwatch and book what it missed; ``stopped`` or ``disabled``."""
     try:
-        await forge.post(f"{_issue(run)}/stopwatch/stop")
+        await forge.post(_repo(run).stopwatch(run.number, "stop"))
     except ForgeError as e:
         if e.status == 403:
             return DISABLED
@@ -47,27 +49,27 @@ async def stop(forge: Forge, run: Run, login: str) -> str:
     wall = round((run.ended_at or 0) - (run.started_at or 0))
     missing = wall - await booked(forge, run, login)
     if missing > 0:
-        await forge.post(f"{_issue(run)}/times", {"time": missing, "created": _rfc3339(run.ended_at)})
+        await forge.post(_repo(run).times(run.number), {"time": missing, "created": _rfc3339(run.ended_at)})
     return "stopped"
 
 
 async def booked(forge: Forge, run: Run, login: str) -> int:
     """Seconds the bot has booked on the issue since this run's agent started."""
     since = _rfc3339((run.started_at or 0) - 1)
-    times = await forge.getitem(f"{_issue(run)}/times", params={"user": login, "since": since})
+    times = await forge.getitem(_repo(run).times(run.number), params={"user": login, "since": since})
     return sum(t.get("time", 0) for t in times or [] if t.get("user_name") == login)
 
 
 async def reconcile(forge: Forge, active: set[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """Delete the bot's stopwatches on issues with no active run; returns where it did."""
     removed = []
-    for watch in await forge.getitem("/user/stopwatches") or []:
+    for watch in await forge.getitem(forgepaths.STOPWATCHES) or []:
         where = (watch["repo_owner_name"], watch["repo_name"], int(watch["issue_index"]))
         if where in active:
             continue
         log.warning("deleting a stray stopwatch on %s/%s#%s", *where)
         try:
-            await forge.delete(f"/repos/{where[0]}/{where[1]}/issues/{where[2]}/stopwatch/delete")
+            await forge.delete(Repo(where[0], where[1]).stopwatch(where[2], "delete"))
         except ForgeError as e:
             if e.status not in (404, 409):
                 raise

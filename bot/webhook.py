@@ -1,4 +1,6 @@
-"""Sans-I/O webhook parsing, after ``gidgethub.sansio``: headers + raw body + secret → ``Event``.
+"""Sans-I/O webhook parsing, after ``gidgethub.sansio``: ``verify`` checks headers + raw body +
+secret and names the event type, then ``Event.parse`` reads the body (the app parses only the event
+types it handles).
 
 Gitea signs the raw bytes with HMAC-SHA256 and sends the hex digest bare in ``X-Gitea-Signature``
 (Forgejo also in ``X-Forgejo-Signature``); ``X-Hub-Signature-256`` carries it with a ``sha256=``
@@ -45,12 +47,6 @@ class Event:
     @property
     def action(self) -> str:
         return self.payload.action
-
-    @classmethod
-    def from_http(cls, headers: Mapping[str, str], body: bytes, *, secret: str) -> Event:
-        """Verify and parse a delivery; raises ``BadSignature`` or ``BadRequest``."""
-        event_type, delivery_id = verify(headers, body, secret=secret)
-        return cls.parse(event_type, delivery_id, body)
 
     @classmethod
     def parse(cls, event_type: str, delivery_id: str, body: bytes) -> Event:

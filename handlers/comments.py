@@ -149,12 +149,16 @@ async def answer(ctx: Context, command: Command) -> None:
 
 
 async def status(ctx: Context, command: Command) -> None:
+    """Answered visibly, always: the latest run's status comment is shown afresh (or again)."""
     runs = await _runs(ctx, None)
-    if runs:
-        await ctx.services.store.update(runs[-1].id)  # a new version makes the reporter refresh it
-        ctx.services.wake_reporter()
-    else:
+    if not runs:
         await ctx.reply(command, messages.nothing_to("report on"))
+        return
+    t = ctx.target
+    await ctx.services.store.enqueue(
+        f"status:{ctx.key(command)}", "status", t.owner, t.name, t.number, {"login": ctx.login}, run_id=runs[-1].id
+    )
+    ctx.services.wake_reporter()
 
 
 async def help_(ctx: Context, command: Command) -> None:

@@ -54,6 +54,14 @@ async def react(services: Services, target: Target, comment_id: int, content: st
     services.wake_reporter()
 
 
+async def remove_label(services: Services, target: Target, key: str, label_id: int) -> None:
+    """Queue the removal of one label from the target, by its id as it arrived, once per ``key``."""
+    await services.store.enqueue(
+        f"unlabel:{key}", "unlabel", target.owner, target.name, target.number, {"label_id": label_id}
+    )
+    services.wake_reporter()
+
+
 async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
     """Live check that ``login`` has write access; fails closed, and says why once per issue.
 

@@ -4,16 +4,20 @@ Gitea sends ``label_updated`` with the full label set and no word of which label
 rule is stateless: a trigger label present requests a run unless one for that issue and agent is
 already live. The trigger key includes the issue's ``updated_at`` so a redelivered event (same
 body, new delivery id) requests nothing twice, while the label added again later does.
+
+A trigger label is consumed once handled, whether a run was queued, one was live already, or the
+agent is unknown: the label is removed by its id as it arrived (never a name rebuilt from the
+agent and model), so a later edit of the issue's labels finds no trigger left.
 """
 
 from __future__ import annotations
 
-from bot.payloads import IssuePayload, PullRequestPayload
+from bot.payloads import IssuePayload, Label, PullRequestPayload
 from bot.routing import Router
 from bot.services import Services
 from bot.webhook import Event
 
-from .common import Target, may_write, request_run
+from .common import Target, may_write, remove_label, request_run
 
 router = Router()
 
@@ -25,7 +29,7 @@ async def issue_labels(event: Event, services: Services) -> None:
     if payload.issue.pull_request is not None:
         return  # a PR's labels also arrive as pull_request_label
     target = Target(payload.repository, payload.issue.number, payload.issue.title)
-    await _trigger(event, services, target, payload.issue.label_names, payload.issue.updated_at, payload.sender.login)
+    await _trigger(event, services, target, payload.issue.labels or [], payload.issue.updated_at, payload.sender.login)
 
 
 @router.register("pull_request", action="opened")
@@ -34,17 +38,19 @@ async def pull_labels(event: Event, services: Services) -> None:
     payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     pull = payload.pull_request
     target = Target(payload.repository, pull.number, pull.title, pull)
-    await _trigger(event, services, target, pull.label_names, pull.updated_at, payload.sender.login)
+    await _trigger(event, services, target, pull.labels or [], pull.updated_at, payload.sender.login)
 
 
 async def _trigger(
-    event: Event, services: Services, target: Target, labels: list[str], updated_at: str, login: str
+    event: Event, services: Services, target: Target, labels: list[Label], updated_at: str, login: str
 ) -> None:
     prefix = services.settings.label_prefix
-    specs = [name[len(prefix):] for name in labels if name.startswith(prefix) and len(name) > len(prefix)]
-    if not specs or not await may_write(services, target, login, "dispatch agents"):
+    triggers = [label for label in labels if label.name.startswith(prefix) and len(label.name) > len(prefix)]
+    if not triggers or not await may_write(services, target, login, "dispatch agents"):
         return
-    for spec in specs:
+    for label in triggers:
+        spec = label.name[len(prefix):]
+        key = f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}"
         await request_run(
             services,
             target,
@@ -52,7 +58,8 @@ async def _trigger(
             task="",
             trigger="label",
             login=login,
-            key=f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}",
+            key=key,
             delivery_id=event.delivery_id,
             unless_active=True,
         )
+        await remove_label(services, target, key, label.id)

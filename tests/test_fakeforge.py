@@ -1,5 +1,5 @@
 """Tests of the fake Forge itself, over real HTTP: if these pass, the integration tests that lean on it
-can trust what it says about Gitea 1.26 (FORGE-API.md)."""
+can trust what it says about Gitea 1.26 and Forgejo 15."""
 
 from __future__ import annotations
 

@@ -59,3 +59,12 @@ def test_toml_file_then_env_nested_and_port(tmp_path, monkeypatch):
 def test_shipped_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("DISPATCHBOT_CONFIG", "config/dispatchbot.toml")
     assert Settings().label_prefix == "dispatch:"
+
+
+def test_serve_refuses_a_webhook_secret_too_short_to_mask(tmp_path):
+    env = {"DISPATCHBOT_FORGE_URL": "http://127.0.0.1:9", "DISPATCHBOT_FORGE_TOKEN": "tok-0123456789abcdef",
+           "DISPATCHBOT_WEBHOOK_SECRET": "s", "DISPATCHBOT_PORT": "0", "DISPATCHBOT_DATA_DIR": str(tmp_path / "d")}
+    result = run_cli(tmp_path, env, "serve")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "DISPATCHBOT_WEBHOOK_SECRET" in line and "16 characters" in line

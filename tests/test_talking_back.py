@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot.store import ACTIVE
+from bot.store import ACTIVE, RunRequest
 
 from .test_engine import dispatch, ended
 
@@ -63,13 +63,39 @@ async def test_a_state_label_deleted_by_a_maintainer_is_created_again(world, eng
 
 
 async def test_overlapping_reporter_passes_post_an_outbox_comment_once(world, make_bot):
-    """The reporter's own loop and the scheduler's report job may both call ``sync`` at once."""
+    """The reporter's own loop and the scheduler's report job may both call ``sync`` at once: an
+    outbox comment and a run's status comment each still appear once."""
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await make_bot(frozen=True)
     issue = await forge.create_issue(repo, bob, title="Hello", body="")
     await bot.store.enqueue("reply:once", "comment", "acme", "widgets", issue.number, {"body": "only once"})
+    request = RunRequest("acme", "widgets", issue.number, False, "codex", "", "codex", False, "go", "comment", "bob")
+    run = await bot.store.request_run(request, trigger_key="once")
     await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))
-    assert [c.body for c in forge.comments(repo, issue.number)] == ["only once"]
+    bodies = [c.body for c in forge.comments(repo, issue.number)]
+    assert len(bodies) == 2 and "only once" in bodies and any(f"dispatchbot:run:{run.id} " in b for b in bodies)
+
+
+async def test_a_hanging_forge_call_holds_up_only_its_own_issue(world, make_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await make_bot(frozen=True, forge_timeout=20.0)
+    one = await forge.create_issue(repo, bob, title="One", body="")
+    two = await forge.create_issue(repo, bob, title="Two", body="")
+    forge.faults(1.0, kinds=["before_hang"], hang_seconds=30.0, only=rf"/issues/{one.number}/comments$")
+    await bot.store.enqueue("reply:one", "comment", "acme", "widgets", one.number, {"body": "to one"})
+    await bot.store.enqueue("reply:two", "comment", "acme", "widgets", two.number, {"body": "to two"})
+    hanging = asyncio.ensure_future(bot.engine.reporter.sync())
+    try:
+        await bot.wait_for(lambda: _commented(forge, repo, two.number), timeout=5)
+        assert forge.comments(repo, one.number) == [] and forge.injected_faults
+    finally:
+        forge.faults(0)
+        hanging.cancel()
+        await asyncio.gather(hanging, return_exceptions=True)
+
+
+async def _commented(forge, repo, number):
+    return forge.comments(repo, number)
 
 
 async def test_pr_comment_pushes_to_the_pr_branch_with_a_success_status(world, engine_bot):

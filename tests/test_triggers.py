@@ -128,14 +128,80 @@ async def test_status_refreshes_the_status_comment_or_says_there_is_none(world, 
     await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
     await bot.settle()
     [run] = await runs(bot)
-    await bot.wait_for(lambda: _at_least(bot_comments(world, issue.number), 2))
-    before = (await bot.store.get(run.id)).version
+    [status] = await bot.wait_for(lambda: _status_comments(world, issue.number, run.id))
+    assert "The bot is frozen" in status.body and "/status" not in status.body  # frozen: nothing starts
     await forge.create_comment(repo, issue.number, bob, "/status")
     await bot.settle()
-    assert (await bot.store.get(run.id)).version > before
-    status = [c for c in await bot_comments(world, issue.number) if f"dispatchbot:run:{run.id}" in c.body]
-    assert len(status) == 1 and "The bot is frozen" in status[0].body  # this bot is frozen: nothing starts
+    [status] = await bot.wait_for(lambda: _status_comments(world, issue.number, run.id, "@bob's `/status`"))
+    assert "The bot is frozen" in status.body
+
+
+async def test_status_on_a_finished_run_refreshes_its_comment_visibly(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go\n/cancel")
+    await bot.settle()
+    [run] = await runs(bot)
+    assert run.state == "cancelled"
+    await bot.wait_for(lambda: _status_comments(world, issue.number, run.id, "🚫 cancelled"))
+    await forge.create_comment(repo, issue.number, bob, "/status")
+    await bot.settle()
+    [status] = await bot.wait_for(lambda: _status_comments(world, issue.number, run.id, "@bob's `/status`"))
+    assert "🚫 cancelled" in status.body
+
+
+async def test_status_brings_back_a_status_comment_a_maintainer_deleted(world, bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="x", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go\n/cancel")
+    await bot.settle()
+    [run] = await runs(bot)
+    [status] = await bot.wait_for(lambda: _status_comments(world, issue.number, run.id, "🚫 cancelled"))
+    await forge.delete_comment(status, bob)
+    await forge.create_comment(repo, issue.number, bob, "/status")
+    await bot.settle()
+    [again] = await bot.wait_for(lambda: _status_comments(world, issue.number, run.id, "@bob's `/status`"))
+    assert again.id != status.id and "🚫 cancelled" in again.body
+
+
+async def _status_comments(world, number, run_id, text=""):
+    """The run's status comments, once one of them contains ``text``."""
+    found = [c for c in await bot_comments(world, number) if f"dispatchbot:run:{run_id} " in c.body]
+    return found if any(text in c.body for c in found) else None
 
 
 async def _without(forge, repo, number, label):
     return label not in forge.label_names(repo, number)
+
+
+async def test_trigger_labels_are_removed_as_they_arrived_and_a_later_label_edit_starts_nothing(world, make_bot):
+    """A custom agent whose model fills in, a preset whose default model fills in, and an agent
+    already at work: each label is removed as it arrived, so adding ``bug`` after the runs ended
+    starts no new run."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await make_bot(frozen=True, agents={"mybot": {"argv": ["mybot", "{prompt}"], "model": "m1"}})
+    issue = await forge.create_issue(repo, bob, title="Tidy up", body="")
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex go")
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:mybot", "dispatch:local", "dispatch:codex"])
+    await bot.settle()
+    got = sorted((r.agent, r.model) for r in await runs(bot))
+    assert got == [("codex", ""), ("local", "devstral-24b"), ("mybot", "m1")]
+    await bot.wait_for(lambda: _no_trigger_label(forge, repo, issue.number))
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    await bot.settle()
+    await bot.wait_for(lambda: _all_reported(bot))
+    assert [r.state for r in await runs(bot)] == ["cancelled"] * 3
+    await forge.set_labels(repo, issue.number, bob, [*forge.label_names(repo, issue.number), "bug"])
+    await bot.settle()
+    assert len(await runs(bot)) == 3
+
+
+async def _no_trigger_label(forge, repo, number):
+    return not [name for name in forge.label_names(repo, number) if name.startswith("dispatch:")]
+
+
+async def _all_reported(bot):
+    for run in await bot.store.runs():
+        if (await bot.store.reported(run.id)).get("version") != run.version:
+            return False
+    return True

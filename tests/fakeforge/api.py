@@ -1,8 +1,8 @@
 """The REST handlers, one per spec operation the fake implements, in Gitea's order of checks.
 
 Each handler gets a ``Call`` (who is asking, the matched operation, the checked body) and returns a
-response or raises ``ForgeError``. Status codes, empty bodies and messages follow Gitea 1.26 (FORGE-API.md
-§2); [FJ] marks where Forgejo answers differently.
+response or raises ``ForgeError``. Status codes, empty bodies and messages follow Gitea 1.26's source
+(the operations themselves are in its swagger spec, ``data/``); [FJ] marks where Forgejo answers differently.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .state import Access, Comment, Hook, Issue, Pull, User
 
 DELIVERY_TIMEOUT = 5.0  # [webhook] DELIVER_TIMEOUT default, seconds
 
-# X-Gitea-Event-Type -> X-Gitea-Event (FORGE-API.md §1).
+# X-Gitea-Event-Type -> X-Gitea-Event, as Gitea 1.26's webhook sender groups them.
 EVENT_GROUPS = {
     "issues": "issues",
     "issue_assign": "issues",

@@ -274,7 +274,8 @@ def _ask_auth() -> web.Response:
 
 
 def credentials(request: web.Request) -> str | None:
-    """The token a request carries, by Gitea's rules (FORGE-API.md §4); "" means unusable credentials."""
+    """The token a request carries, by Gitea 1.26's rules (a token or Bearer header, Basic, the query);
+    "" means unusable credentials."""
     header = request.headers.get("Authorization", "")
     parts = header.split()
     if len(parts) == 2 and parts[0].lower() in ("token", "bearer"):
