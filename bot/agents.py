@@ -15,19 +15,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.names import validate_agent, validate_model
 from bot.settings import CustomAgent, Settings
 
 PROMPT = "{prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|model)\}")
-# Agent names become pool names and container labels: no slash. Models may carry a
-# namespace ("hf.co/org/m") or an ollama tag ("qwen3:8b"). Neither may look like an option.
-_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}")
-_RULES = {
-    "agent name": (_AGENT_NAME, "1-40 letters, digits, '.', '_' or '-', starting with a letter or digit"),
-    "model": (_MODEL_NAME, "1-100 letters, digits, '.', '_', '-', ':' or '/', "
-              "starting with a letter or digit"),
-}
 
 # The container reaches the host's ollama through Docker's host-gateway alias.
 OLLAMA_URL = "http://host.docker.internal:11434"
@@ -123,13 +115,6 @@ PRESETS: dict[str, _Preset] = {
 }
 
 
-def _check(kind: str, value: str) -> str:
-    pattern, rule = _RULES[kind]
-    if not pattern.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value[:60]!r}: expected {rule}")
-    return value
-
-
 def known_agents(settings: Settings) -> list[str]:
     """Every spec name a user may ask for, for help texts and errors."""
     return sorted(set(PRESETS) | set(settings.agents))
@@ -138,7 +123,7 @@ def known_agents(settings: Settings) -> list[str]:
 def resolve(settings: Settings, spec: str) -> Agent:
     """The agent for ``name[:model]``; ValueError on a malformed spec, UnknownAgent on an unknown name."""
     name, _, model = spec.partition(":")
-    _check("agent name", name)
+    validate_agent(name)
     if name in settings.agents:
         return _custom(settings, name, model, settings.agents[name])
     if model and f"{name}:{model}" in PRESETS:
@@ -180,7 +165,7 @@ def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> A
 
 def _checked_model(model: str) -> str:
     """Checked after defaults apply: a configured default ends up in argv just like user input."""
-    return _check("model", model) if model else model
+    return validate_model(model) if model else model
 
 
 def stored_model(spec: str, agent: Agent) -> str:

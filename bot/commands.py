@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .names import AGENT_NAME, MODEL_NAME
+
 NAMES = ("dispatch", "review", "cancel", "retry", "status", "answer", "help")
-AGENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
-MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,79}")
 COMMAND_RE = re.compile(r"^[ \t]{0,3}/([A-Za-z][A-Za-z0-9_-]*)(?=\s|$)(.*)$")
 FENCE_RE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 
@@ -84,9 +84,9 @@ def _parse_one(name: str, number: int, rest: str, following: list[str]) -> Comma
             return Command(name=name, line=number)
         return error("/dispatch needs an agent")
     agent, _, model = words[0].partition(":")
-    if not AGENT_RE.fullmatch(agent):
+    if not AGENT_NAME.fullmatch(agent):
         return error(f"`{words[0][:40]}` is not an agent name")
-    if ":" in words[0] and not MODEL_RE.fullmatch(model):
+    if ":" in words[0] and not MODEL_NAME.fullmatch(model):
         return error(f"`{words[0][:80]}` has no valid model after the colon")
     text = "\n".join([words[1].strip() if len(words) > 1 else "", *following]).strip()
     if name == "review" and text:

@@ -21,6 +21,7 @@ from .logs import mask, tail
 from .permissions import can_write
 from .prompt import PromptContext, build_prompt, save_prompt
 from .services import Services
+from .payloads import PullRequest
 from .store import Run
 from .workspace import Workspace, Workspaces
 
@@ -41,7 +42,7 @@ async def prepare(services: Services, workspaces: Workspaces, run: Run) -> tuple
     issue = await forge.getitem(paths.issue(run.number))
     if run.is_pull:
         pull = await forge.getitem(paths.pull(run.number))
-        if wsmod.is_fork(pull):
+        if PullRequest.model_validate(pull).is_fork:
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
         head_sha = pull["head"]["sha"]

@@ -137,7 +137,7 @@ def _run_ref(run: Run) -> str:
 
 def _target(run: Run, links: Links) -> str:
     kind = "PR" if run.is_pull else "issue"
-    return _link(links.issue, f"{run.full_repo} {kind} #{run.number}")
+    return _link(links.issue, f"{run.owner}/{run.repo} {kind} #{run.number}")
 
 
 def _page(title: str, body: str, nonce: str, *, refresh: int | None = None, script: str = "") -> str:
@@ -178,7 +178,9 @@ def main_page(
     nonce: str,
 ) -> str:
     status = (
-        '<span class="pill frozen">frozen: nothing starts</span>' if frozen else '<span class="pill running">accepting</span>'
+        '<span class="pill frozen">frozen: nothing starts</span>'
+        if frozen
+        else '<span class="pill running">accepting</span>'
     )
     overview = (
         f"<section><h2>Bot</h2><dl><dt>state</dt><dd>{status}</dd>"
@@ -195,9 +197,8 @@ def main_page(
         pool_rows.append([
             _e(p.name), f'<span class="num">{p.active} / {p.limit}</span>', str(p.queued), " ".join(flags) or "—",
         ])
-    pools_html = _section(
-        "Pools", len(pools), _table(["pool", "active / limit", "queued", "state"], pool_rows, "No pool has been used yet.")
-    )
+    pools_table = _table(["pool", "active / limit", "queued", "state"], pool_rows, "No pool has been used yet.")
+    pools_html = _section("Pools", len(pools), pools_table)
     active_rows = [
         [
             _run_ref(run), _pill(run.state), _e(run.agent_spec), _target(run, links),
@@ -226,10 +227,10 @@ def main_page(
         ]
         for run, links in recent
     ]
-    recent_html = _section(
-        "Recent outcomes", None,
-        _table(["run", "outcome", "agent", "on", "links", "reason / task", "ended"], recent_rows, "No run has ended yet."),
+    recent_table = _table(
+        ["run", "outcome", "agent", "on", "links", "reason / task", "ended"], recent_rows, "No run has ended yet."
     )
+    recent_html = _section("Recent outcomes", None, recent_table)
     body = overview + pools_html + active_html + queue_html + recent_html
     return _page("overview", body, nonce, refresh=10)
 

@@ -29,8 +29,10 @@ FORGE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
 
 
 class Metrics:
-    def __init__(self, store: Store, forge: Forge, executor: DockerExecutor, after_transition: int) -> None:
-        """``after_transition``: the last transition already in the store, so only this process's are counted."""
+    def __init__(
+        self, store: Store, forge: Forge, executor: DockerExecutor, after_transition: tuple[float, int]
+    ) -> None:
+        """``after_transition``: the last transition already stored, so only this process's are counted."""
         self._store = store
         self._cursor = after_transition
         self._lock = asyncio.Lock()  # two scrapes at once must not count a transition twice
@@ -60,7 +62,7 @@ class Metrics:
 
     @classmethod
     async def create(cls, store: Store, forge: Forge, executor: DockerExecutor) -> Metrics:
-        return cls(store, forge, executor, await store.last_transition_id())
+        return cls(store, forge, executor, await store.last_transition())
 
     async def render(self) -> bytes:
         """The scrape: catch up with the transition log, read the gauges, format everything."""
@@ -80,7 +82,7 @@ class Metrics:
                     self.runs_ended.labels(e.agent, e.to_state).inc()
                     if e.running_since is not None:
                         self.run_duration.labels(e.agent).observe(max(0.0, e.at - e.running_since))
-            self._cursor = events[-1].id
+            self._cursor = (events[-1].at, events[-1].id)
 
 
 class _State(Collector):

@@ -61,10 +61,20 @@ class Comment(Loose):
     html_url: str = ""
 
 
+class RepositoryRef(Loose):
+    id: int | None = None
+
+
 class Branch(Loose):
     ref: str = ""
     sha: str = ""
-    repo_id: int = 0
+    repo_id: int | None = None
+    repo: RepositoryRef | None = None
+
+    @property
+    def repository_id(self) -> int | None:
+        """The repository the branch lives in; None when the payload does not say (a deleted fork)."""
+        return self.repo_id or (self.repo.id if self.repo else None) or None
 
 
 class PullRequest(Loose):
@@ -82,7 +92,9 @@ class PullRequest(Loose):
 
     @property
     def is_fork(self) -> bool:
-        return self.head.repo_id != self.base.repo_id
+        """Whether the head branch lives in another repository; unknown counts as a fork (fail closed)."""
+        head = self.head.repository_id
+        return head is None or head != self.base.repository_id
 
 
 class Payload(Loose):

@@ -1,4 +1,4 @@
-"""Timed jobs on the app's event loop (APScheduler 3.11): drain, sweep, reap, reconcile.
+"""Timed jobs on the app's event loop (APScheduler 3.11): drain, sweep, reap, reconcile, retention.
 
 Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
 before deleting, and mark a workspace on one pass before deleting it on the next.
@@ -16,7 +16,7 @@ from .executor.docker import DockerExecutor
 from .reporter import Reporter
 from .runner import RUN_LABEL, Runner
 from .services import Services
-from .store import ACTIVE, LIVE
+from .store import ACTIVE, LIVE, Pruned
 from .workspace import Workspaces, remove_workspace, safe_write
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Scheduler:
         self.add("sweep", self.sweep, every.sweep)
         self.add("reap", self.reap, every.reap)
         self.add("reconcile", self.reconcile, every.reconcile)
+        self.add("retention", self.prune, every.retention)
         self.add("report", reporter.sync, every.drain)
         self.add("stopwatches", reporter.reconcile, every.reconcile)
 
@@ -91,8 +92,7 @@ class Scheduler:
         store = self.services.store
         deleted = []
         for ws in self.workspaces.all():
-            runs = await store.runs(owner=ws.owner, repo=ws.repo)
-            mine = [r for r in runs if r.workspace_key == ws.key]
+            mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
             mark = ws.meta / SWEEP_MARK
             last = max(mine, key=_ended) if mine else None
             due = not any(r.state in LIVE for r in mine) and (
@@ -104,10 +104,18 @@ class Scheduler:
             if not mark.exists():
                 safe_write(mark, str(time.time()))
                 continue
-            log.info("sweeping workspace %s", ws.root)
             await remove_workspace(ws)
+            compacted = await store.compact(ws.owner, ws.repo, ws.key)  # its history goes with it
+            log.info("swept workspace %s and compacted its %d finished runs", ws.root, compacted)
             deleted.append(str(ws.root))
         return deleted
+
+    async def prune(self) -> Pruned:
+        """Drop the store's history past its retention, and give the space back."""
+        ages = self.services.settings.retention
+        pruned = await self.services.store.prune(bodies=ages.bodies, deliveries=ages.deliveries)
+        log.info("pruned the store: %s", pruned)
+        return pruned
 
 
 def _ended(run) -> float:

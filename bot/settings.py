@@ -94,6 +94,20 @@ class Schedule(BaseModel):
     reap: float = 300.0
     reconcile: float = 300.0
     redeliver: float = 60.0
+    retention: float = 3600.0
+
+
+class Retention(BaseModel):
+    """How long the store keeps what it no longer needs, in seconds.
+
+    A handled delivery's body is only kept for looking into a problem; its id must outlive every
+    redelivery the Forge may still send (Gitea keeps hook history for days), since it is what
+    answers a redelivery with "already received". Trigger keys and finished outbox items, which
+    keep the effects of one delivery from happening twice, go with the ids.
+    """
+
+    bodies: float = 86400.0
+    deliveries: float = 30 * 86400.0
 
 
 class GitIdentity(BaseModel):
@@ -156,6 +170,7 @@ class Settings(BaseSettings):
     labels: Labels = Labels()
     sweep: Sweep = Sweep()
     schedule: Schedule = Schedule()
+    retention: Retention = Retention()
 
     @classmethod
     def settings_customise_sources(

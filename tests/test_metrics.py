@@ -97,6 +97,28 @@ async def test_a_blocked_then_answered_run_scraped_late_is_counted_as_it_happene
     assert value(samples, "dispatchbot_webhook_to_running_seconds_count") == 1  # the answer is no new request
 
 
+async def test_changes_after_a_compaction_reused_the_ids_are_counted(world, make_bot):
+    bot = await make_bot(frozen=True)
+    await dispatch(world, "/dispatch codex first", title="One")
+    await bot.settle()
+    [first] = await bot.store.runs()
+    await bot.store.transition(first.id, "cancelled", reason="not needed")
+    assert value(await scrape(bot), "dispatchbot_runs_ended_total", agent="codex", outcome="cancelled") == 1
+
+    async def reported():
+        run = await bot.store.get(first.id)
+        return (await bot.store.reported(run.id)).get("version") == run.version
+
+    await bot.wait_for(reported)
+    assert await bot.store.compact("acme", "widgets", first.workspace_key) == 1  # the newest transitions go
+    await dispatch(world, "/dispatch codex second", title="Two")
+    await bot.settle()
+    second = (await bot.store.runs())[-1]
+    await bot.store.transition(second.id, "cancelled", reason="not needed either")
+    assert [t.id for t in await bot.store.history(second.id)] == [1, 2]  # SQLite gave the ids out again
+    assert value(await scrape(bot), "dispatchbot_runs_ended_total", agent="codex", outcome="cancelled") == 2
+
+
 async def test_queue_depth_and_backlogs_are_read_from_the_store(world, make_bot):
     bot = await make_bot(frozen=True, pools={"claude": {"limit": 1}})
     for n in range(3):

@@ -40,6 +40,7 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
     bot.settings.sweep.completed = 0.0
     await dispatch(world, "/dispatch codex one scenario:no-change", title="one")
     [done] = await ended(bot)
+    await bot.wait_for(lambda: _reported(bot, done.id))
     await dispatch(world, "/dispatch codex two scenario:hang", title="two")
     await bot.wait_for(lambda: bot.store.runs(states=["running"]))
     root = bot.settings.data_dir / "workspaces" / "acme" / "widgets"
@@ -48,6 +49,8 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
     assert (root / "issue-1" / ".meta" / ".swept").exists()
     assert await bot.engine.scheduler.sweep() == [str(root / "issue-1")]
     assert not (root / "issue-1").exists() and (root / "issue-2" / "repo").is_dir()
+    # The swept run keeps its summary row; its history went with the workspace.
+    assert await bot.store.transitions(done.id) == [] and (await bot.store.get(done.id)).state == "completed"
     for run in await bot.store.runs(states=["running"]):
         await bot.store.transition(run.id, "cancelled")
         bot.services.cancel_run(run.id)
@@ -61,6 +64,11 @@ async def test_dry_run_returns_the_prompt_and_starts_nothing(world, bot):
     assert "Fix the parser" in prompt and "It breaks on tabs." in prompt
     assert await bot.store.runs() == []
     assert await bot.engine.runner.containers() == []
+
+
+async def _reported(bot, run_id):
+    run = await bot.store.get(run_id)
+    return (await bot.store.reported(run_id)).get("version") == run.version
 
 
 async def _none_left(bot):

@@ -1,11 +1,16 @@
 """The store on a real SQLite file: atomic claims, the state machine, dedup, pools."""
 
 import asyncio
+import os
+import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
-from bot.store import RunRequest, Store
+from bot.store import PoolState, RunRequest, Store
+from bot.store.policy import Limits, LiveRun, claimable
+from bot.store.sqlite.schema import MIGRATIONS
 
 
 @pytest.fixture
@@ -166,7 +171,7 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     ids = [f"d{n % 20}" for n in range(60)]  # every id three times, in one burst
     fresh = await asyncio.gather(*(store.record_delivery(i, "issues", b"{}") for i in ids))
     assert sum(fresh) == 20
-    assert sorted({i for i, new in zip(ids, fresh) if new}) == sorted(set(ids))
+    assert sorted({i for i, new in zip(ids, fresh, strict=True) if new}) == sorted(set(ids))
     assert len(await store.pending_deliveries()) == 20
     assert not await store.record_delivery("d0", "issues", b"{}")
     # A burst mixing redeliveries of stored ids with new ones: only the new ones are fresh.
@@ -177,3 +182,140 @@ async def test_deliveries_arriving_together_are_committed_once_each(store):
     await asyncio.gather(store.finish_delivery("d0"), store.finish_delivery("d1", "Forge down"))
     pending = [d[0] for d in await store.pending_deliveries()]
     assert "d0" not in pending and "d1" in pending and len(pending) == 21
+
+
+async def test_a_committed_change_wakes_the_subscribers_of_its_tables_only(store):
+    runs, outbox = store.subscribe("runs", "pools"), store.subscribe("outbox")
+    run = await store.request_run(request(), trigger_key="k")
+    await store.set_pool_frozen("codex", True)
+    assert await runs.wait(1.0) == {"runs", "pools"}  # both kept while nobody waited: one wake-up
+    assert await outbox.wait(0.01) == set()
+    assert await store.transition(run.id, "completed") is None  # refused: nothing changed, nobody woken
+    await store.claim(**LIMITS, frozen_pools=frozenset({"codex"}))  # claims nothing
+    assert await runs.wait(0.01) == set()
+    waiting = asyncio.create_task(runs.wait(10.0))
+    await store.transition(run.id, "cancelled")
+    assert await asyncio.wait_for(waiting, 1.0) == {"runs"}
+    await store.enqueue("reply:1", "comment", "acme", "widgets", 1, {"body": "hi"})
+    assert await outbox.wait(1.0) == {"outbox"} and await runs.wait(0.01) == set()
+
+
+async def test_recorded_and_handled_deliveries_wake_their_subscribers(store):
+    deliveries = store.subscribe("deliveries")
+    assert await store.record_delivery("d1", "issue_comment", b"{}")
+    assert await deliveries.wait(1.0) == {"deliveries"}
+    assert not await store.record_delivery("d1", "issue_comment", b"{}")  # a redelivery changes nothing
+    assert await deliveries.wait(0.01) == set()
+    await store.finish_delivery("d1")
+    assert await deliveries.wait(1.0) == {"deliveries"}
+
+
+def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
+    def live(id, state="queued", pool="codex", key=None):
+        return LiveRun(id, state, pool, "acme", "widgets", key or f"issue-{id}", 0)
+
+    rows = [live(1, "running"), live(2, key="issue-1"), live(3), live(4, pool="claude"), live(5)]
+    paused = {"claude": PoolState("claude", None, paused_until=200.0, quick_failures=0, last_spawn_at=0.0)}
+    chosen = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=100.0)
+    assert [r.id for r in chosen] == [3]  # 2 shares the running workspace, 4's pool is paused, 5 is over codex's 2
+    later = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0)
+    assert [r.id for r in later] == [3, 4]
+
+
+def body_length(path, delivery_id):
+    with closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT length(body) FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return row and row[0]
+
+
+async def test_pruning_drops_handled_bodies_but_a_redelivery_is_still_already_received(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    try:
+        for delivery_id in ("handled", "failing"):
+            assert await store.record_delivery(delivery_id, "issues", b"x" * 1000)
+        await asyncio.gather(store.finish_delivery("handled"), store.finish_delivery("failing", "503"))
+        hours_later = time.time() + 2 * 3600
+        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=hours_later)
+        assert (pruned.bodies, pruned.deliveries) == (1, 0)
+        assert body_length(path, "handled") == 0 and body_length(path, "failing") == 1000  # not handled yet
+        assert not await store.record_delivery("handled", "issues", b"x" * 1000)  # still "already received"
+        assert [d[0] for d in await store.pending_deliveries()] == ["failing"]
+        # Once the Forge can no longer redeliver, the ids go too.
+        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=time.time() + 31 * 86400)
+        assert pruned.deliveries == 2 and body_length(path, "handled") is None
+    finally:
+        await store.close()
+
+
+async def test_trigger_keys_outlive_the_body_and_go_with_the_delivery_ids(store):
+    run = await store.request_run(request(), trigger_key="comment:1", delivery_id="d1")
+    await store.transition(run.id, "cancelled")
+    await store.prune(bodies=0, deliveries=86400)
+    assert await store.request_run(request(), trigger_key="comment:1") is None
+    await store.prune(bodies=0, deliveries=86400, now=time.time() + 2 * 86400)
+    assert await store.request_run(request(), trigger_key="comment:1") is not None
+
+
+async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store):
+    done = await store.request_run(request(1), trigger_key="a")
+    unreported = await store.request_run(request(1, agent="claude"), trigger_key="b")
+    other = await store.request_run(request(2), trigger_key="c")
+    for run in (done, unreported, other):
+        await store.transition(run.id, "cancelled", result={"log_tail": "x" * 4000, "pushed": False})
+    for run_id in (done.id, other.id):
+        await store.set_reported(run_id, "comment_id", 77)
+        await store.set_reported(run_id, "comment_body", "the status comment's text")
+        await store.set_reported(run_id, "stopwatch", ["stopped", 1.0])
+        await store.set_reported(run_id, "state_label", "dispatch/cancelled")
+        await store.set_reported(run_id, "version", (await store.get(run_id)).version)
+    assert await store.runs_to_report() == [await store.get(unreported.id)]
+    assert await store.compact("acme", "widgets", "issue-1") == 1  # the unreported one waits
+    assert await store.transitions(done.id) == []
+    assert (await store.get(done.id)).result == {"pushed": False}  # the log tail went with the workspace
+    kept = {"comment_id": 77, "stopwatch": ["stopped", 1.0], "version": (await store.get(done.id)).version}
+    assert await store.reported(done.id) == kept  # the comment's text and the label went
+    assert len(await store.transitions(unreported.id)) == 2 and len(await store.transitions(other.id)) == 2
+    assert [r.id for r in await store.runs(states=["cancelled"])] == [done.id, unreported.id, other.id]
+    assert await store.runs_to_report() == [await store.get(unreported.id)]
+
+
+async def test_the_file_shrinks_once_pruning_gives_the_space_back(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    try:
+        ids = [f"d{n}" for n in range(400)]
+        await asyncio.gather(*(store.record_delivery(i, "issues", os.urandom(20_000)) for i in ids))
+        await asyncio.gather(*(store.finish_delivery(i) for i in ids))
+        await store.prune(bodies=3600, deliveries=86400)  # nothing old enough yet: only a checkpoint
+        full = path.stat().st_size
+        assert full > 400 * 20_000
+        pruned = await store.prune(bodies=0, deliveries=86400, now=time.time() + 1)
+        assert pruned.bodies == 400 and pruned.pages > 0
+        assert path.stat().st_size < full / 10
+    finally:
+        await store.close()
+
+
+async def test_an_existing_file_is_migrated_and_rebuilt_for_incremental_vacuum(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    with closing(sqlite3.connect(path)) as db:  # a file as the first release left it
+        db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO runs (owner, repo, number, agent, pool, trigger, requested_by, state, workspace_key,"
+            " created_at, updated_at, version) VALUES ('acme', 'widgets', 1, 'codex', 'codex', 'comment', 'bob',"
+            " 'completed', 'issue-1', 0, 0, 4), ('acme', 'widgets', 2, 'codex', 'codex', 'comment', 'bob',"
+            " 'completed', 'issue-2', 0, 0, 4)"
+        )
+        db.execute("INSERT INTO reported VALUES (1, 'version', '4'), (2, 'version', '3'), (1, 'comment_id', '9')")
+        db.commit()
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    store = await Store.open(path)
+    try:
+        assert await store.reported(1) == {"version": 4, "comment_id": 9}
+        assert [r.id for r in await store.runs_to_report()] == [2]
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)

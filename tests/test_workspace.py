@@ -2,6 +2,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -9,27 +10,21 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.settings import GitIdentity, Settings
+from bot.names import branch_for, branch_key, validate_branch, validate_key, validate_repo
 from bot.workspace import (
     GitError,
     UnsafeWorkspace,
     Workspaces,
-    branch_for,
-    branch_key,
     check_branch,
     clear_blocked,
     commit_leftovers,
     commit_message,
     commits_since,
     detect_project,
-    is_fork,
     parse_ids,
     qa_commands,
     read_blocked,
     remove_workspace,
-    validate_branch,
-    validate_key,
-    validate_repo,
-    workspace_key,
     write_answer,
 )
 
@@ -165,24 +160,67 @@ def test_existing_validates_everything_before_building_a_path(spaces):
             spaces.existing(*args)
 
 
+BRANCH_CORPUS = [
+    "main", "agent/fix-it", "a.b", "a/.b", ".a", "a/b.lock", "a.lock/b", "a..b", "a/./b", "a/b/", "a@b", "a@{b",
+    "@", "HEAD", "-a", "a-", "a_b", "a b", "a\tb", "a~b", "a^b", "a:b", "a?b", "a*b", "a[b", "a]b", "a\\b",
+    "a{b}", "a!b", "a#b", "a$b", "a%b", "a&b", "a(b)", "a+b", "a,b", "a;b", "a<b>", "a=b", "a|b", "a'b", 'a"b',
+    "a`b", "ünïcode", "日本", "a//b", "/a", "a.", "a/b.", "refs/heads/x", "x.lock.y", "a@", "@a", "a/@/b",
+]
+
+
+# Names git takes that the bot refuses on purpose: HEAD's shorthand, any whitespace, very long names.
+STRICTER_THAN_GIT = ["@", "a\u00a0b", "x" * 201]
+
+
+def test_branch_rules_agree_with_git():
+    """The rules are checked without starting git (the event loop must not wait for a process);
+    real git is the reference they must match."""
+    for name in BRANCH_CORPUS + STRICTER_THAN_GIT:
+        reference = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True, cwd="/")
+        try:
+            validate_branch(name)
+            ours = True
+        except ValueError:
+            ours = False
+        assert ours == (reference.returncode == 0 and name not in STRICTER_THAN_GIT), name
+
+
+async def longest_stall(work) -> float:
+    """The longest the event loop went unanswered while ``work`` ran."""
+    gaps = [0.0]
+
+    async def beat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.001)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    task = asyncio.create_task(beat())
+    await asyncio.sleep(0.01)
+    try:
+        await work
+        await asyncio.sleep(0.01)  # the beat after the work tells how long it waited
+    finally:
+        task.cancel()
+    return max(gaps)
+
+
+async def test_checking_branch_names_never_blocks_the_event_loop():
+    async def check_new_names() -> None:
+        for n in range(100):
+            validate_branch(f"agent/task-{n}-{time.time()}")  # each name new: no cache helps
+
+    assert await longest_stall(check_new_names()) < 0.05
+
+
 def test_keys_and_branch_names():
-    assert workspace_key(3, False) == "issue-3" and workspace_key(7, True) == "pr-7"
-    with pytest.raises(ValueError):
-        workspace_key(0, False)
     assert branch_key("a/b") != branch_key("a-b")
     assert validate_key(branch_key("feature/x")) and branch_key("feature/x").startswith("branch-feature-x-")
     assert branch_for("Fix the flaky test in CI!", 4) == "agent/fix-the-flaky-test-in-ci"
     assert branch_for("🙂 ✨", 4) == "agent/issue-4"
     long = branch_for("make " * 30, 1)
     assert len(long.removeprefix("agent/")) <= 40 and not long.endswith("-")
-
-
-def test_is_fork():
-    same = {"head": {"repo_id": 5, "repo": {"id": 5}}, "base": {"repo_id": 5, "repo": {"id": 5}}}
-    assert not is_fork(same)
-    assert is_fork({"head": {"repo": {"id": 6}}, "base": {"repo": {"id": 5}}})
-    assert is_fork({"head": {"repo": None}, "base": {"repo_id": 5}})  # deleted fork: unknown counts as fork
-    assert not is_fork({"head": {"repo": {"id": 5}}, "base": {"repo": {"id": 5}}})
 
 
 def test_parse_ids():
@@ -374,9 +412,9 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
         hook = ws.clone / ".git" / "hooks" / name
         hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
         hook.chmod(0o755)
-    with open(ws.clone / ".git" / "config", "a") as config:
-        config.write(f'[core]\n\tfsmonitor = "touch {marker}"\n\thooksPath = .git/hooks\n'
-                     f'[filter "x"]\n\tclean = "touch {marker}"\n[url "http://evil.test/"]\n\tinsteadOf = {spaces.forge_url}\n')
+    config = ws.clone / ".git" / "config"
+    config.write_text(config.read_text() + f'[core]\n\tfsmonitor = "touch {marker}"\n\thooksPath = .git/hooks\n'
+                      f'[filter "x"]\n\tclean = "touch {marker}"\n[url "http://evil.test/"]\n\tinsteadOf = {spaces.forge_url}\n')
     (ws.clone / ".gitattributes").write_text("* filter=x\n")
     (ws.clone / "f.txt").write_text("x")
     assert await commit_leftovers(ws, "feat: x", IDENTITY)
@@ -472,6 +510,16 @@ async def test_commits_since(spaces, widgets):
     first = commit(ws.clone, {"a": "1"}, "feat: one")
     second = commit(ws.clone, {"b": "2"}, "fix: two")
     assert await commits_since(ws, base) == [(first, "feat: one"), (second, "fix: two")]
+
+
+async def test_taking_a_large_git_dir_back_never_blocks_the_event_loop(spaces, widgets):
+    ws = await prepare_issue(spaces)
+    base = await spaces.base_commit(ws)
+    junk = ws.clone / ".git" / "objects" / "junk"  # as many entries as a big repository's loose objects
+    junk.mkdir()
+    for n in range(40000):
+        os.close(os.open(junk / str(n), os.O_CREAT | os.O_WRONLY))
+    assert await longest_stall(commits_since(ws, base)) < 0.05
 
 
 async def test_push_is_never_forced(spaces, widgets, forge):

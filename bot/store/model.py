@@ -1,0 +1,178 @@
+"""What the store holds, as plain values: the run state machine, runs, pools and outbox items.
+
+Nothing here knows SQL: every backend turns its rows into these, and callers see only these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+ACTIVE = ("preparing", "running", "qa", "harvesting")
+WAITING = ("queued",)
+LIVE = WAITING + ACTIVE
+TERMINAL = ("completed", "failed", "blocked", "cancelled")
+STATES = LIVE + TERMINAL
+
+# Allowed transitions of the run state machine (blocked → queued is `/answer`); each is one transaction.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("preparing", "cancelled", "failed"),
+    "preparing": ("running", "queued", "failed", "cancelled", "completed"),
+    "running": ("qa", "harvesting", "completed", "failed", "blocked", "cancelled"),
+    "qa": ("harvesting", "failed", "cancelled"),
+    "harvesting": ("completed", "failed", "cancelled"),
+    "blocked": ("queued", "cancelled"),
+    "completed": (),
+    "failed": (),
+    "cancelled": (),
+}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a handler asks for; the store turns it into a queued run."""
+
+    owner: str
+    repo: str
+    number: int
+    is_pull: bool
+    agent: str
+    model: str
+    pool: str
+    review: bool
+    task: str
+    trigger: str
+    requested_by: str
+    comment_id: int | None = None
+    retry_of: int | None = None
+
+    @property
+    def workspace_key(self) -> str:
+        return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    owner: str
+    repo: str
+    number: int
+    is_pull: bool
+    agent: str
+    model: str
+    pool: str
+    review: bool
+    task: str
+    trigger: str
+    requested_by: str
+    comment_id: int | None
+    state: str
+    reason: str
+    question: str
+    answer: str
+    attempts: int
+    workspace_key: str
+    branch: str
+    base_branch: str
+    head_sha: str
+    container_id: str
+    exit_code: int | None
+    result: dict[str, Any]
+    retry_of: int | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    version: int
+
+    @property
+    def agent_spec(self) -> str:
+        return f"{self.agent}:{self.model}" if self.model else self.agent
+
+    @classmethod
+    def draft(cls, req: RunRequest) -> Run:
+        """A run that is never stored, for dry runs."""
+        now = time.time()
+        return cls(
+            **req.__dict__, id=0, state="queued", reason="", question="", answer="", attempts=0,
+            workspace_key=req.workspace_key, branch="", base_branch="", head_sha="", container_id="",
+            exit_code=None, result={}, created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Run:
+        """From a row holding at least the run's columns (booleans as 0/1, ``result`` as JSON)."""
+        data = {name: row[name] for name in RUN_COLUMNS}
+        data["is_pull"] = bool(data["is_pull"])
+        data["review"] = bool(data["review"])
+        data["result"] = json.loads(data["result"])
+        return cls(**data)
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(Run))
+
+
+@dataclass(frozen=True)
+class PoolState:
+    name: str
+    frozen: bool | None
+    paused_until: float
+    quick_failures: int
+    last_spawn_at: float
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    owner: str
+    repo: str
+    number: int
+    payload: dict[str, Any]
+    run_id: int | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass removed, for the log and the bench."""
+
+    bodies: int = 0
+    deliveries: int = 0
+    triggers: int = 0
+    outbox: int = 0
+    pages: int = 0  # database pages given back to the file system
+
+
+# What the dashboard and the metrics read ------------------------------------------------------
+
+
+class Transition(NamedTuple):
+    id: int
+    run_id: int
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: float
+
+
+class RunEvent(NamedTuple):
+    """A state change as the metrics see it, everything as of the change itself."""
+
+    id: int
+    to_state: str
+    at: float
+    agent: str
+    first_start: bool  # the run never ran before this change
+    running_since: float | None  # when the run last started running before this change
+    requested_at: float  # arrival of the delivery that asked for the run, else the run's creation
+
+
+class Census(NamedTuple):
+    live: dict[tuple[str, str], int]  # (pool, state) -> runs
+    outbox: int  # Forge writes not yet done
+    deliveries: int  # deliveries not yet handled

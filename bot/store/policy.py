@@ -1,0 +1,77 @@
+"""Which queued runs may start now: a pure decision over plain rows, the same for every backend.
+
+The store reads the live runs and the pools in one transaction, asks ``claimable``, and moves
+the chosen runs to ``preparing`` in that same transaction: that is what makes N simultaneous
+requests start exactly L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from .model import ACTIVE, PoolState
+
+
+class LiveRun(NamedTuple):
+    """What the policy needs to know of a live run."""
+
+    id: int
+    state: str
+    pool: str
+    owner: str
+    repo: str
+    workspace_key: str
+    attempts: int
+
+
+class Limits(NamedTuple):
+    """The configured limits a claim obeys."""
+
+    max_running: int
+    pool_limits: Mapping[str, int]
+    spawn_intervals: Mapping[str, float]
+    frozen_pools: frozenset[str] = frozenset()
+
+
+def is_frozen(runtime: str | bool | None, configured: bool) -> bool:
+    """A frozen switch set at run time wins over the one from config."""
+    if runtime is None:
+        return configured
+    return runtime in (True, "1")
+
+
+def claimable(live: Sequence[LiveRun], pools: Mapping[str, PoolState], limits: Limits, now: float) -> list[LiveRun]:
+    """The queued runs that may start, FIFO by id.
+
+    A run waits while its pool is frozen, paused (backoff), inside its spawn interval, full, or
+    while another live run holds the same workspace. One waiting pool never holds up the others.
+    """
+    active = [r for r in live if r.state in ACTIVE]
+    per_pool: dict[str, int] = {}
+    for r in active:
+        per_pool[r.pool] = per_pool.get(r.pool, 0) + 1
+    busy = {(r.owner, r.repo, r.workspace_key) for r in active}
+    total = len(active)
+    chosen: list[LiveRun] = []
+    spawned: set[str] = set()
+    for run in sorted((r for r in live if r.state == "queued"), key=lambda r: r.id):
+        if total >= limits.max_running:
+            break
+        pool = pools.get(run.pool)
+        if is_frozen(pool and pool.frozen, run.pool in limits.frozen_pools) or (pool and pool.paused_until > now):
+            continue
+        interval = limits.spawn_intervals.get(run.pool, 0.0)
+        if interval > 0 and (run.pool in spawned or (pool and now - pool.last_spawn_at < interval)):
+            continue
+        if per_pool.get(run.pool, 0) >= limits.pool_limits.get(run.pool, limits.max_running):
+            continue
+        key = (run.owner, run.repo, run.workspace_key)
+        if key in busy:
+            continue
+        busy.add(key)
+        per_pool[run.pool] = per_pool.get(run.pool, 0) + 1
+        total += 1
+        spawned.add(run.pool)
+        chosen.append(run)
+    return chosen

@@ -1,0 +1,207 @@
+"""Mirrors and clones: one bare mirror per repository, one clone per issue or pull request.
+
+Only the mirror talks to the Forge, and only it and push ever see the token, which reaches git
+as environment config, never in a URL, argv or file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from bot.names import validate_branch, validate_key, validate_repo
+from bot.settings import GitIdentity, Settings
+
+from .files import chown, reclaim
+from .git import NETWORK_TIMEOUT, clone_argv, mirror_argv, refs, run_git, ws_git
+from .layout import Workspace, WorkspaceDir
+
+
+def parse_ids(user: str) -> tuple[int, int]:
+    """``"1000:1000"`` or ``"1000"`` → (uid, gid); the container user must be numeric on the host."""
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise ValueError(f"container user {user!r} must be numeric uid[:gid]")
+    return int(uid), int(gid or uid)
+
+
+class Workspaces:
+    """Mirrors and clones under one data directory; the only holder of the Forge token."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        forge_url: str,
+        token: SecretStr | None = None,
+        identity: GitIdentity | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """``owner`` is the container user ("1000:1000"); workspaces are handed to it only when we
+        run as root, since nobody else may chown."""
+        if not forge_url:
+            raise ValueError("forge_url is not set")
+        self.data_dir = Path(data_dir).absolute()
+        self.forge_url = forge_url.rstrip("/")
+        self.token = token
+        self.identity = identity or GitIdentity()
+        self.owner_ids = parse_ids(owner) if owner and os.geteuid() == 0 else None
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Workspaces:
+        s = settings
+        return cls(s.data_dir, s.forge_url or "", s.forge_token, s.git, s.limits.user)
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        """The token as environment config: never in a URL, argv or file."""
+        if not self.token:
+            return {}
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: token {self.token.get_secret_value()}",
+        }
+
+    def url(self, owner: str, repo: str) -> str:
+        return f"{self.forge_url}/{owner}/{repo}.git"
+
+    def mirror_path(self, owner: str, repo: str) -> Path:
+        validate_repo(owner, repo)
+        return self.data_dir / "mirrors" / owner / f"{repo}.git"
+
+    def existing(self, owner: str, repo: str, key: str, branch: str, base: str) -> Workspace:
+        """A run's workspace, without touching the disk (after a restart, for the harvest).
+        Every name is validated before it becomes part of a path."""
+        validate_repo(owner, repo)
+        root = self.data_dir / "workspaces" / owner / repo / validate_key(key)
+        branch, base = validate_branch(branch), validate_branch(base)
+        return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo))
+
+    def all(self) -> list[WorkspaceDir]:
+        """Every workspace on disk, for the sweeper."""
+        def subdirs(path: Path) -> list[Path]:
+            if not path.is_dir():
+                return []
+            return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+
+        return [
+            WorkspaceDir(owner.name, repo.name, key.name, key)
+            for owner in subdirs(self.data_dir / "workspaces")
+            for repo in subdirs(owner)
+            for key in subdirs(repo)
+        ]
+
+    def _lock(self, owner: str, repo: str) -> asyncio.Lock:
+        """Held by whoever updates or reads a mirror: a fetch may repack under a reader's feet."""
+        return self._locks.setdefault((owner, repo), asyncio.Lock())
+
+    async def ensure_mirror(self, owner: str, repo: str) -> Path:
+        """Create or update the bare mirror."""
+        async with self._lock(owner, repo):
+            return await self._update_mirror(owner, repo)
+
+    async def _update_mirror(self, owner: str, repo: str) -> Path:
+        mirror = self.mirror_path(owner, repo)
+        url = self.url(owner, repo)
+        if (mirror / "HEAD").is_file():
+            # Every ref is wanted, so protocol v2's ref filtering gains nothing and costs a round
+            # trip: with v0 a fetch that finds nothing new is one request.
+            every_ref = "+refs/*:refs/*"
+            argv = mirror_argv(mirror, "-c", "protocol.version=0", "fetch", "--prune", "--quiet", url, every_ref)
+            await run_git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
+        else:  # clone beside it, then rename: a crash never leaves a half mirror in place
+            tmp = mirror.with_name(mirror.name + ".tmp")
+            await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+            mirror.parent.mkdir(parents=True, exist_ok=True)
+            argv = ["git", "clone", "--mirror", "--quiet", url, str(tmp)]
+            await run_git(argv, env=self._auth, timeout=NETWORK_TIMEOUT)
+            tmp.rename(mirror)
+        return mirror
+
+    async def prepare(
+        self, owner: str, repo: str, key: str, branch: str, base: str, new_branch: bool
+    ) -> Workspace:
+        """A clone on ``branch``, ready for the container. Idempotent: an existing workspace is
+        reused (resume) and keeps its local commits; it is fast-forwarded to the Forge when possible."""
+        ws = self.existing(owner, repo, key, branch, base)
+        async with self._lock(owner, repo):
+            mirror = await self._update_mirror(owner, repo)
+            ws.meta.mkdir(parents=True, exist_ok=True)
+            fresh = not os.path.lexists(ws.clone)  # noqa: ASYNC240 (one lstat)
+            if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
+                await run_git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
+            await reclaim(ws, self.identity)
+            if not fresh:
+                await _sync(ws, mirror)
+        await _checkout(ws, new_branch)
+        if self.owner_ids:
+            await asyncio.to_thread(chown, ws, *self.owner_ids)
+        return ws
+
+    async def base_commit(self, ws: Workspace) -> str:
+        """The Forge commit a push of this workspace builds on: its branch on the Forge if that
+        exists, else the base branch. Read from the mirror, never from the clone, whose refs the
+        agent may have moved; the clone is synced first so the commit is there for git log."""
+        mirror = self.mirror_path(ws.owner, ws.repo)
+        await reclaim(ws)
+        async with self._lock(ws.owner, ws.repo):
+            await _sync(ws, mirror)
+            names = [f"refs/heads/{branch}" for branch in (ws.branch, ws.base_branch)]
+            heads = await refs(mirror_argv(mirror), *names)
+        for ref in names:
+            if ref in heads:
+                return heads[ref]
+        raise ValueError(f"neither {ws.branch!r} nor {ws.base_branch!r} exists in {ws.owner}/{ws.repo}")
+
+    async def push(self, ws: Workspace, branch: str) -> str:
+        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
+        validate_branch(branch)
+        await reclaim(ws)
+        _, head = await ws_git(ws, "rev-parse", "--verify", "HEAD^{commit}")
+        sha = head.decode().strip()
+        refspec = f"{sha}:refs/heads/{branch}"
+        await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
+        return sha
+
+
+async def _sync(ws: Workspace, mirror: Path) -> None:
+    """Update the clone's view of the Forge from the mirror: no network, no token."""
+    await ws_git(ws, "fetch", "--prune", "--quiet", str(mirror), "+refs/heads/*:refs/remotes/origin/*")
+
+
+async def _checkout(ws: Workspace, new_branch: bool) -> None:
+    """Local branch first (resume), else the Forge's branch, else a new branch from the base."""
+    local, remote = f"refs/heads/{ws.branch}", f"refs/remotes/origin/{ws.branch}"
+    existing = await refs(clone_argv(ws.clone), local, remote)
+    if local in existing:
+        await ws_git(ws, "checkout", "--quiet", ws.branch)
+        if remote in existing:
+            await ws_git(ws, "merge", "--ff-only", "--quiet", remote)
+    elif remote in existing:
+        await ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote)
+    elif new_branch:
+        base = f"refs/remotes/origin/{ws.base_branch}"
+        await ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, base)
+    else:
+        raise ValueError(f"branch {ws.branch!r} does not exist in {ws.owner}/{ws.repo}")
+
+
+async def recent_commits(clone: Path, count: int = 20) -> str:
+    """``git log --oneline`` of the clone, "" when it has no history."""
+    code, out = await run_git(
+        clone_argv(clone, "log", f"-{count}", "--oneline", "--no-decorate", "--no-show-signature"), ok=(0, 128)
+    )
+    return out.decode("utf-8", "replace") if code == 0 else ""
+
+
+async def remove_workspace(ws: Workspace | WorkspaceDir) -> None:
+    """rmtree never follows symlinks, so whatever the agent left is safe to delete."""
+    try:
+        await asyncio.to_thread(shutil.rmtree, ws.root)
+    except FileNotFoundError:
+        pass
