@@ -36,7 +36,7 @@ QUEUE_SHOWN = 50  # queued runs listed on the main page; the rest are counted
 RECENT_SHOWN = 25
 LOG_TAIL_LINES = 200  # lines a viewer gets of what was written before it came
 LINE_CHARS = 4000  # a longer line is cut: the page stays bounded
-POLL = 0.5  # seconds between looks at a run the live log waits on
+LOOK = 5.0  # seconds a live log waits for a change of the runs before it looks at its run anyway
 MAX_STREAMS = 32  # live logs served at once: each holds a request to the Docker engine
 
 
@@ -242,8 +242,8 @@ async def run_log(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the agent container's output while the run lives, then ``end``.
 
     Each viewer holds one streaming request to the Docker engine while the agent runs, starting
-    from its last lines; between containers (queued, preparing, QA) the run is looked at every
-    ``POLL`` seconds. Lines are masked like every other log the bot keeps.
+    from its last lines; between containers (queued, preparing, QA) it waits for the store to
+    say that runs changed. Lines are masked like every other log the bot keeps.
     """
     d = request.app[DASHBOARD]
     run = await _run(request)
@@ -255,16 +255,17 @@ async def run_log(request: web.Request) -> web.StreamResponse:
     task = asyncio.current_task()
     d.streams.add(task)
     try:
-        await _relay(d, run, response)
+        await _relay(d, run.id, response)
     finally:
         d.streams.discard(task)
     return response
 
 
-async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) -> None:
+async def _relay(d: Dashboard, run_id: int, response: web.StreamResponse) -> None:
+    changes = d.store.subscribe("runs")  # before the first look, so no change falls in between
     followed: set[str] = set()
     hidden = d.settings.secrets()
-    while run is not None and run.state in LIVE:
+    while (run := await d.store.get(run_id)) is not None and run.state in LIVE:
         if run.state == "running" and run.container_id and run.container_id not in followed:
             followed.add(run.container_id)
             stream = d.executor.follow(run.container_id, tail=LOG_TAIL_LINES)
@@ -275,8 +276,7 @@ async def _relay(d: Dashboard, run: Run | None, response: web.StreamResponse) ->
             except ExecutorError as e:
                 log.warning("run %s: the live log stopped: %s", run.id, e)
         else:
-            await asyncio.sleep(POLL)
-        run = await d.store.get(run.id)
+            await changes.wait(LOOK)
     await response.write(_event(run.state if run else "gone", "end"))
 
 
