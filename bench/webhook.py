@@ -50,7 +50,7 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
-PAYLOAD = Path("/work/shared/forge/payloads/issue-comment-created.json")
+PAYLOAD = REPO / "tests" / "fakeforge" / "data" / "payloads" / "issue-comment-created.json"
 SECRET = "bench-webhook-secret"
 COMMENT = "Thanks, that matches what I see here."  # no command: the handler has nothing to do
 P99_TARGET_MS = 10.0
@@ -245,7 +245,7 @@ class Cpu:
 
     def stop(self, result: Result) -> None:
         server, own, machine = (b - a for a, b in zip(self.start, (
-            self.server.cpu_seconds(), time.process_time(), machine_cpu_seconds())))
+            self.server.cpu_seconds(), time.process_time(), machine_cpu_seconds()), strict=True))
         result.server_cpu, result.loadgen_cpu, result.other_cpu = server, own, max(0.0, machine - server - own)
 
 

@@ -11,6 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
+from .image import command as image_command
 from .settings import ENV_PREFIX, Settings
 
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument("target", help="owner/repo#number")
     dry.add_argument("agent", help="agent[:model]")
     dry.add_argument("task", nargs="?", default="", help="the task (default: the issue's title)")
+    image_command.register(sub)
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         for err in e.errors():
             print(f"invalid setting {_env_name(err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
+    if args.command == "image":
+        return image_command.run(args, settings)
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         return 0

@@ -13,12 +13,13 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 from bot.settings import Settings
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
 
-SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "config" / "templates"
+SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
 CODING_TEMPLATES = ("coding.md", "conventions.md", "security.md")
 REVIEW_TEMPLATES = ("review.md", "conventions.md", "security.md")
 PROJECT_RULES = ("CLAUDE.md", "AGENTS.md")

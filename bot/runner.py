@@ -40,6 +40,7 @@ class Runner:
         self.workspaces = workspaces
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._containers: dict[int, str] = {}
+        self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
 
@@ -71,7 +72,9 @@ class Runner:
         """Kill the container of a run the store already says is cancelled."""
         container = self._containers.get(run_id)
         if container:
-            asyncio.create_task(self.executor.kill(container, self.settings.limits.grace))
+            kill = asyncio.create_task(self.executor.kill(container, self.settings.limits.grace))
+            self._kills.add(kill)
+            kill.add_done_callback(self._kills.discard)
 
     async def idle(self) -> None:
         """Wait until no run is being supervised (tests and benchmarks)."""

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.docker_fixtures import *  # noqa: F403  (agent_image, docker_label, executor, ...)
+from tests.fakeforge.fixtures import fake_forge  # noqa: F401  (a fixture)
 from tests.harness import BotHarness
 
 

@@ -7,17 +7,23 @@ still carries it and fails the test, because the code under test must clean up a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiodocker
 import pytest
 
 from bot.executor.docker import ContainerSpec, DockerExecutor, Mount
+from bot.image.build import Image, Recipe
+from bot.image.build import build as build_real_image
 from bot.settings import Limits
 from tests.agentimage.build import build
+from tests.helpers import git
 
 TEST_LABEL = "dispatchbot.test"
 WORKDIR = "/work/repo"
@@ -30,6 +36,26 @@ def agent_image() -> str:
     if res.returncode != 0:
         pytest.fail(f"Docker engine unavailable (CI guarantees one): {res.stderr.strip()}", pytrace=False)
     return build()
+
+
+HOST_CA_CERTS = Path("/usr/local/share/ca-certificates")
+
+
+def real_image_recipe() -> Recipe:
+    """The agent image's recipe as ``scripts/setup`` builds it (with the host's extra CAs), so it is cached."""
+    return Recipe.load(sorted(HOST_CA_CERTS.glob("*.crt")))
+
+
+@pytest.fixture(scope="session")
+def real_agent_image() -> Image:
+    """The real agent image (``bot/image``): found by its recipe hash after ``scripts/setup``, else built
+    (about two minutes: tests using it carry ``pytest.mark.timeout(900)`` for that case)."""
+
+    async def find_or_build() -> Image:
+        async with aiodocker.Docker() as docker:
+            return await build_real_image(docker, real_image_recipe(), lambda line: print(line, file=sys.stderr))
+
+    return asyncio.run(find_or_build())
 
 
 @pytest.fixture
@@ -53,25 +79,18 @@ async def executor(docker_label: str) -> AsyncIterator[DockerExecutor]:
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A git clone with two commits, writable by the container user (see ``container_user``)."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("# demo\n")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "initial")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "initial")
     (repo / "src.py").write_text('"""Demo."""\n\n\ndef add(a, b):\n    return a + b\n')
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "feat: add")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "feat: add")
     if os.getuid() == 0:
         for path in [tmp_path, *tmp_path.rglob("*")]:
             os.chown(path, 1000, 1000, follow_symlinks=False)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -13,6 +11,8 @@ from bot.app import ENGINE, INTAKE, SERVICES, create_app
 from bot.executor.docker import DockerExecutor
 from bot.runner import INSTANCE_LABEL
 from bot.settings import Settings
+
+from .helpers import wait_for
 
 SECRET = "test-webhook-secret"
 
@@ -73,11 +73,4 @@ class BotHarness:
 
     async def wait_for(self, predicate, timeout: float = 30.0, interval: float = 0.05):
         """Poll an async predicate until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__qualname__}")
-            await asyncio.sleep(interval)
+        return await wait_for(predicate, timeout, interval)

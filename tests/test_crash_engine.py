@@ -1,15 +1,14 @@
 """kill -9 the bot while runs are queued, preparing and running; after a restart every run ends once."""
 
-import asyncio
 import json
 import subprocess
-import time
 
 import pytest
 
 from bot.runner import INSTANCE_LABEL
 from bot.settings import Settings
 
+from .helpers import wait_for
 from .process import BotProcess
 
 pytestmark = pytest.mark.docker
@@ -19,14 +18,6 @@ def our_containers(data_dir) -> list[str]:
     label = f"{INSTANCE_LABEL}={Settings(data_dir=data_dir).instance}"
     out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True)
     return out.stdout.split()
-
-
-async def wait_until(predicate, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.1)
 
 
 async def test_every_run_ends_exactly_once_across_kill_9(world, agent_image):
@@ -48,18 +39,18 @@ async def test_every_run_ends_exactly_once_across_kill_9(world, agent_image):
         def states():
             return [s for (s,) in bot.query("SELECT state FROM runs ORDER BY id")]
 
-        await wait_until(lambda: states().count("running") == 2 and states().count("queued") >= 2)
+        await wait_for(lambda: states().count("running") == 2 and states().count("queued") >= 2, timeout=90)
         forge.faults(1.0, kinds=["before_hang"], hang_seconds=60)  # the next claimed run hangs in preparing
-        await wait_until(lambda: "preparing" in states() and "running" in states() and "queued" in states())
+        await wait_for(lambda: "preparing" in states() and "running" in states() and "queued" in states(), timeout=90)
         bot.kill()
         forge.faults(0)
         await bot.start()
-        await wait_until(lambda: len(states()) == 6 and all(s == "completed" for s in states()), timeout=180)
+        await wait_for(lambda: len(states()) == 6 and all(s == "completed" for s in states()), timeout=180)
         for (run_id,) in bot.query("SELECT id FROM runs"):
             moves = [to for (to,) in bot.query("SELECT to_state FROM transitions WHERE run_id = ? ORDER BY id", run_id)]
             assert moves.count("running") == 1, (run_id, moves)
             assert moves.count("completed") == 1, (run_id, moves)
-        await wait_until(lambda: our_containers(bot.data_dir) == [], timeout=30)
+        await wait_for(lambda: our_containers(bot.data_dir) == [], timeout=30)
         for (branch,) in bot.query("SELECT branch FROM runs"):
             assert len(forge.git_log(repo, branch)) == 2  # one commit each: no agent ran twice
     finally:

@@ -7,26 +7,9 @@ import pytest
 
 from bot.store import ACTIVE
 
+from .helpers import dispatch, ended
+
 pytestmark = pytest.mark.docker
-
-
-async def dispatch(world, text, *, title="Improve the widgets", author="bob", repo=None):
-    forge = world["forge"]
-    repo = repo or world["repo"]
-    issue = await forge.create_issue(repo, world[author], title=title, body="Details in the task.")
-    await forge.create_comment(repo, issue.number, world[author], text)
-    return issue
-
-
-async def ended(bot, count=1, timeout=60.0):
-    """Wait until ``count`` runs reached a state no agent works in, and return all runs."""
-
-    async def done():
-        runs = await bot.store.runs()
-        finished = [r for r in runs if r.state not in ACTIVE and r.state != "queued"]
-        return runs if len(finished) >= count else None
-
-    return await bot.wait_for(done, timeout=timeout)
 
 
 async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, engine_bot):
@@ -176,9 +159,13 @@ async def test_quick_failures_pause_the_pool(world, engine_bot):
     bot = await engine_bot(backoff={"failures": 3, "window": 60.0, "pause": 1800.0}, pools={"codex": {"limit": 1}})
     for n in range(4):
         await dispatch(world, f"/dispatch codex attempt {n} scenario:fail", title=f"t{n}")
-        await asyncio.sleep(0.3)  # in order
-    runs = await ended(bot, count=3)
-    await asyncio.sleep(1.0)
+        await bot.settle()  # queued in this order
+    await ended(bot, count=3)
+
+    async def paused():
+        return (await bot.store.pool("codex")).paused_until > time.time()
+
+    await bot.wait_for(paused)
     await bot.engine.runner.drain()
     runs = await bot.store.runs()
     assert [r.state for r in runs] == ["failed", "failed", "failed", "queued"]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit, container_config, parse_bytes
 from bot.settings import Limits
+
+from .helpers import git, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -34,11 +34,6 @@ def argv_line(log: bytes) -> list[str]:
     text = log.decode()
     start = text.index("argv: ") + len("argv: ")
     return shlex.split(text[start : text.index("\nscenario: ")])
-
-
-def git(repo: Path, *args: str) -> str:
-    cmd = ["git", "-c", "safe.directory=*", "-C", str(repo), *args]  # the clone belongs to uid 1000
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 def test_parse_bytes() -> None:
@@ -111,7 +106,7 @@ async def test_limits_are_applied(executor, make_spec) -> None:
 async def test_edit_commit_in_the_mounted_clone(executor, make_spec, workspace) -> None:
     cid, exit = await run(executor, make_spec(["gemini", "--prompt", "fix it\nscenario:edit-commit"]))
     assert exit == Exit(code=0)
-    assert git(workspace, "log", "-1", "--format=%s %an") == "docs: record agent notes gemini\n"
+    assert git(workspace, "log", "-1", "--format=%s %an") == "docs: record agent notes gemini"
     assert git(workspace, "status", "--porcelain") == ""
     assert b"Done: record agent notes" in await executor.logs(cid, limit=10_000)
     await executor.remove(cid)
@@ -122,17 +117,17 @@ async def test_commit_identity_from_env_wins(executor, make_spec, workspace) -> 
     env = {"HOME": "/tmp"} | {f"GIT_{who}_{k}": v for who in ("AUTHOR", "COMMITTER") for k, v in ident.items()}
     cid, exit = await run(executor, make_spec(["codex", "scenario:edit-commit"], env=env))
     assert exit.code == 0
-    assert git(workspace, "log", "-1", "--format=%an <%ae>") == "dispatchbot <bot@localhost>\n"
+    assert git(workspace, "log", "-1", "--format=%an <%ae>") == "dispatchbot <bot@localhost>"
     await executor.remove(cid)
 
 
 @pytest.mark.parametrize(
     "scenario, status",
     [
-        ("edit-uncommitted", "?? AGENT_NOTES.md\n?? UNCOMMITTED.md\n"),
+        ("edit-uncommitted", "?? AGENT_NOTES.md\n?? UNCOMMITTED.md"),
         ("no-change", ""),
-        ("blocked", "?? BLOCKED.md\n"),
-        ("answer", "?? BLOCKED.md\n"),
+        ("blocked", "?? BLOCKED.md"),
+        ("answer", "?? BLOCKED.md"),
     ],
 )
 async def test_scenarios_leave_the_clone_as_described(
@@ -198,8 +193,11 @@ async def test_oom_is_reported(executor, make_spec) -> None:
 
 async def test_wait_on_an_already_exited_container(executor, make_spec) -> None:
     cid = await executor.start(make_spec(["codex", "scenario:no-change"]))
-    while (await executor.inspect_state(cid))["Running"]:
-        await asyncio.sleep(0.1)
+
+    async def exited() -> bool:
+        return not (await executor.inspect_state(cid))["Running"]
+
+    await wait_for(exited)
     began = time.time()
     # The deadline is long gone, but the container finished: not a timeout.
     assert await executor.wait(cid, began - 100, grace=5) == Exit(code=0)

@@ -21,17 +21,13 @@ import pytest
 from aiohttp import web
 
 from tests.fakeforge import FakeForge, Repo, User, api, hooks, spec
-from tests.fakeforge.fixtures import fake_forge  # noqa: F401 - a fixture
 from tests.fakeforge.gojson import encode, marshal_indent
 from tests.fakeforge.render import Renderer, Site
 from tests.fakeforge.state import Access, State
+from tests.helpers import git_async
 
 PAYLOADS = Path(__file__).parent / "fakeforge" / "data" / "payloads"
 SECRET = "s3cret"
-GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
-           "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-
 
 # --- fixtures ------------------------------------------------------------------------------------
 
@@ -667,7 +663,7 @@ async def test_private_repo_is_invisible(world, tmp_path):
     world.forge.add_repo("acme", "secret", files={"k": "v"}, private=True)
     assert (await world.call(None, "GET", "/repos/acme/secret")).status == 404
     assert (await world.call(world.rita, "GET", "/repos/acme/secret")).status == 404
-    code, _ = await git("clone", "--quiet", f"{world.forge.url}/acme/secret.git", str(tmp_path / "s"), check=False)
+    code, _ = await git_async("clone", "--quiet", f"{world.forge.url}/acme/secret.git", str(tmp_path / "s"), check=False)
     assert code != 0
     world.forge.set_permission(world.forge.repo("acme", "secret"), "rita", "read")
     answer = await world.call(world.rita, "GET", "/repos/acme/secret")
@@ -677,40 +673,31 @@ async def test_private_repo_is_invisible(world, tmp_path):
 # --- git over smart HTTP -------------------------------------------------------------------------
 
 
-async def git(*args: str, cwd: Path | None = None, check: bool = True) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec("git", *args, cwd=cwd, env={**os.environ, **GIT_ENV},
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    if check and proc.returncode:
-        raise AssertionError(f"git {' '.join(args)}: {out.decode()}")
-    return proc.returncode or 0, out.decode()
-
-
 async def test_git_clone_and_push_over_http(world, tmp_path):
     work = tmp_path / "clone"
-    await git("clone", "--quiet", world.forge.clone_url(world.repo), str(work))  # anonymous read
+    await git_async("clone", "--quiet", world.forge.clone_url(world.repo), str(work))  # anonymous read
     assert (work / "README.md").read_text() == "hi\n"
     pull = await world.forge.create_pull(world.repo, world.alice, head="feature", title="Feature",
                                          files={"a.py": "x\n"})
-    await git("fetch", "--quiet", "origin", "feature:feature", f"refs/pull/{pull.number}/head:pr", cwd=work)
-    await git("checkout", "--quiet", "feature", cwd=work)
+    await git_async("fetch", "--quiet", "origin", "feature:feature", f"refs/pull/{pull.number}/head:pr", cwd=work)
+    await git_async("checkout", "--quiet", "feature", cwd=work)
     (work / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # > http.postBuffer: a chunked upload
-    await git("add", ".", cwd=work)
-    await git("commit", "--quiet", "-m", "big", cwd=work)
-    code, out = await git("push", "origin", "feature", cwd=work, check=False)
+    await git_async("add", ".", cwd=work)
+    await git_async("commit", "--quiet", "-m", "big", cwd=work)
+    code, out = await git_async("push", "origin", "feature", cwd=work, check=False)
     assert code != 0 and "401" in out or "Username" in out  # anonymous push refused
-    code, out = await git("-c", f"http.extraHeader=Authorization: token {world.rita.token}", "push", "origin",
+    code, out = await git_async("-c", f"http.extraHeader=Authorization: token {world.rita.token}", "push", "origin",
                           "feature", cwd=work, check=False)
     assert code != 0 and "User permission denied for writing" in out  # a reader: refused by the hook
-    await git("push", "--quiet", world.forge.clone_url(world.repo, world.bot), "feature", cwd=work)
-    _, head = await git("rev-parse", "HEAD", cwd=work)
+    await git_async("push", "--quiet", world.forge.clone_url(world.repo, world.bot), "feature", cwd=work)
+    _, head = await git_async("rev-parse", "HEAD", cwd=work)
     assert world.forge.branch_sha(world.repo, "feature") == pull.head_sha == head.strip()
     sync = world.forge.deliveries[-1]
     assert sync.event_type == "pull_request_sync" and sync.payload["sender"]["login"] == "dispatchbot"
     await world.forge.settle()
     assert sync.status == 200 and world.forge.git_log(world.repo, "feature")[0].message == "big\n"
-    await git("commit", "--quiet", "--allow-empty", "-m", "sneaky", cwd=work)
-    code, out = await git("-c", f"http.extraHeader=Authorization: token {world.bot.token}", "push", "origin",
+    await git_async("commit", "--quiet", "--allow-empty", "-m", "sneaky", cwd=work)
+    code, out = await git_async("-c", f"http.extraHeader=Authorization: token {world.bot.token}", "push", "origin",
                           f"HEAD:refs/pull/{pull.number}/head", cwd=work, check=False)
     assert code != 0 and "refs/pull/" in out
 
@@ -761,7 +748,7 @@ async def test_fault_rate_is_seeded_and_spares_git(world, tmp_path):
     assert statuses.count(200) == 40 - len(world.forge.injected_faults)
     assert 5 < len(world.forge.injected_faults) < 35
     world.forge.faults(1.0, kinds=["before_500"])
-    await git("clone", "--quiet", world.forge.clone_url(world.repo), str(tmp_path / "c"))
+    await git_async("clone", "--quiet", world.forge.clone_url(world.repo), str(tmp_path / "c"))
     world.forge.faults(0)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.webhook import sign
 
-from .test_webhook import example
+from .helpers import example
 
 
 def deliveries(bot) -> list[tuple[str, str]]:

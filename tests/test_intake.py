@@ -5,7 +5,7 @@ from bot.intake import Intake
 from bot.routing import Router
 from bot.webhook import Event
 
-from .test_webhook import example
+from .helpers import example
 
 
 async def test_a_backlog_past_the_window_is_read_back_and_handled_once_in_order(make_bot, monkeypatch):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .test_engine import ended
+from .helpers import ended
 
 pytestmark = pytest.mark.docker
 

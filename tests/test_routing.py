@@ -7,7 +7,7 @@ from bot.routing import Router
 from bot.webhook import Event, verify
 from handlers import comments, labels, pulls, router
 
-from .test_webhook import SECRET, example
+from .helpers import SECRET, example
 
 EXPECTED = {
     "issues-labeled.json": [labels.issue_labels],

@@ -8,7 +8,7 @@ from bot.executor.docker import ContainerSpec
 from bot.runner import INSTANCE_LABEL, RUN_LABEL
 from bot.settings import Limits
 
-from .test_engine import dispatch, ended
+from .helpers import dispatch, ended
 
 pytestmark = pytest.mark.docker
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from importlib.resources import files
 
 from bot.settings import Settings
 
@@ -57,7 +58,7 @@ def test_toml_file_then_env_nested_and_port(tmp_path, monkeypatch):
 
 
 def test_shipped_example_config_is_valid(monkeypatch):
-    monkeypatch.setenv("DISPATCHBOT_CONFIG", "config/dispatchbot.toml")
+    monkeypatch.setenv("DISPATCHBOT_CONFIG", str(files("bot") / "dispatchbot.example.toml"))
     assert Settings().label_prefix == "dispatch:"
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bot.store import ACTIVE, RunRequest
 
-from .test_engine import dispatch, ended
+from .helpers import dispatch, ended
 
 pytestmark = pytest.mark.docker
 

@@ -1,21 +1,13 @@
-"""Signature checks and parsing of the sans-I/O webhook core, on the shared example deliveries."""
+"""Signature checks and parsing of the sans-I/O webhook core, on the example deliveries."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from bot.payloads import PAYLOADS
 from bot.webhook import BadRequest, BadSignature, Event, sign, verify
 
-PAYLOADS_DIR = Path(__file__).resolve().parents[2] / "shared" / "forge" / "payloads"
-EXAMPLES = sorted(p.name.removeprefix("headers-") for p in PAYLOADS_DIR.glob("headers-*.json"))
-SECRET = "example-webhook-secret"
-
-
-def example(name: str) -> tuple[dict[str, str], bytes]:
-    meta = json.loads((PAYLOADS_DIR / f"headers-{name}").read_text())
-    return meta["headers"], (PAYLOADS_DIR / meta["body_file"]).read_bytes()
+from .helpers import EXAMPLES, SECRET, example
 
 
 def received(headers: dict[str, str], body: bytes, *, secret: str) -> Event:

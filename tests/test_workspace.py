@@ -28,27 +28,11 @@ from bot.workspace import (
     write_answer,
 )
 
+from .helpers import git
+
 TOKEN = "tok-5f3c1e9a77d24b0c"
 IDENTITY = GitIdentity(name="Dispatch Bot", email="bot@example.test")
 ROOT = os.geteuid() == 0
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_AUTHOR_NAME": "Human",
-    "GIT_AUTHOR_EMAIL": "human@example.test",
-    "GIT_COMMITTER_NAME": "Human",
-    "GIT_COMMITTER_EMAIL": "human@example.test",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Test-side git, standing in for humans and for the agent; ignores ownership."""
-    return subprocess.run(
-        ["git", "-c", "safe.directory=*", "-C", str(cwd), *args],
-        check=True, capture_output=True, text=True, env=GIT_ENV,
-    ).stdout.strip()
-
-
 def commit(work: Path, files: dict[str, str | bytes], message: str = "change") -> str:
     for name, content in files.items():
         path = work / name
@@ -69,7 +53,7 @@ class Forge:
         bare = self.root / owner / f"{repo}.git"
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
         work = self.root / "_work" / owner / repo
-        subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, env=GIT_ENV, capture_output=True)
+        git(self.root, "clone", "-q", str(bare), str(work))
         git(work, "checkout", "-q", "-b", "main")
         commit(work, files or {"README.md": f"{owner}/{repo}\n"}, "initial")
         git(work, "push", "-q", "origin", "main")

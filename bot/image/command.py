@@ -1,0 +1,58 @@
+"""``dispatchbot image build`` and ``dispatchbot image dockerfile``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import aiodocker
+
+from ..settings import Settings
+from .build import ImageBuildError, Recipe, build
+from .recipe import Manifest, dockerfile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    image = sub.add_parser("image", help="build the agent image, or print its Dockerfile")
+    commands = image.add_subparsers(dest="image_command", required=True)
+    b = commands.add_parser(
+        "build", help="build dispatchbot-agent:<recipe hash> and tag it latest; nothing to do when it exists"
+    )
+    b.add_argument(
+        "--ca-cert", action="append", default=[], type=Path, metavar="FILE",
+        help="an extra CA certificate (PEM) to trust, for a proxy that re-signs TLS; repeatable",
+    )
+    b.add_argument("--coderabbit", type=Path, metavar="FILE", help="CodeRabbit's CLI (the binary or its zip)")
+    b.add_argument("--mirror", help="the Debian mirror for the base (default: the one apt uses)")
+    commands.add_parser("dockerfile", help="print the Dockerfile generated from the image manifest")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.image_command == "dockerfile":
+        print(dockerfile(Manifest.load()), end="")
+        return 0
+    try:
+        recipe = Recipe.load(args.ca_cert, args.coderabbit)
+    except (OSError, ImageBuildError) as e:
+        print(f"image: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(_build(settings, recipe, args.mirror))
+
+
+async def _build(settings: Settings, recipe: Recipe, mirror: str | None) -> int:
+    started = time.monotonic()
+    docker = aiodocker.Docker(url=settings.docker_url)
+    try:
+        image = await build(docker, recipe, lambda line: print(f"image: {line}", flush=True), mirror=mirror)
+    except (ImageBuildError, aiodocker.DockerError) as e:
+        print(f"image: build failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await docker.close()
+    print(f"image: {image.tag} (also :latest), {image.size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s")
+    for cli, version in image.clis.items():
+        print(f"image:   {cli} {version}")
+    return 0
