@@ -9,16 +9,10 @@ import pytest
 from bot.settings import Settings
 
 from .browser import Browser
+from .helpers import dispatch
 
 READ_TOKEN = "read-token-for-the-dashboard"
 ADMIN_TOKEN = "admin-token-for-the-operator"
-
-
-async def dispatch(world, text, *, title="Improve the widgets"):
-    forge = world["forge"]
-    issue = await forge.create_issue(world["repo"], world["bob"], title=title, body="Details in the task.")
-    await forge.create_comment(world["repo"], issue.number, world["bob"], text)
-    return issue
 
 
 async def get(url, **kwargs) -> tuple[int, str, aiohttp.ClientResponse]:

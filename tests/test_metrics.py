@@ -4,16 +4,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.store import ACTIVE
+from .helpers import dispatch, ended
 
 READ_TOKEN = "read-token-for-the-metrics"
-
-
-async def dispatch(world, text, *, title="Improve the widgets"):
-    forge = world["forge"]
-    issue = await forge.create_issue(world["repo"], world["bob"], title=title, body="Details in the task.")
-    await forge.create_comment(world["repo"], issue.number, world["bob"], text)
-    return issue
 
 
 async def scrape(bot, **kwargs) -> dict[tuple[str, tuple], float]:
@@ -32,15 +25,6 @@ async def scrape(bot, **kwargs) -> dict[tuple[str, tuple], float]:
 
 def value(samples, name, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-async def ended(bot, count=1):
-    async def done():
-        runs = await bot.store.runs()
-        finished = [r for r in runs if r.state not in ACTIVE and r.state != "queued"]
-        return runs if len(finished) >= count else None
-
-    return await bot.wait_for(done, timeout=60)
 
 
 @pytest.mark.docker
