@@ -82,7 +82,7 @@ sys.path.insert(0, str(REPO))
 from pydantic import SecretStr  # noqa: E402
 
 from bot.executor.docker import DockerExecutor  # noqa: E402
-from bot.runner import RUN_LABEL  # noqa: E402
+from bot.executor.spec import RUN_LABEL  # noqa: E402
 from bot.settings import GitIdentity  # noqa: E402
 from bot.store import ACTIVE, TERMINAL, RunRequest, Store  # noqa: E402
 from bot.workspace import Workspaces  # noqa: E402
@@ -525,8 +525,8 @@ async def figure_drain(tmp: Path, runs: int, seed: int = 7) -> Drain:
     """The real store, no containers: see figure 4a in the module docstring.
 
     All runs are queued first (the bot was frozen, or the burst came faster than the drain); then
-    three drainers claim concurrently (the runner's loop, the scheduler's tick and a wake-up can
-    overlap in the bot) while redeliveries of seen triggers and cancels keep arriving.
+    three drainers claim concurrently (the claim must hold however many callers overlap) while
+    redeliveries of seen triggers and cancels keep arriving.
     """
     rng = random.Random(seed)
     agents = ("codex", "claude", "gemini")

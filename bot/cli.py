@@ -48,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dry_run(settings: Settings, target: str, agent: str, task: str) -> int:
-    from .dryrun import dry_run
+    from .dryrun import dry_run_issue
 
     match = re.fullmatch(r"([^/\s]+)/([^#\s]+)#(\d+)", target)
     if not match:
         print(f"target {target!r} is not of the form owner/repo#number", file=sys.stderr)
         return 2
     owner, repo, number = match[1], match[2], int(match[3])
-    argv, prompt = asyncio.run(dry_run(settings, owner, repo, number, agent, task))
+    argv, prompt = asyncio.run(dry_run_issue(settings, owner, repo, number, agent, task))
     print("argv:", json.dumps(["<prompt>" if arg == prompt else arg for arg in argv]))
     print(prompt)
     return 0

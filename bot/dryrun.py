@@ -1,38 +1,53 @@
-"""``dispatchbot dry-run``: the prompt and argv a dispatch would get, without starting anything."""
+"""Dry runs: the prompt and argv a dispatch would get, prepared exactly like a run's, starting nothing.
+
+A dry run works in a workspace of its own, removed afterwards: the run's workspace may be in use by
+an agent at that very moment, and a checkout there would move the branch under its feet.
+"""
 
 from __future__ import annotations
+
+import secrets
+from dataclasses import replace
 
 import aiohttp
 
 from .agents import resolve, stored_model
-from .executor.docker import DockerExecutor
 from .forge import Forge
 from .forgepaths import Repo
-from .runner import Runner
-from .services import Services
+from .pipeline.prepare import prepare
+from .services import whoami
 from .settings import Settings
-from .store import Run, RunRequest, Store
-from .workspace import Workspaces
+from .store import Run, RunRequest
+from .workspace import Workspaces, remove_workspace
 
 
-async def dry_run(settings: Settings, owner: str, repo: str, number: int, spec: str, task: str) -> tuple[list[str], str]:
-    """Prepare the workspace and prompt for ``spec`` on ``owner/repo#number``; returns (argv, prompt)."""
+async def dry_run(
+    forge: Forge, settings: Settings, workspaces: Workspaces, request: RunRequest, *, bot: str
+) -> tuple[list[str], str]:
+    """The argv and prompt ``request`` would get; ``bot`` is the bot's own login. Changes no run
+    and no workspace of one."""
+    run = replace(Run.draft(request), workspace_key=f"dry-run-{secrets.token_hex(8)}")
+    agent = resolve(settings, run.agent_spec)
+    try:
+        prepared = await prepare(forge, settings, workspaces, run, bot=bot)
+    finally:  # the branch names only shape the path's object: its root is what goes
+        await remove_workspace(workspaces.existing(run.owner, run.repo, run.workspace_key, "main", "main"))
+    return agent.argv(prepared.prompt), prepared.prompt
+
+
+async def dry_run_issue(
+    settings: Settings, owner: str, repo: str, number: int, spec: str, task: str
+) -> tuple[list[str], str]:
+    """``dispatchbot dry-run``: ``spec`` on ``owner/repo#number`` with ``task`` (default: its title)."""
     agent = resolve(settings, spec)
     async with aiohttp.ClientSession() as session:
         forge = Forge.from_settings(session, settings)
         issue = await forge.getitem(Repo(owner, repo).issue(number))
-        store = await Store.open(settings.database)
-        executor = DockerExecutor(settings.docker_url)
-        try:
-            services = Services(settings, store, forge)
-            runner = Runner(services, executor, Workspaces.from_settings(settings))
-            request = RunRequest(
-                owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
-                agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
-                review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
-                requested_by="dry-run",
-            )
-            return await runner.dry_run(Run.draft(request))
-        finally:
-            await executor.close()
-            await store.close()
+        request = RunRequest(
+            owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
+            agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
+            review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
+            requested_by="dry-run",
+        )
+        workspaces = Workspaces.from_settings(settings)
+        return await dry_run(forge, settings, workspaces, request, bot=await whoami(forge, settings))

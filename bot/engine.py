@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from .executor.docker import DockerExecutor
+from .pipeline.tools import Tools
 from .reporter import Reporter
 from .runner import Runner
 from .scheduler import Scheduler
@@ -20,12 +21,10 @@ class Engine:
         self.services = services
         self.executor = DockerExecutor(s.docker_url)
         self.workspaces = Workspaces.from_settings(s)
-        self.runner = Runner(services, self.executor, self.workspaces)
+        self.tools = Tools(s, services.store, services.forge, self.executor, self.workspaces, services.bot_login)
+        self.runner = Runner(self.tools)
         self.reporter = Reporter(services)
         self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)
-        services.wake_runner = self.runner.wake
-        services.cancel_run = self.runner.cancel
-        services.wake_reporter = self.reporter.wake
 
     async def start(self) -> None:
         if not await self.executor.ping():

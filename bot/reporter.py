@@ -41,7 +41,7 @@ class Reporter:
         self.services = services
         self.store = services.store
         self.forge = services.forge
-        self._wake = asyncio.Event()
+        self._changes = services.store.subscribe("runs", "outbox", "pools", "flags")
         self._task: asyncio.Task[None] | None = None
         self._retry_at: dict[int, float] = {}  # runs waiting out a backoff
         self._failures: dict[Hashable, int] = {}  # per run and item, counted since the Forge last came back
@@ -60,22 +60,13 @@ class Reporter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def _loop(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 await self.sync()
             except Exception:
                 log.exception("reporting failed")
-            timeout = await self._next_due()
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel here
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._changes.wait(await self._next_due())
 
     async def _next_due(self) -> float:
         if self._down:

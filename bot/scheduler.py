@@ -1,4 +1,4 @@
-"""Timed jobs on the app's event loop (APScheduler 3.11): drain, sweep, reap, reconcile, retention.
+"""Timed jobs on the app's event loop (APScheduler 3.11): report, sweep, reap, reconcile, retention.
 
 Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
 before deleting, and mark a workspace on one pass before deleting it on the next.
@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .executor.docker import DockerExecutor
+from .executor.spec import RUN_LABEL
 from .reporter import Reporter
-from .runner import RUN_LABEL, Runner
+from .runner import Runner
 from .services import Services
 from .store import ACTIVE, LIVE, Pruned
 from .workspace import Workspaces, remove_workspace, safe_write
@@ -40,7 +41,6 @@ class Scheduler:
         self.workspaces = workspaces
         self._scheduler = AsyncIOScheduler()
         every = services.settings.schedule
-        self.add("drain", self._drain, every.drain)
         self.add("sweep", self.sweep, every.sweep)
         self.add("reap", self.reap, every.reap)
         self.add("reconcile", self.reconcile, every.reconcile)
@@ -60,9 +60,6 @@ class Scheduler:
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-
-    async def _drain(self) -> None:
-        self.runner.wake()
 
     async def reap(self, min_age: float = MIN_AGE) -> list[str]:
         """Kill and remove our containers that belong to no active run; returns their ids."""

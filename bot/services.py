@@ -1,9 +1,11 @@
-"""What handlers are given: the store, the Forge client, and the hooks that wake the workers."""
+"""What handlers are given: the settings, the store, the Forge client and the bot's own login.
+
+Handlers only write the store; the workers wake on what it commits.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import forgepaths
@@ -17,9 +19,6 @@ class Services:
     settings: Settings
     store: Store
     forge: Forge
-    wake_runner: Callable[[], None] = lambda: None
-    wake_reporter: Callable[[], None] = lambda: None
-    cancel_run: Callable[[int], None] = lambda run_id: None
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -33,5 +32,10 @@ class Services:
         if self._login is None:
             async with self._login_lock:
                 if self._login is None:
-                    self._login = self.settings.bot_login or (await self.forge.getitem(forgepaths.USER))["login"]
+                    self._login = await whoami(self.forge, self.settings)
         return self._login
+
+
+async def whoami(forge: Forge, settings: Settings) -> str:
+    """The bot's own account: as configured, else as the Forge knows its token (``GET /user``)."""
+    return settings.bot_login or (await forge.getitem(forgepaths.USER))["login"]

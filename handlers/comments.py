@@ -97,14 +97,10 @@ async def cancel(ctx: Context, command: Command) -> None:
         await ctx.reply(command, messages.nothing_to("cancel"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    for run in runs:
-        done = await ctx.services.store.transition(
+    for run in runs:  # the runner stops the containers of what it sees cancelled
+        await ctx.services.store.transition(
             run.id, "cancelled", reason=f"cancelled by @{ctx.login}", trigger_key=f"{ctx.key(command)}:{run.id}"
         )
-        if done is not None:
-            ctx.services.cancel_run(run.id)
-    ctx.services.wake_runner()
-    ctx.services.wake_reporter()
 
 
 async def retry(ctx: Context, command: Command) -> None:
@@ -139,13 +135,10 @@ async def answer(ctx: Context, command: Command) -> None:
         await ctx.reply(command, messages.nothing_to("answer"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    resumed = await ctx.services.store.transition(
+    await ctx.services.store.transition(
         blocked[-1].id, "queued", reason=f"answered by @{ctx.login}", trigger_key=ctx.key(command),
         answer=command.text,
     )
-    if resumed is not None:
-        ctx.services.wake_runner()
-        ctx.services.wake_reporter()
 
 
 async def status(ctx: Context, command: Command) -> None:
@@ -158,7 +151,6 @@ async def status(ctx: Context, command: Command) -> None:
     await ctx.services.store.enqueue(
         f"status:{ctx.key(command)}", "status", t.owner, t.name, t.number, {"login": ctx.login}, run_id=runs[-1].id
     )
-    ctx.services.wake_reporter()
 
 
 async def help_(ctx: Context, command: Command) -> None:

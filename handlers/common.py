@@ -43,7 +43,6 @@ async def reply(services: Services, target: Target, key: str, body: str) -> None
         f"reply:{key}", "comment", target.owner, target.name, target.number,
         {"body": f"{body}\n\n{messages.marker('reply', key)}"},
     )
-    services.wake_reporter()
 
 
 async def react(services: Services, target: Target, comment_id: int, content: str) -> None:
@@ -51,7 +50,6 @@ async def react(services: Services, target: Target, comment_id: int, content: st
         f"reaction:{comment_id}:{content}", "reaction", target.owner, target.name, target.number,
         {"comment_id": comment_id, "content": content},
     )
-    services.wake_reporter()
 
 
 async def remove_label(services: Services, target: Target, key: str, label_id: int) -> None:
@@ -59,7 +57,6 @@ async def remove_label(services: Services, target: Target, key: str, label_id: i
     await services.store.enqueue(
         f"unlabel:{key}", "unlabel", target.owner, target.name, target.number, {"label_id": label_id}
     )
-    services.wake_reporter()
 
 
 async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
@@ -134,5 +131,3 @@ async def request_run(
     )
     if run is not None:
         log.info("queued run %s: %s on %s#%s by %s", run.id, spec, target.repo.full_name, target.number, login)
-        services.wake_runner()
-        services.wake_reporter()

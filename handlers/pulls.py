@@ -20,8 +20,5 @@ async def closed(event: Event, services: Services) -> None:
         repo=payload.repository.name,
         number=payload.pull_request.number,
     )
-    for run in runs:
-        if await services.store.transition(run.id, "cancelled", reason="the pull request was closed"):
-            services.cancel_run(run.id)
-    if runs:
-        services.wake_reporter()
+    for run in runs:  # the runner stops the containers of what it sees cancelled
+        await services.store.transition(run.id, "cancelled", reason="the pull request was closed")

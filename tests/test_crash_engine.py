@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from bot.runner import INSTANCE_LABEL
+from bot.executor.spec import INSTANCE_LABEL
 from bot.settings import Settings
 
 from .helpers import wait_for

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot.store import ACTIVE
+from bot.store import ACTIVE, RunRequest
 
 from .helpers import dispatch, ended
 
@@ -68,6 +68,22 @@ async def test_a_failing_agent_fails_with_the_reason_and_keeps_its_log(world, en
     [run] = await ended(bot)
     assert run.state == "failed" and run.exit_code == 3 and "code 3" in run.reason
     assert run.result["log_tail"]
+
+
+async def test_a_run_queued_by_any_writer_of_the_store_starts_and_is_shown_at_once(world, engine_bot):
+    bot = await engine_bot(schedule={"drain": 600.0})  # no timer helps: only the store's commit wakes
+    issue = await world["forge"].create_issue(world["repo"], world["bob"], title="Direct", body="")
+    request = RunRequest(owner="acme", repo="widgets", number=issue.number, is_pull=False, agent="codex", model="",
+                         pool="codex", review=False, task="go scenario:edit-commit", trigger="comment",
+                         requested_by="bob")
+    assert await bot.store.request_run(request, trigger_key="direct")
+    [run] = await ended(bot, timeout=15)
+    assert run.state == "completed", run.reason
+
+    async def shown():
+        return [c for c in world["forge"].comments(world["repo"], issue.number) if "✅ completed" in c.body]
+
+    await bot.wait_for(shown, timeout=5)
 
 
 async def test_a_hanging_agent_is_stopped_at_its_timeout(world, engine_bot):

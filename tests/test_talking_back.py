@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from bot.executor.spec import ROLE_LABEL
 from bot.store import ACTIVE, RunRequest
 
 from .helpers import dispatch, ended
@@ -71,7 +72,13 @@ async def test_overlapping_reporter_passes_post_an_outbox_comment_once(world, ma
     await bot.store.enqueue("reply:once", "comment", "acme", "widgets", issue.number, {"body": "only once"})
     request = RunRequest("acme", "widgets", issue.number, False, "codex", "", "codex", False, "go", "comment", "bob")
     run = await bot.store.request_run(request, trigger_key="once")
-    await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))
+    await asyncio.gather(*(bot.engine.reporter.sync() for _ in range(3)))  # and the loop, woken by the writes
+
+    async def caught_up():
+        shown = (await bot.store.reported(run.id)).get("version") == (await bot.store.get(run.id)).version
+        return shown and not await bot.store.due_outbox(now=float("inf"))
+
+    await bot.wait_for(caught_up)
     bodies = [c.body for c in forge.comments(repo, issue.number)]
     assert len(bodies) == 2 and "only once" in bodies and any(f"dispatchbot:run:{run.id} " in b for b in bodies)
 
@@ -165,6 +172,23 @@ async def test_cancel_kills_a_hanging_agent_within_five_seconds(world, engine_bo
     assert run.state == "cancelled" and "@bob" in run.reason
     assert forge.stopwatches(world["bot"]) == []
     assert "🚫 cancelled" in bot_comments(world, issue.number)[0].body
+
+
+async def test_cancel_stops_a_hanging_qa_container_within_five_seconds(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(qa={"acme/widgets": [["sleep", "300"]]})
+    issue = await dispatch(world, "/dispatch codex change scenario:edit-commit")
+    await bot.wait_for(lambda: _qa_containers(bot))
+    start = time.monotonic()
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    await bot.wait_for(lambda: _no_containers(bot), timeout=10)
+    assert time.monotonic() - start < 5
+    [run] = await bot.store.runs()
+    assert run.state == "cancelled" and "@bob" in run.reason
+
+
+async def _qa_containers(bot):
+    return [c for c in await bot.engine.runner.containers() if c.labels[ROLE_LABEL] == "qa0" and c.running]
 
 
 async def test_a_command_gets_an_eyes_reaction_within_a_second(world, engine_bot):

@@ -1,15 +1,1 @@
-"""Running agent containers; ``docker`` is the only backend for now."""
-
-from bot.executor.docker import (
-    ContainerInfo,
-    ContainerSpec,
-    DockerExecutor,
-    ExecutorError,
-    Exit,
-    Mount,
-    parse_bytes,
-)
-
-__all__ = [
-    "ContainerInfo", "ContainerSpec", "DockerExecutor", "ExecutorError", "Exit", "Mount", "parse_bytes",
-]
+"""Containers: ``docker`` runs them, ``spec`` says what a run's containers are and how they are found."""

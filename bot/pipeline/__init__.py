@@ -1,0 +1,1 @@
+"""A run's work around its agent, as stages: prepare → agent → judge → QA → harvest (``flow`` orders them)."""

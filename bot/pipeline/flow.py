@@ -1,0 +1,90 @@
+"""The order of a run's stages, from claimed to ended, and where a restart picks it up again.
+
+Every stage re-reads and conditionally moves the run (``expect``), so it applies to exactly the run
+it works on, once, and a cancel in between wins. Each function here hands a stage only the tools it
+uses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.agents import resolve
+from bot.forge import ForgeError
+from bot.pipeline import agent
+from bot.pipeline.harvest import harvest
+from bot.pipeline.judge import judge
+from bot.pipeline.prepare import prepare
+from bot.pipeline.qa import run_qa
+from bot.pipeline.tools import Tools
+from bot.store import Run
+from bot.workspace import Workspace, branch_choices, safe_read
+
+log = logging.getLogger(__name__)
+
+
+async def launch(tools: Tools, run: Run) -> None:
+    """A claimed (``preparing``) run through every stage to its end."""
+    store = tools.store
+    try:
+        chosen = resolve(tools.settings, run.agent_spec)
+        if not run.is_pull and not run.branch:
+            run = await store.assign_branch(run.id, branch_choices(run.task, run.number))
+        prepared = await prepare(tools.forge, tools.settings, tools.workspaces, run, bot=await tools.login())
+    except ForgeError as e:
+        if e.transient:
+            log.warning("run %s: Forge unavailable while preparing, requeued: %s", run.id, e)
+            await store.transition(run.id, "queued", reason=f"requeued: {e}", expect=("preparing",))
+        else:
+            await store.transition(run.id, "failed", reason=f"could not prepare: {e}", expect=("preparing",))
+        return
+    except Exception as e:
+        log.exception("run %s: preparing failed", run.id)
+        await store.transition(run.id, "failed", reason=f"could not prepare the workspace: {e}", expect=("preparing",))
+        return
+    ws = prepared.ws
+    run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
+    running = await agent.start(tools.settings, store, tools.executor, run, chosen, ws, prepared.prompt)
+    if running is not None:
+        await _agent_done(tools, running, ws)
+
+
+async def resume(tools: Tools, run: Run) -> None:
+    """After a restart: wait again for a running run's agent, or finish a run past its agent."""
+    ws = tools.workspaces.existing(run.owner, run.repo, run.workspace_key, run.branch, run.base_branch)
+    if run.state == "running":
+        await _agent_done(tools, run, ws)
+    else:
+        await _after_agent(tools, run, ws)
+
+
+async def _agent_done(tools: Tools, run: Run, ws: Workspace) -> None:
+    exit = await agent.wait(tools.settings, tools.executor, run, ws)
+    judged = await judge(tools.settings, tools.store, run, ws, exit)
+    if judged is not None:
+        await _after_agent(tools, judged, ws)
+
+
+async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
+    """A review completes with its text; a coding run goes through QA, then the harvest.
+    Resumable from ``qa`` or ``harvesting``."""
+    store = tools.store
+    if run.review:
+        review = safe_read(ws.meta / "stdout.log", tools.settings.limits.log_bytes) or ""
+        await store.transition(run.id, "completed", expect=("running", "harvesting"),
+                               result={**run.result, "review": review})
+        return
+    if run.state == "running":
+        run = await store.transition(run.id, "qa", expect=("running",))
+        if run is None:
+            return
+    if run.state == "qa":
+        failed = await run_qa(tools.settings, store, tools.executor, run, ws)
+        if failed:
+            await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
+                                   result={**run.result, "qa_log": failed[1]})
+            return
+        run = await store.transition(run.id, "harvesting", expect=("qa",))
+        if run is None:
+            return
+    await harvest(tools.settings, store, tools.workspaces, run, ws)
