@@ -16,12 +16,13 @@ from aiohttp import web
 
 from handlers import router as default_router
 
-from . import forgepaths, preflight
+from . import dashboard, forgepaths, preflight
 from .api import mount_api
 from .engine import Engine
 from .forge import Forge
 from .intake import Intake
 from .mcp_server import mount_mcp
+from .metrics import Metrics
 from .routing import Router
 from .services import Services
 from .settings import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
     app.router.add_get("/healthz", healthz)
     mount_api(app, settings, lambda: app[ENGINE])
     mount_mcp(app, settings, lambda: app[ENGINE])
+    dashboard.add_routes(app, settings)
     app.cleanup_ctx.append(_services)
     return app
 
@@ -62,6 +64,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = services
         engine = Engine(services)
         app[ENGINE] = engine
+        metrics = await Metrics.create(store, forge, engine.executor)
+        app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor, metrics)
         await engine.start()
         intake = app[INTAKE] = Intake(services, app[ROUTER])
         await intake.start()
@@ -85,31 +89,38 @@ ACCEPTED_BODY = b'{"status": "ok", "message": "accepted"}'
 
 
 async def webhook(request: web.Request) -> web.Response:
+    outcome, response = await _receive(request)
+    request.app[dashboard.DASHBOARD].metrics.deliveries.labels(outcome).inc()
+    return response
+
+
+async def _receive(request: web.Request) -> tuple[str, web.Response]:
+    """Answer a delivery, and say what became of it: accepted, duplicate, ignored or refused."""
     app = request.app
     settings = app[SETTINGS]
     if (request.content_length or 0) > settings.max_body_bytes:
-        return _answer(413, f"body over {settings.max_body_bytes} bytes")
+        return "refused", _answer(413, f"body over {settings.max_body_bytes} bytes")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _answer(413, f"body over {settings.max_body_bytes} bytes")
+        return "refused", _answer(413, f"body over {settings.max_body_bytes} bytes")
     try:
         event_type, delivery_id = verify(request.headers, body, secret=settings.webhook_secret.get_secret_value())
     except WebhookError as e:
         log.warning("refused a delivery from %s: %s", request.remote, e)
-        return _answer(e.status, str(e))
+        return "refused", _answer(e.status, str(e))
     if not app[ROUTER].handles(event_type):
-        return _answer(202, f"event type {event_type!r} ignored")
+        return "ignored", _answer(202, f"event type {event_type!r} ignored")
     try:
         event = Event.parse(event_type, delivery_id, body)
     except WebhookError as e:
-        return _answer(e.status, str(e))
+        return "refused", _answer(e.status, str(e))
     if event.payload.sender.login == app[SERVICES].known_login:  # the echo of the bot's own API calls
-        return _answer(200, "the bot's own event, ignored")
+        return "ignored", _answer(200, "the bot's own event, ignored")
     if not await app[SERVICES].store.record_delivery(delivery_id, event_type, body):
-        return _answer(200, f"delivery {delivery_id} already received")
+        return "duplicate", _answer(200, f"delivery {delivery_id} already received")
     app[INTAKE].submit(event)
-    return web.Response(status=202, body=ACCEPTED_BODY, content_type="application/json")
+    return "accepted", web.Response(status=202, body=ACCEPTED_BODY, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

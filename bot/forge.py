@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,6 +55,7 @@ class Forge:
         self._timeout = aiohttp.ClientTimeout(total=float(timeout))
         self._retries = retries
         self._backoff = backoff
+        self.calls: Counter[str] = Counter()  # HTTP calls by status class ("2xx"... or "none"), for the metrics
 
     @classmethod
     def from_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> Forge:
@@ -116,11 +118,13 @@ class Forge:
                 method, url, headers=self._headers, timeout=self._timeout, **kwargs
             ) as resp:
                 text = await resp.text()
+                self.calls[f"{resp.status // 100}xx"] += 1
                 if resp.status >= 400:
                     raise ForgeError(method, path, resp.status, _message(text))
                 data = json.loads(text) if text and resp.content_type == "application/json" else None
                 return data, resp.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            self.calls["none"] += 1
             raise ForgeError(method, path, 0, type(e).__name__) from None
 
 

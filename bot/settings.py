@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     bot_login: str | None = None
 
+    # The dashboard (GET /) opens with the admin token or this read-only one; without either it is off.
+    read_token: SecretStr | None = None
+    # /metrics answers without a token (Prometheus' usual setup); false: it wants one of the two tokens.
+    metrics_public: bool = True
+
     host: str = "0.0.0.0"
     port: int = Field(8080, validation_alias=AliasChoices("DISPATCHBOT_PORT", "PORT", "port"))
     data_dir: Path = Path("data")
@@ -221,6 +226,10 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, for masking anything quoted back to users or logs."""
-        values = [s.get_secret_value() for s in (self.forge_token, self.webhook_secret, self.admin_token) if s]
+        values = [
+            s.get_secret_value()
+            for s in (self.forge_token, self.webhook_secret, self.admin_token, self.read_token)
+            if s
+        ]
         values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
         return values

@@ -184,6 +184,7 @@ class DockerExecutor:
         # Containers this process stopped, so wait() reports them as killed; after a restart the
         # exit code (128+signal) tells the same story.
         self._killed: set[str] = set()
+        self.start_failures = 0  # containers that could not be created or started, for the metrics
 
     @property
     def _docker(self) -> aiodocker.Docker:
@@ -229,6 +230,13 @@ class DockerExecutor:
 
     async def start(self, spec: ContainerSpec) -> str:
         """Create and start; on any failure after create the container is removed before raising."""
+        try:
+            return await self._start(spec)
+        except ExecutorError:
+            self.start_failures += 1
+            raise
+
+    async def _start(self, spec: ContainerSpec) -> str:
         try:
             container = await self._docker.containers.create(container_config(spec), name=spec.name)
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -332,6 +340,24 @@ class DockerExecutor:
         except aiodocker.DockerError as e:
             raise ExecutorError(f"cannot read logs of {container_id[:12]}: {e.message}") from e
         return bytes(tail[-limit:])
+
+    async def follow(self, container_id: str, *, tail: int) -> AsyncIterator[bytes]:
+        """The last ``tail`` lines of the container's output, then what it writes until it stops.
+
+        One streaming request for as long as the caller reads (the dashboard's live log): bounded by
+        the caller, so no total timeout here.
+        """
+        params = {"stdout": True, "stderr": True, "follow": True, "tail": str(tail)}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        try:
+            async with self._docker._query(
+                f"containers/{container_id}/logs", params=params, timeout=timeout
+            ) as response:
+                async for chunk in _demultiplex(response.content):
+                    yield chunk
+        except aiodocker.DockerError as e:
+            if e.status != 404:  # a container gone has nothing more to say
+                raise ExecutorError(f"cannot follow logs of {container_id[:12]}: {e.message}") from e
 
     async def remove(self, container_id: str) -> None:
         """Force-remove the container and its anonymous volumes; a gone container is fine."""

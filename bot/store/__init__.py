@@ -7,10 +7,12 @@ the same methods next to it and reuses the rest.
 """
 
 from .model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run, RunRequest
+from .model import Census, RunEvent, Transition
 from .signals import Subscription
 from .sqlite import SqliteStore as Store
 
 __all__ = [
     "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
     "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "Store", "Subscription",
+    "Census", "RunEvent", "Transition",
 ]

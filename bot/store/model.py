@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.names import branch_key
 
@@ -153,3 +153,33 @@ class Pruned:
     triggers: int = 0
     outbox: int = 0
     pages: int = 0  # database pages given back to the file system
+
+
+# What the dashboard and the metrics read ------------------------------------------------------
+
+
+class Transition(NamedTuple):
+    id: int
+    run_id: int
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: float
+
+
+class RunEvent(NamedTuple):
+    """A state change as the metrics see it, everything as of the change itself."""
+
+    id: int
+    to_state: str
+    at: float
+    agent: str
+    first_start: bool  # the run never ran before this change
+    running_since: float | None  # when the run last started running before this change
+    requested_at: float  # arrival of the delivery that asked for the run, else the run's creation
+
+
+class Census(NamedTuple):
+    live: dict[tuple[str, str], int]  # (pool, state) -> runs
+    outbox: int  # Forge writes not yet done
+    deliveries: int  # deliveries not yet handled
