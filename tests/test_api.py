@@ -6,6 +6,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.harness import AGENT_KEYS
 from tests.helpers import wait_for
 from tests.process import BotProcess
 
@@ -160,7 +161,8 @@ async def test_the_token_never_reaches_the_log(make_bot, caplog):
 async def test_freeze_survives_a_restart_and_nothing_starts_until_thawed(world, agent_image):
     """Frozen globally and per pool, then kill -9 and restart: the runs wait, none lost, none started."""
     forge, repo = world["forge"], world["repo"]
-    env = {"DISPATCHBOT_IMAGE": agent_image, "DISPATCHBOT_ADMIN_TOKEN": TOKEN, "DISPATCHBOT_SCHEDULE__DRAIN": "0.2",
+    env = {**AGENT_KEYS, "DISPATCHBOT_IMAGE": agent_image, "DISPATCHBOT_ADMIN_TOKEN": TOKEN,
+           "DISPATCHBOT_SCHEDULE__DRAIN": "0.2",
            "DISPATCHBOT_LIMITS": json.dumps({"memory": "256m", "timeout": 60.0, "grace": 1.0})}
     bot = BotProcess(forge.url, world["bot"].token, world["tmp"] / "data", **env)
     await bot.start()
