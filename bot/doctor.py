@@ -55,18 +55,16 @@ class AgentReport:
 
 def auth(settings: Settings, agent: Agent, environ: Mapping[str, str]) -> str:
     """The keys and credential dirs ``agent`` would use, by name: which are set, which exist."""
-    keys = preflight.keys(settings, agent)
-    parts = [f"{k} {'set' if environ.get(k) else 'not set'}" for k in keys] or ["no key needed"]
+    parts = [f"{k} {'set' if environ.get(k) else 'not set'}" for k in agent.env] or ["no key needed"]
     setting = preflight.credentials_setting(settings, agent)
     parts += [f"{setting} {d} ({'present' if os.path.isdir(d) else 'missing'})" for d in agent.credentials]
     return ", ".join(parts)
 
 
 def endpoint(agent: Agent) -> str:
-    """The base URL set in the agent's environment, else the CLI's default."""
-    for name, value in agent.fixed_env.items():
-        if name.endswith("_BASE_URL"):
-            return f"{value} ({name})"
+    """The agent's configured base URL (``base_urls``, ``ollama_url``), else the CLI's default."""
+    if agent.endpoint:
+        return agent.endpoint
     default = DEFAULT_ENDPOINTS.get(agent.template[0] if agent.template else "")
     return f"{default} (the CLI's default)" if default else "the CLI's default"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import summary
 from . import workspace as wsmod
 from .agents import UnknownAgent, known_agents, resolve, stored_model
 from .dryrun import dry_run
@@ -207,7 +208,7 @@ def _workspace_dir(engine: Engine, run: Run) -> Path:
 
 
 def _output_file(engine: Engine, run: Run) -> Path | None:
-    path = _workspace_dir(engine, run) / ".meta" / f"agent-{run.agent}.log"
+    path = _workspace_dir(engine, run) / ".meta" / summary.CONTAINER_LOG
     return path if path.parent.is_dir() else None
 
 
@@ -343,7 +344,7 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     output = _output_file(engine, run)
     return out.model_copy(update={
         "run_id": run.id, "state": run.state, "workspace_dir": str(_workspace_dir(engine, run)),
-        "output_file": str(output or _workspace_dir(engine, run) / ".meta" / f"agent-{run.agent}.log"),
+        "output_file": str(output or _workspace_dir(engine, run) / ".meta" / summary.CONTAINER_LOG),
         "message": f"queued run {run.id}",
     })
 

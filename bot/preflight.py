@@ -32,21 +32,8 @@ RECIPE_LABEL = "dispatchbot.recipe"
 PROBE_LABEL = "dispatchbot.probe"
 PROBE_TIMEOUT = 30.0
 _SHELL_RAN = "dispatchbot-probe"
-# Presets that need no key: ``local`` talks to an ollama on the host.
-KEYLESS = frozenset({"local"})
 # CLIs no registry ships, and how to get one into the image.
 ADD_CLI = {"coderabbit": "build the image with --coderabbit FILE"}
-
-
-def keys(settings: Settings, agent: Agent) -> tuple[str, ...]:
-    """The environment variables of which any one authenticates ``agent``; empty when none is needed.
-
-    A custom agent needs one of its ``env`` list (nothing if it lists none); a preset one of the
-    keys it passes on, except the keyless ones.
-    """
-    if agent.name in settings.agents or agent.name not in KEYLESS:
-        return agent.env
-    return ()
 
 
 def credentials_setting(settings: Settings, agent: Agent) -> str:
@@ -56,8 +43,9 @@ def credentials_setting(settings: Settings, agent: Agent) -> str:
 
 
 def missing_key(settings: Settings, agent: Agent, environ: Mapping[str, str]) -> str | None:
-    """Why ``agent`` cannot authenticate, or None: it needs one of its keys set or a credentials dir."""
-    needed = keys(settings, agent)
+    """Why ``agent`` cannot authenticate, or None: one of the keys it passes on (a custom agent's
+    ``env``; none for ``local``) must be set, or one of its credential dirs exist."""
+    needed = agent.env
     if not needed or any(environ.get(k) for k in needed):
         return None
     if any(Path(d).is_dir() for d in agent.credentials):

@@ -36,7 +36,8 @@ def sections(output: str) -> dict[str, str]:
 
 def test_doctor_reports_image_cli_key_and_endpoint_per_agent(tmp_path, agent_image):
     agents = {"aider": {"argv": ["aider", "{prompt}"]}, "plain": {"argv": ["scripted-agent", "{prompt}"]}}
-    res = doctor(tmp_path, DISPATCHBOT_IMAGE=agent_image, OPENAI_API_KEY=KEY, DISPATCHBOT_AGENTS=json.dumps(agents))
+    res = doctor(tmp_path, DISPATCHBOT_IMAGE=agent_image, OPENAI_API_KEY=KEY, DISPATCHBOT_AGENTS=json.dumps(agents),
+                 DISPATCHBOT_BASE_URLS=json.dumps({"claude": "http://127.0.0.1:9/anthropic"}))
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert KEY not in out + res.stderr
@@ -52,7 +53,8 @@ def test_doctor_reports_image_cli_key_and_endpoint_per_agent(tmp_path, agent_ima
         "NOT READY: claude needs `ANTHROPIC_API_KEY` in the bot's environment or `credentials.claude`"
     )
     assert "  auth      ANTHROPIC_API_KEY not set" in report["claude"]
-    assert "  endpoint  http://host.docker.internal:11434/v1 (CODEX_OSS_BASE_URL)" in report["local"]
+    assert "  endpoint  http://host.docker.internal:11434" in report["local"]
+    assert "  endpoint  http://127.0.0.1:9/anthropic" in report["claude"]  # base_urls.claude
     assert "  cli       scripted-agent scripted-agent (scripted-agent)" in report["plain"]  # by --version
     assert report["aider"].startswith(f"NOT READY: the image `{agent_image}` has no `aider` CLI")
     assert "  cli       aider (not in the image)" in report["aider"]
