@@ -1,7 +1,8 @@
 """The run's summary: the agent's final message, shown in the PR body and the status comment.
 
 codex writes its final message to its ``-o`` file (``--output-last-message``, in ``.meta/``); claude
-(``-p --output-format text``) and gemini (``-p``) print theirs as their last output on stdout. The
+(``-p --output-format text``), gemini (``-p``) and opencode (``run``) print theirs as their last output on
+stdout. The
 container's own output is kept apart (``CONTAINER_LOG``) so the two never mix. Everything here reads
 files the agent stage (``pipeline.agent``) already masked; the summary is bounded because it is quoted on the Forge.
 """
@@ -17,7 +18,7 @@ LAST_MESSAGE = "agent-codex.log"
 CONTAINER_LOG = "container.log"
 STDOUT_LOG = "stdout.log"
 # Agents whose stdout ends with their final message.
-PRINTS_FINAL_MESSAGE = frozenset({"claude", "gemini"})
+PRINTS_FINAL_MESSAGE = frozenset({"claude", "gemini", "opencode"})
 MAX_CHARS = 3000
 CUT = "…"
 
