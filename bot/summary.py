@@ -1,8 +1,8 @@
 """The run's summary: the agent's final message, shown in the PR body and the status comment.
 
 codex writes its final message to its ``-o`` file (``--output-last-message``, in ``.meta/``); claude
-(``-p --output-format text``), gemini (``-p``) and opencode (``run``) print theirs last on stdout. The
-container's own output is kept apart (``CONTAINER_LOG``) so the two never mix. Everything here reads
+(``-p --output-format text``), gemini (``-p``) and opencode (``run``) print theirs as their last output
+on stdout. The container's own output is kept apart (``CONTAINER_LOG``) so the two never mix. Everything here reads
 files the agent stage (``pipeline.agent``) already masked; the summary is bounded because it is quoted on the Forge.
 """
 
