@@ -80,7 +80,7 @@ async def test_dispatch_dry_run_then_a_real_run_to_its_pull_request(bot, world, 
 
         out = await call(session, "agentic_dispatch", repo="acme/widgets", issue=1, agent="codex",
                          task="add notes scenario:edit-commit")
-        assert out["success"] and out["state"] == "queued" and out["output_file"].endswith(".meta/agent-codex.log")
+        assert out["success"] and out["state"] == "queued" and out["output_file"].endswith(".meta/container.log")
         active = (await call(session, "agentic_status"))["runs"]
         assert [r["id"] for r in active] in ([out["run_id"]], [])  # it may have ended already
         run = await status_until(bot, session, out["run_id"], ("completed", "failed"))
