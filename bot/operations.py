@@ -200,16 +200,16 @@ async def log_tail(engine: Engine, run: Run) -> str:
         except ExecutorError:
             pass  # gone meanwhile: its logs are in .meta by now
     path = _output_file(engine, run)
-    return (wsmod.safe_read(path, limit) or "") if path else ""
+    return (wsmod.safe_read(path, limit) or "") if path.parent.is_dir() else ""
 
 
 def _workspace_dir(engine: Engine, run: Run) -> Path:
     return engine.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
 
 
-def _output_file(engine: Engine, run: Run) -> Path | None:
-    path = _workspace_dir(engine, run) / ".meta" / summary.CONTAINER_LOG
-    return path if path.parent.is_dir() else None
+def _output_file(engine: Engine, run: Run) -> Path:
+    """Where the agent stage keeps the container's output, once the container ended."""
+    return _workspace_dir(engine, run) / ".meta" / summary.CONTAINER_LOG
 
 
 async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
@@ -341,10 +341,9 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     if pull is not None and pull.is_fork:
         raise OperationError(409, f"pull request #{number} comes from a fork; the bot only pushes to this repository")
     run = await _queue(engine, request)
-    output = _output_file(engine, run)
     return out.model_copy(update={
         "run_id": run.id, "state": run.state, "workspace_dir": str(_workspace_dir(engine, run)),
-        "output_file": str(output or _workspace_dir(engine, run) / ".meta" / summary.CONTAINER_LOG),
+        "output_file": str(_output_file(engine, run)),
         "message": f"queued run {run.id}",
     })
 
