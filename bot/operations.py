@@ -22,6 +22,7 @@ from .engine import Engine
 from .executor.docker import ExecutorError
 from .forge import ForgeError
 from .forgepaths import Repo
+from .logs import mask
 from .payloads import PullRequest
 from .prompt import check_options
 from .store import ACTIVE, LIVE, STATES, Run, RunRequest
@@ -196,7 +197,7 @@ async def log_tail(engine: Engine, run: Run) -> str:
     if run.state == "running" and run.container_id:
         try:
             raw = await engine.executor.logs(run.container_id, limit=limit)
-            return raw.decode(errors="replace")
+            return mask(raw.decode(errors="replace"), settings.secrets())
         except ExecutorError:
             pass  # gone meanwhile: its logs are in .meta by now
     path = _output_file(engine, run)
