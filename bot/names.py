@@ -69,6 +69,14 @@ def validate_branch(name: str) -> str:
     return name
 
 
+def validate_tag(name: str) -> str:
+    """Tags the bot works on obey the same rules as branches: the name reaches git as a ref."""
+    reason = _branch_problem(name)
+    if reason:
+        raise ValueError(f"invalid tag name {name[:80]!r}: {reason}")
+    return name
+
+
 def _branch_problem(name: str) -> str | None:
     """Why ``git check-ref-format --branch`` would refuse the name, without starting git."""
     if not name or len(name) > MAX_BRANCH:
@@ -86,11 +94,12 @@ def _branch_problem(name: str) -> str | None:
     return None
 
 
-def branch_key(branch: str) -> str:
-    """A workspace key for a run on a branch; the hash keeps ``a/b`` and ``a-b`` apart."""
+def branch_key(branch: str, kind: str = "branch") -> str:
+    """A workspace key for a run on a branch (or, with ``kind="tag"``, a tag); the hash keeps
+    ``a/b`` and ``a-b`` apart, the kind a branch and a tag of one name."""
     validate_branch(branch)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", branch).strip(".-")[:60]
-    return f"branch-{safe}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"
+    return f"{kind}-{safe}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"
 
 
 def branch_for(task: str, number: int) -> str:

@@ -178,7 +178,8 @@ def _links(engine: Engine, run: Run, reported: dict[str, Any]) -> dict[str, str]
     forge = engine.services.settings.forge_url.rstrip("/")
     repo = f"{forge}/{run.owner}/{run.repo}"
     if "ref" in run.options:
-        links = {"branch": f"{repo}/src/branch/{run.options['ref']}"}
+        kind = run.options.get("ref_type", "branch")
+        links = {kind: f"{repo}/src/{kind}/{run.options['ref']}"}
     else:
         links = {"issue": f"{repo}/{'pulls' if run.is_pull else 'issues'}/{run.number}"}
     if url := reported.get("comment_url"):
@@ -300,8 +301,8 @@ async def poke(engine: Engine) -> list[RunSummary]:
 
 async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     """Queue a run on an issue or pull request, as the ``/dispatch`` command would, on behalf of
-    the operator (no permission check: the API is the operator's), or on a branch with no issue;
-    or, with ``dry_run``, return the prompt and argv it would get and start nothing."""
+    the operator (no permission check: the API is the operator's), or on a branch or tag with no
+    issue; or, with ``dry_run``, return the prompt and argv it would get and start nothing."""
     settings = engine.services.settings
     owner, name = inp.owner_and_name()
     try:
@@ -317,12 +318,13 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
         raise OperationError(400, str(e)) from None
     if (inp.issue is not None) + (inp.pr is not None) + (inp.branch is not None) + (inp.tag is not None) != 1:
         raise OperationError(400, "give exactly one of issue, pr, branch or tag")
-    if inp.tag is not None:
-        raise OperationError(400, "dispatching on a tag is not supported yet; dispatch on a branch at that tag")
-    if inp.branch is not None:  # no issue: number 0, the branch and its head kept with the options
+    if inp.branch is not None or inp.tag is not None:  # no issue: number 0, the ref and its commit kept
         if not inp.task.strip():
-            raise OperationError(400, "a dispatch on a branch needs a task")
-        options |= {"ref": inp.branch, "ref_sha": await _branch_head(engine, owner, name, inp.branch)}
+            raise OperationError(400, f"a dispatch on a {'branch' if inp.branch is not None else 'tag'} needs a task")
+        if inp.branch is not None:
+            options |= {"ref": inp.branch, "ref_sha": await _branch_head(engine, owner, name, inp.branch)}
+        else:
+            options |= {"ref": inp.tag, "ref_sha": await _tag_commit(engine, owner, name, inp.tag), "ref_type": "tag"}
         number, title, pull = 0, "", None  # 0: runs need a number; "ref" in the options tells
     else:
         number = inp.issue or inp.pr
@@ -361,6 +363,21 @@ async def _branch_head(engine: Engine, owner: str, name: str, branch: str) -> st
             raise OperationError(404, f"branch {branch!r} not found in {owner}/{name}") from None
         raise OperationError(502, f"the Forge failed: {e}") from None
     return answer["commit"]["id"]
+
+
+async def _tag_commit(engine: Engine, owner: str, name: str, tag: str) -> str:
+    """The tag's commit, read from the bot's mirror of the repository: the agent's branch starts
+    there and the run's commit status goes on it."""
+    try:
+        sha = await engine.workspaces.tag_commit(owner, name, tag)
+    except ValueError as e:
+        raise OperationError(400, str(e)) from None
+    except wsmod.GitError as e:
+        reason = str(e).splitlines()[0]  # git's stderr may run over several lines
+        raise OperationError(502, f"could not fetch {owner}/{name} from the Forge: {reason}") from None
+    if sha is None:
+        raise OperationError(400, f"tag {tag!r} not found in {owner}/{name}")
+    return sha
 
 
 async def _target(

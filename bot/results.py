@@ -41,8 +41,9 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
         return existing
     if "ref" not in run.options:
         about, closes = f"#{run.number} (requested by @{run.requested_by})", f"Run: {run_url}\n\nCloses #{run.number}"
-    else:  # a branch without an issue, dispatched through the admin API
-        about, closes = f"`{run.base_branch}` (started through the admin API)", f"Task: {run.task}"
+    else:  # a branch or tag without an issue, dispatched through the admin API
+        ref = f"{'tag ' if run.start_commit else ''}`{run.options['ref']}`"
+        about, closes = f"{ref} (started through the admin API)", f"Task: {run.task}"
     body = (
         f"The agent `{run.agent_spec}` worked on {about}.\n\n"
         f"{_summary(run)}{_commit_list(run)}\n\n{closes}\n\n{messages.marker('pull', str(run.id))}"

@@ -6,6 +6,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.fakeforge import git
 from tests.harness import AGENT_KEYS
 from tests.helpers import wait_for
 from tests.process import BotProcess
@@ -214,8 +215,13 @@ async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_
     run = await bot.store.get(out["run_id"])
     assert run.state == "completed" and (run.number, run.base_branch) == (0, "develop")
     assert (pull.head_branch, pull.base_branch) == (run.branch, "develop")
-    _, shown = await call(bot, "GET", f"/api/runs/{run.id}")
-    assert shown["links"]["branch"].endswith("/acme/widgets/src/branch/develop") and "pull_request" in shown["links"]
+
+    async def linked():  # the reporter records the pull request just after the Forge has it
+        _, shown = await call(bot, "GET", f"/api/runs/{run.id}")
+        return shown if "pull_request" in shown["links"] else None
+
+    shown = await bot.wait_for(linked)
+    assert shown["links"]["branch"].endswith("/acme/widgets/src/branch/develop")
     assert "worked on `develop` (started through the admin API)" in pull.issue.body and "Closes" not in pull.issue.body
     log = forge.git_log(repo, run.branch)
     assert [c.sha for c in log[1:3]] == [head, forge.git_log(repo, "main")[0].sha]  # built on the branch
@@ -230,13 +236,50 @@ async def test_a_dispatch_on_a_branch_without_an_issue_opens_a_pull_request_and_
     assert [c.path for c in forge.requests if "/issues/" in c.path and c.method != "GET"] == []  # no issue to show
 
 
+async def test_a_dispatch_on_a_tag_opens_a_pull_request_into_the_default_branch_from_the_tags_commit(
+    world, engine_bot
+):
+    forge, repo = world["forge"], world["repo"]
+    tagged = await forge.push_commit(repo, "main", {"RELEASE.md": "1.0\n"}, message="release 1.0")
+    tagger = {"GIT_COMMITTER_NAME": "Alice", "GIT_COMMITTER_EMAIL": "alice@example.com"}
+    git.run(repo.path, "tag", "--annotate", "--message", "release 1.0", "v1.0", tagged, env=tagger)  # peeled by the bot
+    later = await forge.push_commit(repo, "main", {"NEXT.md": "after 1.0\n"}, message="after the release")
+    bot = await engine_bot(admin_token=TOKEN)
+    status, out = await call(bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "tag": "v1.0",
+                                                            "task": "patch the release scenario:edit-commit"})
+    assert status == 200 and out["state"] == "queued", out
+    assert Path(out["workspace_dir"]).name.startswith("tag-v1.0-")
+
+    async def pulled():
+        return forge.pulls(repo)
+
+    [pull] = await bot.wait_for(pulled, timeout=60)
+    run = await bot.store.get(out["run_id"])
+    assert run.state == "completed" and (run.number, run.base_branch) == (0, "main")
+    assert (pull.head_branch, pull.base_branch) == (run.branch, "main")
+    assert "worked on tag `v1.0` (started through the admin API)" in pull.issue.body
+    log = forge.git_log(repo, run.branch)
+    assert [c.sha for c in log[1:2]] == [tagged] and later not in [c.sha for c in log]  # one commit on the tag's
+    _, shown = await call(bot, "GET", f"/api/runs/{run.id}")
+    assert shown["links"]["tag"].endswith("/acme/widgets/src/tag/v1.0")
+
+    async def success():
+        status = forge.latest_statuses(repo, tagged).get("dispatchbot/codex")
+        return status if status and status.state == "success" else None
+
+    await bot.wait_for(success)
+    assert forge.latest_statuses(repo, later) == {}
+
+
 @pytest.mark.parametrize(
     "body, status, reason",
     [
         ({"branch": "nope", "task": "x"}, 404, "branch 'nope' not found in acme/widgets"),
         ({"branch": "main"}, 400, "a dispatch on a branch needs a task"),
         ({"branch": "-x", "task": "x"}, 400, "invalid branch"),
-        ({"tag": "v1", "task": "x"}, 400, "dispatching on a tag is not supported yet"),
+        ({"tag": "v9", "task": "x"}, 400, "tag 'v9' not found in acme/widgets"),
+        ({"tag": "v1..2", "task": "x"}, 400, "invalid tag name"),
+        ({"tag": "v1"}, 400, "a dispatch on a tag needs a task"),
     ],
 )
 async def test_bad_branch_dispatches(api_bot, body, status, reason):

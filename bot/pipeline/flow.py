@@ -57,7 +57,9 @@ async def launch(tools: Tools, run: Run) -> None:
 
 async def resume(tools: Tools, run: Run) -> None:
     """After a restart: wait again for a running run's agent, or finish a run past its agent."""
-    ws = tools.workspaces.existing(run.owner, run.repo, run.workspace_key, run.branch, run.base_branch)
+    ws = tools.workspaces.existing(
+        run.owner, run.repo, run.workspace_key, run.branch, run.base_branch, run.start_commit
+    )
     if run.state == "running":
         await _agent_done(tools, run, ws)
     else:

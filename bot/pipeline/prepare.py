@@ -32,7 +32,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     """
     paths = Repo(run.owner, run.repo)
     repo = await forge.getitem(paths.path)
-    on_ref = "ref" in run.options  # a branch without an issue (admin API): no issue text, no comments
+    on_ref = "ref" in run.options  # a branch or tag without an issue (admin API): no issue text, no comments
     issue = {} if on_ref else await forge.getitem(paths.issue(run.number))
     if run.is_pull:
         pull = await forge.getitem(paths.pull(run.number))
@@ -42,10 +42,14 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         head_sha = pull["head"]["sha"]
     else:
         head_sha = ""
-        base_branch = run.options["ref"] if on_ref else repo.get("default_branch") or "main"
+        # A tag is no branch to merge into: its PR goes into the default branch, from the tag's commit.
+        on_branch = on_ref and not run.start_commit
+        base_branch = run.options["ref"] if on_branch else repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
-    ws = await workspaces.prepare(run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch)
+    ws = await workspaces.prepare(
+        run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch, start=run.start_commit
+    )
     wsmod.clear_blocked(ws)
     summary.clear(ws)
     if run.answer:

@@ -54,8 +54,8 @@ class RunRequest:
 
     @property
     def workspace_key(self) -> str:
-        if "ref" in self.options:  # a branch without an issue (admin API): one workspace per branch
-            return branch_key(self.options["ref"])
+        if "ref" in self.options:  # a branch or tag without an issue (admin API): one workspace per ref
+            return branch_key(self.options["ref"], self.options.get("ref_type", "branch"))
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 
@@ -97,6 +97,12 @@ class Run:
     @property
     def agent_spec(self) -> str:
         return f"{self.agent}:{self.model}" if self.model else self.agent
+
+    @property
+    def start_commit(self) -> str:
+        """The commit a new branch starts from when it is not its base branch's head: a tag's,
+        for a dispatch on a tag (its pull request goes into the default branch)."""
+        return self.options["ref_sha"] if self.options.get("ref_type") == "tag" else ""
 
     @classmethod
     def draft(cls, req: RunRequest) -> Run:

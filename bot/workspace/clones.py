@@ -13,11 +13,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bot.names import validate_branch, validate_key, validate_repo
+from bot.names import validate_branch, validate_key, validate_repo, validate_tag
 from bot.settings import GitIdentity, Settings
 
 from .files import chown, reclaim
-from .git import NETWORK_TIMEOUT, clone_argv, mirror_argv, refs, run_git, ws_git
+from .git import NETWORK_TIMEOUT, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
 from .layout import Workspace, WorkspaceDir
 
 
@@ -74,13 +74,13 @@ class Workspaces:
         validate_repo(owner, repo)
         return self.data_dir / "mirrors" / owner / f"{repo}.git"
 
-    def existing(self, owner: str, repo: str, key: str, branch: str, base: str) -> Workspace:
+    def existing(self, owner: str, repo: str, key: str, branch: str, base: str, start: str = "") -> Workspace:
         """A run's workspace, without touching the disk (after a restart, for the harvest).
         Every name is validated before it becomes part of a path."""
         validate_repo(owner, repo)
         root = self.data_dir / "workspaces" / owner / repo / validate_key(key)
         branch, base = validate_branch(branch), validate_branch(base)
-        return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo))
+        return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo), start and commit_id(start))
 
     def all(self) -> list[WorkspaceDir]:
         """Every workspace on disk, for the sweeper."""
@@ -124,11 +124,12 @@ class Workspaces:
         return mirror
 
     async def prepare(
-        self, owner: str, repo: str, key: str, branch: str, base: str, new_branch: bool
+        self, owner: str, repo: str, key: str, branch: str, base: str, new_branch: bool, start: str = ""
     ) -> Workspace:
-        """A clone on ``branch``, ready for the container. Idempotent: an existing workspace is
-        reused (resume) and keeps its local commits; it is fast-forwarded to the Forge when possible."""
-        ws = self.existing(owner, repo, key, branch, base)
+        """A clone on ``branch``, ready for the container; a new branch starts from ``start`` if
+        given, else from ``base``. Idempotent: an existing workspace is reused (resume) and keeps
+        its local commits; it is fast-forwarded to the Forge when possible."""
+        ws = self.existing(owner, repo, key, branch, base, start)
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
@@ -145,18 +146,29 @@ class Workspaces:
 
     async def base_commit(self, ws: Workspace) -> str:
         """The Forge commit a push of this workspace builds on: its branch on the Forge if that
-        exists, else the base branch. Read from the mirror, never from the clone, whose refs the
-        agent may have moved; the clone is synced first so the commit is there for git log."""
+        exists, else the commit it started from (``ws.start`` or the base branch). Read from the
+        mirror, never from the clone, whose refs the agent may have moved; the clone is synced
+        first so the commit is there for git log."""
         mirror = self.mirror_path(ws.owner, ws.repo)
         await reclaim(ws)
         async with self._lock(ws.owner, ws.repo):
             await _sync(ws, mirror)
-            names = [f"refs/heads/{branch}" for branch in (ws.branch, ws.base_branch)]
-            heads = await refs(mirror_argv(mirror), *names)
-        for ref in names:
-            if ref in heads:
-                return heads[ref]
-        raise ValueError(f"neither {ws.branch!r} nor {ws.base_branch!r} exists in {ws.owner}/{ws.repo}")
+            branch, base = f"refs/heads/{ws.branch}", f"refs/heads/{ws.base_branch}"
+            heads = await refs(mirror_argv(mirror), branch, base)
+        found = heads.get(branch) or ws.start or heads.get(base)
+        if not found:
+            raise ValueError(f"neither {ws.branch!r} nor {ws.base_branch!r} exists in {ws.owner}/{ws.repo}")
+        return found
+
+    async def tag_commit(self, owner: str, repo: str, tag: str) -> str | None:
+        """The commit ``tag`` points at on the Forge (an annotated tag peeled), from the mirror
+        updated first; None when there is no such tag."""
+        validate_tag(tag)
+        async with self._lock(owner, repo):
+            mirror = await self._update_mirror(owner, repo)
+            argv = mirror_argv(mirror, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}")
+            code, out = await run_git(argv, ok=(0, 1))
+        return out.decode().strip() if code == 0 else None
 
     async def push(self, ws: Workspace, branch: str) -> str:
         """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
@@ -171,7 +183,9 @@ class Workspaces:
 
 async def _sync(ws: Workspace, mirror: Path) -> None:
     """Update the clone's view of the Forge from the mirror: no network, no token."""
-    await ws_git(ws, "fetch", "--prune", "--quiet", str(mirror), "+refs/heads/*:refs/remotes/origin/*")
+    await ws_git(
+        ws, "fetch", "--prune", "--quiet", str(mirror), "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"
+    )
 
 
 async def _checkout(ws: Workspace, new_branch: bool) -> None:
@@ -185,7 +199,7 @@ async def _checkout(ws: Workspace, new_branch: bool) -> None:
     elif remote in existing:
         await ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote)
     elif new_branch:
-        base = f"refs/remotes/origin/{ws.base_branch}"
+        base = ws.start or f"refs/remotes/origin/{ws.base_branch}"
         await ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, base)
     else:
         raise ValueError(f"branch {ws.branch!r} does not exist in {ws.owner}/{ws.repo}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from .layout import Workspace
 
 GIT_TIMEOUT = 120.0
 NETWORK_TIMEOUT = 900.0
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class GitError(RuntimeError):
@@ -46,6 +48,14 @@ def clone_argv(clone: Path, *args: str) -> list[str]:
         "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.commitGraph=false",
         *args,
     ]
+
+
+def commit_id(value: str) -> str:
+    """Commits handed to git in a clone are full ids: a ref name would be resolved in the agent's
+    clone, where the agent may have moved it, and an id never reads as an option."""
+    if not _COMMIT_ID.fullmatch(value):
+        raise ValueError(f"expected a full commit id, not {value[:80]!r}")
+    return value
 
 
 def mirror_argv(mirror: Path, *args: str) -> list[str]:

@@ -10,11 +10,10 @@ from typing import NamedTuple
 from bot.settings import GitIdentity
 
 from .files import reclaim
-from .git import ws_git
+from .git import commit_id, ws_git
 from .layout import Workspace
 
 _ZERO_SHA = re.compile(r"0+")
-_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class Commit(NamedTuple):
@@ -66,18 +65,10 @@ async def commit_leftovers(ws: Workspace, message: str, identity: GitIdentity) -
     return True
 
 
-def _commit_id(base: str) -> str:
-    """Bases are commit ids (from ``Workspaces.base_commit``): a ref name would be resolved in the
-    agent's clone, where the agent may have moved it."""
-    if not _COMMIT_ID.fullmatch(base):
-        raise ValueError(f"base must be a full commit id, not {base[:80]!r}")
-    return base
-
-
 async def commits_since(ws: Workspace, base: str) -> list[Commit]:
     """The commits a push would add on top of the ``base`` commit, oldest first."""
     await reclaim(ws)
-    _, out = await ws_git(ws, "log", "--reverse", "--format=%H %s", f"{_commit_id(base)}..HEAD")
+    _, out = await ws_git(ws, "log", "--reverse", "--format=%H %s", f"{commit_id(base)}..HEAD")
     return [Commit(*line.split(" ", 1)) for line in out.decode("utf-8", "replace").splitlines()]
 
 
@@ -95,7 +86,7 @@ async def check_branch(
     await reclaim(ws)
     _, out = await ws_git(
         ws, "log", "--format=", "--raw", "--root", "--no-abbrev", "--no-renames",
-        "--diff-merges=first-parent", "-z", f"{_commit_id(base)}..HEAD",
+        "--diff-merges=first-parent", "-z", f"{commit_id(base)}..HEAD",
     )
     fields = out.decode("utf-8", "replace").split("\0")
     problems: set[str] = set()

@@ -26,6 +26,7 @@ class Workspace:
     branch: str
     base_branch: str
     url: str  # the Forge clone URL, without credentials
+    start: str = ""  # the commit a new branch starts from, when not the base branch's head (a tag's)
 
     @property
     def clone(self) -> Path:
