@@ -99,8 +99,9 @@ class Reporter:
         issues: dict[tuple[str, str, int], list[OutboxItem]] = {}
         for item in await self.store.due_outbox(now=now):
             issues.setdefault((item.owner, item.repo, item.number), []).append(item)
+        runs = await self.store.runs_to_report()  # first: a failed read must leave no coroutine unawaited
         work = [self._deliver_all(items) for items in issues.values()]
-        work += [self._report_run(run.id, now) for run in await self.store.runs_to_report()]
+        work += [self._report_run(run.id, now) for run in runs]
         failed = await asyncio.gather(*work)
         if any(failed) and not await self.forge.answers(PROBE_TIMEOUT):
             log.warning("the Forge does not answer; probing it every %.0f s", PROBE_INTERVAL)
