@@ -30,7 +30,9 @@ HOME = "/home/agent"
 LOCAL_DEFAULT_MODEL = "devstral-24b"
 
 _CODEX = ("codex", "exec", "--dangerously-bypass-approvals-and-sandbox")
-_CODEX_LOG = ("-o", "../.meta/agent-codex.log")
+# codex's ``-o`` file, beside the clone in ``.meta``: it receives the agent's final message.
+LAST_MESSAGE = "agent-codex.log"
+_CODEX_LOG = ("-o", f"../.meta/{LAST_MESSAGE}")
 _CODEX_REVIEW = (
     "Review the last 2 commits via git diff HEAD~2. Check for bugs, security issues, missing tests, "
     "naming issues. Report pass/fail with specifics. Do NOT make changes."

@@ -9,10 +9,9 @@ files the agent stage (``pipeline.agent``) already masked; the summary is bounde
 from __future__ import annotations
 
 from . import workspace as wsmod
+from .agents import LAST_MESSAGE
 from .workspace import Workspace
 
-# codex's ``-o ../.meta/agent-codex.log`` (agents.py): the file holds its final message.
-LAST_MESSAGE = "agent-codex.log"
 # Both streams of the agent's container, masked; the failure log tail comes from here.
 CONTAINER_LOG = "container.log"
 STDOUT_LOG = "stdout.log"
