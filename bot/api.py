@@ -1,7 +1,8 @@
 """The admin HTTP API under ``/api/``: JSON over the operations, behind a bearer token.
 
-Without ``admin_token`` the API is not mounted at all (404), never open. Tokens are compared in
-constant time and never logged. Every answer is JSON; a refusal is ``{"error": "<one line>"}``.
+Without an ``admin_token`` (an empty one counts as none) the API is off, never open: every path under
+``/api/`` answers 404 and says why. Tokens are compared in constant time and never logged. Every
+answer is JSON, failures included; a refusal is ``{"error": "<one line>"}``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ GET_ENGINE = web.AppKey("get_engine", EngineGetter)
 TOKEN = web.AppKey("token", str)
 
 
+def admin_token(settings: Settings) -> str | None:
+    """The admin token, or None when it is unset or empty: an empty one would let an empty one in."""
+    secret = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    return secret or None
+
+
 def authorized(request: web.Request, token: str) -> bool:
-    """The request carries ``Authorization: Bearer <token>``; compared in constant time."""
+    """The request carries ``Authorization: Bearer <token>``; compared in constant time. An empty
+    token, configured or given, never matches."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    given = given.strip()
+    return bool(token and given) and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
 def unauthorized() -> web.Response:
@@ -41,11 +50,12 @@ def unauthorized() -> web.Response:
 
 def mount_api(app: web.Application, settings: Settings, get_engine: EngineGetter) -> None:
     """Mount the API at ``/api/``, or, without a token, a 404 that says why."""
-    if settings.admin_token is None:
+    token = admin_token(settings)
+    if token is None:
         log.info("the admin API (/api/) and MCP (/mcp) are off: no admin_token is set")
         app.router.add_route("*", "/api/{tail:.*}", _off)
         return
-    app.add_subapp("/api", create_api(get_engine, settings.admin_token.get_secret_value()))
+    app.add_subapp("/api", create_api(get_engine, token))
 
 
 async def _off(request: web.Request) -> web.Response:
@@ -85,8 +95,14 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(e.status, str(e))
     except ValidationError as e:
         return _error(400, _first_error(e))
+    except ops.FAILURES as e:
+        refused = ops.refusal(e)
+        return _error(refused.status, str(refused))
     except web.HTTPException as e:
         return _error(e.status, e.reason)
+    except Exception as e:  # last resort: JSON, not aiohttp's plain-text 500
+        log.exception("the admin API failed on %s %s", request.method, request.path)
+        return _error(500, f"internal error ({type(e).__name__}); see the bot's log")
 
 
 def _error(status: int, reason: str) -> web.Response:

@@ -24,7 +24,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from pydantic import BaseModel, Field
 
 from . import operations as ops
-from .api import EngineGetter, authorized, unauthorized
+from .api import EngineGetter, admin_token, authorized, unauthorized
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ DISPATCH_DESCRIPTION = (
     "Dispatch a coding agent (codex, claude, gemini, opencode, ...) to work on a task in a repository of "
     "the Forge. The bot prepares a workspace on a branch of its own (or the pull request's), runs the agent "
     "in a sandboxed container, pushes its commits and opens a pull request; its status comment on the "
-    "issue follows the run. Give the repository (owner/name), the task, and an issue or pr number. "
+    "issue follows the run. Give the repository (owner/name), the task, and one of: an issue or pr number, "
+    "or a branch or tag to work on when there is no issue (a task is then required; the pull request goes "
+    "into the branch, or from the tag's commit into the default branch, and a commit status follows it). "
     "template, plan_template, persona and variables shape the prompt. Returns at once with the run id and "
     "its state: poll agentic_status until it is completed, failed, blocked or cancelled. With dry_run it "
     "returns the prompt and argv the agent would get and starts nothing."
@@ -148,10 +150,10 @@ MANAGER = web.AppKey("mcp_manager", StreamableHTTPSessionManager)
 
 def mount_mcp(app: web.Application, settings: Settings, get_engine: EngineGetter) -> None:
     """Serve MCP at ``/mcp`` behind the admin token; without a token, a 404 that says why."""
-    if settings.admin_token is None:
+    token = admin_token(settings)
+    if token is None:
         app.router.add_route("*", "/mcp", _off)
         return
-    token = settings.admin_token.get_secret_value()
     # Stateless: every request stands alone, so nothing is lost when the bot restarts between calls.
     app[MANAGER] = StreamableHTTPSessionManager(build_server(LocalBackend(get_engine)), stateless=True)
 

@@ -37,6 +37,21 @@ class OperationError(Exception):
         self.status = status
 
 
+# What an operation's Forge or git work may raise besides a refusal; ``refusal`` says how to answer.
+FAILURES = (ForgeError, wsmod.GitError, wsmod.UnsafeWorkspace, ValueError)
+
+
+def refusal(e: Exception) -> OperationError:
+    """The answer for one of ``FAILURES``: the Forge's 404 stays 404, its other failures and git's are
+    502 (the bot's upstream failed), a bad value is 400; the reason is one line."""
+    reason = (str(e).splitlines() or [type(e).__name__])[0]  # git's stderr may run over several lines
+    if isinstance(e, ForgeError):
+        return OperationError(404 if e.status == 404 else 502, f"the Forge failed: {reason}")
+    if isinstance(e, (wsmod.GitError, wsmod.UnsafeWorkspace)):
+        return OperationError(502, f"could not prepare the workspace: {reason}")
+    return OperationError(400, reason)
+
+
 class DispatchInput(BaseModel):
     """Hand a task to a coding agent, as upstream's ``agentic_dispatch`` took it."""
 
@@ -232,7 +247,13 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
         pool=run.pool, review=run.review, task=run.task, trigger=API_TRIGGER, requested_by=API_USER,
         retry_of=run.id, options=run.options,
     )
-    return RunSummary.of(await _queue(engine, request))
+    # One retry per run: a re-sent POST finds the trigger taken and queues nothing.
+    retried = await engine.services.store.request_run(request, trigger_key=f"api:retry:{run.id}")
+    if retried is None:
+        same = await engine.services.store.runs(owner=run.owner, repo=run.repo, number=run.number)
+        later = [r.id for r in same if r.retry_of == run.id]
+        raise OperationError(409, f"run {run_id} was already retried" + (f" as run {later[0]}" if later else ""))
+    return RunSummary.of(retried)
 
 
 async def answer_run(engine: Engine, run_id: int, text: str) -> RunSummary:
@@ -337,9 +358,12 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
     out = DispatchOutput(success=True, agent=agent.name, repo=f"{owner}/{name}")
     if inp.dry_run:
         services = engine.services
-        argv, prompt = await dry_run(
-            services.forge, settings, engine.workspaces, request, bot=await services.bot_login()
-        )
+        try:
+            argv, prompt = await dry_run(
+                services.forge, settings, engine.workspaces, request, bot=await services.bot_login()
+            )
+        except FAILURES as e:
+            raise refusal(e) from None
         return out.model_copy(update={"prompt": prompt, "argv": argv, "message": "dry run: nothing was started"})
     if pull is not None and pull.is_fork:
         raise OperationError(409, f"pull request #{number} comes from a fork; the bot only pushes to this repository")

@@ -216,12 +216,14 @@ class Settings(BaseSettings):
             for name in ("forge_url", "forge_token", "webhook_secret")
             if not getattr(self, name)
         ]
-        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
-        if 0 < len(secret) < MIN_SECRET_LENGTH:
-            lines.append(
-                f"setting {ENV_PREFIX}WEBHOOK_SECRET (`webhook_secret`) is too short to mask in logs safely:"
-                f" use at least {MIN_SECRET_LENGTH} characters"
-            )
+        for name in ("webhook_secret", "admin_token", "read_token"):  # empty: missing, or (tokens) off
+            value: SecretStr | None = getattr(self, name)
+            secret = value.get_secret_value() if value else ""
+            if 0 < len(secret) < MIN_SECRET_LENGTH:
+                lines.append(
+                    f"setting {ENV_PREFIX}{name.upper()} (`{name}`) is too short to mask in logs safely:"
+                    f" use at least {MIN_SECRET_LENGTH} characters"
+                )
         return lines
 
     def secrets(self) -> list[str]:

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from bot.api import authorized
 
 from tests.fakeforge import git
 from tests.harness import AGENT_KEYS
@@ -42,6 +45,20 @@ async def test_without_a_token_setting_the_api_is_off(make_bot, caplog):
     for method, path in ROUTES:
         status, body = await call(bot, method, path, headers=AUTH)
         assert (status, body) == (404, {"error": "the admin API is off: no admin_token is set"}), path
+
+
+async def test_an_empty_admin_token_is_no_token(make_bot, caplog):
+    caplog.set_level("INFO", logger="bot.api")
+    bot = await make_bot(admin_token="")
+    assert "the admin API (/api/) and MCP (/mcp) are off: no admin_token is set" in caplog.text
+    for headers in ({"Authorization": "Bearer"}, {"Authorization": "Bearer "}):
+        assert (await call(bot, "GET", "/api/runs", headers=headers))[0] == 404
+        assert (await call(bot, "POST", "/mcp", {}, headers=headers))[0] == 404
+
+
+def test_an_empty_token_never_authorizes():
+    empty = make_mocked_request("GET", "/api/runs", headers={"Authorization": "Bearer "})
+    assert not authorized(empty, "") and not authorized(empty, TOKEN)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
@@ -140,6 +157,23 @@ async def test_freeze_and_thaw_globally_and_per_pool(api_bot, world):
 async def test_bad_input_gets_a_one_line_reason_and_changes_nothing(api_bot, path, body, status, reason):
     got, answer = await call(api_bot, "POST", path, body)
     assert got == status and answer["error"].startswith(reason) and "\n" not in answer["error"], answer
+    assert await api_bot.store.runs() == []
+
+
+async def test_a_retry_is_queued_once_however_often_it_is_posted(api_bot):
+    _, out = await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": 1})
+    await call(api_bot, "POST", f"/api/runs/{out['run_id']}/cancel")
+    status, retried = await call(api_bot, "POST", f"/api/runs/{out['run_id']}/retry")
+    assert status == 200
+    status, body = await call(api_bot, "POST", f"/api/runs/{out['run_id']}/retry")
+    assert (status, body) == (409, {"error": f"run {out['run_id']} was already retried as run {retried['id']}"})
+    assert len(await api_bot.store.runs()) == 2
+
+
+async def test_a_dry_run_the_forge_fails_is_a_json_502(api_bot, world):
+    world["forge"].faults(1.0, kinds=["before_502"], only=r"/issues/1/comments$")  # read by prepare only
+    status, body = await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": 1, "dry_run": True})
+    assert status == 502 and body["error"].startswith("the Forge failed: GET ") and "\n" not in body["error"], body
     assert await api_bot.store.runs() == []
 
 

@@ -135,6 +135,15 @@ async def test_bad_input_is_an_error_result(make_bot, world, transport):
     assert await bot.store.runs() == []
 
 
+async def test_a_failed_dry_run_is_an_error_result_with_the_apis_reason(make_bot, world):
+    bot = await make_bot(admin_token=TOKEN, frozen=True)
+    await world["forge"].create_issue(world["repo"], world["bob"], title="Notes")
+    world["forge"].faults(1.0, kinds=["before_502"], only=r"/issues/1/comments$")  # read by prepare only
+    async with http_session(bot) as session:
+        result = await session.call_tool("agentic_dispatch", {"repo": "acme/widgets", "issue": 1, "dry_run": True})
+    assert result.isError and result.content[0].text.startswith("the Forge failed: GET "), result.content
+
+
 async def test_mcp_over_http_needs_the_token(make_bot):
     on = await make_bot(admin_token=TOKEN)
     off = await make_bot()

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from importlib.resources import files
 
+import pytest
+
 from bot.settings import Settings
 
 
@@ -69,3 +71,14 @@ def test_serve_refuses_a_webhook_secret_too_short_to_mask(tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "DISPATCHBOT_WEBHOOK_SECRET" in line and "16 characters" in line
+
+
+@pytest.mark.parametrize("name", ["ADMIN_TOKEN", "READ_TOKEN"])
+def test_serve_refuses_a_token_too_short_to_mask(tmp_path, name):
+    env = {"DISPATCHBOT_FORGE_URL": "http://127.0.0.1:9", "DISPATCHBOT_FORGE_TOKEN": "tok-0123456789abcdef",
+           "DISPATCHBOT_WEBHOOK_SECRET": "webhook-secret-0123456789", f"DISPATCHBOT_{name}": "short",
+           "DISPATCHBOT_PORT": "0", "DISPATCHBOT_DATA_DIR": str(tmp_path / "d")}
+    result = run_cli(tmp_path, env, "serve")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"DISPATCHBOT_{name}" in line and "16 characters" in line
