@@ -277,3 +277,9 @@ def test_only_the_agents_own_container_gets_its_keys_and_credentials(tmp_path, m
     assert "CODEX_API_KEY" in mine.env and len(mine.mounts) == 2
     assert not set(ENVIRON.values()) & set(qa.env.values()) and not any(k.endswith("_API_KEY") for k in qa.env)
     assert qa.mounts == [Mount(ws.root, "/workspace")] and qa.env["HOME"] == "/home/agent"
+
+
+def test_a_custom_agent_may_not_ask_for_the_bots_own_settings():
+    with pytest.raises(ValueError, match="DISPATCHBOT_FORGE_TOKEN: the bot's own settings never reach"):
+        settings(agents={"mine": {"argv": ["mine", "{prompt}"], "env": ["MY_KEY", "DISPATCHBOT_FORGE_TOKEN"]}})
+    assert settings(agents={"mine": {"argv": ["mine"], "env": ["MY_KEY"]}}).agents["mine"].env == ["MY_KEY"]
