@@ -64,16 +64,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = services
         engine = Engine(services)
         app[ENGINE] = engine
-        metrics = await Metrics.create(store, forge, engine.executor)
-        app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor, metrics)
-        await engine.start()
-        intake = app[INTAKE] = Intake(services, app[ROUTER])
-        await intake.start()
-        engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver)
-        try:
+        intake = None
+        try:  # from here on whatever started is stopped again, also when a later step fails
+            metrics = await Metrics.create(store, forge, engine.executor)
+            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor, metrics)
+            await engine.start()
+            intake = app[INTAKE] = Intake(services, app[ROUTER])
+            await intake.start()
+            engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver)
             yield
         finally:
-            await intake.stop()
+            if intake is not None:
+                await intake.stop()
             await engine.stop()
     finally:
         await session.close()

@@ -271,8 +271,8 @@ async def _relay(d: Dashboard, run_id: int, response: web.StreamResponse) -> Non
             stream = d.executor.follow(run.container_id, tail=LOG_TAIL_LINES)
             try:
                 async with aclosing(stream):  # a viewer gone must not keep the engine's stream open
-                    async for line in _lines(stream):
-                        await response.write(_event(mask(line, hidden)))
+                    async for line in _lines(stream):  # masked whole, then cut: no secret shows in part
+                        await response.write(_event(mask(line, hidden)[:LINE_CHARS]))
             except ExecutorError as e:
                 log.warning("run %s: the live log stopped: %s", run.id, e)
         else:
@@ -281,18 +281,19 @@ async def _relay(d: Dashboard, run_id: int, response: web.StreamResponse) -> Non
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """Whole lines of a byte stream, decoded, each at most ``LINE_CHARS`` long."""
+    """Whole lines of a byte stream, decoded; a line without end is given as it stands past
+    ``4 * LINE_CHARS`` bytes."""
     pending = b""
     async for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            yield line.decode(errors="replace")[:LINE_CHARS]
+            yield line.decode(errors="replace")
         if len(pending) > 4 * LINE_CHARS:  # a line without end: show what came
-            yield pending.decode(errors="replace")[:LINE_CHARS]
+            yield pending.decode(errors="replace")
             pending = b""
     if pending:
-        yield pending.decode(errors="replace")[:LINE_CHARS]
+        yield pending.decode(errors="replace")
 
 
 def _event(data: str, kind: str = "") -> bytes:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,15 @@ class CustomAgent(BaseModel):
     credentials: list[str] = []
     pool: str | None = None
     review: bool = False
+
+    @field_validator("env")
+    @classmethod
+    def _not_the_bots_own(cls, names: list[str]) -> list[str]:
+        """The bot's own settings hold its secrets (the Forge token above all): never an agent's."""
+        own = [name for name in names if name.upper().startswith(ENV_PREFIX)]
+        if own:
+            raise ValueError(f"{', '.join(own)}: the bot's own settings never reach an agent's container")
+        return names
 
 
 class Labels(BaseModel):

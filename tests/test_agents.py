@@ -255,3 +255,31 @@ def test_keys_reach_the_container_env_and_never_argv():
         keys = [v for k, v in agent.container_env(ENVIRON).items() if k.endswith("_API_KEY")]
         assert keys or spec == "local"
         assert not any(key in element for key in ENVIRON.values() for element in agent.argv(P)), spec
+
+
+def test_only_the_agents_own_container_gets_its_keys_and_credentials(tmp_path, monkeypatch):
+    """QA runs the repository's commands: no key or credential file reaches them."""
+    from bot.executor.spec import container_spec
+    from bot.store import Run, RunRequest
+    from bot.workspace import Workspace
+
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "auth.json").write_text("{}")
+    s = settings(credentials={"codex": [str(tmp_path / "creds")]})
+    agent = resolve(s, "codex")
+    run = Run.draft(RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="",
+                               pool="codex", review=False, task=P, trigger="comment", requested_by="bob"))
+    ws = Workspace("acme", "widgets", "issue-1", tmp_path / "ws", "agent/x", "main", "http://forge/acme/widgets.git")
+    mine = container_spec(s, run, agent, ws, agent.argv(P))
+    qa = container_spec(s, run, agent, ws, ["make", "test"], role="qa0")
+    assert "CODEX_API_KEY" in mine.env and len(mine.mounts) == 2
+    assert not set(ENVIRON.values()) & set(qa.env.values()) and not any(k.endswith("_API_KEY") for k in qa.env)
+    assert qa.mounts == [Mount(ws.root, "/workspace")] and qa.env["HOME"] == "/home/agent"
+
+
+def test_a_custom_agent_may_not_ask_for_the_bots_own_settings():
+    with pytest.raises(ValueError, match="DISPATCHBOT_FORGE_TOKEN: the bot's own settings never reach"):
+        settings(agents={"mine": {"argv": ["mine", "{prompt}"], "env": ["MY_KEY", "DISPATCHBOT_FORGE_TOKEN"]}})
+    assert settings(agents={"mine": {"argv": ["mine"], "env": ["MY_KEY"]}}).agents["mine"].env == ["MY_KEY"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from bot.agents import Agent
+from bot.agents import HOME, Agent
 from bot.executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, Mount
 from bot.settings import Settings
 from bot.store import Run
@@ -25,14 +25,19 @@ WORKDIR = "/workspace/repo"
 def container_spec(
     settings: Settings, run: Run, agent: Agent, ws: Workspace, argv: list[str], role: str = "agent"
 ) -> ContainerSpec:
-    """The container that runs ``argv`` for ``run`` in its workspace, with the agent's image and env."""
-    env = BASE_ENV | agent.container_env(os.environ)
+    """The container that runs ``argv`` for ``run`` in its workspace, in the agent's image.
+
+    Only the agent's own container gets its keys and credentials: QA runs the repository's
+    commands, which need neither, so a key never reaches code the agent merely wrote.
+    """
+    agent_role = role == "agent"
+    env = BASE_ENV | (agent.container_env(os.environ) if agent_role else {"HOME": HOME})
     ident = settings.git
     env |= {
         "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
         "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email,
     }
-    mounts = [Mount(ws.root, "/workspace"), *agent.mounts()]
+    mounts = [Mount(ws.root, "/workspace"), *(agent.mounts() if agent_role else [])]
     return ContainerSpec(
         name=f"dispatchbot-{settings.instance}-run-{run.id}-{run.attempts}-{role}",
         image=agent.image,
