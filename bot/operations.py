@@ -235,8 +235,17 @@ async def freeze(engine: Engine, frozen: bool, pool: str | None = None) -> Pools
     Requests keep being queued while frozen; nothing starts."""
     if pool is not None and not pool.strip():
         raise OperationError(400, "the pool name is empty")
+    if pool is not None and pool not in (known := await _known_pools(engine)):
+        raise OperationError(400, f"unknown pool {pool!r}; known pools: {', '.join(known)}")
     await engine.runner.freeze(frozen, pool)
     return await pools(engine)
+
+
+async def _known_pools(engine: Engine) -> list[str]:
+    """The pools configured, recorded, holding runs or named by an agent: what may be frozen."""
+    settings = engine.services.settings
+    agents = {resolve(settings, name).pool for name in known_agents(settings)}
+    return sorted(agents | {p.name for p in (await pools(engine)).pools})
 
 
 async def poke(engine: Engine) -> list[RunSummary]:
