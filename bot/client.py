@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 
 from .settings import Settings
+from .store import TERMINAL
 
 OK, FAILED, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
-TERMINAL = ("completed", "failed", "blocked", "cancelled")
 
 
 class ApiError(Exception):

@@ -23,8 +23,10 @@ from aiohttp import web
 
 from . import dashboard_html as pages
 from .executor.docker import DockerExecutor, ExecutorError
+from .links import links as forge_links
 from .logs import mask
 from .metrics import CONTENT_TYPE, Metrics
+from .pools import pools_view
 from .settings import Settings
 from .store import ACTIVE, LIVE, Run, Store
 
@@ -163,33 +165,18 @@ async def index(request: web.Request) -> web.StreamResponse:
     d = request.app[DASHBOARD]
     s = d.settings
     now = time.time()
-    census = await d.store.census()
     shown = await d.store.queued(QUEUE_SHOWN)
     active = await d.store.runs(states=ACTIVE)
     recent = await d.store.recent_ended(RECENT_SHOWN)
-    stored_pools = {p.name: p for p in await d.store.pools()}
-    frozen_flag = await d.store.flag("frozen")
-    names = sorted(set(s.pools) | set(stored_pools) | {pool for pool, _ in census.live})
-    pools = []
-    for name in names:
-        stored = stored_pools.get(name)
-        runtime = stored.frozen if stored else None
-        pools.append(pages.PoolRow(
-            name=name,
-            limit=s.pools[name].limit if name in s.pools else s.max_running,
-            queued=census.live.get((name, "queued"), 0),
-            active=sum(n for (pool, state), n in census.live.items() if pool == name and state in ACTIVE),
-            frozen=s.pool_of(name).frozen if runtime is None else runtime,
-            paused_until=stored.paused_until if stored else 0.0,
-        ))
+    view = await pools_view(s, d.store)
     links = await _links(d, [*shown, *active, *recent])
     return _html(lambda nonce: pages.main_page(
         now=now,
-        frozen=s.frozen if frozen_flag is None else frozen_flag == "1",
-        max_running=s.max_running,
-        pools=pools,
+        frozen=view.frozen,
+        max_running=view.max_running,
+        pools=view.pools,
         queue=[(i, r, links[r.id]) for i, r in enumerate(shown, start=1)],
-        queued_total=sum(n for (_, state), n in census.live.items() if state == "queued"),
+        queued_total=sum(p.queued for p in view.pools),
         active=[(r, links[r.id]) for r in active],
         recent=[(r, links[r.id]) for r in recent],
         nonce=nonce,
@@ -216,23 +203,10 @@ async def _run(request: web.Request) -> Run:
     return run
 
 
-async def _links(d: Dashboard, runs: list[Run]) -> dict[int, pages.Links]:
+async def _links(d: Dashboard, runs: list[Run]) -> dict[int, dict[str, str]]:
     """Each run's place on the Forge, from what the reporter stored when it showed it there."""
-    base = (d.settings.forge_url or "").rstrip("/")
     reported = await d.store.reported_facets({r.id for r in runs}, ("comment_url", "pull", "review"))
-    found = {}
-    for run in runs:
-        facets = reported.get(run.id, {})
-        pull = facets.get("pull") or {}
-        kind = "pulls" if run.is_pull else "issues"
-        found[run.id] = pages.Links(
-            issue=f"{base}/{run.owner}/{run.repo}/{kind}/{run.number}",
-            comment=str(facets.get("comment_url") or ""),
-            pull=str(pull.get("url") or ""),
-            pull_number=pull.get("number"),
-            review="review" in facets,
-        )
-    return found
+    return {run.id: forge_links(run, reported.get(run.id, {}), d.settings.forge_url or "") for run in runs}
 
 
 # The live log ---------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime
 import html
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from .pools import PoolView
 from .store import Run, Transition
 
 STYLE = """
@@ -76,25 +76,7 @@ source.addEventListener("end", (e) => {
 """
 
 
-@dataclass(frozen=True)
-class PoolRow:
-    name: str
-    limit: int
-    queued: int
-    active: int
-    frozen: bool
-    paused_until: float
-
-
-@dataclass(frozen=True)
-class Links:
-    """Where a run shows on the Forge: its issue or pull request, status comment, pull request, review."""
-
-    issue: str
-    comment: str = ""
-    pull: str = ""
-    pull_number: int | None = None
-    review: bool = False
+Links = dict[str, str]  # a run's places on the Forge, as bot.links names them
 
 
 def _e(value: object) -> str:
@@ -136,8 +118,10 @@ def _run_ref(run: Run) -> str:
 
 
 def _target(run: Run, links: Links) -> str:
-    kind = "PR" if run.is_pull else "issue"
-    return _link(links.issue, f"{run.owner}/{run.repo} {kind} #{run.number}")
+    for kind in ("branch", "tag"):  # a run with no issue
+        if kind in links:
+            return _link(links[kind], f"{run.owner}/{run.repo} {kind} {run.options.get('ref', '')}")
+    return _link(links["issue"], f"{run.owner}/{run.repo} {'PR' if run.is_pull else 'issue'} #{run.number}")
 
 
 def _page(title: str, body: str, nonce: str, *, refresh: int | None = None, script: str = "") -> str:
@@ -170,7 +154,7 @@ def main_page(
     now: float,
     frozen: bool,
     max_running: int,
-    pools: list[PoolRow],
+    pools: list[PoolView],
     queue: list[tuple[int, Run, Links]],
     queued_total: int,
     active: list[tuple[Run, Links]],
@@ -192,8 +176,8 @@ def main_page(
         flags = []
         if p.frozen:
             flags.append('<span class="pill frozen">frozen</span>')
-        if p.paused_until > now:
-            flags.append(f'<span class="pill paused">backing off until {_e(_when(p.paused_until))}</span>')
+        if p.backoff_until:
+            flags.append(f'<span class="pill paused">backing off until {_e(_when(p.backoff_until))}</span>')
         pool_rows.append([
             _e(p.name), f'<span class="num">{p.active} / {p.limit}</span>', str(p.queued), " ".join(flags) or "—",
         ])
@@ -237,12 +221,13 @@ def main_page(
 
 def _outcome_links(links: Links) -> str:
     found = []
-    if links.pull:
-        found.append(_link(links.pull, f"PR #{links.pull_number}" if links.pull_number else "pull request"))
-    if links.review:
-        found.append(_link(f"{links.issue}/files", "review"))  # Gitea shows reviews with the changed files
-    if links.comment:
-        found.append(_link(links.comment, "status comment"))
+    if pull := links.get("pull_request"):
+        number = pull.rpartition("/")[2]  # a pull request's page ends with its number
+        found.append(_link(pull, f"PR #{number}" if number.isdigit() else "pull request"))
+    if review := links.get("review"):
+        found.append(_link(review, "review"))
+    if comment := links.get("status_comment"):
+        found.append(_link(comment, "status comment"))
     return " · ".join(found) or "—"
 
 

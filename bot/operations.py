@@ -7,7 +7,6 @@ outputs are pydantic models, so each face validates and serialises the same way;
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,12 @@ from .engine import Engine
 from .executor.docker import ExecutorError
 from .forge import ForgeError
 from .forgepaths import Repo
+from .links import links
 from .logs import mask
 from .payloads import PullRequest
+from .pools import PoolsView, pools_view
 from .prompt import check_options
-from .store import ACTIVE, LIVE, STATES, Run, RunRequest
+from .store import LIVE, STATES, Run, RunRequest
 
 API_USER = "api"  # requested_by of runs started through the API
 API_TRIGGER = "api"
@@ -139,21 +140,6 @@ class RunDetail(RunSummary):
     log_tail: str
 
 
-class PoolView(BaseModel):
-    name: str
-    limit: int
-    active: int
-    queued: int
-    frozen: bool
-    backoff_until: float | None
-
-
-class PoolsView(BaseModel):
-    frozen: bool
-    max_running: int
-    pools: list[PoolView]
-
-
 # Runs ---------------------------------------------------------------------------------------
 
 
@@ -184,26 +170,8 @@ async def show_run(engine: Engine, run_id: int) -> RunDetail:
     transitions = [Transition(from_state=f, to_state=t, reason=r) for f, t, r in await store.transitions(run.id)]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
-        links=_links(engine, run, await store.reported(run.id)), log_tail=await log_tail(engine, run),
+        links=links(run, await store.reported(run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
     )
-
-
-def _links(engine: Engine, run: Run, reported: dict[str, Any]) -> dict[str, str]:
-    """Where the run shows on the Forge, from what the reporter recorded."""
-    forge = engine.services.settings.forge_url.rstrip("/")
-    repo = f"{forge}/{run.owner}/{run.repo}"
-    if "ref" in run.options:
-        kind = run.options.get("ref_type", "branch")
-        links = {kind: f"{repo}/src/{kind}/{run.options['ref']}"}
-    else:
-        links = {"issue": f"{repo}/{'pulls' if run.is_pull else 'issues'}/{run.number}"}
-    if url := reported.get("comment_url"):
-        links["status_comment"] = url
-    if pull := reported.get("pull"):
-        links["pull_request"] = pull.get("url") or f"{repo}/pulls/{pull['number']}"
-    if "review" in reported:
-        links["review"] = f"{repo}/pulls/{run.number}/files"
-    return links
 
 
 async def log_tail(engine: Engine, run: Run) -> str:
@@ -280,27 +248,7 @@ async def _queue(engine: Engine, request: RunRequest) -> Run:
 
 async def pools(engine: Engine) -> PoolsView:
     """Every pool configured, recorded or holding runs: limits, load, frozen and backoff."""
-    settings = engine.services.settings
-    store = engine.services.store
-    recorded = {p.name: p for p in await store.pools()}
-    live = await store.runs(states=LIVE)
-    names = sorted(set(settings.pools) | set(recorded) | {r.pool for r in live})
-    now = time.time()
-    views = []
-    for name in names:
-        state = recorded.get(name)
-        configured = settings.pool_of(name)
-        paused = state.paused_until if state and state.paused_until > now else None
-        views.append(PoolView(
-            name=name, limit=configured.limit if name in settings.pools else settings.max_running,
-            active=sum(r.pool == name and r.state in ACTIVE for r in live),
-            queued=sum(r.pool == name and r.state == "queued" for r in live),
-            frozen=configured.frozen if state is None or state.frozen is None else state.frozen,
-            backoff_until=paused,
-        ))
-    flag = await store.flag("frozen")
-    frozen = settings.frozen if flag is None else flag == "1"
-    return PoolsView(frozen=frozen, max_running=settings.max_running, pools=views)
+    return await pools_view(engine.services.settings, engine.services.store)
 
 
 async def freeze(engine: Engine, frozen: bool, pool: str | None = None) -> PoolsView:
@@ -308,8 +256,17 @@ async def freeze(engine: Engine, frozen: bool, pool: str | None = None) -> Pools
     Requests keep being queued while frozen; nothing starts."""
     if pool is not None and not pool.strip():
         raise OperationError(400, "the pool name is empty")
+    if pool is not None and pool not in (known := await _known_pools(engine)):
+        raise OperationError(400, f"unknown pool {pool!r}; known pools: {', '.join(known)}")
     await engine.runner.freeze(frozen, pool)
     return await pools(engine)
+
+
+async def _known_pools(engine: Engine) -> list[str]:
+    """The pools configured, recorded, holding runs or named by an agent: what may be frozen."""
+    settings = engine.services.settings
+    agents = {resolve(settings, name).pool for name in known_agents(settings)}
+    return sorted(agents | {p.name for p in (await pools(engine)).pools})
 
 
 async def poke(engine: Engine) -> list[RunSummary]:

@@ -18,9 +18,10 @@ import time
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from . import messages, results, timetracking
+from . import messages, pools, results, timetracking
 from .forge import ForgeError
 from .forgepaths import Repo
+from .links import links
 from .services import Services
 from .store import OutboxItem, Run
 
@@ -356,26 +357,25 @@ class Reporter:
         if run.state != "queued":
             return ""
         settings = self.services.settings
-        frozen = await self.store.flag("frozen")
-        if frozen == "1" or (frozen is None and settings.frozen):
+        if await pools.bot_frozen(settings, self.store):
             return "The bot is frozen; the run will start when it is unfrozen."
         pool = await self.store.pool(run.pool)
         if pool.paused_until > time.time():
             return f"Pool `{run.pool}` is backing off after repeated quick failures until {messages.format_time(pool.paused_until)}."
         position = await self.store.queue_position(run.id)
-        limit = settings.pool_of(run.pool).limit if run.pool in settings.pools else settings.max_running
-        return f"Position {position} in the queue; pool `{run.pool}` runs {limit} at a time."
+        return f"Position {position} in the queue; pool `{run.pool}` runs {pools.limit(settings, run.pool)} at a time."
 
     def _links(self, run: Run, reported: dict[str, Any]) -> str:
+        found = links(run, reported, self.services.settings.forge_url)
         if run.review:
-            return "The review is posted on the pull request." if "review" in reported else ""
+            return f"The review is posted on the pull request: {found['review']}" if "review" in found else ""
         commits = run.result.get("commits") or []
         if not commits:
             return ""
         listed = "\n".join(f"- {c}" for c in commits[:20])
         pushed = f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
         if "pull" in reported:
-            return f"Pull request: #{reported['pull']['number']} {reported['pull']['url']}\n\n{pushed}"
+            return f"Pull request: #{reported['pull']['number']} {found['pull_request']}\n\n{pushed}"
         return pushed
 
 

@@ -132,6 +132,15 @@ async def test_freeze_and_thaw_globally_and_per_pool(api_bot, world):
     assert (await call(api_bot, "POST", "/api/thaw", {"pool": "gemini"}))[1]["pools"][0]["frozen"] is False
 
 
+@pytest.mark.parametrize("path", ["/api/freeze", "/api/thaw"])
+async def test_an_unknown_pool_is_refused_and_no_pool_is_recorded(api_bot, path):
+    status, body = await call(api_bot, "POST", path, {"pool": "gemni"})
+    assert status == 400 and body["error"].startswith("unknown pool 'gemni'; known pools: "), body
+    assert "gemini" in body["error"] and "\n" not in body["error"]
+    assert await api_bot.store.pools() == []
+    assert (await call(api_bot, "POST", path, {"pool": "codex"}))[0] == 200  # an agent's pool, before any run
+
+
 @pytest.mark.parametrize(
     "path, body, status, reason",
     [

@@ -107,6 +107,22 @@ async def test_the_main_page_lists_the_queue_with_positions_and_the_pools(world,
     assert f'href="{world["forge"].url}/acme/widgets/issues/1"' in body
 
 
+async def test_a_run_on_a_branch_links_to_the_branch_not_to_an_issue(world, make_bot):
+    forge = world["forge"]
+    await forge.push_commit(world["repo"], "develop", {"DEVELOP.md": "wip\n"}, message="wip")
+    bot = await make_bot(frozen=True, read_token=READ_TOKEN, admin_token=ADMIN_TOKEN)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(bot.url + "/api/dispatch", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                json={"repo": "acme/widgets", "branch": "develop", "task": "tidy"}) as resp:
+            assert resp.status == 200, await resp.text()
+            run_id = (await resp.json())["run_id"]
+    for path in ("/", f"/runs/{run_id}"):
+        status, body, _ = await get(bot.url + path, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert status == 200
+        assert f'href="{forge.url}/acme/widgets/src/branch/develop"' in body and ">acme/widgets branch develop<" in body
+        assert "/issues/0" not in body
+
+
 async def test_the_log_stream_of_an_ended_run_says_end_at_once(world, make_bot):
     bot = await make_bot(read_token=READ_TOKEN, frozen=True)
     await dispatch(world, "/dispatch codex something")
