@@ -5,9 +5,10 @@ rule is stateless: a trigger label present requests a run unless one for that is
 already live. The trigger key includes the issue's ``updated_at`` so a redelivered event (same
 body, new delivery id) requests nothing twice, while the label added again later does.
 
-A trigger label is consumed once handled, whether a run was queued, one was live already, or the
-agent is unknown: the label is removed by its id as it arrived (never a name rebuilt from the
-agent and model), so a later edit of the issue's labels finds no trigger left.
+A trigger label is consumed once handled, whether a run was queued, one was live already, the
+agent is unknown or the sender was refused: the label is removed by its id as it arrived (never a
+name rebuilt from the agent and model), so a later edit of the issue's labels, even by a writer,
+finds no trigger left.
 """
 
 from __future__ import annotations
@@ -46,20 +47,22 @@ async def _trigger(
 ) -> None:
     prefix = services.settings.label_prefix
     triggers = [label for label in labels if label.name.startswith(prefix) and len(label.name) > len(prefix)]
-    if not triggers or not await may_write(services, target, login, "dispatch agents"):
+    if not triggers:
         return
+    allowed = await may_write(services, target, login, "dispatch agents")
     for label in triggers:
         spec = label.name[len(prefix):]
         key = f"label:{target.repo.id}:{target.number}:{spec}:{updated_at}"
-        await request_run(
-            services,
-            target,
-            spec=spec,
-            task="",
-            trigger="label",
-            login=login,
-            key=key,
-            delivery_id=event.delivery_id,
-            unless_active=True,
-        )
+        if allowed:
+            await request_run(
+                services,
+                target,
+                spec=spec,
+                task="",
+                trigger="label",
+                login=login,
+                key=key,
+                delivery_id=event.delivery_id,
+                unless_active=True,
+            )
         await remove_label(services, target, key, label.id)

@@ -279,6 +279,31 @@ async def test_secrets_in_agent_output_are_masked_in_logs_and_comments(world, en
             assert token not in path.read_text(errors="ignore"), path
 
 
+async def test_a_secret_in_the_agents_question_is_masked_in_the_store_and_the_comment(world, engine_bot, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-very-secret-value")
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex ask scenario:secret-question")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "blocked" and "_API_KEY=••••••" in run.question, run.question
+    assert "sk-test-very-secret-value" not in run.question
+    [comment] = bot_comments(world, issue.number)
+    assert "_API_KEY=••••••" in comment.body and "sk-test-very-secret-value" not in comment.body
+
+
+async def test_a_symlink_the_agent_planted_in_git_fails_the_run_and_frees_its_slot(world, engine_bot):
+    """An error past the agent (here the harvest refusing the workspace) ends the run as failed,
+    with the reason on the Forge, instead of leaving it active and supervised forever."""
+    bot = await engine_bot()
+    issue = await dispatch(world, "/dispatch codex plant scenario:symlink-git")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "failed" and run.reason.startswith("could not finish the run: symlink in .git"), run.reason
+    [comment] = bot_comments(world, issue.number)
+    assert "symlink in .git" in comment.body
+    await bot.wait_for(lambda: not bot.engine.runner.supervised)
+
+
 async def test_reconcile_deletes_a_stray_stopwatch_but_keeps_an_active_runs(world, engine_bot):
     import aiohttp
 

@@ -55,6 +55,21 @@ async def test_a_reader_is_refused_once_per_issue(world, bot):
     assert len(replies) == 1 and "only users with write access" in replies[0].body and "@rita" in replies[0].body
 
 
+async def test_a_readers_trigger_label_is_refused_once_and_removed_so_a_writers_later_edit_starts_nothing(world, bot):
+    """Gitea's label_updated carries the whole label set: a reader's label left behind would start
+    a run as soon as a writer touched any label."""
+    forge, repo, rita, bob = world["forge"], world["repo"], world["rita"], world["bob"]
+    issue = await forge.create_issue(repo, rita, title="Please", body="")
+    await forge.set_labels(repo, issue.number, rita, ["dispatch:codex"])
+    await bot.wait_for(lambda: _without(forge, repo, issue.number, "dispatch:codex"))
+    await forge.set_labels(repo, issue.number, bob, [*forge.label_names(repo, issue.number), "bug"])
+    await bot.settle()
+    assert await runs(bot) == []
+    await bot.engine.reporter.sync()  # anything still queued would be posted now
+    replies = await bot_comments(world, issue.number)
+    assert len(replies) == 1 and "only users with write access" in replies[0].body and "@rita" in replies[0].body
+
+
 async def test_commands_are_keyed_by_comment_so_redeliver_does_nothing(world, bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     issue = await forge.create_issue(repo, bob, title="Flaky", body="")

@@ -13,13 +13,14 @@ import os
 from bot import preflight, summary
 from bot.agents import resolve
 from bot.forge import ForgeError
+from bot.logs import mask
 from bot.pipeline import agent
 from bot.pipeline.harvest import harvest
 from bot.pipeline.judge import judge
 from bot.pipeline.prepare import prepare
 from bot.pipeline.qa import run_qa
 from bot.pipeline.tools import Tools
-from bot.store import Run
+from bot.store import ACTIVE, Run
 from bot.workspace import Workspace, branch_choices, safe_read
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ async def launch(tools: Tools, run: Run) -> None:
     run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
     running = await agent.start(tools.settings, store, tools.executor, run, chosen, ws, prepared.prompt)
     if running is not None:
-        await _agent_done(tools, running, ws)
+        await _finish(tools, running, ws)
 
 
 async def resume(tools: Tools, run: Run) -> None:
@@ -60,17 +61,26 @@ async def resume(tools: Tools, run: Run) -> None:
     ws = tools.workspaces.existing(
         run.owner, run.repo, run.workspace_key, run.branch, run.base_branch, run.start_commit
     )
-    if run.state == "running":
-        await _agent_done(tools, run, ws)
-    else:
+    await _finish(tools, run, ws)
+
+
+async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
+    """A run from its agent's container to its end. Whatever goes wrong on the way (a rejected push,
+    a symlink the agent planted in .git, a QA container that would not start) fails the run with
+    the reason: left active, it would hold its pool slot forever and crash again at every restart."""
+    try:
+        if run.state == "running":
+            exit = await agent.wait(tools.settings, tools.executor, run, ws)
+            judged = await judge(tools.settings, tools.store, run, ws, exit)
+            if judged is None:
+                return
+            run = judged
         await _after_agent(tools, run, ws)
-
-
-async def _agent_done(tools: Tools, run: Run, ws: Workspace) -> None:
-    exit = await agent.wait(tools.settings, tools.executor, run, ws)
-    judged = await judge(tools.settings, tools.store, run, ws, exit)
-    if judged is not None:
-        await _after_agent(tools, judged, ws)
+    except Exception as e:  # a cancelled task (shutdown) is no failure: adopt() picks the run up again
+        log.exception("run %s: could not finish the run", run.id)
+        reason = " ".join(f"could not finish the run: {e}".split())  # one line, as the status comment shows it
+        reason = mask(reason, tools.settings.secrets())
+        await tools.store.transition(run.id, "failed", reason=reason, expect=ACTIVE)
 
 
 async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:

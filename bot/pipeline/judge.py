@@ -1,8 +1,8 @@
 """Stage 3, judge: what the agent's exit means for the run.
 
 A non-zero exit, an OOM kill, a timeout or a kill → failed with the reason; a non-empty BLOCKED.md
-→ blocked with its text as the question; otherwise the run goes on to QA and the harvest. The
-judgement applies only to the run whose container ended, and only while it is still running.
+→ blocked with its text, secrets masked, as the question; otherwise the run goes on to QA and the
+harvest. The judgement applies only to the run whose container ended, and only while it is still running.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from bot import summary
 from bot import workspace as wsmod
 from bot.executor.docker import Exit
-from bot.logs import tail
+from bot.logs import mask, tail
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace
@@ -41,9 +41,9 @@ async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit:
                                result=outcome)
         return None
     question = wsmod.read_blocked(ws)
-    if question:
+    if question:  # quoted in the status comment and the dashboard, like every other text of the agent's
         await store.transition(run.id, "blocked", reason="the agent asked a question", expect=("running",),
-                               exit_code=exit.code, question=question)
+                               exit_code=exit.code, question=mask(question, settings.secrets()))
         return None
     return await store.update(run.id, exit_code=exit.code, result=outcome)
 
