@@ -55,11 +55,6 @@ class Runner:
         else:
             await self.store.set_pool_frozen(pool, frozen)
 
-    async def idle(self) -> None:
-        """Wait until no run is being supervised (tests and benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
-
     @property
     def supervised(self) -> set[int]:
         return set(self._tasks)
