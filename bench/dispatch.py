@@ -84,7 +84,7 @@ sys.path.insert(0, str(REPO))
 from pydantic import SecretStr  # noqa: E402
 
 from bot.executor.docker import DockerExecutor  # noqa: E402
-from bot.executor.spec import RUN_LABEL  # noqa: E402
+from bot.runs.containers import RUN_LABEL  # noqa: E402
 from bot.settings import GitIdentity  # noqa: E402
 from bot.store import ACTIVE, TERMINAL, RunRequest, Store  # noqa: E402
 from bot.workspace import Workspaces  # noqa: E402

@@ -16,18 +16,20 @@ from aiohttp import web
 
 from handlers import router as default_router
 
-from . import dashboard, forgepaths, preflight
-from .api import mount_api
-from .engine import Engine
-from .forge import Forge
-from .intake import Intake
-from .mcp_server import mount_mcp
-from .metrics import Metrics
-from .routing import Router
-from .services import Services
-from .settings import Settings
-from .store import Store
-from .webhook import Event, WebhookError, verify
+from bot.admin import dashboard
+from bot.forge import paths
+from bot.runs import preflight
+from bot.admin.api import mount_api
+from bot.engine import Engine
+from bot.forge.client import Forge
+from bot.intake.deliveries import Intake
+from bot.admin.mcp_server import mount_mcp
+from bot.admin.metrics import Metrics
+from bot.intake.routing import Router
+from bot.services import Services
+from bot.settings import Settings
+from bot.store import Store
+from bot.intake.webhook import Event, WebhookError, verify
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ async def healthz(request: web.Request) -> web.Response:
     checks = {
         "store": services.store.ping(),
         "docker": request.app[ENGINE].ping(),
-        "forge": services.forge.getitem(forgepaths.VERSION),
+        "forge": services.forge.getitem(paths.VERSION),
     }
     image = preflight.image_state(request.app[ENGINE].executor, services.settings.image)
     *results, image_state = await asyncio.gather(

@@ -11,9 +11,9 @@ import sys
 
 from pydantic import ValidationError
 
-from . import client
-from .image import command as image_command
-from .settings import ENV_PREFIX, Settings
+from bot.admin import client
+from bot.image import command as image_command
+from bot.settings import ENV_PREFIX, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         print(settings.model_dump_json(indent=2))
         return 0
     if args.command == "doctor":
-        from .doctor import main as doctor
+        from bot.admin.doctor import main as doctor
 
         return doctor(settings)
     if args.command in client.COMMANDS:
         return client.run(args, settings)
     if args.command == "mcp":
-        from .mcp_server import serve_stdio
+        from bot.admin.mcp_server import serve_stdio
 
         return serve_stdio(settings)
     missing = settings.missing_for_serve()
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dry_run(settings: Settings, target: str, agent: str, task: str) -> int:
-    from .dryrun import dry_run_issue
+    from bot.runs.dryrun import dry_run_issue
 
     match = re.fullmatch(r"([^/\s]+)/([^#\s]+)#(\d+)", target)
     if not match:
@@ -84,8 +84,8 @@ def _env_name(loc: tuple) -> str:
 def serve(settings: Settings) -> int:
     from aiohttp import web
 
-    from . import logs
-    from .app import create_app
+    from bot import logs
+    from bot.app import create_app
 
     logs.setup(settings.secrets())
     logging.getLogger("dispatchbot").info(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from . import preflight
-from .executor.docker import DockerExecutor
-from .pipeline.tools import Tools
-from .reporter import Reporter
-from .runner import Runner
-from .scheduler import Scheduler
-from .services import Services
-from .workspace import Workspaces
+from bot.runs import preflight
+from bot.executor.docker import DockerExecutor
+from bot.runs.pipeline.tools import Tools
+from bot.report.reporter import Reporter
+from bot.runs.runner import Runner
+from bot.upkeep.sweeper import Scheduler
+from bot.services import Services
+from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import forgepaths
-from .forge import Forge
-from .settings import Settings
-from .store import Store
+from bot.forge import paths
+from bot.forge.client import Forge
+from bot.settings import Settings
+from bot.store import Store
 
 
 @dataclass
@@ -38,4 +38,4 @@ class Services:
 
 async def whoami(forge: Forge, settings: Settings) -> str:
     """The bot's own account: as configured, else as the Forge knows its token (``GET /user``)."""
-    return settings.bot_login or (await forge.getitem(forgepaths.USER))["login"]
+    return settings.bot_login or (await forge.getitem(paths.USER))["login"]

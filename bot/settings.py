@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .logs import MIN_SECRET_LENGTH
+from bot.logs import MIN_SECRET_LENGTH
 
 ENV_PREFIX = "DISPATCHBOT_"
 DEFAULT_CONFIG = Path("config/dispatchbot.toml")

@@ -1,7 +1,7 @@
 """The bot's webhook handlers: plain async functions ``(event, services)``, one module per feature."""
 
-from bot.routing import Router
+from bot.intake.routing import Router
 
-from . import comments, labels, pulls
+from handlers import comments, labels, pulls
 
 router = Router(labels.router, comments.router, pulls.router)

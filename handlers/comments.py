@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot import messages
-from bot.agents import known_agents
-from bot.commands import Command, parse
-from bot.payloads import IssueCommentPayload
-from bot.routing import Router
+from bot.report import sentences
+from bot.runs.agents import known_agents
+from bot.intake.commands import Command, parse
+from bot.intake.payloads import IssueCommentPayload
+from bot.intake.routing import Router
 from bot.services import Services
 from bot.store import LIVE
-from bot.webhook import Event
+from bot.intake.webhook import Event
 
-from .common import Target, may_write, react, reply, request_run
+from handlers.common import Target, may_write, react, reply, request_run
 
 router = Router()
 
@@ -53,7 +53,7 @@ async def on_comment(event: Event, services: Services) -> None:
     ctx = Context(event, services, target, payload.comment.user.login, payload.comment.id)
     for command in commands:
         if command.error:
-            await ctx.reply(command, messages.parse_error(command.error))
+            await ctx.reply(command, sentences.parse_error(command.error))
         else:
             await ACTIONS[command.name](ctx, command)
 
@@ -66,7 +66,7 @@ async def dispatch(ctx: Context, command: Command) -> None:
 
 async def review(ctx: Context, command: Command) -> None:
     if not ctx.target.is_pull:
-        await ctx.reply(command, messages.review_needs_pull())
+        await ctx.reply(command, sentences.review_needs_pull())
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
     if await ctx.may_write("request reviews"):
@@ -94,7 +94,7 @@ async def cancel(ctx: Context, command: Command) -> None:
         return
     runs = await _runs(ctx, LIVE + ("blocked",))
     if not runs:
-        await ctx.reply(command, messages.nothing_to("cancel"))
+        await ctx.reply(command, sentences.nothing_to("cancel"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
     for run in runs:  # the runner stops the containers of what it sees cancelled
@@ -108,7 +108,7 @@ async def retry(ctx: Context, command: Command) -> None:
         return
     runs = await _runs(ctx, ("failed", "cancelled"))
     if not runs:
-        await ctx.reply(command, messages.nothing_to("retry"))
+        await ctx.reply(command, sentences.nothing_to("retry"))
         return
     last = runs[-1]
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
@@ -132,7 +132,7 @@ async def answer(ctx: Context, command: Command) -> None:
         return
     blocked = await _runs(ctx, ("blocked",))
     if not blocked:
-        await ctx.reply(command, messages.nothing_to("answer"))
+        await ctx.reply(command, sentences.nothing_to("answer"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
     await ctx.services.store.transition(
@@ -145,7 +145,7 @@ async def status(ctx: Context, command: Command) -> None:
     """Answered visibly, always: the latest run's status comment is shown afresh (or again)."""
     runs = await _runs(ctx, None)
     if not runs:
-        await ctx.reply(command, messages.nothing_to("report on"))
+        await ctx.reply(command, sentences.nothing_to("report on"))
         return
     t = ctx.target
     await ctx.services.store.enqueue(
@@ -155,7 +155,7 @@ async def status(ctx: Context, command: Command) -> None:
 
 async def help_(ctx: Context, command: Command) -> None:
     settings = ctx.services.settings
-    await ctx.reply(command, messages.help_text(known_agents(settings), settings.label_prefix))
+    await ctx.reply(command, sentences.help_text(known_agents(settings), settings.label_prefix))
 
 
 async def _runs(ctx: Context, states: tuple[str, ...] | None) -> list:

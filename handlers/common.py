@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bot import messages
-from bot.agents import UnknownAgent, known_agents, resolve, stored_model
-from bot.forge import ForgeError
-from bot.permissions import can_write
-from bot.payloads import PullRequest, Repository
+from bot.report import sentences
+from bot.runs.agents import UnknownAgent, known_agents, resolve, stored_model
+from bot.forge.client import ForgeError
+from bot.forge.permissions import can_write
+from bot.intake.payloads import PullRequest, Repository
 from bot.services import Services
 from bot.store import RunRequest
 
@@ -41,7 +41,7 @@ async def reply(services: Services, target: Target, key: str, body: str) -> None
     """Queue a comment on the target, once per ``key``."""
     await services.store.enqueue(
         f"reply:{key}", "comment", target.owner, target.name, target.number,
-        {"body": f"{body}\n\n{messages.marker('reply', key)}"},
+        {"body": f"{body}\n\n{sentences.marker('reply', key)}"},
     )
 
 
@@ -73,13 +73,13 @@ async def may_write(services: Services, target: Target, login: str, action: str)
         log.error("the Forge refused the permission check on %s/%s: %s", target.owner, target.name, e)
         await reply(
             services, target, f"permcheck:{target.repo.id}:{target.number}",
-            messages.permission_check_refused(target.repo.full_name),
+            sentences.permission_check_refused(target.repo.full_name),
         )
         return False
     log.info("refused %s on %s#%s: no write access", login, target.repo.full_name, target.number)
     await reply(
         services, target, f"refused:{target.repo.id}:{target.number}:{login}",
-        messages.refused(login, target.repo.full_name, action),
+        sentences.refused(login, target.repo.full_name, action),
     )
     return False
 
@@ -103,13 +103,13 @@ async def request_run(
     try:
         agent = resolve(services.settings, spec)
     except UnknownAgent:
-        await reply(services, target, f"{key}:unknown", messages.unknown_agent(spec, known_agents(services.settings)))
+        await reply(services, target, f"{key}:unknown", sentences.unknown_agent(spec, known_agents(services.settings)))
         return
     except ValueError as e:
-        await reply(services, target, f"{key}:invalid", messages.invalid_agent(spec, str(e)))
+        await reply(services, target, f"{key}:invalid", sentences.invalid_agent(spec, str(e)))
         return
     if target.pull is not None and target.pull.is_fork:
-        await reply(services, target, f"fork:{target.repo.id}:{target.number}", messages.fork_refused(target.number))
+        await reply(services, target, f"fork:{target.repo.id}:{target.number}", sentences.fork_refused(target.number))
         return
     request = RunRequest(
         owner=target.owner,

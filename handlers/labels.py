@@ -13,12 +13,12 @@ finds no trigger left.
 
 from __future__ import annotations
 
-from bot.payloads import IssuePayload, Label, PullRequestPayload
-from bot.routing import Router
+from bot.intake.payloads import IssuePayload, Label, PullRequestPayload
+from bot.intake.routing import Router
 from bot.services import Services
-from bot.webhook import Event
+from bot.intake.webhook import Event
 
-from .common import Target, may_write, remove_label, request_run
+from handlers.common import Target, may_write, remove_label, request_run
 
 router = Router()
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bot.payloads import PullRequestPayload
-from bot.routing import Router
+from bot.intake.payloads import PullRequestPayload
+from bot.intake.routing import Router
 from bot.services import Services
 from bot.store import LIVE
-from bot.webhook import Event
+from bot.intake.webhook import Event
 
 router = Router()
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bot.app import ENGINE, INTAKE, SERVICES, create_app
 from bot.executor.docker import DockerExecutor
-from bot.executor.spec import INSTANCE_LABEL
+from bot.runs.containers import INSTANCE_LABEL
 from bot.settings import Settings
 
 from .helpers import wait_for

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.agents import UnknownAgent, known_agents, resolve
+from bot.runs.agents import UnknownAgent, known_agents, resolve
 from bot.executor.docker import Mount
 from bot.settings import CustomAgent, Settings
 
@@ -259,7 +259,7 @@ def test_keys_reach_the_container_env_and_never_argv():
 
 def test_only_the_agents_own_container_gets_its_keys_and_credentials(tmp_path, monkeypatch):
     """QA runs the repository's commands: no key or credential file reaches them."""
-    from bot.executor.spec import container_spec
+    from bot.runs.containers import container_spec
     from bot.store import Run, RunRequest
     from bot.workspace import Workspace
 

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from bot.api import authorized
+from bot.admin.api import authorized
 
 from tests.fakeforge import git
 from tests.harness import AGENT_KEYS
@@ -39,7 +39,7 @@ async def api_bot(make_bot, world):
 
 
 async def test_without_a_token_setting_the_api_is_off(make_bot, caplog):
-    caplog.set_level("INFO", logger="bot.api")
+    caplog.set_level("INFO", logger="bot.admin.api")
     bot = await make_bot()
     assert "the admin API (/api/) and MCP (/mcp) are off: no admin_token is set" in caplog.text
     for method, path in ROUTES:
@@ -48,7 +48,7 @@ async def test_without_a_token_setting_the_api_is_off(make_bot, caplog):
 
 
 async def test_an_empty_admin_token_is_no_token(make_bot, caplog):
-    caplog.set_level("INFO", logger="bot.api")
+    caplog.set_level("INFO", logger="bot.admin.api")
     bot = await make_bot(admin_token="")
     assert "the admin API (/api/) and MCP (/mcp) are off: no admin_token is set" in caplog.text
     for headers in ({"Authorization": "Bearer"}, {"Authorization": "Bearer "}):

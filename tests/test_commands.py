@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import COMMAND_RE, FENCE_RE, NAMES, Command, parse
+from bot.intake.commands import COMMAND_RE, FENCE_RE, NAMES, Command, parse
 
 
 def test_dispatch_with_model_and_task():

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from bot.executor.spec import INSTANCE_LABEL
+from bot.runs.containers import INSTANCE_LABEL
 from bot.settings import Settings
 
 from .harness import AGENT_KEYS

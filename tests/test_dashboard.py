@@ -66,7 +66,7 @@ async def test_the_token_in_the_address_becomes_a_strict_httponly_cookie(bot):
 
 
 async def test_without_a_configured_token_the_dashboard_is_off(make_bot, caplog):
-    caplog.set_level(logging.INFO, logger="bot.dashboard")
+    caplog.set_level(logging.INFO, logger="bot.admin.dashboard")
     bot = await make_bot(frozen=True)
     assert "the dashboard is off" in caplog.text
     for path in ("/", "/runs/1"):

@@ -7,7 +7,7 @@ import uuid
 import aiohttp
 import pytest
 
-from bot.webhook import sign
+from bot.intake.webhook import sign
 
 from .helpers import example
 

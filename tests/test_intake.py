@@ -1,9 +1,9 @@
 """The intake holds a window of the stored deliveries in memory; the rest wait in the store."""
 
-from bot import intake as intake_module
-from bot.intake import Intake
-from bot.routing import Router
-from bot.webhook import Event
+from bot.intake import deliveries as intake_module
+from bot.intake.deliveries import Intake
+from bot.intake.routing import Router
+from bot.intake.webhook import Event
 
 from .helpers import example
 

@@ -12,7 +12,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from bot.operations import DispatchInput, DispatchOutput
+from bot.admin.operations import DispatchInput, DispatchOutput
 
 TOKEN = "admin-token-for-tests-0123456789"
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from bot import agents, commands
+from bot.runs import agents
+from bot.intake import commands
 from bot.settings import Settings
 
 SETTINGS = Settings(_env_file=None)

@@ -1,6 +1,6 @@
 """Webhook and API payloads: what the bot concludes from them."""
 
-from bot.payloads import PullRequest
+from bot.intake.payloads import PullRequest
 
 
 def pull(head: dict, base: dict) -> PullRequest:

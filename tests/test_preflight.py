@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot import preflight
-from bot.agents import known_agents, resolve
+from bot.runs import preflight
+from bot.runs.agents import known_agents, resolve
 from bot.executor.docker import DockerExecutor
 from bot.settings import CustomAgent, Settings
 from tests.harness import AGENT_KEYS

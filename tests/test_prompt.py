@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from bot.agents import resolve
-from bot.prompt import (
+from bot.runs.agents import resolve
+from bot.runs.prompt import (
     HIDDEN_RANGES,
     MAX_PROMPT_BYTES,
     SHIPPED_TEMPLATES,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.prompt import PromptContext, build_prompt, check_options, known_personas, known_plans, known_templates
+from bot.runs.prompt import PromptContext, build_prompt, check_options, known_personas, known_plans, known_templates
 from bot.settings import Settings
 
 

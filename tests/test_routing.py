@@ -2,9 +2,9 @@
 
 import pytest
 
-from bot.payloads import Payload
-from bot.routing import Router
-from bot.webhook import Event, verify
+from bot.intake.payloads import Payload
+from bot.intake.routing import Router
+from bot.intake.webhook import Event, verify
 from handlers import comments, labels, pulls, router
 
 from .helpers import SECRET, example

@@ -3,9 +3,9 @@
 
 import pytest
 
-from bot.dryrun import dry_run_issue
+from bot.runs.dryrun import dry_run_issue
 from bot.executor.docker import ContainerSpec
-from bot.executor.spec import INSTANCE_LABEL, RUN_LABEL
+from bot.runs.containers import INSTANCE_LABEL, RUN_LABEL
 from bot.settings import Limits
 from bot.workspace import recent_commits
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bot.executor.spec import ROLE_LABEL
+from bot.runs.containers import ROLE_LABEL
 from bot.store import RunRequest
 
 from .helpers import bot_comments, dispatch, ended, reported

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bot.payloads import PAYLOADS
-from bot.webhook import BadRequest, BadSignature, Event, sign, verify
+from bot.intake.payloads import PAYLOADS
+from bot.intake.webhook import BadRequest, BadSignature, Event, sign, verify
 
 from .helpers import EXAMPLES, SECRET, example
 

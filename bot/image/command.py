@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiodocker
 
-from ..settings import Settings
-from .build import ImageBuildError, Recipe, build
-from .recipe import Manifest, dockerfile
+from bot.settings import Settings
+from bot.image.build import ImageBuildError, Recipe, build
+from bot.image.recipe import Manifest, dockerfile
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,10 +6,10 @@ backend (``sqlite``) does. A second backend (PostgreSQL, for several bot replica
 the same methods next to it and reuses the rest.
 """
 
-from .model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run, RunRequest
-from .model import Census, RunEvent, Transition
-from .signals import Subscription
-from .sqlite import SqliteStore as Store
+from bot.store.model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import Census, RunEvent, Transition
+from bot.store.signals import Subscription
+from bot.store.sqlite import SqliteStore as Store
 
 __all__ = [
     "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",

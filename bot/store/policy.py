@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from .model import ACTIVE, PoolState
+from bot.store.model import ACTIVE, PoolState
 
 
 class LiveRun(NamedTuple):

@@ -5,13 +5,13 @@ The branch names a run works on come from ``bot.names`` and are handed on here w
 
 from bot.names import branch_choices, branch_for, branch_key, validate_branch
 
-from .blocked import clear_blocked, read_blocked, write_answer
-from .clones import Workspaces, parse_ids, recent_commits, remove_workspace
-from .files import UnsafeWorkspace, safe_read, safe_write
-from .git import GitError
-from .harvest import Commit, check_branch, commit_leftovers, commit_message, commits_since
-from .layout import Workspace, WorkspaceDir
-from .projects import Project, detect_project, qa_commands
+from bot.workspace.blocked import clear_blocked, read_blocked, write_answer
+from bot.workspace.clones import Workspaces, parse_ids, recent_commits, remove_workspace
+from bot.workspace.files import UnsafeWorkspace, safe_read, safe_write
+from bot.workspace.git import GitError
+from bot.workspace.commits import Commit, check_branch, commit_leftovers, commit_message, commits_since
+from bot.workspace.layout import Workspace, WorkspaceDir
+from bot.workspace.projects import Project, detect_project, qa_commands
 
 __all__ = [
     "Commit", "GitError", "Project", "UnsafeWorkspace", "Workspace", "WorkspaceDir", "Workspaces",

@@ -3,8 +3,8 @@ the answer waits for its next spell in ANSWER.md."""
 
 from __future__ import annotations
 
-from .files import real_dir, safe_read, safe_write
-from .layout import ANSWER, BLOCKED, Workspace
+from bot.workspace.files import real_dir, safe_read, safe_write
+from bot.workspace.layout import ANSWER, BLOCKED, Workspace
 
 MAX_BLOCKED_BYTES = 16 * 1024
 

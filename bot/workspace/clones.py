@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from bot.names import validate_branch, validate_key, validate_repo, validate_tag
 from bot.settings import GitIdentity, Settings
 
-from .files import chown, reclaim
-from .git import NETWORK_TIMEOUT, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
-from .layout import Workspace, WorkspaceDir
+from bot.workspace.files import chown, reclaim
+from bot.workspace.git import NETWORK_TIMEOUT, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
+from bot.workspace.layout import Workspace, WorkspaceDir
 
 
 def parse_ids(user: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.settings import GitIdentity
 
-from .layout import ANSWER, BLOCKED, Workspace
+from bot.workspace.layout import ANSWER, BLOCKED, Workspace
 
 # Files that make git read objects or refs from elsewhere on the host, or rewrite history so the
 # commits git log shows differ from those a push sends (grafts, shallow roots).

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .layout import Workspace
+from bot.workspace.layout import Workspace
 
 GIT_TIMEOUT = 120.0
 NETWORK_TIMEOUT = 900.0

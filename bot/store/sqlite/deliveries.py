@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from .rows import Session, marks
+from bot.store.sqlite.rows import Session, marks
 
 MAX_BATCH = 500  # deliveries written in one transaction at most
 OUTCOME_DELAY = 0.1  # seconds outcomes of handled deliveries may wait behind arrivals

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import aiosqlite
 
-from ..model import TERMINAL, Pruned
-from .rows import Session, marks
+from bot.store.model import TERMINAL, Pruned
+from bot.store.sqlite.rows import Session, marks
 
 BATCH = 5000
 # Facets a finished run no longer needs once its workspace is gone: what they remember only spares

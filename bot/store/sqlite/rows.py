@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..model import RUN_COLUMNS, OutboxItem, PoolState, Run
+from bot.store.model import RUN_COLUMNS, OutboxItem, PoolState, Run
 
 # The store's transaction helper as its parts get it: ``session("deliveries", atomic=False)``
 # holds the connection for statements that each commit alone, and tells subscribers once they did.

@@ -19,14 +19,14 @@ from typing import Any
 
 import aiosqlite
 
-from .. import policy
-from ..model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
-from ..signals import Subscription
-from . import retention, rows
-from .deliveries import DeliveryWriter
-from .rows import COLUMN_FACETS, marks
-from .schema import migrate
-from .views import Views
+from bot.store import policy
+from bot.store.model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.signals import Subscription
+from bot.store.sqlite import retention, rows
+from bot.store.sqlite.deliveries import DeliveryWriter
+from bot.store.sqlite.rows import COLUMN_FACETS, marks
+from bot.store.sqlite.schema import migrate
+from bot.store.sqlite.views import Views
 
 class SqliteStore(Views):
     def __init__(self, db: aiosqlite.Connection) -> None:

@@ -1,0 +1,147 @@
+"""Every sentence the bot says on the Forge, in one place."""
+
+from __future__ import annotations
+
+import datetime
+
+from bot.intake.commands import USAGE
+
+
+def marker(kind: str, key: str) -> str:
+    """A hidden marker that lets the bot find its own comment again instead of posting twice."""
+    return f"<!-- dispatchbot:{kind}:{key} -->"
+
+
+def help_text(agents: list[str], label_prefix: str) -> str:
+    commands = "\n".join(f"- `{usage}`" for usage in USAGE.values())
+    return (
+        "**dispatchbot** runs an AI coding agent on this issue or pull request.\n\n"
+        f"Commands (one per line, at the start of a line):\n{commands}\n\n"
+        f"Agents: {', '.join(f'`{a}`' for a in agents)}. Add `:<model>` to pick a model, "
+        f"for example `/dispatch {agents[0] if agents else 'codex'}:<model> fix the tests`.\n"
+        f"Labels: add `{label_prefix}<agent>` to an issue to dispatch that agent on it."
+    )
+
+
+def unknown_agent(spec: str, agents: list[str]) -> str:
+    return (
+        f"I don't know the agent `{spec}`. Known agents: {', '.join(f'`{a}`' for a in agents)}. "
+        "Try `/help` for the commands."
+    )
+
+
+def invalid_agent(spec: str, reason: str) -> str:
+    return f"`{spec}` can't be used as an agent: {reason}"
+
+
+def parse_error(error: str) -> str:
+    return f"I couldn't read that command: {error}. Try `/help` for the commands."
+
+
+def refused(login: str, repo: str, action: str) -> str:
+    return (
+        f"Sorry @{login}, only users with write access to {repo} can {action}. "
+        "A maintainer can run the command for you."
+    )
+
+
+def permission_check_refused(repo: str) -> str:
+    return (
+        f"I can't check who may use me here: the Forge refused to tell me collaborators' permissions on {repo}. "
+        "The bot's account needs admin access to the repository; until then I ignore commands from everyone "
+        "not listed in `allowed_users`."
+    )
+
+
+def fork_refused(number: int) -> str:
+    return (
+        f"Pull request #{number} comes from a fork; I only work on branches of this repository, "
+        "so I can't push to it. Open the pull request from a branch here, or ask on an issue."
+    )
+
+
+def review_needs_pull() -> str:
+    return "`/review` works on pull requests; on an issue, use `/dispatch <agent> <task>`."
+
+
+def nothing_to(action: str) -> str:
+    return f"There is no run to {action} here."
+
+
+STATE_TITLES = {
+    "queued": "⏳ queued",
+    "preparing": "🛠️ preparing the workspace",
+    "running": "🤖 running",
+    "qa": "🧪 checking the changes (QA)",
+    "harvesting": "📦 collecting the changes",
+    "completed": "✅ completed",
+    "failed": "❌ failed",
+    "blocked": "❓ waiting for an answer",
+    "cancelled": "🚫 cancelled",
+}
+
+
+TIME_TRACKING_OFF = "Time tracking is disabled on this repository, so the agent's time is not booked."
+
+
+def status_asked(login: str, at: float) -> str:
+    return f"Shown afresh at {format_time(at)} for @{login}'s `/status`."
+
+
+def status_comment(run, *, queue: str = "", links: str = "", note: str = "", asked: str = "") -> str:
+    """The one comment that shows a run's state; edited in place as the run moves on."""
+    lines = [
+        f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
+        "",
+        ("Started through the admin API" if run.trigger == "api" else f"Requested by @{run.requested_by}")
+        + (f": {_quote_task(run.task)}" if run.task else "."),
+    ]
+    if run.state == "queued" and queue:
+        lines.append(queue)
+    if run.started_at and run.state in ("running", "qa", "harvesting"):
+        lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
+    if run.state == "completed":
+        lines.append(links or "The agent finished with no changes.")
+        lines += _summary_lines(run)
+    if run.state == "failed":
+        lines.append(f"Reason: {run.reason}")
+        lines += _summary_lines(run)
+        tail_text = run.result.get("qa_log") or run.result.get("log_tail") or ""
+        if run.result.get("violations"):
+            lines.append("\n".join(f"- {v}" for v in run.result["violations"]))
+        if tail_text:
+            lines += ["", "<details><summary>Last lines of the log</summary>", "", "```", tail_text, "```", "</details>"]
+        lines.append("Comment `/retry` to run it again.")
+    if run.state == "blocked":
+        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(run.question), "",
+                  "Reply with `/answer <your answer>` to resume on the same branch."]
+    if run.state == "cancelled":
+        lines.append(run.reason or "Cancelled.")
+    if note:
+        lines += ["", f"_{note}_"]
+    if asked:
+        lines += ["", asked]
+    lines += ["", marker("run", str(run.id))]
+    return "\n".join(lines)
+
+
+def summary(text: str) -> str:
+    """The agent's final message under a short heading, quoted so its markdown stays inside."""
+    return "**The agent's summary**\n\n" + "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+
+
+def _summary_lines(run) -> list[str]:
+    return ["", summary(run.result["summary"]), ""] if run.result.get("summary") else []
+
+
+def _quote_task(task: str) -> str:
+    first = task.strip().splitlines()[0] if task.strip() else ""
+    return f"“{first[:200]}”"
+
+
+def _blockquote(text: str) -> str:
+    return "\n".join(f"> {line}" for line in text.strip().splitlines()[:40])
+
+
+def format_time(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,71 @@
+"""Stage 2, the agent: start its container, mark the run running, wait for the end, keep the output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bot.runs import final_message
+from bot import workspace as wsmod
+from bot.runs.agents import Agent
+from bot.executor.docker import DockerExecutor, ExecutorError, Exit
+from bot.runs.containers import container_spec
+from bot.logs import mask
+from bot.settings import Settings
+from bot.store import Run, Store
+from bot.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY = 2.0  # seconds between waits when the Docker engine's connection dropped
+
+
+async def start(
+    settings: Settings, store: Store, executor: DockerExecutor, run: Run, agent: Agent, ws: Workspace, prompt: str
+) -> Run | None:
+    """Start the agent on a ``preparing`` run; the running run, or None when it ended here.
+
+    A run cancelled meanwhile stays cancelled: its container is stopped before it does anything.
+    """
+    spec = container_spec(settings, run, agent, ws, agent.argv(prompt))
+    try:
+        container = await executor.start(spec)
+    except ExecutorError as e:
+        await store.transition(run.id, "failed", reason=str(e), expect=("preparing",))
+        return None
+    running = await store.transition(
+        run.id, "running", expect=("preparing",), container_id=container, started_at=time.time()
+    )
+    if running is None:  # cancelled while preparing
+        await executor.kill(container, settings.limits.grace)
+        await executor.remove(container)
+    return running
+
+
+async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> Exit:
+    """Wait for a running run's container until its deadline, keep its output, and remove it."""
+    deadline = (run.started_at or time.time()) + settings.limits.timeout
+    while True:
+        try:
+            exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
+            break
+        except ExecutorError as e:  # the engine's connection dropped: the container may still run
+            log.warning("run %s: lost the Docker engine while waiting, waiting again: %s", run.id, e)
+            await asyncio.sleep(RECONNECT_DELAY)
+    await _keep_logs(settings, executor, run, ws)
+    await executor.remove(run.container_id)
+    return exit
+
+
+async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:
+    """Keep the agent's output in ``.meta/`` (capped, secrets masked) before the container goes."""
+    secrets = settings.secrets()
+    limit = settings.limits.log_bytes
+    both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
+    out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
+    wsmod.safe_write(ws.meta / final_message.CONTAINER_LOG, both)
+    wsmod.safe_write(ws.meta / final_message.STDOUT_LOG, out)
+    last_message = wsmod.safe_read(ws.meta / final_message.LAST_MESSAGE, limit)  # written by the agent itself
+    if last_message:
+        wsmod.safe_write(ws.meta / final_message.LAST_MESSAGE, mask(last_message, secrets))

@@ -1,0 +1,181 @@
+"""The runner: claims queued runs under the pool limits and supervises each one to its end.
+
+Claims are one store transaction, so N simultaneous requests against a limit L start exactly L.
+Each claimed run gets a task that takes it through the pipeline's stages (``pipeline.flow``).
+The runner wakes when the store commits a change to runs, pools or flags, so whoever queues,
+answers, freezes or cancels only writes the store. Nothing lives only in memory: after a restart
+``adopt`` rebuilds the supervision from the store and from the containers' labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.executor.docker import ContainerInfo
+from bot.runs.containers import ROLE_LABEL, RUN_LABEL, containers
+from bot.runs.pipeline import flow
+from bot.runs.pipeline.tools import Tools
+from bot.store import ACTIVE, Run
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+        self.settings = tools.settings
+        self.store = tools.store
+        self.executor = tools.executor
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
+        self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
+        self._changes = tools.store.subscribe("runs", "pools", "flags")
+        self._loop: asyncio.Task[None] | None = None
+
+    # Life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.create_task(self._drain_loop(), name="runner")
+
+    async def stop(self) -> None:
+        """Stop supervising; containers keep running and are re-adopted at the next start."""
+        tasks = [t for t in (self._loop, *self._tasks.values(), *self._kills) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def freeze(self, frozen: bool, pool: str | None = None) -> None:
+        """Freeze or thaw the bot (or one pool) at run time; requests keep being queued."""
+        if pool is None:
+            await self.store.set_flag("frozen", "1" if frozen else "0")
+        else:
+            await self.store.set_pool_frozen(pool, frozen)
+
+    @property
+    def supervised(self) -> set[int]:
+        return set(self._tasks)
+
+    async def containers(self) -> list[ContainerInfo]:
+        """This bot's containers, running or not."""
+        return await containers(self.executor, self.settings.instance)
+
+    # Claiming -----------------------------------------------------------------------------
+
+    async def drain(self) -> list[Run]:
+        """Claim what the limits allow and launch it; returns the claimed runs."""
+        s = self.settings
+        claimed = await self.store.claim(
+            max_running=s.max_running,
+            pool_limits={name: pool.limit for name, pool in s.pools.items()},
+            spawn_intervals={name: pool.spawn_interval for name, pool in s.pools.items()},
+            frozen=s.frozen,
+            frozen_pools=frozenset(name for name, pool in s.pools.items() if pool.frozen),
+        )
+        for run in claimed:
+            self._supervise(run.id, flow.launch(self.tools, run))
+        return claimed
+
+    async def _drain_loop(self) -> None:
+        adopted = False
+        while True:
+            try:
+                if not adopted:
+                    await self.adopt()
+                    adopted = True
+                await self._stop_cancelled()
+                await self.drain()
+            except Exception:
+                log.exception("the runner could not drain the queue (is the Docker engine up?)")
+            await self._changes.wait(await self._next_wake())
+
+    async def _next_wake(self) -> float:
+        """Sleep until the drain timer, or earlier when a pool's spawn interval or pause ends."""
+        now = time.time()
+        wait = self.settings.schedule.drain
+        for pool in await self.store.pools():
+            interval = self.settings.pool_of(pool.name).spawn_interval
+            for at in (pool.paused_until, pool.last_spawn_at + interval if interval else 0.0):
+                if at > now:
+                    wait = min(wait, at - now + 0.05)
+        return max(wait, 0.05)
+
+    def _supervise(self, run_id: int, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"run-{run_id}")
+        self._tasks[run_id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._tasks.get(run_id) is t:
+                del self._tasks[run_id]
+                self._stopping.discard(run_id)
+            if not t.cancelled() and t.exception():
+                log.error("run %s: supervisor crashed", run_id, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    # Cancelling ---------------------------------------------------------------------------
+
+    async def _stop_cancelled(self) -> None:
+        """Stop every container (agent and QA) of a supervised run the store says is cancelled.
+
+        Level-triggered: a cancel is only a store write; the run's task then sees its containers
+        end, and each stage leaves a cancelled run as it is.
+        """
+        if not self._tasks:
+            return
+        active = {run.id for run in await self.store.runs(states=ACTIVE)}
+        for run_id in self._tasks.keys() - active - self._stopping:
+            run = await self.store.get(run_id)
+            if run is not None and run.state == "cancelled":
+                self._stopping.add(run_id)
+                task = asyncio.create_task(self._kill(run_id), name=f"kill-{run_id}")
+                self._kills.add(task)
+                task.add_done_callback(self._kills.discard)
+
+    async def _kill(self, run_id: int) -> None:
+        try:
+            mine = await containers(self.executor, self.settings.instance, run_id)
+            await asyncio.gather(*(self.executor.kill(c.id, self.settings.limits.grace) for c in mine))
+        except Exception:  # the engine may be away: the next wake-up tries again
+            log.exception("run %s: could not stop its containers", run_id)
+            self._stopping.discard(run_id)
+
+    # Restart ------------------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Rebuild supervision after a restart, from the store and the containers' labels.
+
+        A preparing run whose container exists goes on as running; one without a container is
+        queued again (nothing was started, so it cannot start twice). A running run is watched
+        again with its original deadline; one whose container is gone fails. Runs past the
+        agent (QA, harvesting) finish their pipeline, which is idempotent.
+        """
+        store = self.store
+        agents: dict[int, list[ContainerInfo]] = {}
+        for info in await self.containers():
+            if info.labels.get(ROLE_LABEL, "agent") == "agent":
+                agents.setdefault(int(info.labels[RUN_LABEL]), []).append(info)
+        for run in await store.runs(states=ACTIVE):
+            if run.id in self._tasks:
+                continue
+            mine = agents.get(run.id, [])
+            if run.state == "preparing":
+                if mine:
+                    adopted = await store.transition(
+                        run.id, "running", expect=("preparing",), container_id=mine[-1].id,
+                        started_at=mine[-1].created,
+                    )
+                    if adopted:
+                        self._supervise(run.id, flow.resume(self.tools, adopted))
+                else:
+                    await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
+            elif run.state == "running":
+                if any(c.id == run.container_id for c in mine):
+                    self._supervise(run.id, flow.resume(self.tools, run))
+                else:
+                    await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
+            else:
+                self._supervise(run.id, flow.resume(self.tools, run))

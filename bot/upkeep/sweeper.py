@@ -1,0 +1,119 @@
+"""Timed jobs on the app's event loop (APScheduler 3.11): report, sweep, reap, reconcile, retention.
+
+Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
+before deleting, and mark a workspace on one pass before deleting it on the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.executor.docker import DockerExecutor
+from bot.runs.containers import RUN_LABEL
+from bot.report.reporter import Reporter
+from bot.runs.runner import Runner
+from bot.services import Services
+from bot.store import ACTIVE, LIVE, Pruned
+from bot.workspace import Workspaces, remove_workspace, safe_write
+
+log = logging.getLogger(__name__)
+
+MIN_AGE = 30.0
+SWEEP_MARK = ".swept"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        services: Services,
+        runner: Runner,
+        executor: DockerExecutor,
+        workspaces: Workspaces,
+        reporter: Reporter,
+    ) -> None:
+        self.services = services
+        self.runner = runner
+        self.executor = executor
+        self.workspaces = workspaces
+        self._scheduler = AsyncIOScheduler()
+        every = services.settings.schedule
+        self.add("sweep", self.sweep, every.sweep)
+        self.add("reap", self.reap, every.reap)
+        self.add("reconcile", self.reconcile, every.reconcile)
+        self.add("retention", self.prune, every.retention)
+        self.add("report", reporter.sync, every.drain)
+        self.add("stopwatches", reporter.reconcile, every.reconcile)
+
+    def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
+        self._scheduler.add_job(
+            job, "interval", seconds=float(seconds), id=name, coalesce=True, max_instances=1,
+            misfire_grace_time=None,
+        )
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def reap(self, min_age: float = MIN_AGE) -> list[str]:
+        """Kill and remove our containers that belong to no active run; returns their ids."""
+        store = self.services.store
+        reaped = []
+        for info in await self.runner.containers():
+            if time.time() - info.created < min_age:
+                continue
+            run = await store.get(int(info.labels[RUN_LABEL]))  # re-read right before deciding
+            if run is not None and run.state in ACTIVE and run.id in self.runner.supervised:
+                continue
+            if run is not None and run.state in ACTIVE and run.container_id == info.id:
+                continue  # not yet re-adopted: reconcile will pick it up
+            log.warning("reaping container %s of run %s (%s)", info.name, run and run.id, run and run.state)
+            await self.executor.kill(info.id, self.services.settings.limits.grace)
+            await self.executor.remove(info.id)
+            reaped.append(info.id)
+        return reaped
+
+    async def reconcile(self) -> None:
+        """Settle runs nobody supervises: re-adopt or fail them from the containers' labels."""
+        await self.runner.adopt()
+
+    async def sweep(self) -> list[str]:
+        """Delete workspaces of finished runs past their age; mark first, delete on the next pass."""
+        settings = self.services.settings
+        store = self.services.store
+        deleted = []
+        for ws in self.workspaces.all():
+            mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
+            mark = ws.meta / SWEEP_MARK
+            last = max(mine, key=_ended) if mine else None
+            due = not any(r.state in LIVE for r in mine) and (
+                last is None or time.time() - _ended(last) > getattr(settings.sweep, last.state)
+            )
+            if not due:
+                mark.unlink(missing_ok=True)
+                continue
+            if not mark.exists():
+                safe_write(mark, str(time.time()))
+                continue
+            await remove_workspace(ws)
+            compacted = await store.compact(ws.owner, ws.repo, ws.key)  # its history goes with it
+            log.info("swept workspace %s and compacted its %d finished runs", ws.root, compacted)
+            deleted.append(str(ws.root))
+        return deleted
+
+    async def prune(self) -> Pruned:
+        """Drop the store's history past its retention, and give the space back."""
+        ages = self.services.settings.retention
+        pruned = await self.services.store.prune(bodies=ages.bodies, deliveries=ages.deliveries)
+        log.info("pruned the store: %s", pruned)
+        return pruned
+
+
+def _ended(run) -> float:
+    return run.ended_at or run.updated_at
