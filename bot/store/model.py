@@ -32,9 +32,30 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
 }
 
+# Named sets of states, read off the table above; each rule is stated here once.
+CANCELLABLE = tuple(s for s, nexts in TRANSITIONS.items() if "cancelled" in nexts)  # live or blocked
+RETRYABLE = tuple(s for s in TERMINAL if not TRANSITIONS[s] and s != "completed")  # failed, cancelled
+AT_WORK = ("running", *(s for s in TRANSITIONS["running"] if s in ACTIVE))  # the agent's time: the stopwatch runs
+
+
+def on_ref(options: Mapping[str, Any]) -> bool:
+    """Whether a run is on a branch or tag with no issue (an admin API dispatch): its options name the ref."""
+    return "ref" in options
+
+
+class _Target:
+    """What a request and its run share about where they work."""
+
+    options: dict[str, Any]
+
+    @property
+    def on_ref(self) -> bool:
+        """On a branch or tag, with no issue (an admin API dispatch): no issue text, no comments."""
+        return on_ref(self.options)
+
 
 @dataclass(frozen=True)
-class RunRequest:
+class RunRequest(_Target):
     """What a handler asks for; the store turns it into a queued run."""
 
     owner: str
@@ -54,13 +75,13 @@ class RunRequest:
 
     @property
     def workspace_key(self) -> str:
-        if "ref" in self.options:  # a branch or tag without an issue (admin API): one workspace per ref
+        if self.on_ref:  # one workspace per ref
             return branch_key(self.options["ref"], self.options.get("ref_type", "branch"))
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(_Target):
     id: int
     owner: str
     repo: str
