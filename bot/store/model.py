@@ -125,6 +125,15 @@ class Run(_Target):
         for a dispatch on a tag (its pull request goes into the default branch)."""
         return self.options["ref_sha"] if self.options.get("ref_type") == "tag" else ""
 
+    def again(self, *, trigger: str, requested_by: str, comment_id: int | None = None) -> RunRequest:
+        """The request that runs this failed or cancelled run again (``/retry``, the admin API): the
+        same agent, model, pool, task and options, in the same workspace."""
+        return RunRequest(
+            owner=self.owner, repo=self.repo, number=self.number, is_pull=self.is_pull, agent=self.agent,
+            model=self.model, pool=self.pool, review=self.review, task=self.task, trigger=trigger,
+            requested_by=requested_by, comment_id=comment_id, retry_of=self.id, options=self.options,
+        )
+
     @classmethod
     def draft(cls, req: RunRequest) -> Run:
         """A run that is never stored, for dry runs."""
