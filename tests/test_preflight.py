@@ -166,7 +166,7 @@ async def test_without_a_key_the_run_fails_at_once_with_the_reason_and_no_contai
     [run] = await ended(bot)
     reason = "codex needs `OPENAI_API_KEY` in the bot's environment or `credentials.codex`"
     assert (run.state, run.reason) == ("failed", reason)
-    assert [to for _, to, _ in await bot.store.transitions(run.id)] == ["queued", "preparing", "failed"]
+    assert [c.to_state for c in await bot.store.history(run.id)] == ["queued", "preparing", "failed"]
     assert created_containers(f"dispatchbot.instance={bot.settings.instance}", since) == []
     await reported(bot, run.id)
     [comment] = bot_comments(world, issue.number)

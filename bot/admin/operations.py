@@ -127,7 +127,9 @@ class RunSummary(BaseModel):
         return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec)
 
 
-class Transition(BaseModel):
+class StateChangeView(BaseModel):
+    """A line of a run's history, as the API shows it."""
+
     from_state: str | None
     to_state: str
     reason: str
@@ -136,7 +138,7 @@ class Transition(BaseModel):
 class RunDetail(RunSummary):
     question: str
     answer: str
-    transitions: list[Transition]
+    transitions: list[StateChangeView]
     links: dict[str, str]
     log_tail: str
 
@@ -168,7 +170,9 @@ async def _run(engine: Engine, run_id: int) -> Run:
 async def show_run(engine: Engine, run_id: int) -> RunDetail:
     run = await _run(engine, run_id)
     store = engine.services.store
-    transitions = [Transition(from_state=f, to_state=t, reason=r) for f, t, r in await store.transitions(run.id)]
+    transitions = [
+        StateChangeView(from_state=c.from_state, to_state=c.to_state, reason=c.reason) for c in await store.history(run.id)
+    ]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
         links=links(run, await store.reported(run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),

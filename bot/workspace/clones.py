@@ -100,11 +100,6 @@ class Workspaces:
         """Held by whoever updates or reads a mirror: a fetch may repack under a reader's feet."""
         return self._locks.setdefault((owner, repo), asyncio.Lock())
 
-    async def ensure_mirror(self, owner: str, repo: str) -> Path:
-        """Create or update the bare mirror."""
-        async with self._lock(owner, repo):
-            return await self._update_mirror(owner, repo)
-
     async def _update_mirror(self, owner: str, repo: str) -> Path:
         mirror = self.mirror_path(owner, repo)
         url = self.url(owner, repo)
