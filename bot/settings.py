@@ -64,6 +64,10 @@ class CustomAgent(BaseModel):
     credentials: list[str] = []
     pool: str | None = None
     review: bool = False
+    # Unset: what is known of the CLI named by argv[0] (``bot.runs.agents.CLIS``), if anything.
+    cli_endpoint: str = ""  # where the CLI sends its requests by default, shown by ``doctor``
+    install: str = ""  # how to get the CLI into an image that lacks it, in the preflight's refusal
+    prints_final_message: bool | None = None  # its stdout ends with its final message: the run's summary
 
     @field_validator("env")
     @classmethod

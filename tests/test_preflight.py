@@ -4,6 +4,7 @@ import io
 import subprocess
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -147,7 +148,7 @@ async def test_check_names_a_missing_image_and_a_missing_cli(images, agent_image
     assert await preflight.check(s, resolve(s, "aider"), {}, images) == (
         f"the image `{agent_image}` has no `aider` CLI; use an image that has `aider` on its PATH"
     )
-    assert preflight.cli_missing("img", "coderabbit") == (
+    assert preflight.cli_missing(replace(resolve(s, "coderabbit"), image="img")) == (
         "the image `img` has no `coderabbit` CLI; build the image with --coderabbit FILE"
     )
     assert await preflight.problem(s, "nobody", {}, images) == (

@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.runs import final_message
 from bot import workspace as wsmod
 from bot.runs.agents import UnknownAgent, known_agents, resolve, run_request
 from bot.runs.dryrun import dry_run
@@ -28,6 +27,7 @@ from bot.admin.pools import PoolsView, pools_view
 from bot.runs.prompt import check_options
 from bot.report import sentences
 from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
+from bot.workspace import layout
 
 API_USER = "api"  # requested_by of runs started through the API
 API_TRIGGER = "api"
@@ -194,12 +194,12 @@ async def log_tail(engine: Engine, run: Run) -> str:
 
 
 def _workspace_dir(engine: Engine, run: Run) -> Path:
-    return engine.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).root
 
 
 def _output_file(engine: Engine, run: Run) -> Path:
     """Where the agent stage keeps the container's output, once the container ended."""
-    return _workspace_dir(engine, run) / ".meta" / final_message.CONTAINER_LOG
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).meta / layout.CONTAINER_LOG
 
 
 async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
