@@ -127,6 +127,14 @@ class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
 
+    def env(self) -> dict[str, str]:
+        """The environment that makes git author and commit as this identity (the agent's container, the harvest)."""
+        return {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", self.name), ("EMAIL", self.email))
+        }
+
 
 class Settings(BaseSettings):
     """Every setting of the bot. See the README for each one's meaning."""
