@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from bot.store import PoolState, RunRequest, Store
+from bot.store import PoolState, RunRequest, RunResult, Store
 from bot.store.policy import Limits, LiveRun, claimable
 from bot.store.sqlite.schema import MIGRATIONS
 
@@ -262,7 +262,7 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
     unreported = await store.request_run(request(1, agent="claude"), trigger_key="b")
     other = await store.request_run(request(2), trigger_key="c")
     for run in (done, unreported, other):
-        await store.transition(run.id, "cancelled", result={"log_tail": "x" * 4000, "pushed": False})
+        await store.transition(run.id, "cancelled", result=RunResult(log_tail="x" * 4000, pushed=False))
     for run_id in (done.id, other.id):
         await store.set_reported(run_id, "comment_id", 77)
         await store.set_reported(run_id, "comment_body", "the status comment's text")
@@ -272,7 +272,7 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
     assert await store.runs_to_report() == [await store.get(unreported.id)]
     assert await store.compact("acme", "widgets", "issue-1") == 1  # the unreported one waits
     assert await store.history(done.id) == []
-    assert (await store.get(done.id)).result == {"pushed": False}  # the log tail went with the workspace
+    assert (await store.get(done.id)).result == RunResult(pushed=False)  # the log tail went with the workspace
     kept = {"comment_id": 77, "stopwatch": ["stopped", 1.0], "version": (await store.get(done.id)).version}
     assert await store.reported(done.id) == kept  # the comment's text and the label went
     assert len(await store.history(unreported.id)) == 2 and len(await store.history(other.id)) == 2

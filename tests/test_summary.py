@@ -46,7 +46,7 @@ async def test_codex_final_message_is_the_summary_in_the_pull_request_and_the_st
     meta = bot.settings.data_dir / "workspaces/acme/widgets/issue-1/.meta"
     final = (meta / layout.LAST_MESSAGE).read_text().strip()
     assert final.startswith("Done: record agent notes (committed ") and "argv:" not in final
-    assert run.result["summary"] == final
+    assert run.result.summary == final
     quoted = f"**The agent's summary**\n\n> {final}"
     [pull] = forge.pulls(repo)
     assert quoted in pull.issue.body
@@ -60,7 +60,7 @@ async def test_claude_final_stdout_is_the_summary(world, engine_bot):
     issue = await dispatch(world, "/dispatch claude look around scenario:no-change")
     [run] = await ended(bot)
     run = await reported(bot, run.id)
-    assert run.result["summary"] == "Looked around; nothing needs to change."
+    assert run.result.summary == "Looked around; nothing needs to change."
     [comment] = bot_comments(world, issue.number)
     assert "> Looked around; nothing needs to change." in comment.body
 
@@ -71,10 +71,10 @@ async def test_a_final_message_of_an_earlier_run_is_not_reused(world, engine_bot
     bot = await engine_bot()
     issue = await dispatch(world, "/dispatch codex look scenario:no-change")
     [first] = await ended(bot)
-    assert first.result["summary"] == "Looked around; nothing needs to change."
+    assert first.result.summary == "Looked around; nothing needs to change."
     await forge.create_comment(repo, issue.number, bob, "/dispatch codex break scenario:fail")
     runs = await ended(bot, count=2)
     second = await reported(bot, runs[-1].id)
-    assert second.state == "failed" and second.result["summary"] == ""
+    assert second.state == "failed" and second.result.summary == ""
     second_comment = [c for c in bot_comments(world, issue.number) if f"run {second.id} " in c.body]
     assert second_comment and "The agent's summary" not in second_comment[0].body

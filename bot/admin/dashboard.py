@@ -188,7 +188,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     run = await _run(request)
     links = await _links(d, [run])
     history = await d.store.history(run.id)
-    log_tail = str(run.result.get("log_tail") or run.result.get("qa_log") or "")
+    log_tail = run.result.log_tail or run.result.qa_log
     position = await d.store.queue_position(run.id) if run.state == "queued" else None
     return _html(lambda nonce: pages.run_page(
         run=run, links=links[run.id], history=history, log_tail=log_tail, live=run.state in LIVE,

@@ -244,7 +244,7 @@ class Reporter:
             review = await publish.post_review(self.forge, run)
             reported["review"] = review["id"]
             await self.store.set_reported(run.id, "review", review["id"])
-        if run.state == "completed" and not run.review and not run.is_pull and run.result.get("pushed") \
+        if run.state == "completed" and not run.review and not run.is_pull and run.result.pushed \
                 and "pull" not in reported:
             pull = await publish.open_pull(self.forge, run, run_url)
             reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}
@@ -372,11 +372,11 @@ class Reporter:
         found = links(run, reported, self.services.settings.forge_url)
         if run.review:
             return f"The review is posted on the pull request: {found['review']}" if "review" in found else ""
-        commits = run.result.get("commits") or []
+        commits = run.result.commits
         if not commits:
             return ""
         listed = "\n".join(f"- {c}" for c in commits[:20])
-        pushed = f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
+        pushed = f"Pushed {len(commits)} commit(s) to `{run.result.branch or run.branch}`:\n{listed}"
         if "pull" in reported:
             return f"Pull request: #{reported['pull']['number']} {found['pull_request']}\n\n{pushed}"
         return pushed

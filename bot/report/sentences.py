@@ -107,9 +107,9 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     if run.state == "failed":
         lines.append(f"Reason: {run.reason}")
         lines += _summary_lines(run)
-        tail_text = run.result.get("qa_log") or run.result.get("log_tail") or ""
-        if run.result.get("violations"):
-            lines.append("\n".join(f"- {v}" for v in run.result["violations"]))
+        tail_text = run.result.qa_log or run.result.log_tail
+        if run.result.violations:
+            lines.append("\n".join(f"- {v}" for v in run.result.violations))
         if tail_text:
             lines += ["", "<details><summary>Last lines of the log</summary>", "", "```", tail_text, "```", "</details>"]
         lines.append("Comment `/retry` to run it again.")
@@ -132,7 +132,7 @@ def summary(text: str) -> str:
 
 
 def _summary_lines(run) -> list[str]:
-    return ["", summary(run.result["summary"]), ""] if run.result.get("summary") else []
+    return ["", summary(run.result.summary), ""] if run.result.summary else []
 
 
 def _quote_task(task: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 from bot.names import branch_key
@@ -52,6 +52,30 @@ class _Target:
     def on_ref(self) -> bool:
         """On a branch or tag, with no issue (an admin API dispatch): no issue text, no comments."""
         return on_ref(self.options)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced, written by its stages; kept as JSON in the run's ``result`` column. Every
+    field has a default, so rows written before a field existed (or pruned of it) still load."""
+
+    log_tail: str = ""  # the end of the agent's output (judge); pruned with the workspace
+    summary: str = ""  # the agent's final message (judge)
+    review: str = ""  # a review's findings (the review's stdout)
+    qa_log: str = ""  # the failed QA command's output; pruned with the workspace
+    branch: str = ""  # the branch harvested and its base (harvest)
+    base: str = ""
+    commits: list[str] = field(default_factory=list)  # "<sha> <subject>", oldest first
+    pushed: bool = False
+    violations: list[str] = field(default_factory=list)  # the branch rules the changes broke
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,7 @@ class Run(_Target):
     head_sha: str
     container_id: str
     exit_code: int | None
-    result: dict[str, Any]
+    result: RunResult
     retry_of: int | None
     created_at: float
     updated_at: float
@@ -141,7 +165,7 @@ class Run(_Target):
         return cls(
             **req.__dict__, id=0, state="queued", reason="", question="", answer="", attempts=0,
             workspace_key=req.workspace_key, branch="", base_branch="", head_sha="", container_id="",
-            exit_code=None, result={}, created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
+            exit_code=None, result=RunResult(), created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
         )
 
     @classmethod
@@ -150,7 +174,7 @@ class Run(_Target):
         data = {name: row[name] for name in RUN_COLUMNS}
         data["is_pull"] = bool(data["is_pull"])
         data["review"] = bool(data["review"])
-        data["result"] = json.loads(data["result"])
+        data["result"] = RunResult.from_json(data["result"])
         data["options"] = json.loads(data["options"])
         return cls(**data)
 

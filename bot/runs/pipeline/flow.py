@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 from bot.runs import preflight
 from bot.runs.agents import resolve
@@ -91,7 +92,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
     if run.review:
         review = safe_read(ws.meta / layout.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
-                               result={**run.result, "review": review})
+                               result=replace(run.result, review=review))
         return
     if run.state == "running":
         run = await store.transition(run.id, "qa", expect=("running",))
@@ -101,7 +102,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         failed = await run_qa(tools.settings, store, tools.executor, run, ws)
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
-                                   result={**run.result, "qa_log": failed[1]})
+                                   result=replace(run.result, qa_log=failed[1]))
             return
         run = await store.transition(run.id, "harvesting", expect=("qa",))
         if run is None:
