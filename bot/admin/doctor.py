@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bot.runs import preflight
 from bot.runs.agents import PRESETS, Agent, known_agents, resolve
 from bot.executor.docker import DockerExecutor, ExecutorError, ImageInfo
+from bot.image.build import RECIPE_LABEL
 from bot.settings import Settings
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def endpoint(agent: Agent) -> str:
 def _image_state(image: ImageInfo | None) -> str:
     if image is None:
         return "missing"
-    recipe = image.labels.get(preflight.RECIPE_LABEL)
+    recipe = image.labels.get(RECIPE_LABEL)
     return f"present, recipe {recipe[:12]}" if recipe else "present"
 
 

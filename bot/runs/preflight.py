@@ -21,13 +21,11 @@ from pathlib import Path
 
 from bot.runs.agents import Agent, resolve
 from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError, ImageInfo
+from bot.image.build import CLIS_LABEL  # set by the agent image builder
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Set by the agent image builder: JSON {cli name: version} of the CLIs inside, and the recipe's hash.
-CLIS_LABEL = "dispatchbot.clis"
-RECIPE_LABEL = "dispatchbot.recipe"
 # Marks short check containers (``Images.run``); they carry no run label, so the reaper skips them.
 PROBE_LABEL = "dispatchbot.probe"
 PROBE_TIMEOUT = 30.0
