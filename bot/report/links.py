@@ -13,7 +13,7 @@ def links(run: Run, reported: Mapping[str, Any], forge_url: str) -> dict[str, st
     """``issue`` (an issue or pull request), or ``branch`` or ``tag`` for a run with no issue
     (number 0); then ``status_comment``, ``pull_request`` and ``review`` once they exist."""
     repo = f"{forge_url.rstrip('/')}/{run.owner}/{run.repo}"
-    if "ref" in run.options:
+    if run.on_ref:
         kind = run.options.get("ref_type", "branch")
         found = {kind: f"{repo}/src/{kind}/{run.options['ref']}"}
     else:

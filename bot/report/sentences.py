@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from bot.intake.commands import USAGE
+from bot.store import AT_WORK
 
 
 def marker(kind: str, key: str) -> str:
@@ -98,7 +99,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     ]
     if run.state == "queued" and queue:
         lines.append(queue)
-    if run.started_at and run.state in ("running", "qa", "harvesting"):
+    if run.started_at and run.state in AT_WORK:
         lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
     if run.state == "completed":
         lines.append(links or "The agent finished with no changes.")

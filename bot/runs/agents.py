@@ -17,10 +17,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.executor.docker import Mount
 from bot.names import validate_agent, validate_model
 from bot.settings import CustomAgent, Settings
+from bot.store import RunRequest
 
 PROMPT = "{prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|model)\}")
@@ -252,6 +254,30 @@ def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> A
 def _checked_model(model: str) -> str:
     """Checked after defaults apply: a configured default ends up in argv just like user input."""
     return validate_model(model) if model else model
+
+
+def run_request(
+    spec: str,
+    agent: Agent,
+    *,
+    owner: str,
+    repo: str,
+    number: int,
+    is_pull: bool,
+    task: str,
+    trigger: str,
+    requested_by: str,
+    review: bool = False,
+    comment_id: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> RunRequest:
+    """The request for a run of ``agent``, resolved from ``spec``: its name, the model it keeps, its
+    pool, and a review when asked for or when the agent only reviews."""
+    return RunRequest(
+        owner=owner, repo=repo, number=number, is_pull=is_pull, agent=agent.name, model=stored_model(spec, agent),
+        pool=agent.pool, review=review or agent.review, task=task, trigger=trigger, requested_by=requested_by,
+        comment_id=comment_id, options=options or {},
+    )
 
 
 def stored_model(spec: str, agent: Agent) -> str:

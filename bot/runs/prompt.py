@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from bot.settings import Settings
+from bot.store.model import on_ref
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
 
 SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
@@ -124,7 +125,7 @@ def save_prompt(ws: Workspace, text: str) -> None:
 
 def _repo_section(ctx: PromptContext) -> str:
     kind = "pull request" if ctx.is_pull else "issue"
-    what = "the operator, with no issue" if "ref" in ctx.options else f"{kind} #{ctx.number}"
+    what = "the operator, with no issue" if on_ref(ctx.options) else f"{kind} #{ctx.number}"
     return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {what}"
 
 
@@ -223,7 +224,7 @@ def render_plan(name: str, variables: dict[str, str]) -> str:
 
 
 def _issue_section(ctx: PromptContext) -> str:
-    if "ref" in ctx.options:
+    if on_ref(ctx.options):
         return "(none: the task above is the whole request)"
     kind = "Pull request" if ctx.is_pull else "Issue"
     title = f"{kind} #{ctx.number}: {_one_line(ctx.issue_title, TITLE_CHARS)}"

@@ -32,9 +32,30 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
 }
 
+# Named sets of states, read off the table above; each rule is stated here once.
+CANCELLABLE = tuple(s for s, nexts in TRANSITIONS.items() if "cancelled" in nexts)  # live or blocked
+RETRYABLE = tuple(s for s in TERMINAL if not TRANSITIONS[s] and s != "completed")  # failed, cancelled
+AT_WORK = ("running", *(s for s in TRANSITIONS["running"] if s in ACTIVE))  # the agent's time: the stopwatch runs
+
+
+def on_ref(options: Mapping[str, Any]) -> bool:
+    """Whether a run is on a branch or tag with no issue (an admin API dispatch): its options name the ref."""
+    return "ref" in options
+
+
+class _Target:
+    """What a request and its run share about where they work."""
+
+    options: dict[str, Any]
+
+    @property
+    def on_ref(self) -> bool:
+        """On a branch or tag, with no issue (an admin API dispatch): no issue text, no comments."""
+        return on_ref(self.options)
+
 
 @dataclass(frozen=True)
-class RunRequest:
+class RunRequest(_Target):
     """What a handler asks for; the store turns it into a queued run."""
 
     owner: str
@@ -54,13 +75,13 @@ class RunRequest:
 
     @property
     def workspace_key(self) -> str:
-        if "ref" in self.options:  # a branch or tag without an issue (admin API): one workspace per ref
+        if self.on_ref:  # one workspace per ref
             return branch_key(self.options["ref"], self.options.get("ref_type", "branch"))
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(_Target):
     id: int
     owner: str
     repo: str
@@ -103,6 +124,15 @@ class Run:
         """The commit a new branch starts from when it is not its base branch's head: a tag's,
         for a dispatch on a tag (its pull request goes into the default branch)."""
         return self.options["ref_sha"] if self.options.get("ref_type") == "tag" else ""
+
+    def again(self, *, trigger: str, requested_by: str, comment_id: int | None = None) -> RunRequest:
+        """The request that runs this failed or cancelled run again (``/retry``, the admin API): the
+        same agent, model, pool, task and options, in the same workspace."""
+        return RunRequest(
+            owner=self.owner, repo=self.repo, number=self.number, is_pull=self.is_pull, agent=self.agent,
+            model=self.model, pool=self.pool, review=self.review, task=self.task, trigger=trigger,
+            requested_by=requested_by, comment_id=comment_id, retry_of=self.id, options=self.options,
+        )
 
     @classmethod
     def draft(cls, req: RunRequest) -> Run:

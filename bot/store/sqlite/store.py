@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import CANCELLABLE, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -117,14 +117,14 @@ class SqliteStore(Views):
     async def request_run(
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
-        """Queue a run unless its trigger was seen before, or (labels) one is already live."""
+        """Queue a run unless its trigger was seen before, or (labels) one is not over yet (live or blocked)."""
         async with self._tx("runs", "triggers", "transitions") as db:
             if unless_active:
                 live = await (
                     await db.execute(
                         f"SELECT 1 FROM runs WHERE owner = ? AND repo = ? AND number = ? AND agent = ?"
-                        f" AND state IN ({marks(LIVE + ('blocked',))})",
-                        (req.owner, req.repo, req.number, req.agent, *LIVE, "blocked"),
+                        f" AND state IN ({marks(CANCELLABLE)})",
+                        (req.owner, req.repo, req.number, req.agent, *CANCELLABLE),
                     )
                 ).fetchone()
                 if live:
