@@ -24,6 +24,7 @@ from aiohttp import web
 from bot.admin import dashboard_html as pages
 from bot.executor.docker import DockerExecutor, ExecutorError
 from bot.report.links import links as forge_links
+from bot.report.shown import Shown
 from bot.logs import mask
 from bot.admin.metrics import CONTENT_TYPE, Metrics
 from bot.admin.pools import pools_view
@@ -206,7 +207,7 @@ async def _run(request: web.Request) -> Run:
 async def _links(d: Dashboard, runs: list[Run]) -> dict[int, dict[str, str]]:
     """Each run's place on the Forge, from what the reporter stored when it showed it there."""
     reported = await d.store.reported_facets({r.id for r in runs}, ("comment_url", "pull", "review"))
-    return {run.id: forge_links(run, reported.get(run.id, {}), d.settings.forge_url or "") for run in runs}
+    return {run.id: forge_links(run, Shown.of(reported.get(run.id, {})), d.settings.forge_url or "") for run in runs}
 
 
 # The live log ---------------------------------------------------------------------------------
