@@ -413,7 +413,7 @@ async def figure_prep(world: World, history_mb: int, commits: int, reps: int) ->
         work / "data", forge.url, SecretStr(world.bot_user.token), GitIdentity(), owner="1000:1000"
     )
     start = time.perf_counter()
-    await workspaces.ensure_mirror("acme", repo.name)
+    await workspaces.tag_commit("acme", repo.name, "none")  # clones the mirror first, as a dispatch on a tag does
     result.mirror_clone_s = time.perf_counter() - start
 
     log(f"prep: {reps} x Workspaces.prepare (warm mirror), git clone over HTTP, git clone --no-local file://")

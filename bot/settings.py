@@ -64,6 +64,10 @@ class CustomAgent(BaseModel):
     credentials: list[str] = []
     pool: str | None = None
     review: bool = False
+    # Unset: what is known of the CLI named by argv[0] (``bot.runs.agents.CLIS``), if anything.
+    cli_endpoint: str = ""  # where the CLI sends its requests by default, shown by ``doctor``
+    install: str = ""  # how to get the CLI into an image that lacks it, in the preflight's refusal
+    prints_final_message: bool | None = None  # its stdout ends with its final message: the run's summary
 
     @field_validator("env")
     @classmethod
@@ -124,6 +128,14 @@ class Retention(BaseModel):
 class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
+
+    def env(self) -> dict[str, str]:
+        """The environment that makes git author and commit as this identity (the agent's container, the harvest)."""
+        return {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", self.name), ("EMAIL", self.email))
+        }
 
 
 class Settings(BaseSettings):

@@ -155,7 +155,7 @@ async def test_completion_applies_to_the_run_whose_container_ended(world, engine
     states = {r.agent: r.state for r in runs}
     assert states == {"codex": "completed", "claude": "failed"}
     for run in runs:
-        moves = [to for _, to, _ in await bot.store.transitions(run.id)]
+        moves = [c.to_state for c in await bot.store.history(run.id)]
         assert moves.count(run.state) == 1
 
 
@@ -208,7 +208,7 @@ async def test_an_answered_run_resumes_in_its_workspace_and_is_supervised(world,
     await bot.wait_for(lambda: _state(bot, run.id, "completed"), timeout=60)
     run = await bot.store.get(run.id)
     assert run.attempts == 2 and run.answer == "use the v2 API" and run.result["pushed"]
-    moves = [to for _, to, _ in await bot.store.transitions(run.id)]
+    moves = [c.to_state for c in await bot.store.history(run.id)]
     assert moves == ["queued", "preparing", "running", "blocked", "queued", "preparing", "running", "qa",
                      "harvesting", "completed"]
 

@@ -22,15 +22,6 @@ from bot.runs.agents import PRESETS, Agent, known_agents, resolve
 from bot.executor.docker import DockerExecutor, ExecutorError, ImageInfo
 from bot.settings import Settings
 
-# Where each CLI sends its requests when no base URL is set in the agent's environment.
-DEFAULT_ENDPOINTS = {
-    "codex": "https://api.openai.com/v1",
-    "claude": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-    "coderabbit": "https://api.coderabbit.ai",
-}
-
-
 @dataclass(frozen=True)
 class AgentReport:
     name: str
@@ -65,8 +56,7 @@ def endpoint(agent: Agent) -> str:
     """The agent's configured base URL (``base_urls``, ``ollama_url``), else the CLI's default."""
     if agent.endpoint:
         return agent.endpoint
-    default = DEFAULT_ENDPOINTS.get(agent.template[0] if agent.template else "")
-    return f"{default} (the CLI's default)" if default else "the CLI's default"
+    return f"{agent.cli_endpoint} (the CLI's default)" if agent.cli_endpoint else "the CLI's default"
 
 
 def _image_state(image: ImageInfo | None) -> str:

@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.runs import final_message
 from bot import workspace as wsmod
 from bot.runs.agents import UnknownAgent, known_agents, resolve, run_request
 from bot.runs.dryrun import dry_run
@@ -29,6 +28,7 @@ from bot.admin.pools import PoolsView, pools_view
 from bot.runs.prompt import check_options
 from bot.report import sentences
 from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
+from bot.workspace import layout
 
 API_USER = "api"  # requested_by of runs started through the API
 API_TRIGGER = "api"
@@ -128,7 +128,9 @@ class RunSummary(BaseModel):
         return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec)
 
 
-class Transition(BaseModel):
+class StateChangeView(BaseModel):
+    """A line of a run's history, as the API shows it."""
+
     from_state: str | None
     to_state: str
     reason: str
@@ -137,7 +139,7 @@ class Transition(BaseModel):
 class RunDetail(RunSummary):
     question: str
     answer: str
-    transitions: list[Transition]
+    transitions: list[StateChangeView]
     links: dict[str, str]
     log_tail: str
 
@@ -169,7 +171,9 @@ async def _run(engine: Engine, run_id: int) -> Run:
 async def show_run(engine: Engine, run_id: int) -> RunDetail:
     run = await _run(engine, run_id)
     store = engine.services.store
-    transitions = [Transition(from_state=f, to_state=t, reason=r) for f, t, r in await store.transitions(run.id)]
+    transitions = [
+        StateChangeView(from_state=c.from_state, to_state=c.to_state, reason=c.reason) for c in await store.history(run.id)
+    ]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
         links=links(run, await shown(store, run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
@@ -191,12 +195,12 @@ async def log_tail(engine: Engine, run: Run) -> str:
 
 
 def _workspace_dir(engine: Engine, run: Run) -> Path:
-    return engine.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).root
 
 
 def _output_file(engine: Engine, run: Run) -> Path:
     """Where the agent stage keeps the container's output, once the container ended."""
-    return _workspace_dir(engine, run) / ".meta" / final_message.CONTAINER_LOG
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).meta / layout.CONTAINER_LOG
 
 
 async def cancel_run(engine: Engine, run_id: int) -> RunSummary:

@@ -371,7 +371,7 @@ class DockerExecutor:
                 raise ExecutorError(f"cannot remove container {container_id[:12]}: {e.message}") from e
         self._killed.discard(container_id)
 
-    async def list(self, label: str = "dispatchbot.run") -> list[ContainerInfo]:
+    async def list(self, label: str) -> list[ContainerInfo]:
         """Every container, running or not, carrying ``label`` (``key`` or ``key=value``)."""
         filters = json.dumps({"label": [label]})
         containers = await self._docker.containers.list(all=True, filters=filters)

@@ -32,8 +32,6 @@ RECIPE_LABEL = "dispatchbot.recipe"
 PROBE_LABEL = "dispatchbot.probe"
 PROBE_TIMEOUT = 30.0
 _SHELL_RAN = "dispatchbot-probe"
-# CLIs no registry ships, and how to get one into the image.
-ADD_CLI = {"coderabbit": "build the image with --coderabbit FILE"}
 
 
 def credentials_setting(settings: Settings, agent: Agent) -> str:
@@ -70,9 +68,10 @@ async def image_state(executor: DockerExecutor, image: str) -> str:
         return "unknown"
 
 
-def cli_missing(image: str, cli: str) -> str:
-    how = ADD_CLI.get(cli, f"use an image that has `{cli}` on its PATH")
-    return f"the image `{image}` has no `{cli}` CLI; {how}"
+def cli_missing(agent: Agent) -> str:
+    cli = agent.template[0]
+    how = agent.install or f"use an image that has `{cli}` on its PATH"
+    return f"the image `{agent.image}` has no `{cli}` CLI; {how}"
 
 
 def listed_clis(image: ImageInfo) -> dict[str, str]:
@@ -149,7 +148,7 @@ async def check(settings: Settings, agent: Agent, environ: Mapping[str, str], im
         if image is None:
             problems.append(image_missing(settings, agent.image))
         elif agent.template and await images.has_cli(image, agent.template[0]) is False:
-            problems.append(cli_missing(agent.image, agent.template[0]))
+            problems.append(cli_missing(agent))
     except ExecutorError as e:
         log.warning("preflight could not inspect the image of %s: %s", agent.name, e)
     return "; ".join(problems) or None

@@ -23,6 +23,7 @@ import yaml
 from bot.settings import Settings
 from bot.store.model import on_ref
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
+from bot.workspace import layout
 
 SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
 PERSONAS = files("bot") / "personas"
@@ -120,7 +121,7 @@ async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
 
 def save_prompt(ws: Workspace, text: str) -> None:
     """Kept in .meta for the record and for debugging a run."""
-    safe_write(ws.meta / "prompt.md", text)
+    safe_write(ws.meta / layout.PROMPT, text)
 
 
 def _repo_section(ctx: PromptContext) -> str:

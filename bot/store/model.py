@@ -194,7 +194,9 @@ class Pruned:
 # What the dashboard and the metrics read ------------------------------------------------------
 
 
-class Transition(NamedTuple):
+class StateChange(NamedTuple):
+    """One line of a run's history, as the transitions table keeps it."""
+
     id: int
     run_id: int
     from_state: str | None

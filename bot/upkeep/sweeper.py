@@ -20,11 +20,11 @@ from bot.runs.runner import Runner
 from bot.services import Services
 from bot.store import ACTIVE, LIVE, Pruned
 from bot.workspace import Workspaces, remove_workspace, safe_write
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
 MIN_AGE = 30.0
-SWEEP_MARK = ".swept"
 
 
 class Scheduler:
@@ -83,7 +83,7 @@ class Scheduler:
         deleted = []
         for ws in self.workspaces.all():
             mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
-            mark = ws.meta / SWEEP_MARK
+            mark = ws.meta / layout.SWEPT
             last = max(mine, key=_ended) if mine else None
             due = not any(r.state in LIVE for r in mine) and (
                 last is None or time.time() - _ended(last) > getattr(settings.sweep, last.state)

@@ -11,7 +11,6 @@ import logging
 import os
 
 from bot.runs import preflight
-from bot.runs import final_message
 from bot.runs.agents import resolve
 from bot.forge.client import ForgeError
 from bot.logs import mask
@@ -23,6 +22,7 @@ from bot.runs.pipeline.qa import run_qa
 from bot.runs.pipeline.tools import Tools
 from bot.store import ACTIVE, Run
 from bot.workspace import Workspace, branch_choices, safe_read
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
     Resumable from ``qa`` or ``harvesting``."""
     store = tools.store
     if run.review:
-        review = safe_read(ws.meta / final_message.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
+        review = safe_read(ws.meta / layout.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
                                result={**run.result, "review": review})
         return

@@ -232,12 +232,6 @@ class SqliteStore(Views):
             await rows.update_run(db, run_id, {"branch": branch, "updated_at": time.time()})
             return await rows.get_run(db, run_id)
 
-    async def transitions(self, run_id: int) -> list[tuple[str | None, str, str]]:
-        found = await self._all(
-            "SELECT from_state, to_state, reason FROM transitions WHERE run_id = ? ORDER BY id", (run_id,)
-        )
-        return [(r["from_state"], r["to_state"], r["reason"]) for r in found]
-
     async def claim(
         self,
         *,
