@@ -100,7 +100,9 @@ class Sweep(BaseModel):
 
 
 class Schedule(BaseModel):
-    """Intervals of the scheduler's jobs, in seconds."""
+    """Intervals in seconds: each worker's resync period (``drain``: the runner and the reporter look
+    again even when nothing woke them), their slower passes (``reconcile``: the runner re-adopts runs
+    nobody supervises, the reporter removes stray stopwatches) and the sweeper's jobs."""
 
     drain: float = 30.0
     sweep: float = 3600.0

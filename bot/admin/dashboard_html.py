@@ -11,7 +11,7 @@ import datetime
 import html
 from collections.abc import Iterable
 
-from bot.admin.pools import PoolView
+from bot.store.pools import PoolView
 from bot.store import Run, StateChange
 
 STYLE = """

@@ -21,9 +21,10 @@ from bot.executor.docker import ExecutorError
 from bot.forge.client import ForgeError
 from bot.forge.paths import Repo
 from bot.report.links import links
+from bot.report.shown import shown
 from bot.logs import mask
 from bot.intake.payloads import PullRequest
-from bot.admin.pools import PoolsView, pools_view
+from bot.store.pools import PoolsView, pools_view
 from bot.runs.prompt import check_options
 from bot.report import sentences
 from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
@@ -175,7 +176,7 @@ async def show_run(engine: Engine, run_id: int) -> RunDetail:
     ]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
-        links=links(run, await store.reported(run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
+        links=links(run, await shown(store, run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 from bot.intake.commands import USAGE
 from bot.store import AT_WORK
@@ -124,6 +125,29 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
+    """Why a queued run waits, for its status comment."""
+    if frozen:
+        return "The bot is frozen; the run will start when it is unfrozen."
+    if paused_until > time.time():
+        return f"Pool `{pool}` is backing off after repeated quick failures until {format_time(paused_until)}."
+    return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
+
+
+def run_links(run, found: dict[str, str], pull: int | None) -> str:
+    """The review, or the pushed commits and their pull request, for a run's status comment."""
+    if run.review:
+        return f"The review is posted on the pull request: {found['review']}" if "review" in found else ""
+    commits = run.result.commits
+    if not commits:
+        return ""
+    listed = "\n".join(f"- {c}" for c in commits[:20])
+    pushed = f"Pushed {len(commits)} commit(s) to `{run.result.branch or run.branch}`:\n{listed}"
+    if pull is not None:
+        return f"Pull request: #{pull} {found['pull_request']}\n\n{pushed}"
+    return pushed
 
 
 def summary(text: str) -> str:

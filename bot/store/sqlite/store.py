@@ -352,8 +352,9 @@ class SqliteStore(Views):
                     (retry_at, error, item_id),
                 )
 
-    async def next_outbox_at(self) -> float | None:
-        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL")
+    async def next_outbox_at(self, after: float = 0.0) -> float | None:
+        """When the next pending item falls due, among those not due by ``after``."""
+        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL AND next_at > ?", (after,))
         return found[0]["t"]
 
     async def runs_to_report(self) -> list[Run]:
