@@ -1,0 +1,69 @@
+"""Red team: containers running code the agent wrote never share a workspace with host git.
+
+A QA command is the repository's own code, edited by the agent: here it ignores SIGTERM, the worst
+it can do short of escaping. The proof is Docker's own record of when the container was destroyed,
+against the store's record of when the next run on that workspace was claimed (only a claimed run
+runs host git there).
+"""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from bot.runs.containers import ROLE_LABEL, WORKSPACE_LABEL
+
+from .helpers import dispatch, ended
+
+pytestmark = pytest.mark.docker
+
+# The first QA on a workspace hangs ignoring SIGTERM (an ignored signal stays ignored across exec);
+# later ones pass, so the run after it can complete.
+HOSTILE_QA = [
+    "sh", "-c",
+    "if mkdir /workspace/.meta/qa-hung 2>/dev/null; then trap '' TERM; while :; do sleep 0.1; done; fi; echo qa-ok",
+]
+
+
+def destroyed_at(container_id: str, since: float) -> float | None:
+    """When Docker destroyed the container (epoch seconds), from its event log; None if not yet."""
+    out = subprocess.run(
+        ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+         "--filter", f"container={container_id}", "--filter", "event=destroy", "--format", "{{json .}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    return json.loads(out[0])["timeNano"] / 1e9 if out else None
+
+
+async def hung_qa(bot):
+    return [c for c in await bot.engine.runner.containers() if c.labels[ROLE_LABEL] == "qa0" and c.running]
+
+
+async def test_a_cancelled_workspace_is_claimed_again_only_once_its_hostile_container_is_gone(world, engine_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(qa={"acme/widgets": [HOSTILE_QA]}, limits={"grace": 3.0})
+    since = time.time()
+    issue = await dispatch(world, "/dispatch codex change scenario:edit-commit")
+    [hostile] = await bot.wait_for(lambda: hung_qa(bot), timeout=60)
+    await forge.create_comment(repo, issue.number, bob, "/cancel")
+    first = await bot.wait_for(lambda: _in_state(bot, "cancelled"))
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex again scenario:edit-commit")
+    runs = await ended(bot, count=2, timeout=60)
+    second = next(r for r in runs if r.id != first.id)
+    assert second.state == "completed", second.reason
+    gone = await bot.wait_for(lambda: destroyed_at(hostile.id, since), timeout=30)
+    cancelled_at = await _moved_at(bot, first.id, "cancelled")
+    claimed_at = await _moved_at(bot, second.id, "preparing")
+    print(f"time to free a cancelled workspace: {gone - cancelled_at:.2f} s (grace 3 s, SIGTERM ignored)")
+    assert hostile.labels[WORKSPACE_LABEL] == str(bot.settings.data_dir / "workspaces/acme/widgets/issue-1")
+    assert claimed_at >= gone, f"the next run was claimed {gone - claimed_at:.2f} s before the container was gone"
+
+
+async def _in_state(bot, state):
+    return next((r for r in await bot.store.runs() if r.state == state), None)
+
+
+async def _moved_at(bot, run_id: int, state: str) -> float:
+    [at] = [t.at for t in await bot.store.history(run_id) if t.to_state == state]
+    return at
