@@ -82,6 +82,16 @@ class Workspaces:
         branch, base = validate_branch(branch), validate_branch(base)
         return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo), start and commit_id(start))
 
+    def at(self, root: str) -> WorkspaceDir | None:
+        """The workspace whose root is ``root`` (as a container's label names it); None when that
+        is no workspace of this data directory."""
+        parts = Path(root).parts
+        top = (self.data_dir / "workspaces").parts
+        if len(parts) != len(top) + 3 or parts[: len(top)] != top:
+            return None
+        owner, repo, key = parts[len(top):]
+        return WorkspaceDir(owner, repo, key, Path(root))
+
     def all(self) -> list[WorkspaceDir]:
         """Every workspace on disk, for the sweeper."""
         def subdirs(path: Path) -> list[Path]:
