@@ -12,9 +12,12 @@ import time
 
 import pytest
 
-from bot.runs.containers import ROLE_LABEL, WORKSPACE_LABEL
+from bot.runs.containers import INSTANCE_LABEL, ROLE_LABEL, WORKSPACE_LABEL
+from bot.settings import Settings
 
-from .helpers import dispatch, ended
+from .harness import AGENT_KEYS
+from .helpers import dispatch, ended, wait_for
+from .process import BotProcess
 
 pytestmark = pytest.mark.docker
 
@@ -26,14 +29,19 @@ HOSTILE_QA = [
 ]
 
 
+def events(since: float, *filters: str) -> list[dict]:
+    """Docker's event log since ``since`` (epoch seconds), filtered (``event=destroy``, ...)."""
+    argv = ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--format", "{{json .}}"]
+    for f in filters:
+        argv += ["--filter", f]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
 def destroyed_at(container_id: str, since: float) -> float | None:
-    """When Docker destroyed the container (epoch seconds), from its event log; None if not yet."""
-    out = subprocess.run(
-        ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
-         "--filter", f"container={container_id}", "--filter", "event=destroy", "--format", "{{json .}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.splitlines()
-    return json.loads(out[0])["timeNano"] / 1e9 if out else None
+    """When Docker destroyed the container (epoch seconds); None if not yet."""
+    found = events(since, f"container={container_id}", "event=destroy")
+    return found[0]["timeNano"] / 1e9 if found else None
 
 
 async def hung_qa(bot):
@@ -67,3 +75,45 @@ async def _in_state(bot, state):
 async def _moved_at(bot, run_id: int, state: str) -> float:
     [at] = [t.at for t in await bot.store.history(run_id) if t.to_state == state]
     return at
+
+
+async def test_a_restart_during_qa_removes_the_old_qa_container_before_qa_runs_again(world, agent_image):
+    forge, repo = world["forge"], world["repo"]
+    env = {
+        **AGENT_KEYS, "DISPATCHBOT_IMAGE": agent_image, "DISPATCHBOT_SCHEDULE__DRAIN": "1",
+        "DISPATCHBOT_LIMITS": json.dumps({"memory": "256m", "timeout": 60.0, "grace": 1.0}),
+        "DISPATCHBOT_QA": json.dumps({"acme/widgets": [HOSTILE_QA]}),
+    }
+    bot = BotProcess(forge.url, world["bot"].token, world["tmp"] / "data", **env)
+    instance = f"{INSTANCE_LABEL}={Settings(data_dir=bot.data_dir).instance}"
+
+    def ours(*filters: str) -> list[str]:
+        argv = ["docker", "ps", "-q", "--no-trunc", "--filter", f"label={instance}"]
+        out = subprocess.run(argv + [a for f in filters for a in ("--filter", f)], capture_output=True, text=True)
+        return out.stdout.split()
+
+    def qa_containers() -> list[str]:
+        return ours("label=dispatchbot.role=qa0")
+
+    def state() -> str:
+        return "".join(s for (s,) in bot.query("SELECT state FROM runs"))
+
+    since = time.time()
+    await bot.start()
+    try:
+        forge.add_hook(repo, url=bot.url + "/webhook", secret=bot.secret)
+        await dispatch(world, "/dispatch codex change scenario:edit-commit")
+        [old] = await wait_for(qa_containers, timeout=60)
+        bot.kill()
+        await bot.start()
+        await wait_for(lambda: state() not in ("qa", "harvesting"), timeout=60)
+        assert state() == "completed", bot.query("SELECT reason FROM runs")
+        gone = destroyed_at(old, since)
+        assert gone is not None, "the old QA container was left running"
+        created = [e for e in events(since, f"label={instance}", "event=create") if e["id"] != old]
+        [again] = [e["timeNano"] / 1e9 for e in created if e["Actor"]["Attributes"]["dispatchbot.role"] == "qa0"]
+        assert gone <= again, "QA ran again beside the old QA container"
+    finally:
+        await bot.stop()
+        for container in ours("status=exited") + ours():
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
