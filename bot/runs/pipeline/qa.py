@@ -1,7 +1,8 @@
 """Stage 4, QA: the repository's QA commands, each in a container like the agent's, in its workspace.
 
 A cancel stops them: the runner kills every container of a cancelled run, and a QA container that
-starts just after that checks the run itself.
+starts just after that checks the run itself. QA resumed after a restart starts over, once the QA
+containers of the previous process are removed: they run the agent's code, so none is left running.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from bot import workspace as wsmod
 from bot.runs.agents import resolve
 from bot.executor.docker import DockerExecutor
-from bot.runs.containers import container_spec
+from bot.runs.containers import ROLE_LABEL, container_spec, containers
 from bot.logs import mask, tail
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
@@ -24,6 +25,9 @@ async def run_qa(
 ) -> tuple[str, str] | None:
     """Run the QA commands in order; (reason, output) of the first that fails, None when all pass."""
     agent = resolve(settings, run.agent_spec)
+    for left in await containers(executor, settings.instance, run.id):
+        if left.labels.get(ROLE_LABEL, "").startswith("qa"):
+            await executor.remove(left.id)
     output: list[str] = []
     for index, argv in enumerate(wsmod.qa_commands(settings, run.owner, run.repo, ws.clone)):
         container = await executor.start(container_spec(settings, run, agent, ws, argv, role=f"qa{index}"))
