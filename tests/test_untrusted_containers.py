@@ -117,3 +117,24 @@ async def test_a_restart_during_qa_removes_the_old_qa_container_before_qa_runs_a
         await bot.stop()
         for container in ours("status=exited") + ours():
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
+
+@pytest.mark.parametrize("where", ["workspace", "root"])
+async def test_a_run_writing_past_its_disk_limit_fails_with_the_reason_and_the_bot_goes_on(world, engine_bot, where):
+    """The agent writes 4 MiB every 0.05 s, ignoring SIGTERM, into its clone or its own root file
+    system; meanwhile a writer dispatches on another issue: that webhook is answered, stored, run."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(limits={"disk": "32m"})
+    await dispatch(world, f"/dispatch codex fill scenario:fill:{where}")
+    await bot.wait_for(lambda: _in_state(bot, "running"))
+    other = await forge.create_issue(repo, bob, title="Meanwhile", body="")
+    await forge.create_comment(repo, other.number, bob, "/dispatch codex notes scenario:edit-commit")
+    runs = await ended(bot, count=2, timeout=60)
+    filler = next(r for r in runs if r.number != other.number)
+    assert filler.state == "failed" and "past its disk limit" in filler.reason, filler.reason
+    held = float(filler.reason.split(" held ")[1].split(" MiB")[0])
+    print(f"disk overshoot ({where}): {held - 32:.1f} MiB past the 32 MiB limit at the kill")
+    assert held < 32 + 64, "more than a second of writing past the limit"
+    assert [r.state for r in runs if r.number == other.number] == ["completed"]
+    assert forge.deliveries and all(d.ok for d in forge.deliveries), [d.status for d in forge.deliveries]
+    assert await bot.engine.runner.containers() == []

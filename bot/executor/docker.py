@@ -395,6 +395,17 @@ class DockerExecutor:
             for c in containers
         ]
 
+    async def writable_layer(self, container_id: str) -> Path | None:
+        """Where the container's own writes to its root file system land on this host (overlay2's
+        upper directory); None for another storage driver, or when that path is not visible here."""
+        try:
+            info = await self._docker.containers.get(container_id)
+        except aiodocker.DockerError as e:
+            raise ExecutorError(f"cannot inspect container {container_id[:12]}: {e.message}") from e
+        driver = info["GraphDriver"] or {}
+        upper = (driver.get("Data") or {}).get("UpperDir") if driver.get("Name") == "overlay2" else None
+        return Path(upper) if upper and os.path.isdir(upper) else None  # noqa: ASYNC240 (one stat)
+
     async def inspect_state(self, container_id: str) -> dict[str, Any] | None:
         """Docker's ``State`` of the container (Status, ExitCode, OOMKilled, ...), or None if it is gone."""
         try:

@@ -71,8 +71,8 @@ async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            exit = await agent.wait(tools.settings, tools.executor, run, ws)
-            judged = await judge(tools.settings, tools.store, run, ws, exit)
+            exit, stopped = await agent.wait(tools.settings, tools.executor, run, ws)
+            judged = await judge(tools.settings, tools.store, run, ws, exit, stopped)
             if judged is None:
                 return
             run = judged

@@ -13,6 +13,7 @@ from bot import workspace as wsmod
 from bot.runs.agents import resolve
 from bot.executor.docker import DockerExecutor
 from bot.runs.containers import ROLE_LABEL, container_spec, containers
+from bot.runs.disk import Watch
 from bot.logs import mask, tail
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
@@ -35,14 +36,15 @@ async def run_qa(
             current = await store.get(run.id)
             if current is None or current.state != "qa":  # cancelled while it started
                 await executor.kill(container, settings.limits.grace)
-            exit = await executor.wait(container, time.time() + settings.limits.timeout, settings.limits.grace)
+            async with Watch(executor, settings.limits, container, ws.root) as watch:
+                exit = await executor.wait(container, time.time() + settings.limits.timeout, settings.limits.grace)
             text = (await executor.logs(container, limit=settings.limits.log_bytes)).decode(errors="replace")
         finally:
             await executor.remove(container)
         text = mask(text, settings.secrets())
         output.append(f"$ {' '.join(argv)}\n{text}")
         wsmod.safe_write(ws.meta / "qa.log", "\n".join(output))
-        if exit.code != 0 or exit.timed_out or exit.oom_killed:
-            reason = failure(exit, settings.limits.timeout) or "failed"
+        if exit.code != 0 or exit.timed_out or exit.oom_killed or watch.reason:
+            reason = failure(exit, settings.limits.timeout, watch.reason) or "failed"
             return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)
     return None
