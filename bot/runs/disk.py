@@ -10,6 +10,9 @@ hold and kills the container (SIGKILL at once: it runs the agent's code) when:
 - the run grew while a file system it writes to has less free than ``limits.disk_reserve``: the
   store and the webhook keep their room, whatever the runs' limits add up to.
 
+A run stopped so fails with the reason, and its workspace is deleted: what it wrote must not count
+against the next run on it, which starts again from the Forge.
+
 Overshoot: what the run writes between two measurements. The next one comes when even a writer of
 ``WRITE_RATE`` could have reached the limit, at most ``MAX_INTERVAL`` and at least ``MIN_INTERVAL``
 apart (plus the time one measurement takes): a run far below its limit costs little to watch.

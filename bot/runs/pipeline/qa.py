@@ -18,7 +18,7 @@ from bot.logs import mask, tail
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
 from bot.store import Run, Store
-from bot.workspace import Workspace
+from bot.workspace import Workspace, remove_workspace
 
 
 async def run_qa(
@@ -42,9 +42,12 @@ async def run_qa(
         finally:
             await executor.remove(container)
         text = mask(text, settings.secrets())
+        if watch.reason:  # see bot.runs.disk: what it wrote must not weigh on the next run
+            await remove_workspace(ws)
+            return f"QA failed: `{' '.join(argv)}`: {watch.reason}", tail(text)
         output.append(f"$ {' '.join(argv)}\n{text}")
         wsmod.safe_write(ws.meta / "qa.log", "\n".join(output))
-        if exit.code != 0 or exit.timed_out or exit.oom_killed or watch.reason:
-            reason = failure(exit, settings.limits.timeout, watch.reason) or "failed"
+        if exit.code != 0 or exit.timed_out or exit.oom_killed:
+            reason = failure(exit, settings.limits.timeout) or "failed"
             return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)
     return None
