@@ -7,6 +7,7 @@ runs host git there).
 """
 
 import json
+import os
 import subprocess
 import time
 
@@ -140,3 +141,15 @@ async def test_a_run_writing_past_its_disk_limit_fails_with_the_reason_and_the_b
     assert await bot.engine.runner.containers() == []
     filled = bot.settings.data_dir / "workspaces/acme/widgets" / f"issue-{filler.number}"
     await bot.wait_for(lambda: not filled.exists(), timeout=10)  # a retry starts from the Forge
+
+
+async def test_a_run_still_writing_when_the_disk_runs_low_is_stopped_whatever_its_limit(world, engine_bot, tmp_path):
+    """The reserve: set 64 MiB below what is free now, so the filler reaches it long before its limit."""
+    st = os.statvfs(tmp_path)
+    reserve = st.f_bavail * st.f_frsize - (64 << 20)
+    bot = await engine_bot(limits={"disk": "10g", "disk_reserve": str(reserve)})
+    await dispatch(world, "/dispatch codex fill scenario:fill:workspace")
+    [run] = await ended(bot, timeout=60)
+    assert run.state == "failed" and "the disk ran low while the run kept writing" in run.reason, run.reason
+    assert world["forge"].deliveries and all(d.ok for d in world["forge"].deliveries)
+    assert await bot.engine.runner.containers() == []
