@@ -2,6 +2,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from bot.workspace import (
     parse_ids,
     qa_commands,
     read_blocked,
+    recent_commits,
     remove_workspace,
     write_answer,
 )
@@ -405,6 +407,89 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
     await spaces.push(ws, ws.branch)
     assert not marker.exists()
     assert "evil" not in (ws.clone / ".git" / "config").read_text()
+
+
+HOOKS = ("pre-commit", "commit-msg", "post-commit", "pre-push", "post-checkout", "post-merge", "reference-transaction",
+         "post-index-change", "pre-auto-gc", "fsmonitor-watchman", "push-to-checkout", "post-rewrite")
+
+
+def evil_git_dir(git_dir: Path, marker: str) -> str:
+    """Plant every way a git dir can name a command for host git to run, each touching
+    ``marker-<kind>``; returns the config text, which the caller keeps writing back."""
+    hooks = git_dir / "evil-hooks"
+    for where in (git_dir / "hooks", hooks):
+        where.mkdir(exist_ok=True)
+        for name in HOOKS:
+            (where / name).write_text(f"#!/bin/sh\ntouch {marker}-hook-{name}\n")
+            (where / name).chmod(0o755)
+    (git_dir / "info").mkdir(exist_ok=True)
+    (git_dir / "info" / "attributes").write_text("* filter=x diff=x merge=x\n")
+    (git_dir / "evil.inc").write_text(f"[log]\n\tshowSignature = true\n[gpg]\n\tprogram = touch {marker}-gpg\n")
+    def command(kind: str, then: str = "true") -> str:
+        return f'"touch {marker}-{kind}; {then}"'
+    return (
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+        f"\tfsmonitor = {command('fsmonitor')}\n\tsshCommand = {command('ssh', 'false')}\n"
+        f"\tpager = {command('pager', 'cat')}\n\taskPass = {command('askpass')}\n\thooksPath = {hooks}\n"
+        f"\talternateRefsCommand = {command('alternate-refs')}\n\teditor = {command('editor')}\n"
+        '[url "ssh://pwn.invalid/x"]\n\tinsteadOf = /\n'
+        f'[filter "x"]\n\tclean = {command("clean", "cat")}\n\tsmudge = {command("smudge", "cat")}\n'
+        f'\tprocess = {command("process", "false")}\n'
+        f'[diff "x"]\n\tcommand = {command("diff")}\n\ttextconv = {command("textconv", "cat")}\n'
+        f'[merge "x"]\n\tdriver = {command("merge", "false")}\n'
+        f'[credential]\n\thelper = "!touch {marker}-credential"\n'
+        "[include]\n\tpath = evil.inc\n"
+    )
+
+
+def signed(clone: Path) -> None:
+    """Make HEAD a commit with a (fake) signature, which ``log.showSignature`` would hand to gpg."""
+    body = git(clone, "cat-file", "commit", "HEAD")
+    head, _, message = body.partition("\n\n")
+    sig = "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----"
+    obj = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(clone), "hash-object", "-t", "commit", "-w", "--stdin"],
+                         input=f"{head}\n{sig}\n\n{message}\n", capture_output=True, text=True, check=True)
+    git(clone, "update-ref", "HEAD", obj.stdout.strip())
+
+
+async def test_a_git_dir_rewritten_while_host_git_runs_makes_it_run_nothing(spaces, widgets, tmp_path):
+    """A container still writing while the host runs git (a QA process that ignores SIGTERM): the
+    agent keeps putting its config back, hooks, attributes and include files in place. Every
+    host-side step of a harvest and the next prepare: no command the agent named ever runs."""
+    ws = await prepare_issue(spaces)
+    commit(ws.clone, {"a.txt": "one\n", ".gitattributes": "* filter=x diff=x merge=x\n"})
+    signed(ws.clone)
+    (ws.clone / "b.txt").write_text("left over\n")
+    marker = str(tmp_path / "pwned")
+    git_dir = ws.clone / ".git"
+    config = evil_git_dir(git_dir, marker)
+    stop = threading.Event()
+
+    def keep_planting() -> None:
+        while not stop.is_set():
+            tmp = git_dir / "config.evil"
+            tmp.write_text(config)
+            os.replace(tmp, git_dir / "config")
+            time.sleep(0.0005)
+
+    planter = threading.Thread(target=keep_planting)
+    planter.start()
+    failure = None
+    try:
+        assert await commit_leftovers(ws, "feat: left over", IDENTITY)
+        base = await spaces.base_commit(ws)
+        assert len(await commits_since(ws, base)) == 2
+        assert await check_branch(ws, base, [], 1000) == []
+        await spaces.push(ws, ws.branch)
+        await prepare_issue(spaces)  # the next run's prepare: sync and checkout
+        assert "left over" in await recent_commits(ws)
+    except GitError as e:  # the markers say more than the git command that failed
+        failure = e
+    finally:
+        stop.set()
+        planter.join()
+    assert sorted(p.name for p in tmp_path.glob("pwned-*")) == []
+    assert failure is None, failure
 
 
 @pytest.mark.parametrize(
