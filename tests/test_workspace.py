@@ -387,13 +387,14 @@ async def test_commit_leftovers(spaces, widgets):
     (ws.clone / "BLOCKED.md").write_text("which database?")
     write_answer(ws, "postgres")
     assert await commit_leftovers(ws, "feat: add src", IDENTITY)
-    assert git(ws.clone, "log", "-1", "--format=%s|%an|%ae|%cn") == "feat: add src|Dispatch Bot|bot@example.test|Dispatch Bot"
-    assert git(ws.clone, "show", "--name-only", "--format=", "HEAD").split() == ["src.py"]
+    assert git(ws.host_git, "log", "-1", "--format=%s|%an|%ae|%cn") == "feat: add src|Dispatch Bot|bot@example.test|Dispatch Bot"
+    assert git(ws.host_git, "show", "--name-only", "--format=", "HEAD").split() == ["src.py"]
 
 
 async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_path):
     ws = await prepare_issue(spaces)
     marker = tmp_path / "pwned"
+    (ws.clone / ".git" / "hooks").mkdir()
     for name in ("pre-commit", "post-commit", "pre-push", "reference-transaction", "post-checkout"):
         hook = ws.clone / ".git" / "hooks" / name
         hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
@@ -405,8 +406,10 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
     (ws.clone / "f.txt").write_text("x")
     assert await commit_leftovers(ws, "feat: x", IDENTITY)
     await spaces.push(ws, ws.branch)
+    await prepare_issue(spaces)
     assert not marker.exists()
     assert "evil" not in (ws.clone / ".git" / "config").read_text()
+    assert not (ws.clone / ".git" / "hooks").exists()
 
 
 HOOKS = ("pre-commit", "commit-msg", "post-commit", "pre-push", "post-checkout", "post-merge", "reference-transaction",
@@ -467,22 +470,26 @@ async def test_a_git_dir_rewritten_while_host_git_runs_makes_it_run_nothing(spac
 
     def keep_planting() -> None:
         while not stop.is_set():
-            tmp = git_dir / "config.evil"
-            tmp.write_text(config)
-            os.replace(tmp, git_dir / "config")
+            try:
+                tmp = git_dir / "config.evil"
+                tmp.write_text(config)
+                os.replace(tmp, git_dir / "config")
+            except OSError:
+                pass  # the bot replaced the whole .git meanwhile: plant in the new one
             time.sleep(0.0005)
 
     planter = threading.Thread(target=keep_planting)
     planter.start()
     failure = None
     try:
+        await spaces.take_in(ws)
         assert await commit_leftovers(ws, "feat: left over", IDENTITY)
         base = await spaces.base_commit(ws)
         assert len(await commits_since(ws, base)) == 2
         assert await check_branch(ws, base, [], 1000) == []
         await spaces.push(ws, ws.branch)
         await prepare_issue(spaces)  # the next run's prepare: sync and checkout
-        assert "left over" in await recent_commits(ws)
+        assert "left over" in await recent_commits(ws.host_git)
     except GitError as e:  # the markers say more than the git command that failed
         failure = e
     finally:
@@ -500,24 +507,29 @@ async def test_a_git_dir_rewritten_while_host_git_runs_makes_it_run_nothing(spac
         lambda git_dir: (git_dir / "commondir").write_text("/somewhere/else\n"),
         lambda git_dir: (git_dir / "shallow").write_text("0" * 40 + "\n"),
         lambda git_dir: (git_dir / "info" / "grafts").write_text("0" * 40 + "\n"),
+        lambda git_dir: (git_dir / "objects" / "ab").symlink_to("/etc"),
     ],
 )
-async def test_indirections_in_git_dir_are_refused(spaces, widgets, plant):
+async def test_indirections_in_the_agents_git_dir_are_never_followed(spaces, widgets, forge, plant):
+    """Only the agent's object files and its HEAD's commit are taken in: what else it plants in
+    .git names nothing host git reads."""
     ws = await prepare_issue(spaces)
     base = await spaces.base_commit(ws)
+    sha = commit(ws.clone, {"a.txt": "one\n"})
     plant(ws.clone / ".git")
-    with pytest.raises(UnsafeWorkspace):
-        await check_branch(ws, base, [], 1000)
-    with pytest.raises(UnsafeWorkspace):
-        await spaces.push(ws, ws.branch)
+    await spaces.take_in(ws)
+    assert await check_branch(ws, base, [], 1000) == []
+    assert await spaces.push(ws, ws.branch) == sha == forge.head("acme", "widgets", ws.branch)
 
 
-async def test_git_dir_replaced_by_symlink_is_refused(spaces, widgets, tmp_path):
+async def test_a_symlink_for_the_agents_git_dir_is_not_followed(spaces, widgets, tmp_path):
     ws = await prepare_issue(spaces)
+    before = git(ws.host_git, "rev-parse", "HEAD")
+    commit(ws.clone, {"a.txt": "one\n"})
     os.rename(ws.clone / ".git", tmp_path / "moved")
     (ws.clone / ".git").symlink_to(tmp_path / "moved")
-    with pytest.raises(UnsafeWorkspace):
-        await commit_leftovers(ws, "feat: x", IDENTITY)
+    await spaces.take_in(ws)
+    assert git(ws.host_git, "rev-parse", "HEAD") == before
 
 
 async def test_base_commit_comes_from_the_mirror_not_the_clone(spaces, widgets, forge):
@@ -526,6 +538,7 @@ async def test_base_commit_comes_from_the_mirror_not_the_clone(spaces, widgets, 
     # the agent moves every ref that could name the base onto its own commit
     git(ws.clone, "update-ref", "refs/remotes/origin/main", "HEAD")
     git(ws.clone, "tag", "main")
+    await spaces.take_in(ws)
     base = await spaces.base_commit(ws)
     assert base == forge.head("acme", "widgets", "main")
     assert await check_branch(ws, base, [".forgejo/workflows/"], 1000) == ["protected path changed: .forgejo/workflows/ci.yml"]
@@ -548,6 +561,7 @@ async def test_check_branch_reports_every_violation(spaces, widgets):
     commit(ws.clone, {".gitattributes": "*.dat text diff\n", "blob.dat": b"a\x00b"})  # attributes cannot hide binaries
     git(ws.clone, "rm", "-q", "img.png")
     git(ws.clone, "commit", "-q", "-m", "remove it again")  # still in the pushed history
+    await spaces.take_in(ws)
     assert await check_branch(ws, base, [".forgejo/workflows/", "Makefile"], 100) == [
         "binary file: blob.dat",
         "binary file: img.png",
@@ -569,6 +583,7 @@ async def test_check_branch_sees_changes_in_merges(spaces, widgets):
     (ws.clone / ".gitea" / "workflows" / "evil.yml").write_text("on: push")  # an evil merge
     git(ws.clone, "add", "--all")
     git(ws.clone, "commit", "-q", "-m", "merge")
+    await spaces.take_in(ws)
     assert await check_branch(ws, base, [".gitea/workflows/"], 1000) == ["protected path changed: .gitea/workflows/evil.yml"]
 
 
@@ -578,25 +593,29 @@ async def test_commits_since(spaces, widgets):
     assert await commits_since(ws, base) == []
     first = commit(ws.clone, {"a": "1"}, "feat: one")
     second = commit(ws.clone, {"b": "2"}, "fix: two")
+    await spaces.take_in(ws)
     assert await commits_since(ws, base) == [(first, "feat: one"), (second, "fix: two")]
 
 
 async def test_taking_a_large_git_dir_back_never_blocks_the_event_loop(spaces, widgets):
     ws = await prepare_issue(spaces)
     base = await spaces.base_commit(ws)
-    junk = ws.clone / ".git" / "objects" / "junk"  # as many entries as a big repository's loose objects
-    junk.mkdir()
-    for n in range(40000):
-        os.close(os.open(junk / str(n), os.O_CREAT | os.O_WRONLY))
-    assert await longest_stall(commits_since(ws, base)) < 0.05
+    junk = ws.clone / ".git" / "objects" / "ab"  # as many entries as a big repository's loose objects
+    junk.mkdir(exist_ok=True)
+    for n in range(4000):
+        os.close(os.open(junk / f"{n:038x}", os.O_CREAT | os.O_WRONLY))
+    assert await longest_stall(spaces.take_in(ws)) < 0.05
+    assert await commits_since(ws, base) == []
 
 
 async def test_push_is_never_forced(spaces, widgets, forge):
     ws = await prepare_issue(spaces)
     commit(ws.clone, {"a": "1"})
+    await spaces.take_in(ws)
     await spaces.push(ws, ws.branch)
     forge.push(widgets, {"theirs": "x"}, branch="agent/fix-it")
     commit(ws.clone, {"b": "2"})
+    await spaces.take_in(ws)
     with pytest.raises(GitError, match="rejected"):
         await spaces.push(ws, ws.branch)
 

@@ -5,6 +5,11 @@ Layout under the data directory::
     mirrors/<owner>/<repo>.git              bare mirror, the only clone that talks to the Forge
     workspaces/<owner>/<repo>/<key>/repo/   the agent's clone (self-contained, no alternates)
     workspaces/<owner>/<repo>/<key>/.meta/  prompt, logs, run record
+    git/<owner>/<repo>/<key>.git            the bot's own git dir of the clone, never mounted
+
+The agent writes everything under ``workspaces/<owner>/<repo>/<key>/`` (mounted at /workspace),
+its ``repo/.git`` included. Host-side git never uses that ``.git``: it works in the bot's git dir,
+with the clone as its work tree where one is needed (see ``bot.workspace.handover``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ class Workspace:
     def meta(self) -> Path:
         return self.root / ".meta"
 
+    @property
+    def host_git(self) -> Path:
+        return host_git_dir(self.root)
+
+
+def host_git_dir(root: Path) -> Path:
+    """The bot's git dir for the workspace at ``root`` (``<data>/workspaces/<owner>/<repo>/<key>``)."""
+    owner, repo, key = root.parts[-3:]
+    return root.parents[3] / "git" / owner / repo / f"{key}.git"
+
 
 class WorkspaceDir(NamedTuple):
     """A workspace found on disk, for the sweeper."""
@@ -48,3 +63,7 @@ class WorkspaceDir(NamedTuple):
     @property
     def meta(self) -> Path:
         return self.root / ".meta"
+
+    @property
+    def host_git(self) -> Path:
+        return host_git_dir(self.root)
