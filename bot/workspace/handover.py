@@ -9,7 +9,7 @@ config the bot wrote and nothing else that could name a command. Two crossings:
   packs), regular files only, never followed, within a byte limit; and the commit its HEAD names
   becomes the bot's branch head. Nothing else of the agent's ``.git`` is read.
 - ``hand_out``: before each container, the agent gets a fresh ``.git`` built from the bot's: its
-  config, no hooks, no info/attributes, the refs packed, the objects hard-linked (root's and
+  config, an empty hooks dir, no info/attributes, the refs packed, the objects hard-linked (root's and
   read-only). So nothing planted in one run acts in the next run's container either.
 """
 
@@ -209,7 +209,7 @@ def _link_objects(src: Path, dst: Path) -> None:
 def _hand_out(ws: Workspace, identity: GitIdentity | None, packed_refs: str) -> None:
     clone, host = real_dir(ws.clone), ws.host_git
     fresh = clone / f".git.{secrets.token_hex(4)}.tmp"
-    for part in ("objects/pack", "objects/info", "refs/heads", "refs/tags", "info"):
+    for part in ("objects/pack", "objects/info", "refs/heads", "refs/tags", "info", "hooks"):
         (fresh / part).mkdir(parents=True)
     _link_objects(host / "objects", fresh / "objects")
     for name in ("HEAD", "index"):
