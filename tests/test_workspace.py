@@ -14,7 +14,6 @@ from bot.settings import GitIdentity, Settings
 from bot.names import branch_for, branch_key, validate_branch, validate_key, validate_repo
 from bot.workspace import (
     GitError,
-    UnsafeWorkspace,
     Workspaces,
     check_branch,
     clear_blocked,
