@@ -7,6 +7,9 @@ import time
 
 import pytest
 
+from bot.runs.pipeline.harvest import UNDER_WAY
+from bot.store import RunRequest
+
 from .harness import AGENT_KEYS
 from .helpers import dispatch, ended, reported, wait_for
 from .process import BotProcess
@@ -90,3 +93,25 @@ async def test_a_blob_bomb_fails_the_run_and_the_bot_stays_small(world, agent_im
         assert peak - start_rss < 64 * 1024, f"the bot grew by {(peak - start_rss) // 1024} MiB"
     finally:
         await bot.stop()
+
+
+async def test_a_harvest_the_bot_died_in_is_not_tried_again_after_a_restart(world, make_bot):
+    """A run whose harvest was under way when the bot died (killed by the kernel, say) fails with
+    the reason when the restarted bot adopts it, instead of killing the bot again."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await make_bot(frozen=True)
+    issue = await forge.create_issue(repo, bob, title="Bomb", body="")
+    request = RunRequest("acme", "widgets", issue.number, False, "codex", "", "codex", False, "go", "comment", "bob")
+    run = await bot.store.request_run(request, trigger_key="bomb")
+    await bot.store.update(run.id, branch="agent/bomb", base_branch="main")
+    for state in ("preparing", "running", "qa"):
+        await bot.store.transition(run.id, state)
+    await bot.store.transition(run.id, "harvesting", result={UNDER_WAY: True})  # as the dead bot left it
+    await bot.engine.runner.adopt()
+    run = await wait_for(lambda: _ended(bot, run.id))
+    assert run.state == "failed" and "not tried again" in run.reason, run.reason
+
+
+async def _ended(bot, run_id):
+    run = await bot.store.get(run_id)
+    return run if run.state == "failed" else None
