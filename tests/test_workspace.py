@@ -29,6 +29,8 @@ from bot.workspace import (
     write_answer,
 )
 
+from bot.workspace.git import git_env, run_git
+
 from .helpers import git
 
 TOKEN = "tok-5f3c1e9a77d24b0c"
@@ -713,3 +715,17 @@ def test_from_settings(tmp_path):
     with pytest.raises(ValueError, match="forge_url"):
         Workspaces.from_settings(Settings(_env_file=None))
     assert Workspaces(tmp_path, "https://forge.test").owner_ids is None
+
+
+async def test_host_git_sees_no_key_of_the_bot_and_no_system_config(tmp_path, monkeypatch):
+    """What git (and anything it could start) gets from the bot: no key, no token, no system or
+    user config (this machine's /etc/gitconfig names a credential helper, for one)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-git")
+    monkeypatch.setenv("DISPATCHBOT_FORGE_TOKEN", "tok-not-for-git")
+    system = tmp_path / "gitconfig"
+    system.write_text("[user]\n\tname = from-the-system\n")
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(system))
+    env = git_env()
+    assert not {"OPENAI_API_KEY", "DISPATCHBOT_FORGE_TOKEN", "GIT_CONFIG_SYSTEM"} & set(env)
+    _, out = await run_git(["git", "config", "--show-origin", "--list"], ok=(0, 1))
+    assert b"from-the-system" not in out and b"credential" not in out
