@@ -121,7 +121,8 @@ def _object_files(objects: Path) -> Iterator[str]:
 
 
 def _copy_objects(src: Path, dst: Path, max_bytes: int) -> None:
-    """Copy the object files ``dst`` lacks; TooLarge past ``max_bytes`` copied."""
+    """Copy the object files ``dst`` lacks, each under a temporary name until complete; TooLarge
+    past ``max_bytes`` copied."""
     copied = 0
     for rel in _object_files(src):
         target = dst / rel
@@ -133,17 +134,20 @@ def _copy_objects(src: Path, dst: Path, max_bytes: int) -> None:
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f"tmp-{secrets.token_hex(6)}")
         try:
-            with os.fdopen(fd, "rb") as f, open(tmp, "xb") as out:
-                while chunk := f.read(_CHUNK):
-                    copied += len(chunk)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                while sent := os.sendfile(out, fd, None, _CHUNK):
+                    copied += sent
                     if copied > max_bytes:
                         raise TooLarge(f"the agent's git objects exceed {max_bytes} bytes")
-                    out.write(chunk)
-            os.chmod(tmp, 0o444)
+            finally:
+                os.close(out)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)
 
 
 def _read_ref_file(base: Path, rel: str) -> str | None:
