@@ -23,6 +23,9 @@ from bot.logs import MIN_SECRET_LENGTH
 
 ENV_PREFIX = "DISPATCHBOT_"
 DEFAULT_CONFIG = Path("config/dispatchbot.toml")
+# What a harvest examines at most, whatever the agent committed: past either, the run fails.
+MAX_HARVEST_FILES = 10_000
+MAX_HARVEST_BYTES = 256 * 1024 * 1024
 
 
 class Limits(BaseModel):
@@ -196,6 +199,8 @@ class Settings(BaseSettings):
     qa: dict[str, list[list[str]]] = {}
     protected_paths: list[str] = [".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/"]
     max_file_bytes: int = 1024 * 1024
+    max_harvest_files: int = MAX_HARVEST_FILES  # (path, blob) pairs the agent's commits add
+    max_harvest_bytes: int = MAX_HARVEST_BYTES  # of its git objects taken in, and of the files read
     template_vars: dict[str, str] = {}
     templates_dir: Path | None = None
 

@@ -74,7 +74,7 @@ async def test_a_dry_run_leaves_the_workspace_of_a_running_run_alone(world, bot)
     async def seen():
         files = sorted(str(p.relative_to(ws)) for p in ws.rglob("*") if ".git" not in p.parts)
         meta = {name: (ws / ".meta" / name).read_bytes() for name in ("prompt.md",)}
-        return (ws / "repo" / ".git" / "HEAD").read_text(), await recent_commits(ws / "repo"), files, meta
+        return (ws / "repo" / ".git" / "HEAD").read_text(), await recent_commits(ws / "repo" / ".git"), files, meta
 
     before = await seen()
     assert run.branch in before[0]

@@ -71,6 +71,7 @@ class PromptContext:
     answer: str | None = None
     review: bool = False
     repo_dir: Path
+    git_dir: Path | None = None  # the bot's git dir of the clone (its history); None: no history
     options: dict[str, Any] = field(default_factory=dict)  # template, plan_template, persona, variables
 
 
@@ -100,7 +101,7 @@ def _one_line(text: str, limit: int) -> str:
 
 async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
     """The whole prompt; ValueError when it would not fit in one argv element."""
-    log = await recent_commits(ctx.repo_dir)
+    log = await recent_commits(ctx.git_dir) if ctx.git_dir else ""
     plan = ctx.options.get("plan_template")
     sections = (
         ("TASK", _quote(ctx.task, TASK_BYTES)),

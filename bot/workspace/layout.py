@@ -5,6 +5,11 @@ Layout under the data directory::
     mirrors/<owner>/<repo>.git              bare mirror, the only clone that talks to the Forge
     workspaces/<owner>/<repo>/<key>/repo/   the agent's clone (self-contained, no alternates)
     workspaces/<owner>/<repo>/<key>/.meta/  prompt, logs, run record
+    git/<owner>/<repo>/<key>.git            the bot's own git dir of the clone, never mounted
+
+The agent writes everything under ``workspaces/<owner>/<repo>/<key>/`` (mounted at /workspace),
+its ``repo/.git`` included. Host-side git never uses that ``.git``: it works in the bot's git dir,
+with the clone as its work tree where one is needed (see ``bot.workspace.handover``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,16 @@ class Workspace:
     def meta(self) -> Path:
         return self.root / META
 
+    @property
+    def host_git(self) -> Path:
+        return host_git_dir(self.root)
+
+
+def host_git_dir(root: Path) -> Path:
+    """The bot's git dir for the workspace at ``root`` (``<data>/workspaces/<owner>/<repo>/<key>``)."""
+    owner, repo, key = root.parts[-3:]
+    return root.parents[3] / "git" / owner / repo / f"{key}.git"
+
 
 class WorkspaceDir(NamedTuple):
     """Where a workspace is (or would be) on disk, whatever its branch: for the sweeper and the admin API."""
@@ -67,3 +82,7 @@ class WorkspaceDir(NamedTuple):
     @property
     def meta(self) -> Path:
         return self.root / META
+
+    @property
+    def host_git(self) -> Path:
+        return host_git_dir(self.root)

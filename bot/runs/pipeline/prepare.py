@@ -69,6 +69,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         answer=run.answer or None,
         review=run.review,
         repo_dir=ws.clone,
+        git_dir=ws.host_git,
         options=run.options,
     )
     prompt = await build_prompt(context, settings)
