@@ -68,6 +68,9 @@ class RunResult:
     commits: list[str] = field(default_factory=list)  # "<sha> <subject>", oldest first
     pushed: bool = False
     violations: list[str] = field(default_factory=list)  # the branch rules the changes broke
+    # Set while the harvest is under way: found on a run adopted after a restart, it means the bot
+    # died in that harvest (one it could not bear), so it is not tried again.
+    harvest_under_way: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
