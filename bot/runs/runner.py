@@ -12,28 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.executor.docker import ContainerInfo
+from bot.executor.docker import ContainerInfo, DockerExecutor
 from bot.runs.containers import ROLE_LABEL, RUN_LABEL, containers
-from bot.runs.pipeline import flow
-from bot.runs.pipeline.tools import Tools
-from bot.store import ACTIVE, Run
+from bot.settings import Settings
+from bot.store import ACTIVE, Run, Store
 
 log = logging.getLogger(__name__)
 
+Stage = Callable[[Run], Coroutine[Any, Any, None]]  # takes a run through the pipeline to its end
+
 
 class Runner:
-    def __init__(self, tools: Tools) -> None:
-        self.tools = tools
-        self.settings = tools.settings
-        self.store = tools.store
-        self.executor = tools.executor
+    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor, *, launch: Stage, resume: Stage) -> None:
+        """``launch`` takes a claimed run from the start, ``resume`` an adopted one from where it is
+        (``pipeline.flow``'s, bound to the parts they use)."""
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self._launch = launch
+        self._resume = resume
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
-        self._changes = tools.store.subscribe("runs", "pools", "flags")
+        self._changes = store.subscribe("runs", "pools", "flags")
         self._loop: asyncio.Task[None] | None = None
 
     # Life cycle ---------------------------------------------------------------------------
@@ -47,13 +51,6 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def freeze(self, frozen: bool, pool: str | None = None) -> None:
-        """Freeze or thaw the bot (or one pool) at run time; requests keep being queued."""
-        if pool is None:
-            await self.store.set_flag("frozen", "1" if frozen else "0")
-        else:
-            await self.store.set_pool_frozen(pool, frozen)
 
     @property
     def supervised(self) -> set[int]:
@@ -76,7 +73,7 @@ class Runner:
             frozen_pools=frozenset(name for name, pool in s.pools.items() if pool.frozen),
         )
         for run in claimed:
-            self._supervise(run.id, flow.launch(self.tools, run))
+            self._supervise(run.id, self._launch(run))
         return claimed
 
     async def _drain_loop(self) -> None:
@@ -174,13 +171,13 @@ class Runner:
                         started_at=mine[-1].created,
                     )
                     if adopted:
-                        self._supervise(run.id, flow.resume(self.tools, adopted))
+                        self._supervise(run.id, self._resume(adopted))
                 else:
                     await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
             elif run.state == "running":
                 if any(c.id == run.container_id for c in mine):
-                    self._supervise(run.id, flow.resume(self.tools, run))
+                    self._supervise(run.id, self._resume(run))
                 else:
                     await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
             else:
-                self._supervise(run.id, flow.resume(self.tools, run))
+                self._supervise(run.id, self._resume(run))
