@@ -1,8 +1,8 @@
 """What an operator can do to the bot, whatever the face: the admin API, the CLI (through the API), MCP.
 
 Plain async functions over the shared parts (``Services``: store, settings, Forge, executor,
-workspaces), and the runner only to drain the queue now (``poke``). Inputs and
-outputs are pydantic models, so each face validates and serialises the same way; a refusal is an
+workspaces); only ``poke`` is handed the runner, to drain the queue now. Inputs and outputs are
+pydantic models, so each face validates and serialises the same way; a refusal is an
 ``OperationError`` with the HTTP status it maps to and a one-line reason.
 """
 
