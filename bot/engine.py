@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(self, services: Services) -> None:
         s = services
-        self.runner = Runner(s.settings, s.store, s.executor,
+        self.runner = Runner(s.settings, s.store, s.executor, s.workspaces,
                              launch=partial(flow.launch, s), resume=partial(flow.resume, s))
         self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login)
         self.scheduler = Scheduler(s, self.runner)

@@ -34,6 +34,8 @@ class Limits(BaseModel):
     timeout: float = 3600.0
     grace: float = 10.0
     log_bytes: int = 2 * 1024 * 1024
+    disk: str = "10g"  # what a run's workspace and its container's own file system may hold together
+    disk_reserve: str = "2g"  # free space a run may not write into, kept for the store and the webhook
     cap_add: list[str] = []
     user: str = "1000:1000"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import subprocess
@@ -258,6 +259,18 @@ async def test_start_failure_removes_the_created_container(executor, make_spec, 
     with pytest.raises(ExecutorError, match="cannot start container"):
         await executor.start(make_spec(["codex"], limits=Limits(user="nosuchuser")))
     assert await executor.list(label=docker_label) == []
+
+
+async def test_each_of_two_concurrent_removes_returns_only_once_the_container_is_gone(executor, make_spec) -> None:
+    """The second one meets Docker's "removal already in progress" (409) and waits for its end."""
+    for _ in range(3):
+        cid = await executor.start(make_spec(["codex", "scenario:hang-ignore-term"]))
+
+        async def remove_and_look(container: str) -> dict | None:
+            await executor.remove(container)
+            return await executor.inspect_state(container)
+
+        assert await asyncio.gather(remove_and_look(cid), remove_and_look(cid)) == [None, None]
 
 
 async def test_name_conflict_keeps_the_existing_container(executor, make_spec, docker_label) -> None:

@@ -220,6 +220,9 @@ def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
     assert [r.id for r in chosen] == [3]  # 2 shares the running workspace, 4's pool is paused, 5 is over codex's 2
     later = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0)
     assert [r.id for r in later] == [3, 4]
+    held = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0,
+                     held={("acme", "widgets", "issue-3")})
+    assert [r.id for r in held] == [4, 5]  # a container still mounts 3's workspace
 
 
 def body_length(path, delivery_id):

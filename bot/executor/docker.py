@@ -362,14 +362,25 @@ class DockerExecutor:
                 raise ExecutorError(f"cannot follow logs of {container_id[:12]}: {e.message}") from e
 
     async def remove(self, container_id: str) -> None:
-        """Force-remove the container and its anonymous volumes; a gone container is fine."""
+        """Force-remove the container and its anonymous volumes, and return once it is gone: only
+        then is its workspace free. A gone container is fine."""
         try:
             await self._docker.containers.container(container_id).delete(force=True, v=True)
         except aiodocker.DockerError as e:
-            # 409: a removal is already in progress.
-            if e.status not in (404, 409):
+            if e.status == 409:  # a removal is already in progress: wait for its end
+                await self._gone(container_id)
+            elif e.status != 404:
                 raise ExecutorError(f"cannot remove container {container_id[:12]}: {e.message}") from e
         self._killed.discard(container_id)
+
+    async def _gone(self, container_id: str) -> None:
+        try:
+            async with asyncio.timeout(KILL_SETTLE):
+                await self._docker.containers.container(container_id).wait(condition="removed")
+        except aiodocker.DockerError:
+            pass  # gone already
+        except TimeoutError as e:
+            raise ExecutorError(f"container {container_id[:12]} was still being removed after {KILL_SETTLE}s") from e
 
     async def list(self, label: str) -> list[ContainerInfo]:
         """Every container, running or not, carrying ``label`` (``key`` or ``key=value``)."""
@@ -385,6 +396,17 @@ class DockerExecutor:
             )
             for c in containers
         ]
+
+    async def writable_layer(self, container_id: str) -> Path | None:
+        """Where the container's own writes to its root file system land on this host (overlay2's
+        upper directory); None for another storage driver, or when that path is not visible here."""
+        try:
+            info = await self._docker.containers.get(container_id)
+        except aiodocker.DockerError as e:
+            raise ExecutorError(f"cannot inspect container {container_id[:12]}: {e.message}") from e
+        driver = info["GraphDriver"] or {}
+        upper = (driver.get("Data") or {}).get("UpperDir") if driver.get("Name") == "overlay2" else None
+        return Path(upper) if upper and os.path.isdir(upper) else None  # noqa: ASYNC240 (one stat)
 
     async def inspect_state(self, container_id: str) -> dict[str, Any] | None:
         """Docker's ``State`` of the container (Status, ExitCode, OOMKilled, ...), or None if it is gone."""

@@ -16,9 +16,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.executor.docker import ContainerInfo, DockerExecutor
-from bot.runs.containers import ROLE_LABEL, RUN_LABEL, containers
+from bot.runs.containers import ROLE_LABEL, RUN_LABEL, WORKSPACE_LABEL, containers
 from bot.settings import Settings
 from bot.store import ACTIVE, Run, Store
+from bot.store.policy import WorkspaceKey
+from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +28,20 @@ Stage = Callable[[Run], Coroutine[Any, Any, None]]  # takes a run through the pi
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor, *, launch: Stage, resume: Stage) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, executor: DockerExecutor, workspaces: Workspaces,
+        *, launch: Stage, resume: Stage,
+    ) -> None:
         """``launch`` takes a claimed run from the start, ``resume`` an adopted one from where it is
         (``pipeline.flow``'s, bound to the parts they use)."""
         self.settings = settings
         self.store = store
         self.executor = executor
+        self.workspaces = workspaces
         self._launch = launch
         self._resume = resume
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._workspaces: dict[int, WorkspaceKey] = {}  # the workspace each supervised run works in
         self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
         self._changes = store.subscribe("runs", "pools", "flags")
@@ -71,10 +78,27 @@ class Runner:
             spawn_intervals={name: pool.spawn_interval for name, pool in s.pools.items()},
             frozen=s.frozen,
             frozen_pools=frozenset(name for name, pool in s.pools.items() if pool.frozen),
+            held=await self._held(),
         )
         for run in claimed:
-            self._supervise(run.id, self._launch(run))
+            self._supervise(run, self._launch(run))
         return claimed
+
+    async def _held(self) -> frozenset[WorkspaceKey]:
+        """Workspaces no new run may take, beyond those of active runs: one that any container
+        still mounts, and one a supervised run still works in.
+
+        A cancelled run is over in the store at once, but its containers run on code the agent
+        wrote, which may ignore SIGTERM for the whole grace; and its task may still be starting a
+        container or running host git. A workspace is free only once both are gone. Read before
+        the claim: a container appears only for an active or a supervised run, held either way.
+        """
+        held = set(self._workspaces.values())
+        for info in await self.containers():
+            found = self.workspaces.at(info.labels.get(WORKSPACE_LABEL, ""))
+            if found is not None:
+                held.add((found.owner, found.repo, found.key))
+        return frozenset(held)
 
     async def _drain_loop(self) -> None:
         """The runner's own cadence: woken by the store, and every ``schedule.drain`` seconds
@@ -105,14 +129,18 @@ class Runner:
                     wait = min(wait, at - now + 0.05)
         return wait
 
-    def _supervise(self, run_id: int, work: Coroutine[Any, Any, None]) -> None:
+    def _supervise(self, run: Run, work: Coroutine[Any, Any, None]) -> None:
+        run_id = run.id
         task = asyncio.create_task(work, name=f"run-{run_id}")
         self._tasks[run_id] = task
+        self._workspaces[run_id] = (run.owner, run.repo, run.workspace_key)
 
         def done(t: asyncio.Task[None]) -> None:
             if self._tasks.get(run_id) is t:
                 del self._tasks[run_id]
+                del self._workspaces[run_id]
                 self._stopping.discard(run_id)
+                self._changes.notify({"runs"})  # its workspace may be free: drain again
             if not t.cancelled() and t.exception():
                 log.error("run %s: supervisor crashed", run_id, exc_info=t.exception())
 
@@ -171,13 +199,13 @@ class Runner:
                         started_at=mine[-1].created,
                     )
                     if adopted:
-                        self._supervise(run.id, self._resume(adopted))
+                        self._supervise(adopted, self._resume(adopted))
                 else:
                     await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
             elif run.state == "running":
                 if any(c.id == run.container_id for c in mine):
-                    self._supervise(run.id, self._resume(run))
+                    self._supervise(run, self._resume(run))
                 else:
                     await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
             else:
-                self._supervise(run.id, self._resume(run))
+                self._supervise(run, self._resume(run))

@@ -86,6 +86,16 @@ class Workspaces:
         validate_repo(owner, repo)
         return WorkspaceDir(owner, repo, key, self.data_dir / WORKSPACES / owner / repo / validate_key(key))
 
+    def at(self, root: str) -> WorkspaceDir | None:
+        """The workspace whose root is ``root`` (as a container's label names it); None when that
+        is no workspace of this data directory."""
+        parts = Path(root).parts
+        top = (self.data_dir / WORKSPACES).parts
+        if len(parts) != len(top) + 3 or parts[: len(top)] != top:
+            return None
+        owner, repo, key = parts[len(top):]
+        return WorkspaceDir(owner, repo, key, Path(root))
+
     def all(self) -> list[WorkspaceDir]:
         """Every workspace on disk, for the sweeper."""
         def subdirs(path: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
 from bot.runs.containers import container_spec
+from bot.runs.disk import Watch
 from bot.logs import mask
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -43,19 +44,21 @@ async def start(
     return running
 
 
-async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> Exit:
-    """Wait for a running run's container until its deadline, keep its output, and remove it."""
+async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> tuple[Exit, str]:
+    """Wait for a running run's container until its deadline, within its disk, keep its output, and
+    remove it. Returns how it ended, and why the bot stopped it ("" if it did not)."""
     deadline = (run.started_at or time.time()) + settings.limits.timeout
     while True:
         try:
-            exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
+            async with Watch(executor, settings.limits, run.container_id, ws.root) as watch:
+                exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
             break
         except ExecutorError as e:  # the engine's connection dropped: the container may still run
             log.warning("run %s: lost the Docker engine while waiting, waiting again: %s", run.id, e)
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return exit
+    return exit, watch.reason
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:

@@ -22,7 +22,7 @@ from bot.runs.pipeline.prepare import prepare
 from bot.runs.pipeline.qa import run_qa
 from bot.services import Services
 from bot.store import ACTIVE, Run
-from bot.workspace import Workspace, branch_choices, safe_read
+from bot.workspace import Workspace, branch_choices, remove_workspace, safe_read
 from bot.workspace import layout
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,11 @@ async def _finish(services: Services, run: Run, ws: Workspace) -> None:
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            exit = await agent.wait(services.settings, services.executor, run, ws)
-            judged = await judge(services.settings, services.store, run, ws, exit)
+            exit, stopped = await agent.wait(services.settings, services.executor, run, ws)
+            judged = await judge(services.settings, services.store, run, ws, exit, stopped)
             if judged is None:
+                if stopped:  # see bot.runs.disk: what it wrote must not weigh on the next run
+                    await remove_workspace(ws)
                 return
             run = judged
         await _after_agent(services, run, ws)

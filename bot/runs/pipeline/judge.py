@@ -23,13 +23,14 @@ from bot.workspace import layout
 log = logging.getLogger(__name__)
 
 
-async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit: Exit) -> Run | None:
-    """Move the run on from its agent's ``exit``; the run to go on with, or None when it ended here."""
+async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit: Exit, stopped: str = "") -> Run | None:
+    """Move the run on from its agent's ``exit`` (``stopped``: why the bot stopped it, if it did);
+    the run to go on with, or None when it ended here."""
     current = await store.get(run.id)
     if current is None or current.state != "running" or current.container_id != run.container_id:
         return None  # cancelled, or moved on by someone else: theirs wins
     started = run.started_at or time.time()
-    reason = failure(exit, settings.limits.timeout)
+    reason = failure(exit, settings.limits.timeout, stopped)
     quick = bool(reason) and not exit.timed_out and time.time() - started < settings.backoff.window
     until = await store.record_outcome(
         run.pool, quick_failure=quick, threshold=settings.backoff.failures, pause=settings.backoff.pause
@@ -50,8 +51,10 @@ async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit:
     return await store.update(run.id, exit_code=exit.code, result=outcome)
 
 
-def failure(exit: Exit, timeout: float) -> str:
+def failure(exit: Exit, timeout: float, stopped: str = "") -> str:
     """Why a container's exit counts as a failure; "" when it does not."""
+    if stopped:
+        return stopped
     if exit.timed_out:
         return f"the agent ran past its {timeout:g}s limit and was stopped"
     if exit.oom_killed:

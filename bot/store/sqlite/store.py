@@ -240,10 +240,11 @@ class SqliteStore(Views):
         spawn_intervals: dict[str, float],
         frozen: bool = False,
         frozen_pools: frozenset[str] = frozenset(),
+        held: frozenset[policy.WorkspaceKey] = frozenset(),
         now: float | None = None,
     ) -> list[Run]:
-        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO
-        (``policy.claimable`` decides which)."""
+        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none
+        onto a ``held`` workspace (``policy.claimable`` decides which)."""
         now = time.time() if now is None else now
         limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools)
         async with self._tx("runs", "transitions", "pools") as db:
@@ -255,7 +256,7 @@ class SqliteStore(Views):
             )
             pools = {p.name: p for p in await rows.pools(db)}
             claimed: list[Run] = []
-            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now):
+            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
                 await rows.update_run(db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1})
                 await rows.log_transition(db, run.id, "queued", "preparing", "claimed", now)
                 await db.execute(
