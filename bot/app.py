@@ -49,8 +49,8 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
     app[ROUTER] = router
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
-    mount_api(app, settings, lambda: app[ENGINE])
-    mount_mcp(app, settings, lambda: app[ENGINE])
+    mount_api(app, settings, lambda: app[SERVICES], lambda: app[ENGINE].runner)
+    mount_mcp(app, settings, lambda: app[SERVICES])
     dashboard.add_routes(app, settings)
     app.cleanup_ctx.append(_services)
     return app
@@ -62,14 +62,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     try:
         forge = Forge.from_settings(session, settings)
-        services = Services(settings, store, forge)
+        services = Services.create(settings, store, forge)
         app[SERVICES] = services
         engine = Engine(services)
         app[ENGINE] = engine
         intake = None
         try:  # from here on whatever started is stopped again, also when a later step fails
-            app[METRICS] = await Metrics.create(store, forge, engine.executor)
-            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor)
+            app[METRICS] = await Metrics.create(store, forge, services.executor)
+            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, services.executor)
             await engine.start()
             intake = app[INTAKE] = Intake(services, app[ROUTER])
             await intake.start()
@@ -79,6 +79,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             if intake is not None:
                 await intake.stop()
             await engine.stop()
+            await services.close()
     finally:
         await session.close()
         await store.close()
@@ -137,10 +138,10 @@ async def healthz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks = {
         "store": services.store.ping(),
-        "docker": request.app[ENGINE].ping(),
+        "docker": services.executor.ping(),
         "forge": services.forge.getitem(paths.VERSION),
     }
-    image = preflight.image_state(request.app[ENGINE].executor, services.settings.image)
+    image = preflight.image_state(services.executor, services.settings.image)
     *results, image_state = await asyncio.gather(
         *(asyncio.wait_for(c, 5.0) for c in (*checks.values(), image)), return_exceptions=True
     )

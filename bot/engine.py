@@ -1,38 +1,34 @@
-"""Wires the dispatch engine: Docker executor, workspaces, runner, reporter and scheduler."""
+"""The workers: the runner, the reporter and the timed jobs, over the parts the app built once."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from bot.runs import preflight
-from bot.executor.docker import DockerExecutor
-from bot.runs.pipeline.tools import Tools
+from bot.runs.pipeline import flow
 from bot.report.reporter import Reporter
 from bot.runs.runner import Runner
 from bot.upkeep.sweeper import Scheduler
 from bot.services import Services
-from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
 
 class Engine:
     def __init__(self, services: Services) -> None:
-        s = services.settings
-        self.services = services
-        self.executor = DockerExecutor(s.docker_url)
-        self.workspaces = Workspaces.from_settings(s)
-        self.tools = Tools(s, services.store, services.forge, self.executor, self.workspaces, services.bot_login,
-                           preflight.Images(self.executor, s))
-        self.runner = Runner(self.tools)
-        self.reporter = Reporter(s, services.store, services.forge, services.bot_login)
-        self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces)
+        s = services
+        self.runner = Runner(s.settings, s.store, s.executor, s.workspaces,
+                             launch=partial(flow.launch, s), resume=partial(flow.resume, s))
+        self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login)
+        self.scheduler = Scheduler(s, self.runner)
+        self._services = s
 
     async def start(self) -> None:
-        s = self.services.settings
-        if not await self.executor.ping():
+        s, executor = self._services.settings, self._services.executor
+        if not await executor.ping():
             log.error("the Docker engine does not answer; runs stay queued until it does")
-        elif await preflight.image_state(self.executor, s.image) == "missing":
+        elif await preflight.image_state(executor, s.image) == "missing":
             log.error("%s; until then every run on it fails", preflight.image_missing(s, s.image))
         await self.runner.start()
         await self.reporter.start()
@@ -42,7 +38,3 @@ class Engine:
         self.scheduler.stop()
         await self.reporter.stop()
         await self.runner.stop()
-        await self.executor.close()
-
-    async def ping(self) -> bool:
-        return await self.executor.ping()

@@ -1,6 +1,8 @@
-"""What handlers are given: the settings, the store, the Forge client and the bot's own login.
+"""The parts the bot shares, built once at start: settings, store, Forge client, Docker executor,
+workspaces, the images' contents and the bot's own login.
 
-Handlers only write the store; the workers wake on what it commits.
+Handlers, the pipeline's stages, the workers and the operations are each handed this record and
+use only the parts they need. Handlers only write the store; the workers wake on what it commits.
 """
 
 from __future__ import annotations
@@ -8,10 +10,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from bot.executor.docker import DockerExecutor
 from bot.forge import paths
 from bot.forge.client import Forge
+from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
+from bot.workspace import Workspaces
 
 
 @dataclass
@@ -19,8 +24,20 @@ class Services:
     settings: Settings
     store: Store
     forge: Forge
+    executor: DockerExecutor
+    workspaces: Workspaces
+    images: Images  # what the images hold, for preflight
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def create(cls, settings: Settings, store: Store, forge: Forge) -> Services:
+        """The executor, workspaces and images as the settings say; ``close`` releases them."""
+        executor = DockerExecutor(settings.docker_url)
+        return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings))
+
+    async def close(self) -> None:
+        await self.executor.close()
 
     @property
     def known_login(self) -> str | None:

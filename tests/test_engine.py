@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from bot.admin import operations as ops
 from bot.store import ACTIVE, RunRequest
 
 from .helpers import dispatch, ended
@@ -105,7 +106,7 @@ async def test_qa_failure_fails_the_run_with_its_output(world, engine_bot):
 
 async def test_twenty_requests_against_limit_three_run_three_at_a_time(world, engine_bot):
     bot = await engine_bot(max_running=3)
-    await bot.engine.runner.freeze(True)
+    await ops.freeze(bot.services, True)
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     for n in range(20):
         issue = await forge.create_issue(repo, bob, title=f"task {n}", body="")
@@ -121,7 +122,7 @@ async def test_twenty_requests_against_limit_three_run_three_at_a_time(world, en
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample())
-    await asyncio.gather(*(bot.engine.runner.freeze(False) for _ in range(5)), bot.engine.runner.drain(),
+    await asyncio.gather(*(ops.freeze(bot.services, False) for _ in range(5)), bot.engine.runner.drain(),
                          bot.engine.runner.drain())
     runs = await ended(bot, count=20, timeout=240)
     sampler.cancel()
@@ -166,7 +167,7 @@ async def test_requests_while_frozen_are_kept_and_run_when_thawed(world, engine_
     await bot.engine.runner.drain()
     [run] = await bot.store.runs()
     assert run.state == "queued"
-    await bot.engine.runner.freeze(False)
+    await ops.freeze(bot.services, False)
     [run] = await ended(bot)
     assert run.state == "completed"
 

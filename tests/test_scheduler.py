@@ -20,7 +20,7 @@ async def bot(engine_bot):
 
 
 async def test_reap_kills_containers_of_no_active_run_but_spares_live_ones(world, bot, agent_image):
-    executor = bot.engine.executor
+    executor = bot.services.executor
     spec = ContainerSpec(name="dispatchbot-orphan-test", image=agent_image, argv=["sleep", "300"], workdir="/",
                          mounts=[], env={}, labels={RUN_LABEL: "9999", "dispatchbot.role": "agent",
                                                      INSTANCE_LABEL: bot.settings.instance},

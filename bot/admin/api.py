@@ -17,13 +17,17 @@ from pydantic import BaseModel, ValidationError
 
 from bot.admin import operations as ops
 from bot.admin import tokens
-from bot.engine import Engine
+from bot.runs.runner import Runner
+from bot.services import Services
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EngineGetter = Callable[[], Engine]
-GET_ENGINE = web.AppKey("get_engine", EngineGetter)
+# The app builds the services and the runner at start, after the routes: the faces ask for them per request.
+ServicesGetter = Callable[[], Services]
+RunnerGetter = Callable[[], Runner]
+GET_SERVICES = web.AppKey("get_services", ServicesGetter)
+GET_RUNNER = web.AppKey("get_runner", RunnerGetter)
 TOKEN = web.AppKey("token", str)
 
 
@@ -45,24 +49,27 @@ def unauthorized() -> web.Response:
     )
 
 
-def mount_api(app: web.Application, settings: Settings, get_engine: EngineGetter) -> None:
+def mount_api(
+    app: web.Application, settings: Settings, get_services: ServicesGetter, get_runner: RunnerGetter
+) -> None:
     """Mount the API at ``/api/``, or, without a token, a 404 that says why."""
     token = admin_token(settings)
     if token is None:
         log.info("the admin API (/api/) and MCP (/mcp) are off: no admin_token is set")
         app.router.add_route("*", "/api/{tail:.*}", _off)
         return
-    app.add_subapp("/api", create_api(get_engine, token))
+    app.add_subapp("/api", create_api(get_services, get_runner, token))
 
 
 async def _off(request: web.Request) -> web.Response:
     return web.json_response({"error": "the admin API is off: no admin_token is set"}, status=404)
 
 
-def create_api(get_engine: EngineGetter, token: str) -> web.Application:
-    """The sub-application mounted at ``/api/``; ``get_engine`` gives the engine once it runs."""
+def create_api(get_services: ServicesGetter, get_runner: RunnerGetter, token: str) -> web.Application:
+    """The sub-application mounted at ``/api/``; the getters give the services and the runner once they run."""
     api = web.Application(middlewares=[_guard])
-    api[GET_ENGINE] = get_engine
+    api[GET_SERVICES] = get_services
+    api[GET_RUNNER] = get_runner
     api[TOKEN] = token
     api.router.add_get("/runs", list_runs)
     api.router.add_get("/runs/{id}", show_run)
@@ -118,8 +125,8 @@ def _json(value: BaseModel | list[BaseModel]) -> web.Response:
     return web.json_response(value.model_dump(mode="json"))
 
 
-def _engine(request: web.Request) -> Engine:
-    return request.app[GET_ENGINE]()
+def _services(request: web.Request) -> Services:
+    return request.app[GET_SERVICES]()
 
 
 def _run_id(request: web.Request) -> int:
@@ -145,24 +152,24 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def list_runs(request: web.Request) -> web.Response:
     q = request.query
-    return _json(await ops.list_runs(_engine(request), state=q.get("state"), repo=q.get("repo"), agent=q.get("agent")))
+    return _json(await ops.list_runs(_services(request), state=q.get("state"), repo=q.get("repo"), agent=q.get("agent")))
 
 
 async def show_run(request: web.Request) -> web.Response:
-    return _json(await ops.show_run(_engine(request), _run_id(request)))
+    return _json(await ops.show_run(_services(request), _run_id(request)))
 
 
 async def run_log(request: web.Request) -> web.Response:
-    detail = await ops.show_run(_engine(request), _run_id(request))
+    detail = await ops.show_run(_services(request), _run_id(request))
     return web.json_response({"id": detail.id, "state": detail.state, "log": detail.log_tail})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
-    return _json(await ops.cancel_run(_engine(request), _run_id(request)))
+    return _json(await ops.cancel_run(_services(request), _run_id(request)))
 
 
 async def retry_run(request: web.Request) -> web.Response:
-    return _json(await ops.retry_run(_engine(request), _run_id(request)))
+    return _json(await ops.retry_run(_services(request), _run_id(request)))
 
 
 class _Answer(BaseModel):
@@ -171,7 +178,7 @@ class _Answer(BaseModel):
 
 async def answer_run(request: web.Request) -> web.Response:
     answer = _Answer.model_validate(await _body(request))
-    return _json(await ops.answer_run(_engine(request), _run_id(request), answer.text))
+    return _json(await ops.answer_run(_services(request), _run_id(request), answer.text))
 
 
 class _PoolChoice(BaseModel):
@@ -179,23 +186,23 @@ class _PoolChoice(BaseModel):
 
 
 async def pools(request: web.Request) -> web.Response:
-    return _json(await ops.pools(_engine(request)))
+    return _json(await ops.pools(_services(request)))
 
 
 async def freeze(request: web.Request) -> web.Response:
     choice = _PoolChoice.model_validate(await _body(request))
-    return _json(await ops.freeze(_engine(request), True, choice.pool))
+    return _json(await ops.freeze(_services(request), True, choice.pool))
 
 
 async def thaw(request: web.Request) -> web.Response:
     choice = _PoolChoice.model_validate(await _body(request))
-    return _json(await ops.freeze(_engine(request), False, choice.pool))
+    return _json(await ops.freeze(_services(request), False, choice.pool))
 
 
 async def poke(request: web.Request) -> web.Response:
-    return _json(await ops.poke(_engine(request)))
+    return _json(await ops.poke(request.app[GET_RUNNER]()))
 
 
 async def dispatch(request: web.Request) -> web.Response:
     inp = ops.DispatchInput.model_validate(await _body(request))
-    return _json(await ops.dispatch(_engine(request), inp))
+    return _json(await ops.dispatch(_services(request), inp))

@@ -24,7 +24,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from pydantic import BaseModel, Field
 
 from bot.admin import operations as ops
-from bot.admin.api import EngineGetter, admin_token, authorized, unauthorized
+from bot.admin.api import ServicesGetter, admin_token, authorized, unauthorized
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,25 +41,25 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """The operations of this process's engine, answered as the API would answer them."""
+    """The operations of this process, answered as the API would answer them."""
 
-    def __init__(self, get_engine: EngineGetter) -> None:
-        self._engine = get_engine
+    def __init__(self, get_services: ServicesGetter) -> None:
+        self._services = get_services
 
     async def dispatch(self, inp: dict[str, Any]) -> dict[str, Any]:
-        return (await ops.dispatch(self._engine(), ops.DispatchInput.model_validate(inp))).model_dump(mode="json")
+        return (await ops.dispatch(self._services(), ops.DispatchInput.model_validate(inp))).model_dump(mode="json")
 
     async def runs(self, state: str | None = None) -> list[dict[str, Any]]:
-        return [r.model_dump(mode="json") for r in await ops.list_runs(self._engine(), state=state)]
+        return [r.model_dump(mode="json") for r in await ops.list_runs(self._services(), state=state)]
 
     async def show(self, run_id: int) -> dict[str, Any]:
-        return (await ops.show_run(self._engine(), run_id)).model_dump(mode="json")
+        return (await ops.show_run(self._services(), run_id)).model_dump(mode="json")
 
     async def cancel(self, run_id: int) -> dict[str, Any]:
-        return (await ops.cancel_run(self._engine(), run_id)).model_dump(mode="json")
+        return (await ops.cancel_run(self._services(), run_id)).model_dump(mode="json")
 
     async def answer(self, run_id: int, text: str) -> dict[str, Any]:
-        return (await ops.answer_run(self._engine(), run_id, text)).model_dump(mode="json")
+        return (await ops.answer_run(self._services(), run_id, text)).model_dump(mode="json")
 
 
 # The tools ----------------------------------------------------------------------------------
@@ -148,14 +148,14 @@ def build_server(backend: Backend) -> Server:
 MANAGER = web.AppKey("mcp_manager", StreamableHTTPSessionManager)
 
 
-def mount_mcp(app: web.Application, settings: Settings, get_engine: EngineGetter) -> None:
+def mount_mcp(app: web.Application, settings: Settings, get_services: ServicesGetter) -> None:
     """Serve MCP at ``/mcp`` behind the admin token; without a token, a 404 that says why."""
     token = admin_token(settings)
     if token is None:
         app.router.add_route("*", "/mcp", _off)
         return
     # Stateless: every request stands alone, so nothing is lost when the bot restarts between calls.
-    app[MANAGER] = StreamableHTTPSessionManager(build_server(LocalBackend(get_engine)), stateless=True)
+    app[MANAGER] = StreamableHTTPSessionManager(build_server(LocalBackend(get_services)), stateless=True)
 
     async def running(app: web.Application) -> AsyncIterator[None]:
         # The manager's task group must be entered and left by one task; aiohttp runs a cleanup

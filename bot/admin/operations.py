@@ -1,7 +1,8 @@
 """What an operator can do to the bot, whatever the face: the admin API, the CLI (through the API), MCP.
 
-Plain async functions over the engine (store, settings, Forge, runner, workspaces). Inputs and
-outputs are pydantic models, so each face validates and serialises the same way; a refusal is an
+Plain async functions over the shared parts (``Services``: store, settings, Forge, executor,
+workspaces); only ``poke`` is handed the runner, to drain the queue now. Inputs and outputs are
+pydantic models, so each face validates and serialises the same way; a refusal is an
 ``OperationError`` with the HTTP status it maps to and a one-line reason.
 """
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot import workspace as wsmod
 from bot.runs.agents import UnknownAgent, known_agents, resolve, run_request
 from bot.runs.dryrun import dry_run
-from bot.engine import Engine
+from bot.services import Services
 from bot.executor.docker import ExecutorError
 from bot.forge.client import ForgeError
 from bot.forge.paths import Repo
@@ -26,6 +27,7 @@ from bot.logs import mask
 from bot.intake.payloads import PullRequest
 from bot.store.pools import PoolsView, pools_view
 from bot.runs.prompt import check_options
+from bot.runs.runner import Runner
 from bot.report import sentences
 from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
 from bot.workspace import layout
@@ -148,90 +150,90 @@ class RunDetail(RunSummary):
 
 
 async def list_runs(
-    engine: Engine, *, state: str | None = None, repo: str | None = None, agent: str | None = None
+    services: Services, *, state: str | None = None, repo: str | None = None, agent: str | None = None
 ) -> list[RunSummary]:
     """Runs, newest first; ``state`` may be a state or ``live`` (queued or working)."""
     if state is not None and state != "live" and state not in STATES:
         raise OperationError(400, f"unknown state {state!r}; known: live, {', '.join(STATES)}")
     states = LIVE if state == "live" else (state,) if state else None
     owner, name = (repo.split("/", 1) if "/" in repo else (None, repo)) if repo else (None, None)
-    runs = await engine.services.store.runs(states=states, owner=owner, repo=name)
+    runs = await services.store.runs(states=states, owner=owner, repo=name)
     if agent:
         runs = [r for r in runs if agent in (r.agent, r.agent_spec)]
     return [RunSummary.of(r) for r in reversed(runs)]
 
 
-async def _run(engine: Engine, run_id: int) -> Run:
-    run = await engine.services.store.get(run_id)
+async def _run(services: Services, run_id: int) -> Run:
+    run = await services.store.get(run_id)
     if run is None:
         raise OperationError(404, f"no run {run_id}")
     return run
 
 
-async def show_run(engine: Engine, run_id: int) -> RunDetail:
-    run = await _run(engine, run_id)
-    store = engine.services.store
+async def show_run(services: Services, run_id: int) -> RunDetail:
+    run = await _run(services, run_id)
+    store = services.store
     transitions = [
         StateChangeView(from_state=c.from_state, to_state=c.to_state, reason=c.reason) for c in await store.history(run.id)
     ]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
-        links=links(run, await shown(store, run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
+        links=links(run, await shown(store, run.id), services.settings.forge_url), log_tail=await log_tail(services, run),
     )
 
 
-async def log_tail(engine: Engine, run: Run) -> str:
+async def log_tail(services: Services, run: Run) -> str:
     """The agent's output: live from its container while it runs, else what ``.meta/`` kept."""
-    settings = engine.services.settings
+    settings = services.settings
     limit = min(settings.limits.log_bytes, 64 * 1024)
     if run.state == "running" and run.container_id:
         try:
-            raw = await engine.executor.logs(run.container_id, limit=limit)
+            raw = await services.executor.logs(run.container_id, limit=limit)
             return mask(raw.decode(errors="replace"), settings.secrets())
         except ExecutorError:
             pass  # gone meanwhile: its logs are in .meta by now
-    path = _output_file(engine, run)
+    path = _output_file(services, run)
     return (wsmod.safe_read(path, limit) or "") if path.parent.is_dir() else ""
 
 
-def _workspace_dir(engine: Engine, run: Run) -> Path:
-    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).root
+def _workspace_dir(services: Services, run: Run) -> Path:
+    return services.workspaces.directory(run.owner, run.repo, run.workspace_key).root
 
 
-def _output_file(engine: Engine, run: Run) -> Path:
+def _output_file(services: Services, run: Run) -> Path:
     """Where the agent stage keeps the container's output, once the container ended."""
-    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).meta / layout.CONTAINER_LOG
+    return services.workspaces.directory(run.owner, run.repo, run.workspace_key).meta / layout.CONTAINER_LOG
 
 
-async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
-    run = await _run(engine, run_id)
-    done = await engine.services.store.transition(run.id, "cancelled", reason="cancelled through the admin API")
+async def cancel_run(services: Services, run_id: int) -> RunSummary:
+    run = await _run(services, run_id)
+    done = await services.store.transition(run.id, "cancelled", reason="cancelled through the admin API")
     if done is None:
         raise OperationError(409, f"run {run_id} is {run.state}; only queued, working or blocked runs can be cancelled")
     return RunSummary.of(done)
 
 
-async def retry_run(engine: Engine, run_id: int) -> RunSummary:
+async def retry_run(services: Services, run_id: int) -> RunSummary:
     """Run a failed or cancelled run again, as ``/retry`` would; returns the new run."""
-    run = await _run(engine, run_id)
+    run = await _run(services, run_id)
     if run.state not in RETRYABLE:
         raise OperationError(409, f"run {run_id} is {run.state}; only failed or cancelled runs can be retried")
     request = run.again(trigger=API_TRIGGER, requested_by=API_USER)
     # One retry per run: a re-sent POST finds the trigger taken and queues nothing.
-    retried = await engine.services.store.request_run(request, trigger_key=f"api:retry:{run.id}")
+    retried = await services.store.request_run(request, trigger_key=f"api:retry:{run.id}")
     if retried is None:
-        same = await engine.services.store.runs(owner=run.owner, repo=run.repo, number=run.number)
+        same = await services.store.runs(owner=run.owner, repo=run.repo, number=run.number)
         later = [r.id for r in same if r.retry_of == run.id]
         raise OperationError(409, f"run {run_id} was already retried" + (f" as run {later[0]}" if later else ""))
     return RunSummary.of(retried)
 
 
-async def answer_run(engine: Engine, run_id: int, text: str) -> RunSummary:
+async def answer_run(services: Services, run_id: int, text: str) -> RunSummary:
     """Answer a blocked run's question; it resumes in the same workspace, as after ``/answer``."""
     if not text.strip():
         raise OperationError(400, "the answer is empty")
-    run = await _run(engine, run_id)
-    resumed = await engine.services.store.transition(
+    run = await _run(services, run_id)
+    resumed = await services.store.transition(
         run.id, "queued", reason="answered through the admin API", expect=("blocked",), answer=text
     )
     if resumed is None:
@@ -239,8 +241,8 @@ async def answer_run(engine: Engine, run_id: int, text: str) -> RunSummary:
     return RunSummary.of(resumed)
 
 
-async def _queue(engine: Engine, request: RunRequest) -> Run:
-    run = await engine.services.store.request_run(request, trigger_key=f"api:{uuid.uuid4()}")
+async def _queue(services: Services, request: RunRequest) -> Run:
+    run = await services.store.request_run(request, trigger_key=f"api:{uuid.uuid4()}")
     assert run is not None  # a fresh trigger key is never seen before
     return run
 
@@ -248,42 +250,45 @@ async def _queue(engine: Engine, request: RunRequest) -> Run:
 # Pools --------------------------------------------------------------------------------------
 
 
-async def pools(engine: Engine) -> PoolsView:
+async def pools(services: Services) -> PoolsView:
     """Every pool configured, recorded or holding runs: limits, load, frozen and backoff."""
-    return await pools_view(engine.services.settings, engine.services.store)
+    return await pools_view(services.settings, services.store)
 
 
-async def freeze(engine: Engine, frozen: bool, pool: str | None = None) -> PoolsView:
+async def freeze(services: Services, frozen: bool, pool: str | None = None) -> PoolsView:
     """Freeze (or thaw) the whole bot or one pool; kept in the store, so it outlives a restart.
     Requests keep being queued while frozen; nothing starts."""
     if pool is not None and not pool.strip():
         raise OperationError(400, "the pool name is empty")
-    if pool is not None and pool not in (known := await _known_pools(engine)):
+    if pool is not None and pool not in (known := await _known_pools(services)):
         raise OperationError(400, f"unknown pool {pool!r}; known pools: {', '.join(known)}")
-    await engine.runner.freeze(frozen, pool)
-    return await pools(engine)
+    if pool is None:  # a store write: the runner wakes on it
+        await services.store.set_flag("frozen", "1" if frozen else "0")
+    else:
+        await services.store.set_pool_frozen(pool, frozen)
+    return await pools(services)
 
 
-async def _known_pools(engine: Engine) -> list[str]:
+async def _known_pools(services: Services) -> list[str]:
     """The pools configured, recorded, holding runs or named by an agent: what may be frozen."""
-    settings = engine.services.settings
+    settings = services.settings
     agents = {resolve(settings, name).pool for name in known_agents(settings)}
-    return sorted(agents | {p.name for p in (await pools(engine)).pools})
+    return sorted(agents | {p.name for p in (await pools(services)).pools})
 
 
-async def poke(engine: Engine) -> list[RunSummary]:
+async def poke(runner: Runner) -> list[RunSummary]:
     """Drain the queue now instead of at the next wake-up; returns the runs it started."""
-    return [RunSummary.of(r) for r in await engine.runner.drain()]
+    return [RunSummary.of(r) for r in await runner.drain()]
 
 
 # Dispatch -----------------------------------------------------------------------------------
 
 
-async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
+async def dispatch(services: Services, inp: DispatchInput) -> DispatchOutput:
     """Queue a run on an issue or pull request, as the ``/dispatch`` command would, on behalf of
     the operator (no permission check: the API is the operator's), or on a branch or tag with no
     issue; or, with ``dry_run``, return the prompt and argv it would get and start nothing."""
-    settings = engine.services.settings
+    settings = services.settings
     owner, name = inp.owner_and_name()
     try:
         agent = resolve(settings, inp.agent)
@@ -302,42 +307,41 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
         if not inp.task.strip():
             raise OperationError(400, f"a dispatch on a {'branch' if inp.branch is not None else 'tag'} needs a task")
         if inp.branch is not None:
-            options |= {"ref": inp.branch, "ref_sha": await _branch_head(engine, owner, name, inp.branch)}
+            options |= {"ref": inp.branch, "ref_sha": await _branch_head(services, owner, name, inp.branch)}
         else:
-            options |= {"ref": inp.tag, "ref_sha": await _tag_commit(engine, owner, name, inp.tag), "ref_type": "tag"}
+            options |= {"ref": inp.tag, "ref_sha": await _tag_commit(services, owner, name, inp.tag), "ref_type": "tag"}
         number, title, pull = 0, "", None  # 0: runs need a number; Run.on_ref tells
     else:
         number = inp.issue or inp.pr
-        title, pull = await _target(engine, owner, name, number, want_pull=inp.pr is not None)
+        title, pull = await _target(services, owner, name, number, want_pull=inp.pr is not None)
     request = run_request(
         inp.agent, agent, owner=owner, repo=name, number=number, is_pull=pull is not None,
         task=inp.task or title, trigger=API_TRIGGER, requested_by=API_USER, options=options,
     )
     out = DispatchOutput(success=True, agent=agent.name, repo=f"{owner}/{name}")
     if inp.dry_run:
-        services = engine.services
         try:
             argv, prompt = await dry_run(
-                services.forge, settings, engine.workspaces, request, bot=await services.bot_login()
+                services.forge, settings, services.workspaces, request, bot=await services.bot_login()
             )
         except FAILURES as e:
             raise refusal(e) from None
         return out.model_copy(update={"prompt": prompt, "argv": argv, "message": "dry run: nothing was started"})
     if pull is not None and pull.is_fork:
         raise OperationError(409, sentences.fork_refused(number))
-    run = await _queue(engine, request)
+    run = await _queue(services, request)
     return out.model_copy(update={
-        "run_id": run.id, "state": run.state, "workspace_dir": str(_workspace_dir(engine, run)),
-        "output_file": str(_output_file(engine, run)),
+        "run_id": run.id, "state": run.state, "workspace_dir": str(_workspace_dir(services, run)),
+        "output_file": str(_output_file(services, run)),
         "message": f"queued run {run.id}",
     })
 
 
-async def _branch_head(engine: Engine, owner: str, name: str, branch: str) -> str:
+async def _branch_head(services: Services, owner: str, name: str, branch: str) -> str:
     """The commit the branch points at now: the run's commit status goes on it."""
     try:
         wsmod.validate_branch(branch)
-        answer = await engine.services.forge.getitem(Repo(owner, name).branch(branch))
+        answer = await services.forge.getitem(Repo(owner, name).branch(branch))
     except ValueError as e:
         raise OperationError(400, str(e)) from None
     except ForgeError as e:
@@ -347,11 +351,11 @@ async def _branch_head(engine: Engine, owner: str, name: str, branch: str) -> st
     return answer["commit"]["id"]
 
 
-async def _tag_commit(engine: Engine, owner: str, name: str, tag: str) -> str:
+async def _tag_commit(services: Services, owner: str, name: str, tag: str) -> str:
     """The tag's commit, read from the bot's mirror of the repository: the agent's branch starts
     there and the run's commit status goes on it."""
     try:
-        sha = await engine.workspaces.tag_commit(owner, name, tag)
+        sha = await services.workspaces.tag_commit(owner, name, tag)
     except ValueError as e:
         raise OperationError(400, str(e)) from None
     except wsmod.GitError as e:
@@ -363,10 +367,10 @@ async def _tag_commit(engine: Engine, owner: str, name: str, tag: str) -> str:
 
 
 async def _target(
-    engine: Engine, owner: str, name: str, number: int, *, want_pull: bool
+    services: Services, owner: str, name: str, number: int, *, want_pull: bool
 ) -> tuple[str, PullRequest | None]:
     """The issue's title, and the pull request when it is one."""
-    forge = engine.services.forge
+    forge = services.forge
     paths = Repo(owner, name)
     try:
         issue = await forge.getitem(paths.issue(number))

@@ -12,30 +12,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.executor.docker import ContainerInfo
+from bot.executor.docker import ContainerInfo, DockerExecutor
 from bot.runs.containers import ROLE_LABEL, RUN_LABEL, WORKSPACE_LABEL, containers
-from bot.runs.pipeline import flow
-from bot.runs.pipeline.tools import Tools
-from bot.store import ACTIVE, Run
+from bot.settings import Settings
+from bot.store import ACTIVE, Run, Store
 from bot.store.policy import WorkspaceKey
+from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
+Stage = Callable[[Run], Coroutine[Any, Any, None]]  # takes a run through the pipeline to its end
+
 
 class Runner:
-    def __init__(self, tools: Tools) -> None:
-        self.tools = tools
-        self.settings = tools.settings
-        self.store = tools.store
-        self.executor = tools.executor
+    def __init__(
+        self, settings: Settings, store: Store, executor: DockerExecutor, workspaces: Workspaces,
+        *, launch: Stage, resume: Stage,
+    ) -> None:
+        """``launch`` takes a claimed run from the start, ``resume`` an adopted one from where it is
+        (``pipeline.flow``'s, bound to the parts they use)."""
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.workspaces = workspaces
+        self._launch = launch
+        self._resume = resume
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._workspaces: dict[int, WorkspaceKey] = {}  # the workspace each supervised run works in
         self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
-        self._changes = tools.store.subscribe("runs", "pools", "flags")
+        self._changes = store.subscribe("runs", "pools", "flags")
         self._loop: asyncio.Task[None] | None = None
 
     # Life cycle ---------------------------------------------------------------------------
@@ -49,13 +58,6 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def freeze(self, frozen: bool, pool: str | None = None) -> None:
-        """Freeze or thaw the bot (or one pool) at run time; requests keep being queued."""
-        if pool is None:
-            await self.store.set_flag("frozen", "1" if frozen else "0")
-        else:
-            await self.store.set_pool_frozen(pool, frozen)
 
     @property
     def supervised(self) -> set[int]:
@@ -79,7 +81,7 @@ class Runner:
             held=await self._held(),
         )
         for run in claimed:
-            self._supervise(run, flow.launch(self.tools, run))
+            self._supervise(run, self._launch(run))
         return claimed
 
     async def _held(self) -> frozenset[WorkspaceKey]:
@@ -93,7 +95,7 @@ class Runner:
         """
         held = set(self._workspaces.values())
         for info in await self.containers():
-            found = self.tools.workspaces.at(info.labels.get(WORKSPACE_LABEL, ""))
+            found = self.workspaces.at(info.labels.get(WORKSPACE_LABEL, ""))
             if found is not None:
                 held.add((found.owner, found.repo, found.key))
         return frozenset(held)
@@ -197,13 +199,13 @@ class Runner:
                         started_at=mine[-1].created,
                     )
                     if adopted:
-                        self._supervise(adopted, flow.resume(self.tools, adopted))
+                        self._supervise(adopted, self._resume(adopted))
                 else:
                     await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
             elif run.state == "running":
                 if any(c.id == run.container_id for c in mine):
-                    self._supervise(run, flow.resume(self.tools, run))
+                    self._supervise(run, self._resume(run))
                 else:
                     await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
             else:
-                self._supervise(run, flow.resume(self.tools, run))
+                self._supervise(run, self._resume(run))

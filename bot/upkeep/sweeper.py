@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.executor.docker import DockerExecutor
 from bot.runs.containers import RUN_LABEL
 from bot.runs.runner import Runner
 from bot.services import Services
 from bot.store import ACTIVE, LIVE, Pruned
-from bot.workspace import Workspaces, remove_workspace, safe_write
+from bot.workspace import remove_workspace, safe_write
 from bot.workspace import layout
 
 log = logging.getLogger(__name__)
@@ -28,17 +27,9 @@ MIN_AGE = 30.0
 
 
 class Scheduler:
-    def __init__(
-        self,
-        services: Services,
-        runner: Runner,
-        executor: DockerExecutor,
-        workspaces: Workspaces,
-    ) -> None:
+    def __init__(self, services: Services, runner: Runner) -> None:
         self.services = services
-        self.runner = runner
-        self.executor = executor
-        self.workspaces = workspaces
+        self.runner = runner  # what it supervises is never reaped
         self._scheduler = AsyncIOScheduler()
         every = services.settings.schedule
         self.add("sweep", self.sweep, every.sweep)
@@ -71,8 +62,8 @@ class Scheduler:
             if run is not None and run.state in ACTIVE and run.container_id == info.id:
                 continue  # not yet re-adopted: the runner's next adoption picks it up
             log.warning("reaping container %s of run %s (%s)", info.name, run and run.id, run and run.state)
-            await self.executor.kill(info.id, self.services.settings.limits.grace)
-            await self.executor.remove(info.id)
+            await self.services.executor.kill(info.id, self.services.settings.limits.grace)
+            await self.services.executor.remove(info.id)
             reaped.append(info.id)
         return reaped
 
@@ -81,7 +72,7 @@ class Scheduler:
         settings = self.services.settings
         store = self.services.store
         deleted = []
-        for ws in self.workspaces.all():
+        for ws in self.services.workspaces.all():
             mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
             mark = ws.meta / layout.SWEPT
             last = max(mine, key=_ended) if mine else None

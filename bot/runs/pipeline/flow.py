@@ -1,7 +1,7 @@
 """The order of a run's stages, from claimed to ended, and where a restart picks it up again.
 
 Every stage re-reads and conditionally moves the run (``expect``), so it applies to exactly the run
-it works on, once, and a cancel in between wins. Each function here hands a stage only the tools it
+it works on, once, and a cancel in between wins. Each function here hands a stage only the parts it
 uses.
 """
 
@@ -20,7 +20,7 @@ from bot.runs.pipeline.harvest import harvest
 from bot.runs.pipeline.judge import judge
 from bot.runs.pipeline.prepare import prepare
 from bot.runs.pipeline.qa import run_qa
-from bot.runs.pipeline.tools import Tools
+from bot.services import Services
 from bot.store import ACTIVE, Run
 from bot.workspace import Workspace, branch_choices, remove_workspace, safe_read
 from bot.workspace import layout
@@ -28,18 +28,18 @@ from bot.workspace import layout
 log = logging.getLogger(__name__)
 
 
-async def launch(tools: Tools, run: Run) -> None:
+async def launch(services: Services, run: Run) -> None:
     """A claimed (``preparing``) run through every stage to its end."""
-    store = tools.store
-    problem = await preflight.problem(tools.settings, run.agent_spec, os.environ, tools.images)
+    store = services.store
+    problem = await preflight.problem(services.settings, run.agent_spec, os.environ, services.images)
     if problem:  # a configuration problem: no container, and no quick failure for the pool's backoff
         await store.transition(run.id, "failed", reason=problem, expect=("preparing",))
         return
     try:
-        chosen = resolve(tools.settings, run.agent_spec)
+        chosen = resolve(services.settings, run.agent_spec)
         if not run.is_pull and not run.branch:
             run = await store.assign_branch(run.id, branch_choices(run.task, run.number))
-        prepared = await prepare(tools.forge, tools.settings, tools.workspaces, run, bot=await tools.login())
+        prepared = await prepare(services.forge, services.settings, services.workspaces, run, bot=await services.bot_login())
     except ForgeError as e:
         if e.transient:
             log.warning("run %s: Forge unavailable while preparing, requeued: %s", run.id, e)
@@ -53,46 +53,46 @@ async def launch(tools: Tools, run: Run) -> None:
         return
     ws = prepared.ws
     run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
-    running = await agent.start(tools.settings, store, tools.executor, run, chosen, ws, prepared.prompt)
+    running = await agent.start(services.settings, store, services.executor, run, chosen, ws, prepared.prompt)
     if running is not None:
-        await _finish(tools, running, ws)
+        await _finish(services, running, ws)
 
 
-async def resume(tools: Tools, run: Run) -> None:
+async def resume(services: Services, run: Run) -> None:
     """After a restart: wait again for a running run's agent, or finish a run past its agent."""
-    ws = tools.workspaces.existing(
+    ws = services.workspaces.existing(
         run.owner, run.repo, run.workspace_key, run.branch, run.base_branch, run.start_commit
     )
-    await _finish(tools, run, ws)
+    await _finish(services, run, ws)
 
 
-async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
+async def _finish(services: Services, run: Run, ws: Workspace) -> None:
     """A run from its agent's container to its end. Whatever goes wrong on the way (a rejected push,
     a symlink the agent planted in .git, a QA container that would not start) fails the run with
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            exit, stopped = await agent.wait(tools.settings, tools.executor, run, ws)
-            judged = await judge(tools.settings, tools.store, run, ws, exit, stopped)
+            exit, stopped = await agent.wait(services.settings, services.executor, run, ws)
+            judged = await judge(services.settings, services.store, run, ws, exit, stopped)
             if judged is None:
                 if stopped:  # see bot.runs.disk: what it wrote must not weigh on the next run
                     await remove_workspace(ws)
                 return
             run = judged
-        await _after_agent(tools, run, ws)
+        await _after_agent(services, run, ws)
     except Exception as e:  # a cancelled task (shutdown) is no failure: adopt() picks the run up again
         log.exception("run %s: could not finish the run", run.id)
         reason = " ".join(f"could not finish the run: {e}".split())  # one line, as the status comment shows it
-        reason = mask(reason, tools.settings.secrets())
-        await tools.store.transition(run.id, "failed", reason=reason, expect=ACTIVE)
+        reason = mask(reason, services.settings.secrets())
+        await services.store.transition(run.id, "failed", reason=reason, expect=ACTIVE)
 
 
-async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
+async def _after_agent(services: Services, run: Run, ws: Workspace) -> None:
     """A review completes with its text; a coding run goes through QA, then the harvest.
     Resumable from ``qa`` or ``harvesting``."""
-    store = tools.store
+    store = services.store
     if run.review:
-        review = safe_read(ws.meta / layout.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
+        review = safe_read(ws.meta / layout.STDOUT_LOG, services.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
                                result=replace(run.result, review=review))
         return
@@ -101,7 +101,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         if run is None:
             return
     if run.state == "qa":
-        failed = await run_qa(tools.settings, store, tools.executor, run, ws)
+        failed = await run_qa(services.settings, store, services.executor, run, ws)
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
                                    result=replace(run.result, qa_log=failed[1]))
@@ -109,4 +109,4 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         run = await store.transition(run.id, "harvesting", expect=("qa",))
         if run is None:
             return
-    await harvest(tools.settings, store, tools.workspaces, run, ws)
+    await harvest(services.settings, store, services.workspaces, run, ws)
