@@ -30,6 +30,8 @@ class Engine:
 
     async def start(self) -> None:
         s = self.services.settings
+        for exposure in s.exposures():
+            log.warning("security: %s", exposure)
         if not await self.executor.ping():
             log.error("the Docker engine does not answer; runs stay queued until it does")
         elif await preflight.image_state(self.executor, s.image) == "missing":

@@ -49,6 +49,9 @@ class Workspaces:
         self.token = token
         self.identity = identity or GitIdentity()
         self.owner_ids = parse_ids(owner) if owner and os.geteuid() == 0 else None
+        # A clone hard-links the mirror's objects; an agent running as their owner could rewrite them
+        # and so poison every later clone of the repository: it gets copies instead.
+        self.hard_links = not owner or parse_ids(owner)[0] != os.geteuid()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
@@ -135,7 +138,8 @@ class Workspaces:
             ws.meta.mkdir(parents=True, exist_ok=True)
             fresh = not os.path.lexists(ws.clone)  # noqa: ASYNC240 (one lstat)
             if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
-                await run_git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
+                links = [] if self.hard_links else ["--no-hardlinks"]
+                await run_git(["git", "clone", "--local", *links, "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
             await reclaim(ws, self.identity)
             if not fresh:
                 await _sync(ws, mirror)

@@ -3,6 +3,7 @@ would send (protected paths, binary or oversized files) before anything reaches 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -73,7 +74,11 @@ async def commits_since(ws: Workspace, base: str) -> list[Commit]:
 
 
 def _is_protected(path: str, protected: Sequence[str]) -> bool:
-    return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in protected)
+    """``path`` is one of ``protected`` or lies under one; an entry with ``*`` is a wildcard matched
+    against the path and each directory above it (``.woodpecker*``: ``.woodpecker.yml``, ``.woodpecker/x``)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, p.rstrip("/")) for p in protected for prefix in prefixes)
 
 
 async def check_branch(

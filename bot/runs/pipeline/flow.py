@@ -48,7 +48,8 @@ async def launch(tools: Tools, run: Run) -> None:
         return
     except Exception as e:
         log.exception("run %s: preparing failed", run.id)
-        await store.transition(run.id, "failed", reason=f"could not prepare the workspace: {e}", expect=("preparing",))
+        reason = _said(tools, run, f"could not prepare the workspace: {e}")
+        await store.transition(run.id, "failed", reason=reason, expect=("preparing",))
         return
     ws = prepared.ws
     run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
@@ -79,9 +80,16 @@ async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
         await _after_agent(tools, run, ws)
     except Exception as e:  # a cancelled task (shutdown) is no failure: adopt() picks the run up again
         log.exception("run %s: could not finish the run", run.id)
-        reason = " ".join(f"could not finish the run: {e}".split())  # one line, as the status comment shows it
-        reason = mask(reason, tools.settings.secrets())
+        reason = _said(tools, run, f"could not finish the run: {e}")
         await tools.store.transition(run.id, "failed", reason=reason, expect=ACTIVE)
+
+
+def _said(tools: Tools, run: Run, reason: str) -> str:
+    """A failure as the Forge may show it: one line, no secrets, and no host paths (the Forge's
+    readers learn nothing of the bot's disk): paths in the run's workspace are relative to it."""
+    root = tools.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
+    reason = " ".join(reason.split()).replace(f"{root}/", "").replace(str(root), ".")
+    return mask(reason.replace(str(tools.workspaces.data_dir), "<data_dir>"), tools.settings.secrets())
 
 
 async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
