@@ -7,8 +7,11 @@ as environment config, never in a URL, argv or file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -17,8 +20,27 @@ from bot.names import validate_branch, validate_key, validate_repo, validate_tag
 from bot.settings import GitIdentity, Settings
 
 from bot.workspace.files import chown, reclaim
-from bot.workspace.git import NETWORK_TIMEOUT, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
+from bot.workspace.git import NETWORK_TIMEOUT, GitError, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
 from bot.workspace.layout import Workspace, WorkspaceDir
+
+log = logging.getLogger(__name__)
+
+# What git (curl) says when the Forge gave no answer, as opposed to refusing the push (a rejected
+# ref, a protected branch, no permission), which is said by the Forge itself.
+_NO_ANSWER = re.compile(
+    r"Couldn't connect to server|Failed to connect|Connection refused|Connection reset|Connection timed out"
+    r"|Operation timed out|Empty reply from server|Recv failure|Could not resolve host|returned error: 5\d\d"
+    r"|RPC failed; HTTP 5\d\d|remote end hung up unexpectedly"
+)
+_REFUSED = re.compile(r"\[(remote )?rejected\]|returned error: 4\d\d")
+PUSH_RETRY_FIRST = 1.0  # seconds; doubled after each push that got no answer, up to PUSH_RETRY_MAX
+PUSH_RETRY_MAX = 30.0
+
+
+def no_answer(e: GitError) -> bool:
+    """The Forge did not answer (down, unreachable, 5xx, timed out): worth waiting for, unlike a refusal."""
+    text = str(e)
+    return e.returncode is None or (not _REFUSED.search(text) and bool(_NO_ANSWER.search(text)))
 
 
 def parse_ids(user: str) -> tuple[int, int]:
@@ -174,15 +196,29 @@ class Workspaces:
             code, out = await run_git(argv, ok=(0, 1))
         return out.decode().strip() if code == 0 else None
 
-    async def push(self, ws: Workspace, branch: str) -> str:
-        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
+    async def push(self, ws: Workspace, branch: str, until: float = 0.0) -> str:
+        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit.
+
+        A push the Forge refused fails at once, with git's reason. One that got no answer is tried
+        again, waiting longer each time, until the Forge answers or ``until`` (epoch seconds) has
+        passed (0: one attempt): pushing the same commit again is harmless, whether the lost attempt landed or not.
+        """
         validate_branch(branch)
         await reclaim(ws)
         _, head = await ws_git(ws, "rev-parse", "--verify", "HEAD^{commit}")
         sha = head.decode().strip()
         refspec = f"{sha}:refs/heads/{branch}"
-        await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
-        return sha
+        wait = PUSH_RETRY_FIRST
+        while True:
+            try:
+                await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
+                return sha
+            except GitError as e:
+                if not no_answer(e) or time.time() + wait > until:
+                    raise
+                log.warning("the Forge gave no answer to a push of %s; trying again in %.0f s", ws.branch, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, PUSH_RETRY_MAX)
 
 
 async def _sync(ws: Workspace, mirror: Path) -> None:

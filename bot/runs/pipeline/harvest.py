@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from bot import workspace as wsmod
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -22,6 +24,6 @@ async def harvest(settings: Settings, store: Store, workspaces: Workspaces, run:
         await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
                                expect=("harvesting",), result=result | {"violations": violations})
         return
-    head = await workspaces.push(ws, ws.branch)
+    head = await workspaces.push(ws, ws.branch, until=(run.started_at or time.time()) + settings.limits.timeout)
     await store.transition(run.id, "completed", expect=("harvesting",),
                            result=result | {"pushed": True}, head_sha=head)
