@@ -335,10 +335,13 @@ class SqliteStore(Views):
             )
             return cur.rowcount == 1
 
-    async def due_outbox(self, now: float | None = None, limit: int = 50) -> list[OutboxItem]:
+    async def due_outbox(self, now: float | None = None, limit: int = 200, per_issue: int = 10) -> list[OutboxItem]:
+        """Due items, the oldest first, at most ``per_issue`` of each issue: one issue's backlog
+        (a flood of replies) never keeps another issue's items from being delivered."""
         found = await self._all(
-            "SELECT * FROM outbox WHERE done_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?",
-            (time.time() if now is None else now, limit),
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY owner, repo, number ORDER BY id) AS nth"
+            " FROM outbox WHERE done_at IS NULL AND next_at <= ?) WHERE nth <= ? ORDER BY id LIMIT ?",
+            (time.time() if now is None else now, per_issue, limit),
         )
         return [rows.outbox_item(r) for r in found]
 
