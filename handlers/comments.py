@@ -97,10 +97,10 @@ async def cancel(ctx: Context, command: Command) -> None:
         await ctx.reply(command, sentences.nothing_to("cancel"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    for run in runs:  # the runner stops the containers of what it sees cancelled
-        await ctx.services.store.transition(
-            run.id, "cancelled", reason=f"cancelled by @{ctx.login}", trigger_key=f"{ctx.key(command)}:{run.id}"
-        )
+    # Once per command: a replay of the comment (a new delivery id) cancels nothing, not even runs
+    # queued since. The runner stops the containers of what it sees cancelled.
+    await ctx.services.store.cancel([run.id for run in runs], reason=f"cancelled by @{ctx.login}",
+                                    trigger_key=ctx.key(command))
 
 
 async def retry(ctx: Context, command: Command) -> None:
