@@ -13,7 +13,7 @@ from bot.forge.client import Forge, ForgeError
 from bot.forge.paths import Repo
 from bot.intake.payloads import PullRequest
 from bot.forge.permissions import can_write
-from bot.runs.prompt import PromptContext, build_prompt, save_prompt
+from bot.runs.prompt import MAX_COMMENTS, PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
 from bot.store import Run
 from bot.workspace import Workspace, Workspaces
@@ -55,7 +55,8 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(forge, settings, run)
-    comments = [] if on_ref else await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
+    listed = [] if on_ref else await forge.getitem(paths.comments(run.number)) or []  # Gitea lists them all
+    comments = await _writers_comments(writers, listed, bot)
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -64,7 +65,8 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         number=run.number,
         is_pull=run.is_pull,
         issue_title=issue.get("title", ""),
-        issue_body=issue.get("body", "") if issue and await writers.check(issue["user"]["login"]) else "",
+        issue_body=issue.get("body", ""),
+        untrusted_author="" if not issue or await writers.check(author := issue["user"]["login"]) else author,
         comments=comments,
         answer=run.answer or None,
         review=run.review,
@@ -77,12 +79,16 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
 
 
 async def _writers_comments(writers: _Writers, comments: list[dict], bot: str) -> list[tuple[str, str]]:
-    """Recent comments by users with write access: only they may steer the agent."""
-    kept = []
-    for c in comments[-20:]:
+    """The latest comments by users with write access, oldest first: only they may steer the agent,
+    and they are chosen after the others are left out, so no number of other comments pushes
+    theirs out of the prompt."""
+    kept: list[tuple[str, str]] = []
+    for c in reversed(comments):
         login = c["user"]["login"]
         if login != bot and await writers.check(login):
-            kept.append((login, c.get("body", "")))
+            kept.insert(0, (login, c.get("body", "")))
+            if len(kept) == MAX_COMMENTS:
+                break
     return kept
 
 
