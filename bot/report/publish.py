@@ -95,12 +95,13 @@ def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str
     return comments, rest
 
 
-async def post_review(forge: Forge, run: Run) -> dict:
-    """One COMMENT review from the agent's output, with inline comments where they fit."""
+async def post_review(forge: Forge, run: Run, bot: str) -> dict:
+    """One COMMENT review from the agent's output, with inline comments where they fit; one posted
+    before by an attempt whose answer was lost is found by its marker, among ``bot``'s reviews only."""
     marker = sentences.marker("review", str(run.id))
     repo = _repo(run)
     for review in await forge.getitem(repo.reviews(run.number)) or []:
-        if marker in (review.get("body") or ""):
+        if marker in (review.get("body") or "") and (review.get("user") or {}).get("login") == bot:
             return review
     changed = {f["filename"] async for f in forge.getiter(repo.pull_files(run.number))}
     comments, rest = parse_findings(run.result.get("review", ""), changed)

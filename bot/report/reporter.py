@@ -225,8 +225,11 @@ class Reporter:
         await self._status_comment(run, reported, await self._body(run, reported, asked))
 
     async def _find_comment(self, path: str, marker: str) -> dict[str, Any] | None:
+        """The bot's own comment carrying ``marker``: anyone can write a marker, only the bot's
+        account counts (run ids are sequential, so an outsider could post the next one first)."""
+        bot = await self.services.bot_login()
         for comment in await self.forge.getitem(path) or []:
-            if marker in comment.get("body", ""):
+            if marker in comment.get("body", "") and (comment.get("user") or {}).get("login") == bot:
                 return comment
         return None
 
@@ -241,7 +244,7 @@ class Reporter:
         reported = await self.store.reported(run.id)
         run_url = reported.get("comment_url", "")
         if run.state == "completed" and run.review and "review" not in reported:
-            review = await publish.post_review(self.forge, run)
+            review = await publish.post_review(self.forge, run, await self.services.bot_login())
             reported["review"] = review["id"]
             await self.store.set_reported(run.id, "review", review["id"])
         if run.state == "completed" and not run.review and not run.is_pull and run.result.get("pushed") \
