@@ -84,9 +84,8 @@ async def test_a_dispatch_on_a_pull_from_a_protected_branch_works_on_a_branch_of
     assert run.result["pushed"] and run.result["branch"].startswith("agent/")
 
 
-def references(markdown: str) -> list[str]:
-    """Issue numbers a closing keyword points at, as Gitea finds them: in the text outside code blocks
-    (its markdown stripper drops fenced and indented code, keeps quotes and code spans)."""
+def outside_code(markdown: str) -> str:
+    """The text of ``markdown`` outside fenced code blocks (a closing fence is at least as long)."""
     text, fence = [], None
     for line in markdown.splitlines():
         opener = re.match(r"^ {0,3}(`{3,}|~{3,})", line)
@@ -97,25 +96,49 @@ def references(markdown: str) -> list[str]:
                 fence = None
         else:
             text.append(line)
+    return "\n".join(text)
+
+
+def references(markdown: str) -> list[str]:
+    """Issue numbers a closing keyword points at, as Gitea finds them: in the text outside code blocks
+    (its markdown stripper drops fenced and indented code, keeps quotes and code spans)."""
     keyword = r"(?:close|closes|closed|fix|fixes|fixed|resolve|resolves|resolved)"
-    return re.findall(rf"(?i)\b{keyword}[:\s]+#(\d+)\b", "\n".join(text))
+    return re.findall(rf"(?i)\b{keyword}[:\s]+#(\d+)\b", outside_code(markdown))
 
 
-async def test_the_agents_text_closes_no_issue_and_adds_no_markup_outside_its_block(world, engine_bot):
+async def test_the_agents_summary_and_subjects_close_no_issue_and_add_no_markup(world, engine_bot):
     forge, repo = world["forge"], world["repo"]
     bot = await engine_bot()
     victim = await forge.create_issue(repo, world["bob"], title="Keep me open", body="")
+    own = victim.number + 1  # the issue dispatch() opens next
     issue = await dispatch(world, script(
-        f"echo notes >>N.md && git add -A && git commit -q -m 'fix: Closes #{victim.number}'",
-        f"printf 'Done.\\n\\nCloses #{victim.number}\\n' >\"$last_message\"",
+        f"echo notes >>N.md && git add -A && git commit -q -m 'fix: notes, fixes #{own}'",
+        "echo more >>N.md && git add -A && git commit -q -m 'docs: ![x](http://evil.invalid/x.png) ``` @bob'",
+        f"printf 'Done.\\n````\\n</details>\\n\\nCloses #{victim.number}\\n' >\"$last_message\"",
     ))
     [run] = await ended(bot)
     run = await reported(bot, run.id)
-    assert run.state == "completed", run.reason
+    assert run.state == "completed", run.reason  # a commit naming the run's own issue is harmless
     [pull] = [p for p in forge.pulls(repo) if p.head_branch == run.result["branch"]]
     assert references(pull.issue.body) == [str(issue.number)], pull.issue.body
-    for comment in bot_comments(world, issue.number):
-        assert references(comment.body) == [], comment.body
+    comments = [c.body for c in bot_comments(world, issue.number)]
+    assert all(references(body) == [] for body in comments), comments
+    for body in [pull.issue.body, *comments]:
+        assert "![x]" not in outside_code(body) and "</details>" not in outside_code(body), body
+
+
+async def test_a_commit_that_would_close_another_issue_fails_the_run(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    victim = await forge.create_issue(repo, world["bob"], title="Keep me open", body="")
+    await dispatch(world, script(
+        f"echo notes >>N.md && git add -A && git commit -q -m 'fix: notes' -m 'Resolves acme/widgets#{victim.number}'",
+    ))
+    [run] = await ended(bot)
+    assert run.state == "failed", run.reason
+    [violation] = run.result["violations"]
+    assert f"would close or reopen #{victim.number}" in violation
+    assert not any(b.startswith("agent/") for b in world["repo"].branches)
 
 
 async def test_a_log_that_closes_the_fence_stays_inside_it(world, engine_bot):

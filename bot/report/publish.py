@@ -79,7 +79,7 @@ def _summary(run: Run) -> str:
 
 def _commit_list(run: Run) -> str:
     commits = run.result.get("commits") or []
-    return "Commits:\n" + "\n".join(f"- {c}" for c in commits[:30]) if commits else ""
+    return "Commits:\n" + sentences.fenced("\n".join(commits[:30])) if commits else ""  # subjects are the agent's
 
 
 def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str]]:

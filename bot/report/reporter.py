@@ -378,7 +378,7 @@ class Reporter:
         commits = run.result.get("commits") or []
         if not commits:
             return ""
-        listed = "\n".join(f"- {c}" for c in commits[:20])
+        listed = sentences.fenced("\n".join(commits[:20]))  # their subjects are the agent's text
         pushed = f"Pushed {len(commits)} commit(s) to `{run.result.get('branch', run.branch)}`:\n{listed}"
         if "pull" in reported:
             return f"Pull request: #{reported['pull']['number']} {found['pull_request']}\n\n{pushed}"

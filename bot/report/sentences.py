@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 from bot.intake.commands import USAGE
 
@@ -110,7 +111,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         if run.result.get("violations"):
             lines.append("\n".join(f"- {v}" for v in run.result["violations"]))
         if tail_text:
-            lines += ["", "<details><summary>Last lines of the log</summary>", "", "```", tail_text, "```", "</details>"]
+            lines += ["", "<details><summary>Last lines of the log</summary>", "", fenced(tail_text), "</details>"]
         lines.append("Comment `/retry` to run it again.")
     if run.state == "blocked":
         lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(run.question), "",
@@ -125,9 +126,18 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     return "\n".join(lines)
 
 
+def fenced(text: str) -> str:
+    """Text in a code fence nothing inside it can close (longer than its longest run of backticks):
+    the agent's and users' text shows as it is, adds no markup around it, and names no issue for
+    the Forge to close (Gitea looks for closing keywords outside code only)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
 def summary(text: str) -> str:
-    """The agent's final message under a short heading, quoted so its markdown stays inside."""
-    return "**The agent's summary**\n\n" + "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+    """The agent's final message under a short heading, fenced so it stays inside its block."""
+    return "**The agent's summary**\n\n" + fenced(text.strip("\n"))
 
 
 def _summary_lines(run) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from bot.report.sentences import fenced
 from bot.settings import Settings
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
 
@@ -94,13 +95,6 @@ def _quote(text: str, limit: int) -> str:
     """Untrusted text as a quote: cleaned, clipped, every line prefixed."""
     body = _clip(clean(text).strip(), limit)
     return "\n".join(f"> {line}".rstrip() for line in body.splitlines()) or "> (empty)"
-
-
-def fenced(text: str) -> str:
-    """Text in a code fence that nothing inside it can close: longer than its longest run of backticks."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(4, longest + 1)
-    return f"{fence}\n{text}\n{fence}"
 
 
 def _untrusted(ctx: PromptContext, kind: str) -> list[str]:

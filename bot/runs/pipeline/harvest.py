@@ -20,6 +20,12 @@ async def harvest(settings: Settings, store: Store, workspaces: Workspaces, run:
         await store.transition(run.id, "completed", expect=("harvesting",), result=result | {"pushed": False})
         return
     violations = await wsmod.check_branch(ws, base, settings.protected_paths, settings.max_file_bytes)
+    own = set() if run.is_pull or "ref" in run.options else {run.number}  # the bot's Closes line closes it anyway
+    for sha, numbers in (await wsmod.closed_by_commits(ws, base)).items():
+        if numbers - own:
+            listed = ", ".join(f"#{n}" for n in sorted(numbers - own))
+            violations.append(f"commit {sha[:10]} would close or reopen {listed} once merged: only the bot names"
+                              " the issues a pull request closes")
     if violations:
         await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
                                expect=("harvesting",), result=result | {"violations": violations})
