@@ -61,6 +61,10 @@ def fork_refused(number: int) -> str:
     )
 
 
+def commands_ignored(limit: int, ignored: int) -> str:
+    return f"Only the first {limit} commands of a comment are run; {ignored} more were ignored."
+
+
 def review_needs_pull() -> str:
     return "`/review` works on pull requests; on an issue, use `/dispatch <agent> <task>`."
 
