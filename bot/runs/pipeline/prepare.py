@@ -13,6 +13,7 @@ from bot.forge.client import Forge, ForgeError
 from bot.forge.paths import Repo
 from bot.intake.payloads import PullRequest
 from bot.forge.permissions import can_write
+from bot.report import sentences
 from bot.runs.prompt import MAX_COMMENTS, PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
 from bot.store import Run
@@ -39,6 +40,9 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         if PullRequest.model_validate(pull).is_fork:
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
+        protected = branch == repo.get("default_branch") or (await forge.getitem(paths.branch(branch)) or {}).get("protected")
+        if protected and not run.review:  # a review pushes nothing
+            raise ValueError(sentences.protected_head(run.number, branch))
         head_sha = pull["head"]["sha"]
     else:
         head_sha = ""
