@@ -611,3 +611,19 @@ def test_from_settings(tmp_path):
     with pytest.raises(ValueError, match="forge_url"):
         Workspaces.from_settings(Settings(_env_file=None))
     assert Workspaces(tmp_path, "https://forge.test").owner_ids is None
+
+
+@pytest.mark.parametrize("stderr, waits", [
+    ("fatal: unable to access 'http://f/a.git/': Failed to connect to f port 80: Couldn't connect to server", True),
+    ("fatal: unable to access 'http://f/a.git/': Empty reply from server", True),
+    ("error: RPC failed; HTTP 502 curl 22 The requested URL returned error: 502", True),
+    (" ! [remote rejected] x -> x (pre-receive hook declined)\nremote: Not allowed to push to protected branch x", False),
+    (" ! [rejected]        x -> x (non-fast-forward)", False),
+    ("fatal: unable to access 'http://f/a.git/': The requested URL returned error: 403", False),
+])
+def test_a_push_waits_for_a_forge_that_gave_no_answer_never_for_one_that_refused(stderr, waits):
+    from bot.workspace.clones import no_answer
+    from bot.workspace.git import GitError
+
+    assert no_answer(GitError(["git", "push"], 1, stderr.encode())) is waits
+    assert no_answer(GitError(["git", "push"], None, b"no result after 900s"))
