@@ -62,11 +62,16 @@ async def test_a_dispatch_on_a_pull_from_the_default_branch_never_pushes_onto_it
     main = forge.branch_sha(repo, "main")
     await forge.create_comment(repo, pull.issue.number, world["bob"], "/dispatch codex tidy scenario:edit-commit")
     [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed", run.reason
     assert forge.branch_sha(repo, "main") == main  # the default branch is untouched
-    assert run.state == "failed" and "never pushes there" in run.reason, run.reason
+    assert run.result["pushed"] and run.branch.startswith("agent/") and run.branch == run.result["branch"]
+    assert forge.git_log(repo, run.branch)[1].sha == main  # built on the pull's head
+    [own] = [p for p in forge.pulls(repo) if p.head_branch == run.branch]
+    assert own.base_branch == "main" and "Closes" not in own.issue.body  # proposed to the head, closing nothing
 
 
-async def test_a_dispatch_on_a_pull_from_a_protected_branch_never_pushes_onto_it(world, engine_bot):
+async def test_a_dispatch_on_a_pull_from_a_protected_branch_works_on_a_branch_of_its_own(world, engine_bot):
     forge, repo = world["forge"], world["repo"]
     bot = await engine_bot()
     pull = await _pull_from(world, "stable")
@@ -74,8 +79,21 @@ async def test_a_dispatch_on_a_pull_from_a_protected_branch_never_pushes_onto_it
     stable = forge.branch_sha(repo, "stable")
     await forge.create_comment(repo, pull.issue.number, world["bob"], "/dispatch codex tidy scenario:edit-commit")
     [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed", run.reason
     assert forge.branch_sha(repo, "stable") == stable
-    assert run.state == "failed" and "never pushes there" in run.reason, run.reason
+    assert run.result["pushed"] and run.branch.startswith("agent/")
+    [own] = [p for p in forge.pulls(repo) if p.head_branch == run.branch]
+    assert own.base_branch == "stable"
+
+
+async def test_a_review_of_a_pull_from_the_default_branch_still_runs(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    pull = await _pull_from(world, "main")
+    await forge.create_comment(repo, pull.issue.number, world["bob"], "/review codex:review")
+    [run] = await ended(bot)
+    assert run.state == "completed" and run.branch == "main", run.reason
 
 
 def outside_code(markdown: str) -> str:

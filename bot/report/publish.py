@@ -39,7 +39,9 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     existing = await find_pull(forge, run, branch)
     if existing:
         return existing
-    if "ref" not in run.options:
+    if run.options.get("own_branch"):  # proposed to a pull request's protected head: it closes nothing
+        about, closes = f"pull request #{run.number} (requested by @{run.requested_by})", f"Run: {run_url}"
+    elif "ref" not in run.options:
         about, closes = f"#{run.number} (requested by @{run.requested_by})", f"Run: {run_url}\n\nCloses #{run.number}"
     else:  # a branch or tag without an issue, dispatched through the admin API
         ref = f"{'tag ' if run.start_commit else ''}`{run.options['ref']}`"

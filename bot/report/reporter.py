@@ -247,7 +247,8 @@ class Reporter:
             review = await publish.post_review(self.forge, run, await self.services.bot_login())
             reported["review"] = review["id"]
             await self.store.set_reported(run.id, "review", review["id"])
-        if run.state == "completed" and not run.review and not run.is_pull and run.result.get("pushed") \
+        proposes = not run.is_pull or run.options.get("own_branch")  # its branch is no pull request's head
+        if run.state == "completed" and not run.review and proposes and run.result.get("pushed") \
                 and "pull" not in reported:
             pull = await publish.open_pull(self.forge, run, run_url)
             reported["pull"] = {"number": pull["number"], "url": pull.get("html_url") or pull.get("url", "")}

@@ -65,13 +65,6 @@ def commands_ignored(limit: int, ignored: int) -> str:
     return f"Only the first {limit} commands of a comment are run; {ignored} more were ignored."
 
 
-def protected_head(number: int, branch: str) -> str:
-    return (
-        f"pull request #{number} comes from `{branch}`, the default or a protected branch, and the bot never"
-        " pushes there: dispatch on an issue instead, or from a branch of its own"
-    )
-
-
 def review_needs_pull() -> str:
     return "`/review` works on pull requests; on an issue, use `/dispatch <agent> <task>`."
 

@@ -52,7 +52,9 @@ async def launch(tools: Tools, run: Run) -> None:
         await store.transition(run.id, "failed", reason=reason, expect=("preparing",))
         return
     ws = prepared.ws
-    run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
+    options = {**run.options, "own_branch": True} if prepared.own_branch else run.options
+    run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha,
+                             options=options)
     running = await agent.start(tools.settings, store, tools.executor, run, chosen, ws, prepared.prompt)
     if running is not None:
         await _finish(tools, running, ws)

@@ -13,7 +13,6 @@ from bot.forge.client import Forge, ForgeError
 from bot.forge.paths import Repo
 from bot.intake.payloads import PullRequest
 from bot.forge.permissions import can_write
-from bot.report import sentences
 from bot.runs.prompt import MAX_COMMENTS, PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
 from bot.store import Run
@@ -24,6 +23,7 @@ class Prepared(NamedTuple):
     ws: Workspace
     prompt: str
     head_sha: str  # a pull request's head commit; "" for an issue
+    own_branch: bool = False  # a pull request's run on an agent branch of its own (its head is protected)
 
 
 async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run: Run, *, bot: str) -> Prepared:
@@ -40,19 +40,23 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         if PullRequest.model_validate(pull).is_fork:
             raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
-        protected = branch == repo.get("default_branch") or (await forge.getitem(paths.branch(branch)) or {}).get("protected")
-        if protected and not run.review:  # a review pushes nothing
-            raise ValueError(sentences.protected_head(run.number, branch))
-        head_sha = pull["head"]["sha"]
+        head_sha = start = pull["head"]["sha"]
+        # The bot never pushes onto the default branch or a protected one: a coding run on a pull
+        # request from one works on an agent branch of its own, proposed to the pull's head.
+        own_branch = not run.review and (run.options.get("own_branch") or await _protected(forge, paths, repo, branch))
+        if own_branch:
+            base_branch, new_branch = branch, True
+            branch = wsmod.branch_choices(run.task or pull.get("title", ""), run.number)[-1]
     else:
-        head_sha = ""
+        head_sha, start, own_branch = "", run.start_commit, False
         # A tag is no branch to merge into: its PR goes into the default branch, from the tag's commit.
         on_branch = on_ref and not run.start_commit
         base_branch = run.options["ref"] if on_branch else repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
     ws = await workspaces.prepare(
-        run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch, start=run.start_commit
+        run.owner, run.repo, run.workspace_key, branch, base_branch, new_branch=new_branch,
+        start=start if new_branch else "",
     )
     wsmod.clear_blocked(ws)
     final_message.clear(ws)
@@ -79,7 +83,12 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     )
     prompt = await build_prompt(context, settings)
     save_prompt(ws, prompt)
-    return Prepared(ws, prompt, head_sha)
+    return Prepared(ws, prompt, head_sha, bool(own_branch))
+
+
+async def _protected(forge: Forge, paths: Repo, repo: dict, branch: str) -> bool:
+    """The repository's default branch, or one the Forge marks protected."""
+    return branch == repo.get("default_branch") or bool((await forge.getitem(paths.branch(branch)) or {}).get("protected"))
 
 
 async def _writers_comments(writers: _Writers, comments: list[dict], bot: str) -> list[tuple[str, str]]:
