@@ -68,10 +68,10 @@ class Context:
         window = int(time.time() // OUTSIDER_REPLY_WINDOW)
         return f"outsider:{self.target.repo.id}:{self.target.number}:{self.login}:{window}"
 
-    async def send(self, ignored: int) -> None:
+    async def send(self, *, ignored: bool) -> None:
         """The one reply to this comment, if its commands had anything to say."""
         if ignored:
-            self.replies.append(sentences.commands_ignored(MAX_COMMANDS, ignored))
+            self.replies.append(sentences.commands_ignored(MAX_COMMANDS))
         if self.replies:
             body = "\n\n".join(dict.fromkeys(self.replies))  # a command said a thousand times is answered once
             await reply(self.services, self.target, await self.reply_key(), body)
@@ -81,7 +81,7 @@ class Context:
 @router.register("pull_request_comment", action="created")
 async def on_comment(event: Event, services: Services) -> None:
     payload = IssueCommentPayload.model_validate(event.payload)  # the same object, not a copy
-    commands = parse(payload.comment.body)
+    commands = parse(payload.comment.body, limit=MAX_COMMANDS + 1)  # one more tells that some are left out
     if not commands:
         return
     pull = payload.pull_request if payload.is_pull else None
@@ -92,7 +92,7 @@ async def on_comment(event: Event, services: Services) -> None:
             await ctx.reply(command, sentences.parse_error(command.error))
         else:
             await ACTIONS[command.name](ctx, command)
-    await ctx.send(max(0, len(commands) - MAX_COMMANDS))
+    await ctx.send(ignored=len(commands) > MAX_COMMANDS)
 
 
 async def dispatch(ctx: Context, command: Command) -> None:

@@ -166,3 +166,10 @@ async def test_a_replayed_close_cancels_nothing_of_the_reopened_pull(world, bot)
     await forge.redeliver(captured.id)
     await bot.settle()
     assert [(r.task, r.state) for r in await bot.store.runs()] == [("first", "cancelled"), ("second", "queued")]
+
+
+async def test_a_comment_with_more_commands_than_the_limit_says_the_rest_were_ignored(world, bot):
+    issue = await world["forge"].create_issue(world["repo"], world["bob"], title="Many", body="")
+    await world["forge"].create_comment(world["repo"], issue.number, world["bob"], "/help\n/status\n" * 20)
+    [reply] = await _answered(bot, world, issue.number)
+    assert "Commands" in reply.body and "no run to report on" in reply.body and "Only the first 10" in reply.body

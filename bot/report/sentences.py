@@ -61,8 +61,8 @@ def fork_refused(number: int) -> str:
     )
 
 
-def commands_ignored(limit: int, ignored: int) -> str:
-    return f"Only the first {limit} commands of a comment are run; {ignored} more were ignored."
+def commands_ignored(limit: int) -> str:
+    return f"Only the first {limit} commands of a comment are run; the others were ignored."
 
 
 def review_needs_pull() -> str:
