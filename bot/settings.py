@@ -66,6 +66,10 @@ class CustomAgent(BaseModel):
     credentials: list[str] = []
     pool: str | None = None
     review: bool = False
+    # Unset: what is known of the CLI named by argv[0] (``bot.runs.agents.CLIS``), if anything.
+    cli_endpoint: str = ""  # where the CLI sends its requests by default, shown by ``doctor``
+    install: str = ""  # how to get the CLI into an image that lacks it, in the preflight's refusal
+    prints_final_message: bool | None = None  # its stdout ends with its final message: the run's summary
 
     @field_validator("env")
     @classmethod
@@ -98,7 +102,9 @@ class Sweep(BaseModel):
 
 
 class Schedule(BaseModel):
-    """Intervals of the scheduler's jobs, in seconds."""
+    """Intervals in seconds: each worker's resync period (``drain``: the runner and the reporter look
+    again even when nothing woke them), their slower passes (``reconcile``: the runner re-adopts runs
+    nobody supervises, the reporter removes stray stopwatches) and the sweeper's jobs."""
 
     drain: float = 30.0
     sweep: float = 3600.0
@@ -124,6 +130,14 @@ class Retention(BaseModel):
 class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
+
+    def env(self) -> dict[str, str]:
+        """The environment that makes git author and commit as this identity (the agent's container, the harvest)."""
+        return {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", self.name), ("EMAIL", self.email))
+        }
 
 
 class Settings(BaseSettings):

@@ -24,7 +24,7 @@ async def test_an_agent_running_as_the_bots_own_uid_cannot_poison_the_mirror(wor
         "echo poi''soned",
     ))
     [run] = await ended(bot)
-    assert "poisoned" in run.result.get("log_tail", ""), (run.state, run.reason, run.result)
+    assert "poisoned" in run.result.log_tail, (run.state, run.reason, run.result)
     mirror = bot.settings.data_dir / "mirrors" / "acme" / "widgets.git" / "objects"
     poisoned = [p for p in mirror.rglob("*") if p.is_file() and p.read_bytes().endswith(b"POISON")]
     assert poisoned == [], poisoned
@@ -40,7 +40,7 @@ async def test_changes_to_ci_configuration_fail_the_run(world, engine_bot):
     ))
     [run] = await ended(bot)
     assert run.state == "failed", run.reason
-    assert sorted(run.result["violations"]) == sorted(f"protected path changed: {p}" for p in ci)
+    assert sorted(run.result.violations) == sorted(f"protected path changed: {p}" for p in ci)
     assert not any(b.startswith("agent/") for b in world["repo"].branches)
 
 
@@ -65,7 +65,7 @@ async def test_a_dispatch_on_a_pull_from_the_default_branch_never_pushes_onto_it
     run = await reported(bot, run.id)
     assert run.state == "completed", run.reason
     assert forge.branch_sha(repo, "main") == main  # the default branch is untouched
-    assert run.result["pushed"] and run.branch.startswith("agent/") and run.branch == run.result["branch"]
+    assert run.result.pushed and run.branch.startswith("agent/") and run.branch == run.result.branch
     assert forge.git_log(repo, run.branch)[1].sha == main  # built on the pull's head
     [own] = [p for p in forge.pulls(repo) if p.head_branch == run.branch]
     assert own.base_branch == "main" and "Closes" not in own.issue.body  # proposed to the head, closing nothing
@@ -82,7 +82,7 @@ async def test_a_dispatch_on_a_pull_from_a_protected_branch_works_on_a_branch_of
     run = await reported(bot, run.id)
     assert run.state == "completed", run.reason
     assert forge.branch_sha(repo, "stable") == stable
-    assert run.result["pushed"] and run.branch.startswith("agent/")
+    assert run.result.pushed and run.branch.startswith("agent/")
     [own] = [p for p in forge.pulls(repo) if p.head_branch == run.branch]
     assert own.base_branch == "stable"
 
@@ -131,7 +131,7 @@ async def test_the_agents_summary_and_subjects_close_no_issue_and_add_no_markup(
     [run] = await ended(bot)
     run = await reported(bot, run.id)
     assert run.state == "completed", run.reason  # a commit naming the run's own issue is harmless
-    [pull] = [p for p in forge.pulls(repo) if p.head_branch == run.result["branch"]]
+    [pull] = [p for p in forge.pulls(repo) if p.head_branch == run.result.branch]
     assert references(pull.issue.body) == [str(issue.number)], pull.issue.body
     comments = [c.body for c in bot_comments(world, issue.number)]
     assert all(references(body) == [] for body in comments), comments
@@ -148,7 +148,7 @@ async def test_a_commit_that_would_close_another_issue_fails_the_run(world, engi
     ))
     [run] = await ended(bot)
     assert run.state == "failed", run.reason
-    [violation] = run.result["violations"]
+    [violation] = run.result.violations
     assert f"would close or reopen #{victim.number}" in violation
     assert not any(b.startswith("agent/") for b in world["repo"].branches)
 

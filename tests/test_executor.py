@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit, container_config, parse_bytes
+from bot.runs.containers import RUN_LABEL
 from bot.settings import Limits
 
 from .helpers import git, wait_for
@@ -288,6 +289,6 @@ async def test_list_by_label(executor, make_spec, docker_label) -> None:
     assert infos[running].labels["dispatchbot.run"].endswith("-0")
     assert infos[running].name.endswith("-0")
     assert abs(infos[done].created - time.time()) < 60
-    assert running in {c.id for c in await executor.list()}  # default label: dispatchbot.run
+    assert running in {c.id for c in await executor.list(RUN_LABEL)}
     for cid in infos:
         await executor.remove(cid)

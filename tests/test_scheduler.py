@@ -50,7 +50,7 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
     assert await bot.engine.scheduler.sweep() == [str(root / "issue-1")]
     assert not (root / "issue-1").exists() and (root / "issue-2" / "repo").is_dir()
     # The swept run keeps its summary row; its history went with the workspace.
-    assert await bot.store.transitions(done.id) == [] and (await bot.store.get(done.id)).state == "completed"
+    assert await bot.store.history(done.id) == [] and (await bot.store.get(done.id)).state == "completed"
     for run in await bot.store.runs(states=["running"]):
         await bot.store.transition(run.id, "cancelled")
 

@@ -269,7 +269,7 @@ async def test_secrets_in_agent_output_are_masked_in_logs_and_comments(world, en
     [run] = await ended(bot)
     await reported(bot, run.id)
     meta = bot.settings.data_dir / "workspaces/acme/widgets/issue-1/.meta"
-    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result["summary"]):
+    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result.summary):
         assert "sk-test-very-secret-value" not in log and "••••••" in log
     for comment in forge.comments(repo, issue.number):
         assert "sk-test-very-secret-value" not in comment.body

@@ -325,7 +325,7 @@ async def test_concurrent_prepares_share_one_mirror(spaces, widgets):
 
 async def test_git_failure_is_a_git_error(spaces):
     with pytest.raises(GitError, match="git clone --mirror"):
-        await spaces.ensure_mirror("acme", "missing")
+        await spaces.tag_commit("acme", "missing", "v1")  # the mirror is cloned first
 
 
 # --- the token -------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ async def test_token_travels_as_a_header_only(tmp_path):
     try:
         spaces = Workspaces(tmp_path / "data", f"http://127.0.0.1:{port}", SecretStr(TOKEN), IDENTITY)
         with pytest.raises(GitError) as err:
-            await spaces.ensure_mirror("acme", "widgets")
+            await spaces.tag_commit("acme", "widgets", "v1")  # the mirror is cloned first
     finally:
         await runner.cleanup()
     assert seen and all(auth == f"token {TOKEN}" for _, auth in seen)

@@ -24,7 +24,9 @@ import yaml
 
 from bot.report.sentences import fenced
 from bot.settings import Settings
+from bot.store.model import on_ref
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
+from bot.workspace import layout
 
 SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
 PERSONAS = files("bot") / "personas"
@@ -136,12 +138,12 @@ async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
 
 def save_prompt(ws: Workspace, text: str) -> None:
     """Kept in .meta for the record and for debugging a run."""
-    safe_write(ws.meta / "prompt.md", text)
+    safe_write(ws.meta / layout.PROMPT, text)
 
 
 def _repo_section(ctx: PromptContext) -> str:
     kind = "pull request" if ctx.is_pull else "issue"
-    what = "the operator, with no issue" if "ref" in ctx.options else f"{kind} #{ctx.number}"
+    what = "the operator, with no issue" if on_ref(ctx.options) else f"{kind} #{ctx.number}"
     return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {what}"
 
 
@@ -240,7 +242,7 @@ def render_plan(name: str, variables: dict[str, str]) -> str:
 
 
 def _issue_section(ctx: PromptContext) -> str:
-    if "ref" in ctx.options:
+    if on_ref(ctx.options):
         return "(none: the task above is the whole request)"
     kind = "Pull request" if ctx.is_pull else "Issue"
     if ctx.untrusted_author:

@@ -80,20 +80,25 @@ class Runner:
         return claimed
 
     async def _drain_loop(self) -> None:
-        adopted = False
+        """The runner's own cadence: woken by the store, and every ``schedule.drain`` seconds
+        whatever happened; it adopts at start and every ``schedule.reconcile`` seconds."""
+        adopted_at: float | None = None
         while True:
             try:
-                if not adopted:
+                if adopted_at is None or time.monotonic() - adopted_at >= self.settings.schedule.reconcile:
                     await self.adopt()
-                    adopted = True
+                    adopted_at = time.monotonic()
                 await self._stop_cancelled()
                 await self.drain()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
-            await self._changes.wait(await self._next_wake())
+            wait = await self._next_wake()
+            if adopted_at is not None:
+                wait = min(wait, self.settings.schedule.reconcile - (time.monotonic() - adopted_at))
+            await self._changes.wait(max(wait, 0.05))
 
     async def _next_wake(self) -> float:
-        """Sleep until the drain timer, or earlier when a pool's spawn interval or pause ends."""
+        """Sleep until the resync period ends, or earlier when a pool's spawn interval or pause ends."""
         now = time.time()
         wait = self.settings.schedule.drain
         for pool in await self.store.pools():
@@ -101,7 +106,7 @@ class Runner:
             for at in (pool.paused_until, pool.last_spawn_at + interval if interval else 0.0):
                 if at > now:
                     wait = min(wait, at - now + 0.05)
-        return max(wait, 0.05)
+        return wait
 
     def _supervise(self, run_id: int, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"run-{run_id}")

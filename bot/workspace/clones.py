@@ -21,7 +21,7 @@ from bot.settings import GitIdentity, Settings
 
 from bot.workspace.files import chown, reclaim
 from bot.workspace.git import NETWORK_TIMEOUT, GitError, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
-from bot.workspace.layout import Workspace, WorkspaceDir
+from bot.workspace.layout import WORKSPACES, Workspace, WorkspaceDir
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,14 @@ class Workspaces:
     def existing(self, owner: str, repo: str, key: str, branch: str, base: str, start: str = "") -> Workspace:
         """A run's workspace, without touching the disk (after a restart, for the harvest).
         Every name is validated before it becomes part of a path."""
-        validate_repo(owner, repo)
-        root = self.data_dir / "workspaces" / owner / repo / validate_key(key)
+        root = self.directory(owner, repo, key).root
         branch, base = validate_branch(branch), validate_branch(base)
         return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo), start and commit_id(start))
+
+    def directory(self, owner: str, repo: str, key: str) -> WorkspaceDir:
+        """Where the workspace ``key`` of a repository lives, its names validated first."""
+        validate_repo(owner, repo)
+        return WorkspaceDir(owner, repo, key, self.data_dir / WORKSPACES / owner / repo / validate_key(key))
 
     def all(self) -> list[WorkspaceDir]:
         """Every workspace on disk, for the sweeper."""
@@ -116,7 +120,7 @@ class Workspaces:
 
         return [
             WorkspaceDir(owner.name, repo.name, key.name, key)
-            for owner in subdirs(self.data_dir / "workspaces")
+            for owner in subdirs(self.data_dir / WORKSPACES)
             for repo in subdirs(owner)
             for key in subdirs(repo)
         ]
@@ -124,11 +128,6 @@ class Workspaces:
     def _lock(self, owner: str, repo: str) -> asyncio.Lock:
         """Held by whoever updates or reads a mirror: a fetch may repack under a reader's feet."""
         return self._locks.setdefault((owner, repo), asyncio.Lock())
-
-    async def ensure_mirror(self, owner: str, repo: str) -> Path:
-        """Create or update the bare mirror."""
-        async with self._lock(owner, repo):
-            return await self._update_mirror(owner, repo)
 
     async def _update_mirror(self, owner: str, repo: str) -> Path:
         mirror = self.mirror_path(owner, repo)

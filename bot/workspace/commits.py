@@ -47,14 +47,6 @@ def commit_message(task: str) -> str:
     return summary
 
 
-def _identity_env(identity: GitIdentity) -> dict[str, str]:
-    return {
-        f"GIT_{who}_{what}": value
-        for who in ("AUTHOR", "COMMITTER")
-        for what, value in (("NAME", identity.name), ("EMAIL", identity.email))
-    }
-
-
 async def commit_leftovers(ws: Workspace, message: str, identity: GitIdentity) -> bool:
     """Commit whatever the agent left uncommitted; False when there was nothing."""
     await reclaim(ws)
@@ -62,7 +54,7 @@ async def commit_leftovers(ws: Workspace, message: str, identity: GitIdentity) -
     code, _ = await ws_git(ws, "diff", "--cached", "--quiet", ok=(0, 1))
     if code == 0:
         return False
-    await ws_git(ws, "commit", "--quiet", "--no-verify", "-m", message, env=_identity_env(identity))
+    await ws_git(ws, "commit", "--quiet", "--no-verify", "-m", message, env=identity.env())
     return True
 
 

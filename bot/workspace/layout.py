@@ -9,12 +9,31 @@ Layout under the data directory::
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-BLOCKED = "BLOCKED.md"  # the agent's question, at the top of its clone
+WORKSPACES = "workspaces"
+CLONE = "repo"
+META = ".meta"
+
+# At the top of the agent's clone.
+BLOCKED = "BLOCKED.md"  # the agent's question
 ANSWER = "ANSWER.md"  # the maintainer's answer, for the agent's next spell
+
+# In .meta/, the bot's unless said otherwise; the bot masks secrets in everything it writes there.
+PROMPT = "prompt.md"  # the prompt the agent got, for the record and for debugging
+CONTAINER_LOG = "container.log"  # both streams of the agent's container: the failure log tail comes from here
+STDOUT_LOG = "stdout.log"  # its stdout alone: some agents end it with their final message
+LAST_MESSAGE = "agent-codex.log"  # written by the agent: codex's ``-o`` file, its final message
+QA_LOG = "qa.log"  # the QA commands and their output
+SWEPT = ".swept"  # the sweeper's mark: deleted on its next pass unless a run came back
+
+
+def from_clone(name: str) -> str:
+    """A file of ``.meta/`` as the agent names it, from its working directory (its clone)."""
+    return posixpath.join("..", META, name)
 
 
 @dataclass(frozen=True)
@@ -30,15 +49,15 @@ class Workspace:
 
     @property
     def clone(self) -> Path:
-        return self.root / "repo"
+        return self.root / CLONE
 
     @property
     def meta(self) -> Path:
-        return self.root / ".meta"
+        return self.root / META
 
 
 class WorkspaceDir(NamedTuple):
-    """A workspace found on disk, for the sweeper."""
+    """Where a workspace is (or would be) on disk, whatever its branch: for the sweeper and the admin API."""
 
     owner: str
     repo: str
@@ -47,4 +66,4 @@ class WorkspaceDir(NamedTuple):
 
     @property
     def meta(self) -> Path:
-        return self.root / ".meta"
+        return self.root / META

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-from bot.runs import final_message
 from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
@@ -15,6 +14,7 @@ from bot.logs import mask
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws:
     limit = settings.limits.log_bytes
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
-    wsmod.safe_write(ws.meta / final_message.CONTAINER_LOG, both)
-    wsmod.safe_write(ws.meta / final_message.STDOUT_LOG, out)
-    last_message = wsmod.safe_read(ws.meta / final_message.LAST_MESSAGE, limit)  # written by the agent itself
+    wsmod.safe_write(ws.meta / layout.CONTAINER_LOG, both)
+    wsmod.safe_write(ws.meta / layout.STDOUT_LOG, out)
+    last_message = wsmod.safe_read(ws.meta / layout.LAST_MESSAGE, limit)  # written by the agent itself
     if last_message:
-        wsmod.safe_write(ws.meta / final_message.LAST_MESSAGE, mask(last_message, secrets))
+        wsmod.safe_write(ws.meta / layout.LAST_MESSAGE, mask(last_message, secrets))

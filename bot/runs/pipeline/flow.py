@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 from bot.runs import preflight
-from bot.runs import final_message
 from bot.runs.agents import resolve
 from bot.forge.client import ForgeError
 from bot.logs import mask
@@ -23,6 +23,7 @@ from bot.runs.pipeline.qa import run_qa
 from bot.runs.pipeline.tools import Tools
 from bot.store import ACTIVE, Run
 from bot.workspace import Workspace, branch_choices, safe_read
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
 def _said(tools: Tools, run: Run, reason: str) -> str:
     """A failure as the Forge may show it: one line, no secrets, and no host paths (the Forge's
     readers learn nothing of the bot's disk): paths in the run's workspace are relative to it."""
-    root = tools.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
+    root = tools.workspaces.directory(run.owner, run.repo, run.workspace_key).root
     reason = " ".join(reason.split()).replace(f"{root}/", "").replace(str(root), ".")
     return mask(reason.replace(str(tools.workspaces.data_dir), "<data_dir>"), tools.settings.secrets())
 
@@ -99,9 +100,9 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
     Resumable from ``qa`` or ``harvesting``."""
     store = tools.store
     if run.review:
-        review = safe_read(ws.meta / final_message.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
+        review = safe_read(ws.meta / layout.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
-                               result={**run.result, "review": review})
+                               result=replace(run.result, review=review))
         return
     if run.state == "running":
         run = await store.transition(run.id, "qa", expect=("running",))
@@ -111,7 +112,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         failed = await run_qa(tools.settings, store, tools.executor, run, ws)
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
-                                   result={**run.result, "qa_log": failed[1]})
+                                   result=replace(run.result, qa_log=failed[1]))
             return
         run = await store.transition(run.id, "harvesting", expect=("qa",))
         if run is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from bot import workspace as wsmod
 from bot.settings import Settings
@@ -15,12 +16,12 @@ async def harvest(settings: Settings, store: Store, workspaces: Workspaces, run:
     await wsmod.commit_leftovers(ws, wsmod.commit_message(run.task), settings.git)
     base = await workspaces.base_commit(ws)
     commits = [f"{c.sha[:10]} {c.subject}" for c in await wsmod.commits_since(ws, base)]
-    result = {**run.result, "branch": ws.branch, "base": ws.base_branch, "commits": commits}
+    result = replace(run.result, branch=ws.branch, base=ws.base_branch, commits=commits)
     if not commits:
-        await store.transition(run.id, "completed", expect=("harvesting",), result=result | {"pushed": False})
+        await store.transition(run.id, "completed", expect=("harvesting",), result=replace(result, pushed=False))
         return
     violations = await wsmod.check_branch(ws, base, settings.protected_paths, settings.max_file_bytes)
-    own = set() if run.is_pull or "ref" in run.options else {run.number}  # the bot's Closes line closes it anyway
+    own = set() if run.is_pull or run.on_ref else {run.number}  # the bot's Closes line closes it anyway
     for sha, numbers in (await wsmod.closed_by_commits(ws, base)).items():
         if numbers - own:
             listed = ", ".join(f"#{n}" for n in sorted(numbers - own))
@@ -28,8 +29,8 @@ async def harvest(settings: Settings, store: Store, workspaces: Workspaces, run:
                               " the issues a pull request closes")
     if violations:
         await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
-                               expect=("harvesting",), result=result | {"violations": violations})
+                               expect=("harvesting",), result=replace(result, violations=violations))
         return
     head = await workspaces.push(ws, ws.branch, until=(run.started_at or time.time()) + settings.limits.timeout)
     await store.transition(run.id, "completed", expect=("harvesting",),
-                           result=result | {"pushed": True}, head_sha=head)
+                           result=replace(result, pushed=True), head_sha=head)

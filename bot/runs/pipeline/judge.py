@@ -11,12 +11,14 @@ import logging
 import time
 
 from bot.runs import final_message
+from bot.runs.agents import resolve
 from bot import workspace as wsmod
 from bot.executor.docker import Exit
 from bot.logs import mask, tail
 from bot.settings import Settings
-from bot.store import Run, Store
+from bot.store import Run, RunResult, Store
 from bot.workspace import Workspace
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,8 @@ async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit:
     )
     if until:
         log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
-    log_tail = tail(wsmod.safe_read(ws.meta / final_message.CONTAINER_LOG, settings.limits.log_bytes) or "")
-    outcome = {"log_tail": log_tail, "summary": final_message.read(ws, run.agent, settings.limits.log_bytes)}
+    log_tail = tail(wsmod.safe_read(ws.meta / layout.CONTAINER_LOG, settings.limits.log_bytes) or "")
+    outcome = RunResult(log_tail=log_tail, summary=final_message.read(ws, resolve(settings, run.agent_spec), settings.limits.log_bytes))
     if reason:
         await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
                                result=outcome)

@@ -17,6 +17,7 @@ from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace
+from bot.workspace import layout
 
 
 async def run_qa(
@@ -37,7 +38,7 @@ async def run_qa(
             await executor.remove(container)
         text = mask(text, settings.secrets())
         output.append(f"$ {' '.join(argv)}\n{text}")
-        wsmod.safe_write(ws.meta / "qa.log", "\n".join(output))
+        wsmod.safe_write(ws.meta / layout.QA_LOG, "\n".join(output))
         if exit.code != 0 or exit.timed_out or exit.oom_killed:
             reason = failure(exit, settings.limits.timeout) or "failed"
             return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import LIVE, STATES, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import CANCELLABLE, LIVE, STATES, OutboxItem, PoolState, Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -117,14 +117,14 @@ class SqliteStore(Views):
     async def request_run(
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
-        """Queue a run unless its trigger was seen before, or (labels) one is already live."""
+        """Queue a run unless its trigger was seen before, or (labels) one is not over yet (live or blocked)."""
         async with self._tx("runs", "triggers", "transitions") as db:
             if unless_active:
                 live = await (
                     await db.execute(
                         f"SELECT 1 FROM runs WHERE owner = ? AND repo = ? AND number = ? AND agent = ?"
-                        f" AND state IN ({marks(LIVE + ('blocked',))})",
-                        (req.owner, req.repo, req.number, req.agent, *LIVE, "blocked"),
+                        f" AND state IN ({marks(CANCELLABLE)})",
+                        (req.owner, req.repo, req.number, req.agent, *CANCELLABLE),
                     )
                 ).fetchone()
                 if live:
@@ -232,12 +232,6 @@ class SqliteStore(Views):
                     break
             await rows.update_run(db, run_id, {"branch": branch, "updated_at": time.time()})
             return await rows.get_run(db, run_id)
-
-    async def transitions(self, run_id: int) -> list[tuple[str | None, str, str]]:
-        found = await self._all(
-            "SELECT from_state, to_state, reason FROM transitions WHERE run_id = ? ORDER BY id", (run_id,)
-        )
-        return [(r["from_state"], r["to_state"], r["reason"]) for r in found]
 
     async def claim(
         self,
@@ -362,8 +356,9 @@ class SqliteStore(Views):
                     (retry_at, error, item_id),
                 )
 
-    async def next_outbox_at(self) -> float | None:
-        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL")
+    async def next_outbox_at(self, after: float = 0.0) -> float | None:
+        """When the next pending item falls due, among those not due by ``after``."""
+        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL AND next_at > ?", (after,))
         return found[0]["t"]
 
     async def runs_to_report(self) -> list[Run]:
