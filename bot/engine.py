@@ -26,6 +26,8 @@ class Engine:
 
     async def start(self) -> None:
         s, executor = self._services.settings, self._services.executor
+        for exposure in s.exposures():
+            log.warning("security: %s", exposure)
         if not await executor.ping():
             log.error("the Docker engine does not answer; runs stay queued until it does")
         elif await preflight.image_state(executor, s.image) == "missing":

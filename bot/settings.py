@@ -8,8 +8,10 @@ Secrets are ``SecretStr`` so they never print by accident.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -154,6 +156,9 @@ class Settings(BaseSettings):
     )
 
     forge_url: str | None = None
+    # http:// sends the token in clear and lets the network forge permission answers: only to a
+    # Forge on this host's loopback, unless the operator says so.
+    allow_insecure_forge: bool = False
     forge_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     bot_login: str | None = None
@@ -197,7 +202,13 @@ class Settings(BaseSettings):
     container_network: str | None = None
 
     qa: dict[str, list[list[str]]] = {}
-    protected_paths: list[str] = [".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/"]
+    # What CI runs with the repository's secrets once the bot pushes: workflows, local actions and the
+    # CI files of Woodpecker, Drone, Jenkins, GitLab. A directory ends in "/", "*" is a wildcard.
+    protected_paths: list[str] = [
+        ".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/",
+        ".forgejo/actions/", ".gitea/actions/", ".github/actions/",
+        ".woodpecker*", ".drone.yml", "Jenkinsfile", ".gitlab-ci.yml",
+    ]
     max_file_bytes: int = 1024 * 1024
     max_harvest_files: int = MAX_HARVEST_FILES  # (path, blob) pairs the agent's commits add
     max_harvest_bytes: int = MAX_HARVEST_BYTES  # of its git objects taken in, and of the files read
@@ -246,6 +257,11 @@ class Settings(BaseSettings):
             for name in ("forge_url", "forge_token", "webhook_secret")
             if not getattr(self, name)
         ]
+        if self.forge_url and not self.allow_insecure_forge and not _secure_forge(self.forge_url):
+            lines.append(
+                f"setting {ENV_PREFIX}FORGE_URL (`forge_url`) is http:// to another host, which sends the token in"
+                f" clear: use https://, or set allow_insecure_forge = true ({ENV_PREFIX}ALLOW_INSECURE_FORGE)"
+            )
         for name in ("webhook_secret", "admin_token", "read_token"):  # empty: missing, or (tokens) off
             value: SecretStr | None = getattr(self, name)
             secret = value.get_secret_value() if value else ""
@@ -256,6 +272,21 @@ class Settings(BaseSettings):
                 )
         return lines
 
+    def exposures(self) -> list[str]:
+        """Settings that let an agent reach what it should not, one warning each (start-up, doctor)."""
+        found = []
+        if self.docker_url and urlsplit(self.docker_url).scheme in ("tcp", "http", "https"):
+            found.append(
+                f"docker_url {self.docker_url} is a TCP address: agent containers may reach the Docker engine"
+                " through it, and whoever reaches the engine owns the host"
+            )
+        if self.container_network == "host":
+            found.append(
+                'container_network = "host": agent containers share the host\'s network, and reach every'
+                " service listening on it (this bot's port and the Docker engine's TCP port included)"
+            )
+        return found
+
     def secrets(self) -> list[str]:
         """Every secret value, for masking anything quoted back to users or logs."""
         values = [
@@ -265,3 +296,17 @@ class Settings(BaseSettings):
         ]
         values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
         return values
+
+
+def _secure_forge(url: str) -> bool:
+    """https://, or http:// to this host's loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,13 +1,16 @@
 """Slash commands in new comments on issues and pull requests (edits never re-trigger).
 
 Each command is keyed by the comment id and its line, so Gitea's Redeliver (same body, new
-delivery id) never has a second effect.
+delivery id) never has a second effect. A comment gets at most one reply, whatever it holds (its
+first ``MAX_COMMANDS`` commands act); a user without write access gets at most one reply per issue
+and hour, so no one floods the Forge through the bot.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.report import sentences
 from bot.runs.agents import known_agents
@@ -18,44 +21,78 @@ from bot.services import Services
 from bot.store import CANCELLABLE, RETRYABLE
 from bot.intake.webhook import Event
 
-from handlers.common import Target, may_write, react, reply, request_run
+from handlers.common import Target, react, refusal, reply, request_run, writes
 
 router = Router()
 
 
-@dataclass(frozen=True)
+MAX_COMMANDS = 10  # per comment; the rest are ignored, and the reply says so
+OUTSIDER_REPLY_WINDOW = 3600.0  # seconds: a user without write access gets one reply per issue in each
+
+
+@dataclass
 class Context:
+    """One comment being handled; what its commands say is gathered into one reply."""
+
     event: Event
     services: Services
     target: Target
     login: str
     comment_id: int
+    replies: list[str] = field(default_factory=list)
+    _writer: bool | None = None
+    _asked: bool = False
 
     def key(self, command: Command) -> str:
         return f"comment:{self.target.repo.id}:{self.comment_id}:{command.line}"
 
     async def reply(self, command: Command, body: str) -> None:
-        await reply(self.services, self.target, self.key(command), body)
+        self.replies.append(body)
+
+    async def writer(self) -> bool | None:
+        """Whether the commenter has write access (None: the Forge would not say), asked once."""
+        if not self._asked:
+            self._writer, self._asked = await writes(self.services, self.target, self.login), True
+        return self._writer
 
     async def may_write(self, action: str) -> bool:
-        return await may_write(self.services, self.target, self.login, action)
+        allowed = await self.writer()
+        if not allowed:
+            self.replies.append(refusal(self.target, self.login, action, allowed))
+        return bool(allowed)
+
+    async def reply_key(self) -> str:
+        """One reply per comment for writers; for others, one per issue and hour, whatever they post."""
+        if await self.writer():
+            return f"comment:{self.target.repo.id}:{self.comment_id}"
+        window = int(time.time() // OUTSIDER_REPLY_WINDOW)
+        return f"outsider:{self.target.repo.id}:{self.target.number}:{self.login}:{window}"
+
+    async def send(self, *, ignored: bool) -> None:
+        """The one reply to this comment, if its commands had anything to say."""
+        if ignored:
+            self.replies.append(sentences.commands_ignored(MAX_COMMANDS))
+        if self.replies:
+            body = "\n\n".join(dict.fromkeys(self.replies))  # a command said a thousand times is answered once
+            await reply(self.services, self.target, await self.reply_key(), body)
 
 
 @router.register("issue_comment", action="created")
 @router.register("pull_request_comment", action="created")
 async def on_comment(event: Event, services: Services) -> None:
     payload = IssueCommentPayload.model_validate(event.payload)  # the same object, not a copy
-    commands = parse(payload.comment.body)
+    commands = parse(payload.comment.body, limit=MAX_COMMANDS + 1)  # one more tells that some are left out
     if not commands:
         return
     pull = payload.pull_request if payload.is_pull else None
-    target = Target(payload.repository, payload.issue.number, payload.issue.title, pull)
+    target = Target(payload.repository, payload.issue.number, payload.issue.title, pull, payload.issue.user.login)
     ctx = Context(event, services, target, payload.comment.user.login, payload.comment.id)
-    for command in commands:
+    for command in commands[:MAX_COMMANDS]:
         if command.error:
             await ctx.reply(command, sentences.parse_error(command.error))
         else:
             await ACTIONS[command.name](ctx, command)
+    await ctx.send(ignored=len(commands) > MAX_COMMANDS)
 
 
 async def dispatch(ctx: Context, command: Command) -> None:
@@ -96,10 +133,10 @@ async def cancel(ctx: Context, command: Command) -> None:
         await ctx.reply(command, sentences.nothing_to("cancel"))
         return
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    for run in runs:  # the runner stops the containers of what it sees cancelled
-        await ctx.services.store.transition(
-            run.id, "cancelled", reason=f"cancelled by @{ctx.login}", trigger_key=f"{ctx.key(command)}:{run.id}"
-        )
+    # Once per command: a replay of the comment (a new delivery id) cancels nothing, not even runs
+    # queued since. The runner stops the containers of what it sees cancelled.
+    await ctx.services.store.cancel([run.id for run in runs], reason=f"cancelled by @{ctx.login}",
+                                    trigger_key=ctx.key(command))
 
 
 async def retry(ctx: Context, command: Command) -> None:
@@ -135,8 +172,9 @@ async def status(ctx: Context, command: Command) -> None:
         await ctx.reply(command, sentences.nothing_to("report on"))
         return
     t = ctx.target
+    key = ctx.key(command) if await ctx.writer() else await ctx.reply_key()  # outsiders: rate-limited
     await ctx.services.store.enqueue(
-        f"status:{ctx.key(command)}", "status", t.owner, t.name, t.number, {"login": ctx.login}, run_id=runs[-1].id
+        f"status:{key}", "status", t.owner, t.name, t.number, {"login": ctx.login}, run_id=runs[-1].id
     )
 
 

@@ -22,6 +22,7 @@ class Target:
     number: int
     title: str
     pull: PullRequest | None = None
+    author: str = ""  # who opened it: only a writer's title may become a task
 
     @property
     def is_pull(self) -> bool:
@@ -58,29 +59,43 @@ async def remove_label(services: Services, target: Target, key: str, label_id: i
     )
 
 
-async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
-    """Live check that ``login`` has write access; fails closed, and says why once per issue.
-
-    Transient Forge errors propagate, so the delivery is handled again later instead of refusing.
-    """
+async def writes(services: Services, target: Target, login: str) -> bool | None:
+    """Live check that ``login`` has write access; None when the Forge refused to say (403), which
+    counts as no. Transient Forge errors propagate, so the delivery is handled again later."""
     try:
-        if await can_write(services.forge, services.settings, target.owner, target.name, login):
-            return True
+        return await can_write(services.forge, services.settings, target.owner, target.name, login)
     except ForgeError as e:
         if e.transient or e.status != 403:
             raise
         log.error("the Forge refused the permission check on %s/%s: %s", target.owner, target.name, e)
-        await reply(
-            services, target, f"permcheck:{target.repo.id}:{target.number}",
-            sentences.permission_check_refused(target.repo.full_name),
-        )
-        return False
+        return None
+
+
+def refusal(target: Target, login: str, action: str, allowed: bool | None) -> str:
+    """What the bot says to ``login`` when ``allowed`` (from ``writes``) is not True."""
+    if allowed is None:
+        return sentences.permission_check_refused(target.repo.full_name)
     log.info("refused %s on %s#%s: no write access", login, target.repo.full_name, target.number)
-    await reply(
-        services, target, f"refused:{target.repo.id}:{target.number}:{login}",
-        sentences.refused(login, target.repo.full_name, action),
-    )
+    return sentences.refused(login, target.repo.full_name, action)
+
+
+async def may_write(services: Services, target: Target, login: str, action: str) -> bool:
+    """Live check that ``login`` has write access; fails closed, and says why once per issue."""
+    allowed = await writes(services, target, login)
+    if allowed:
+        return True
+    key = f"permcheck:{target.repo.id}:{target.number}" if allowed is None else \
+        f"refused:{target.repo.id}:{target.number}:{login}"
+    await reply(services, target, key, refusal(target, login, action, allowed))
     return False
+
+
+async def _title_as_task(services: Services, target: Target, login: str) -> str:
+    """The issue's title when its author has write access, else "": an outsider's text never
+    becomes the task (the prompt then shows their issue as untrusted data)."""
+    if target.author and (target.author == login or await writes(services, target, target.author)):
+        return target.title
+    return ""
 
 
 async def request_run(
@@ -111,7 +126,7 @@ async def request_run(
         return
     request = run_request(
         spec, agent, owner=target.owner, repo=target.name, number=target.number, is_pull=target.is_pull,
-        task=task or target.title, trigger=trigger, requested_by=login, review=review, comment_id=comment_id,
+        task=task or await _title_as_task(services, target, login), trigger=trigger, requested_by=login, review=review, comment_id=comment_id,
     )
     run = await services.store.request_run(
         request, trigger_key=key, delivery_id=delivery_id, unless_active=unless_active

@@ -29,7 +29,7 @@ async def issue_labels(event: Event, services: Services) -> None:
     payload = IssuePayload.model_validate(event.payload)  # the same object, not a copy
     if payload.issue.pull_request is not None:
         return  # a PR's labels also arrive as pull_request_label
-    target = Target(payload.repository, payload.issue.number, payload.issue.title)
+    target = Target(payload.repository, payload.issue.number, payload.issue.title, author=payload.issue.user.login)
     await _trigger(event, services, target, payload.issue.labels or [], payload.issue.updated_at, payload.sender.login)
 
 
@@ -38,7 +38,7 @@ async def issue_labels(event: Event, services: Services) -> None:
 async def pull_labels(event: Event, services: Services) -> None:
     payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     pull = payload.pull_request
-    target = Target(payload.repository, pull.number, pull.title, pull)
+    target = Target(payload.repository, pull.number, pull.title, pull, author=pull.user.login)
     await _trigger(event, services, target, pull.labels or [], pull.updated_at, payload.sender.login)
 
 

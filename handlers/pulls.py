@@ -20,5 +20,10 @@ async def closed(event: Event, services: Services) -> None:
         repo=payload.repository.name,
         number=payload.pull_request.number,
     )
-    for run in runs:  # the runner stops the containers of what it sees cancelled
-        await services.store.transition(run.id, "cancelled", reason="the pull request was closed")
+    # Once per closing (its time is in the key): a replay of this delivery cancels nothing, not even
+    # runs requested after the pull request was reopened. The runner stops the containers.
+    pull = payload.pull_request
+    await services.store.cancel(
+        [run.id for run in runs], reason="the pull request was closed",
+        trigger_key=f"closed:{payload.repository.id}:{pull.number}:{pull.updated_at}",
+    )

@@ -75,3 +75,10 @@ def test_dispatch_round_trips(agent, model, text):
 def test_answer_round_trips(text):
     cmd = Command("answer", 0, text=text)
     assert parse(typed(cmd)) == [cmd]
+
+
+def test_parsing_stops_after_the_limit_and_keeps_the_last_ones_text_whole():
+    body = "/dispatch codex fix\nthe tests\n/help\n/cancel\n" + "/help\n" * 100_000
+    commands = parse(body, limit=2)
+    assert [c.name for c in commands] == ["dispatch", "help"] and commands[0].text == "fix\nthe tests"
+    assert parse(body, limit=2) == parse(body)[:2]

@@ -66,3 +66,16 @@ def test_doctor_fails_when_the_default_image_is_missing(tmp_path):
     assert res.returncode == 1
     assert "  image     dispatchbot-no-such-image:1 (missing)" in sections(res.stdout)["codex"]
     assert res.stdout.rstrip().endswith("ready: none")
+
+
+def test_doctor_warns_of_settings_the_agent_can_reach_the_host_through(tmp_path, agent_image):
+    res = doctor(tmp_path, DISPATCHBOT_IMAGE=agent_image, OPENAI_API_KEY=KEY, DISPATCHBOT_CONTAINER_NETWORK="host")
+    assert res.returncode == 0, res.stderr
+    [warning] = [line for line in res.stdout.splitlines() if line.startswith("warning: ")]
+    assert 'container_network = "host"' in warning
+
+
+async def test_the_start_up_log_warns_of_them_too(make_bot, caplog):
+    await make_bot(container_network="host", docker_url="tcp://127.0.0.1:2375")
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("security: ")]
+    assert len(warned) == 2 and "docker_url" in warned[0] and "host" in warned[1], warned

@@ -24,7 +24,7 @@ from tests.fakeforge import FakeForge, Repo, User, api, hooks, spec
 from tests.fakeforge.gojson import encode, marshal_indent
 from tests.fakeforge.render import Renderer, Site
 from tests.fakeforge.state import Access, State
-from tests.helpers import git_async
+from tests.helpers import git_async, wait_for
 
 PAYLOADS = Path(__file__).parent / "fakeforge" / "data" / "payloads"
 SECRET = "s3cret"
@@ -700,6 +700,42 @@ async def test_git_clone_and_push_over_http(world, tmp_path):
     code, out = await git_async("-c", f"http.extraHeader=Authorization: token {world.bot.token}", "push", "origin",
                           f"HEAD:refs/pull/{pull.number}/head", cwd=work, check=False)
     assert code != 0 and "refs/pull/" in out
+
+
+async def test_a_protected_branch_refuses_pushes_outside_its_allowlist(world, tmp_path):
+    work = tmp_path / "clone"
+    await git_async("clone", "--quiet", world.forge.clone_url(world.repo), str(work))
+    world.forge.protect_branch(world.repo, "ma*", push_allowlist=["bob"])
+    branch = await world.call(world.bot, "GET", "/repos/acme/widgets/branches/main")
+    assert branch.json["protected"] is True and branch.json["effective_branch_protection_name"] == "ma*"
+    assert branch.json["user_can_push"] is False
+    assert (await world.call(world.bob, "GET", "/repos/acme/widgets/branches/main")).json["user_can_push"] is True
+    await git_async("commit", "--quiet", "--allow-empty", "-m", "onto main", cwd=work)
+    code, out = await git_async("push", world.forge.clone_url(world.repo, world.bot), "HEAD:main", "HEAD:other",
+                                cwd=work, check=False)
+    assert code != 0 and "Not allowed to push to protected branch main" in out
+    assert world.repo.branches.get("other") is None  # a refused push updates no ref
+    await git_async("push", "--quiet", world.forge.clone_url(world.repo, world.bob), "HEAD:main", cwd=work)
+    _, head = await git_async("rev-parse", "HEAD", cwd=work)
+    assert world.forge.branch_sha(world.repo, "main") == head.strip()
+    unprotected = await world.call(world.bot, "GET", "/repos/acme/widgets/branches/feature")
+    assert unprotected.status == 404 or unprotected.json["protected"] is False
+
+
+async def test_an_outage_armed_at_the_next_push_drops_it_and_takes_everything_down(world, tmp_path):
+    work = tmp_path / "clone"
+    await git_async("clone", "--quiet", world.forge.clone_url(world.repo), str(work))
+    await git_async("commit", "--quiet", "--allow-empty", "-m", "x", cwd=work)
+    world.forge.outage_at_push(0.5)
+    assert (await world.call(None, "GET", "/version")).status == 200  # armed: nothing down yet
+    before = world.forge.branch_sha(world.repo, "main")
+    code, out = await git_async("push", world.forge.clone_url(world.repo, world.bot), "HEAD:main", cwd=work,
+                                check=False)
+    assert code != 0 and world.forge.branch_sha(world.repo, "main") == before, out
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await world.call(None, "GET", "/version")
+    await wait_for(lambda: world.forge.server._site is not None, timeout=5)
+    await git_async("push", "--quiet", world.forge.clone_url(world.repo, world.bot), "HEAD:main", cwd=work)
 
 
 async def test_git_upload_pack_accepts_gzip_bodies(world):

@@ -68,3 +68,28 @@ async def test_everything_appears_exactly_once_in_its_final_state(world, engine_
 async def _both_running(bot):
     runs = await bot.store.runs(states=["running"])
     return len(runs) == 2
+
+
+async def test_a_forge_that_goes_down_exactly_at_the_push_delays_the_run_and_it_ends_with_one_pull(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot(forge_timeout=2.0)
+    forge.outage_at_push(8.0)
+    issue = await forge.create_issue(repo, world["bob"], title="Add notes", body="")
+    await forge.create_comment(repo, issue.number, world["bob"], "/dispatch codex add notes scenario:edit-commit")
+    [run] = await ended(bot, timeout=120)
+    assert run.state == "completed", run.reason
+    assert forge.server.at_push is None  # the outage did hit the push
+    assert forge.branch_sha(repo, run.branch) == run.head_sha
+    await bot.wait_for(lambda: [p for p in forge.pulls(repo) if p.head_branch == run.branch], timeout=60)
+    assert len([p for p in forge.pulls(repo) if p.head_branch == run.branch]) == 1
+
+
+async def test_a_push_the_forge_refuses_fails_the_run_with_the_reason_at_once(world, engine_bot):
+    forge, repo = world["forge"], world["repo"]
+    bot = await engine_bot()
+    forge.protect_branch(repo, "agent/*")
+    await forge.create_comment(repo, (await forge.create_issue(repo, world["bob"], title="Notes")).number,
+                               world["bob"], "/dispatch codex add notes scenario:edit-commit")
+    [run] = await ended(bot)
+    assert run.state == "failed" and "Not allowed to push to protected branch" in run.reason, run.reason
+    assert time.time() - run.started_at < 20  # no waiting for an answer it already had

@@ -19,7 +19,7 @@ def run_cli(tmp_path, env, *args):
 
 
 def test_serve_without_required_settings_names_each_env_var(tmp_path):
-    result = run_cli(tmp_path, {"DISPATCHBOT_FORGE_URL": "http://forge"}, "serve")
+    result = run_cli(tmp_path, {"DISPATCHBOT_FORGE_URL": "https://forge"}, "serve")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2
@@ -42,7 +42,7 @@ def test_check_config_hides_secrets(tmp_path):
 
 def test_toml_file_then_env_nested_and_port(tmp_path, monkeypatch):
     config = tmp_path / "bot.toml"
-    config.write_text('forge_url = "http://file"\nmax_running = 7\n[limits]\nmemory = "1g"\n[pools.gemini]\nlimit = 1\n')
+    config.write_text('forge_url = "https://file"\nmax_running = 7\n[limits]\nmemory = "1g"\n[pools.gemini]\nlimit = 1\n')
     for key in list(os.environ):
         if key.startswith("DISPATCHBOT_"):
             monkeypatch.delenv(key)
@@ -51,7 +51,7 @@ def test_toml_file_then_env_nested_and_port(tmp_path, monkeypatch):
     monkeypatch.setenv("PORT", "5005")
     monkeypatch.setenv("AGENT_DOCKER_IMAGE", "agents:v2")
     s = Settings()
-    assert (s.forge_url, s.max_running, s.limits.memory, s.port, s.image) == ("http://file", 7, "2g", 5005, "agents:v2")
+    assert (s.forge_url, s.max_running, s.limits.memory, s.port, s.image) == ("https://file", 7, "2g", 5005, "agents:v2")
     assert s.pool_of("gemini").limit == 1 and s.limits.cpus == 2.0
     assert s.missing_for_serve() == [
         "missing setting forge_token: set DISPATCHBOT_FORGE_TOKEN or `forge_token` in the config file",
@@ -82,3 +82,33 @@ def test_serve_refuses_a_token_too_short_to_mask(tmp_path, name):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert f"DISPATCHBOT_{name}" in line and "16 characters" in line
+
+
+def test_serve_refuses_an_http_forge_on_another_host(tmp_path):
+    env = {"DISPATCHBOT_FORGE_URL": "http://git.example.com", "DISPATCHBOT_FORGE_TOKEN": "tok-0123456789abcdef",
+           "DISPATCHBOT_WEBHOOK_SECRET": "webhook-secret-0123456789", "DISPATCHBOT_PORT": "0",
+           "DISPATCHBOT_DATA_DIR": str(tmp_path / "d")}
+    result = run_cli(tmp_path, env, "serve")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "DISPATCHBOT_FORGE_URL" in line and "allow_insecure_forge" in line
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("https://git.example.com", True), ("http://127.0.0.1:3000", True), ("http://localhost:3000", True),
+    ("http://[::1]:3000", True), ("http://git.example.com", False), ("http://10.0.0.5:3000", False),
+])
+def test_only_a_loopback_forge_may_be_plain_http(url, ok):
+    problems = Settings(forge_url=url, forge_token="t" * 20, webhook_secret="s" * 20).missing_for_serve()
+    assert (problems == []) is ok, problems
+    allowed = Settings(forge_url=url, forge_token="t" * 20, webhook_secret="s" * 20, allow_insecure_forge=True)
+    assert allowed.missing_for_serve() == []
+
+
+def test_settings_the_agent_can_reach_through_are_named():
+    assert Settings().exposures() == []
+    assert Settings(docker_url="unix:///run/docker.sock").exposures() == []
+    [tcp] = Settings(docker_url="tcp://10.0.0.1:2375").exposures()
+    assert "docker_url" in tcp and "TCP" in tcp
+    [host] = Settings(container_network="host").exposures()
+    assert 'container_network = "host"' in host

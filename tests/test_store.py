@@ -167,6 +167,17 @@ async def test_outbox_items_are_queued_once_per_key(store):
     assert item.attempts == 1 and item.payload == {"body": "hi"}
 
 
+async def test_one_issues_backlog_never_delays_another_issues_items(store):
+    for n in range(500):  # a flood on issue 1, queued first
+        await store.enqueue(f"reply:flood:{n}", "comment", "acme", "widgets", 1, {"body": f"{n}"})
+    await store.enqueue("reply:other", "comment", "acme", "widgets", 2, {"body": "for issue 2"})
+    await store.enqueue("reply:elsewhere", "comment", "acme", "gadgets", 1, {"body": "for gadgets#1"})
+    due = await store.due_outbox()
+    assert {(i.repo, i.number) for i in due} == {("widgets", 1), ("widgets", 2), ("gadgets", 1)}
+    flood = [i for i in due if (i.repo, i.number) == ("widgets", 1)]
+    assert [i.payload["body"] for i in flood] == [str(n) for n in range(len(flood))]  # in order, the oldest first
+
+
 async def test_deliveries_arriving_together_are_committed_once_each(store):
     ids = [f"d{n % 20}" for n in range(60)]  # every id three times, in one burst
     fresh = await asyncio.gather(*(store.record_delivery(i, "issues", b"{}") for i in ids))

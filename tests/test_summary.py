@@ -47,7 +47,7 @@ async def test_codex_final_message_is_the_summary_in_the_pull_request_and_the_st
     final = (meta / layout.LAST_MESSAGE).read_text().strip()
     assert final.startswith("Done: record agent notes (committed ") and "argv:" not in final
     assert run.result.summary == final
-    quoted = f"**The agent's summary**\n\n> {final}"
+    quoted = f"**The agent's summary**\n\n```\n{final}\n```"
     [pull] = forge.pulls(repo)
     assert quoted in pull.issue.body
     [comment] = bot_comments(world, issue.number)
@@ -62,7 +62,7 @@ async def test_claude_final_stdout_is_the_summary(world, engine_bot):
     run = await reported(bot, run.id)
     assert run.result.summary == "Looked around; nothing needs to change."
     [comment] = bot_comments(world, issue.number)
-    assert "> Looked around; nothing needs to change." in comment.body
+    assert "```\nLooked around; nothing needs to change.\n```" in comment.body
 
 
 @pytest.mark.docker

@@ -729,3 +729,19 @@ async def test_host_git_sees_no_key_of_the_bot_and_no_system_config(tmp_path, mo
     assert not {"OPENAI_API_KEY", "DISPATCHBOT_FORGE_TOKEN", "GIT_CONFIG_SYSTEM"} & set(env)
     _, out = await run_git(["git", "config", "--show-origin", "--list"], ok=(0, 1))
     assert b"from-the-system" not in out and b"credential" not in out
+
+
+@pytest.mark.parametrize("stderr, waits", [
+    ("fatal: unable to access 'http://f/a.git/': Failed to connect to f port 80: Couldn't connect to server", True),
+    ("fatal: unable to access 'http://f/a.git/': Empty reply from server", True),
+    ("error: RPC failed; HTTP 502 curl 22 The requested URL returned error: 502", True),
+    (" ! [remote rejected] x -> x (pre-receive hook declined)\nremote: Not allowed to push to protected branch x", False),
+    (" ! [rejected]        x -> x (non-fast-forward)", False),
+    ("fatal: unable to access 'http://f/a.git/': The requested URL returned error: 403", False),
+])
+def test_a_push_waits_for_a_forge_that_gave_no_answer_never_for_one_that_refused(stderr, waits):
+    from bot.workspace.clones import no_answer
+    from bot.workspace.git import GitError
+
+    assert no_answer(GitError(["git", "push"], 1, stderr.encode())) is waits
+    assert no_answer(GitError(["git", "push"], None, b"no result after 900s"))

@@ -132,6 +132,8 @@ async def doctor(settings: Settings, environ: Mapping[str, str]) -> int:
         print(report.render())
     ready = [r.name for r in reports if r.problem is None]
     print(f"\nready: {', '.join(ready) or 'none'}")
+    for exposure in settings.exposures():
+        print(f"warning: {exposure}")
     return exit_code(settings, reports)
 
 

@@ -42,8 +42,9 @@ class Command:
         return f"{self.agent}:{self.model}" if self.model else self.agent
 
 
-def parse(body: str) -> list[Command]:
-    """Every command of ours in ``body``, in order."""
+def parse(body: str, limit: int | None = None) -> list[Command]:
+    """Every command of ours in ``body``, in order; the first ``limit`` ones, if given (a hostile
+    comment may hold hundreds of thousands)."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     found: list[tuple[int, str, str]] = []
     fenced = False
@@ -54,8 +55,10 @@ def parse(body: str) -> list[Command]:
         match = None if fenced else COMMAND_RE.match(line)
         if match and match.group(1).lower() in NAMES:
             found.append((number, match.group(1).lower(), match.group(2)))
+            if limit is not None and len(found) > limit:  # one more: where the last one's text ends
+                break
     commands = []
-    for i, (number, name, rest) in enumerate(found):
+    for i, (number, name, rest) in enumerate(found[:limit]):
         end = found[i + 1][0] if i + 1 < len(found) else len(lines)
         commands.append(_parse_one(name, number, rest, lines[number + 1 : end]))
     return commands

@@ -37,14 +37,14 @@ class Review:
 
     name = "review"
 
-    def __init__(self, forge: Forge, store: Store) -> None:
-        self.forge, self.store = forge, store
+    def __init__(self, forge: Forge, store: Store, login: Callable[[], Awaitable[str]]) -> None:
+        self.forge, self.store, self.login = forge, store, login
 
     def should_report(self, run: Run, shown: Shown) -> bool:
         return run.state == "completed" and run.review and shown.review is None
 
     async def report(self, run: Run, shown: Shown) -> None:
-        review = await publish.post_review(self.forge, run)
+        review = await publish.post_review(self.forge, run, await self.login())
         await remember(self.store, run.id, shown, review=review["id"])
 
 
@@ -57,7 +57,8 @@ class PullRequest:
         self.forge, self.store = forge, store
 
     def should_report(self, run: Run, shown: Shown) -> bool:
-        return (run.state == "completed" and not run.review and not run.is_pull and run.result.pushed
+        proposes = not run.is_pull or run.options.get("own_branch")  # its branch is no pull request's head
+        return (run.state == "completed" and not run.review and bool(proposes) and run.result.pushed
                 and shown.pull is None)
 
     async def report(self, run: Run, shown: Shown) -> None:
@@ -99,8 +100,8 @@ class StatusComment:
 
     name = "comment"
 
-    def __init__(self, settings: Settings, forge: Forge, store: Store) -> None:
-        self.settings, self.forge, self.store = settings, forge, store
+    def __init__(self, settings: Settings, forge: Forge, store: Store, login: Callable[[], Awaitable[str]]) -> None:
+        self.settings, self.forge, self.store, self.login = settings, forge, store, login
 
     def should_report(self, run: Run, shown: Shown) -> bool:
         return not run.on_ref  # whether the text changed is known once it is written out
@@ -132,7 +133,8 @@ class StatusComment:
                 await remember(self.store, run.id, shown, comment_body=body)
                 return
         # Posted by an earlier attempt whose answer was lost? (A deleted one is no longer listed.)
-        found = await find_comment(self.forge, repo.comments(run.number), sentences.marker("run", str(run.id)))
+        marker = sentences.marker("run", str(run.id))
+        found = await find_comment(self.forge, repo.comments(run.number), marker, await self.login())
         if found is None:
             found = await self.forge.post(repo.comments(run.number), {"body": body})
         await remember(self.store, run.id, shown, comment_id=found["id"], comment_url=found.get("html_url", ""))
@@ -203,8 +205,10 @@ class CommitStatus:
         await remember(self.store, run.id, shown, status=(sha, run.state))
 
 
-async def find_comment(forge: Forge, path: str, marker: str) -> dict | None:
+async def find_comment(forge: Forge, path: str, marker: str, bot: str) -> dict | None:
+    """The comment by ``bot`` carrying ``marker``: anyone can write a marker, only the bot's account
+    counts (run ids are sequential, so an outsider could post the next one first)."""
     for comment in await forge.getitem(path) or []:
-        if marker in comment.get("body", ""):
+        if marker in comment.get("body", "") and (comment.get("user") or {}).get("login") == bot:
             return comment
     return None

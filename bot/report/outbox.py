@@ -30,7 +30,7 @@ class Outbox:
     async def _comment(self, item: OutboxItem) -> None:
         body = item.payload["body"]
         path = Repo(item.owner, item.repo).comments(item.number)
-        if item.attempts and await find_comment(self.forge, path, body.rsplit("\n", 1)[-1]):
+        if item.attempts and await find_comment(self.forge, path, body.rsplit("\n", 1)[-1], await self.comment.login()):
             return  # an earlier attempt did post it
         await self.forge.post(path, {"body": body})
 

@@ -39,7 +39,9 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     existing = await find_pull(forge, run, branch)
     if existing:
         return existing
-    if not run.on_ref:
+    if run.options.get("own_branch"):  # proposed to a pull request's protected head: it closes nothing
+        about, closes = f"pull request #{run.number} (requested by @{run.requested_by})", f"Run: {run_url}"
+    elif not run.on_ref:
         about, closes = f"#{run.number} (requested by @{run.requested_by})", f"Run: {run_url}\n\nCloses #{run.number}"
     else:  # a branch or tag without an issue, dispatched through the admin API
         ref = f"{'tag ' if run.start_commit else ''}`{run.options['ref']}`"
@@ -79,7 +81,7 @@ def _summary(run: Run) -> str:
 
 def _commit_list(run: Run) -> str:
     commits = run.result.commits
-    return "Commits:\n" + "\n".join(f"- {c}" for c in commits[:30]) if commits else ""
+    return "Commits:\n" + sentences.fenced("\n".join(commits[:30])) if commits else ""  # subjects are the agent's
 
 
 def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str]]:
@@ -95,12 +97,13 @@ def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str
     return comments, rest
 
 
-async def post_review(forge: Forge, run: Run) -> dict:
-    """One COMMENT review from the agent's output, with inline comments where they fit."""
+async def post_review(forge: Forge, run: Run, bot: str) -> dict:
+    """One COMMENT review from the agent's output, with inline comments where they fit; one posted
+    before by an attempt whose answer was lost is found by its marker, among ``bot``'s reviews only."""
     marker = sentences.marker("review", str(run.id))
     repo = _repo(run)
     for review in await forge.getitem(repo.reviews(run.number)) or []:
-        if marker in (review.get("body") or ""):
+        if marker in (review.get("body") or "") and (review.get("user") or {}).get("login") == bot:
             return review
     changed = {f["filename"] async for f in forge.getiter(repo.pull_files(run.number))}
     comments, rest = parse_findings(run.result.review, changed)

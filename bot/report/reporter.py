@@ -42,9 +42,9 @@ class Reporter:
         self.store, self.forge = store, forge
         self._every = settings.schedule
         labels = Labels(forge)
-        comment = facets.StatusComment(settings, forge, store)
+        comment = facets.StatusComment(settings, forge, store, login)
         self.facets: tuple[facets.Facet, ...] = (
-            facets.Review(forge, store), facets.PullRequest(forge, store), facets.Stopwatch(forge, store, login),
+            facets.Review(forge, store, login), facets.PullRequest(forge, store), facets.Stopwatch(forge, store, login),
             comment, facets.StateLabel(settings, forge, store, labels), facets.CommitStatus(forge, store),
         )
         self.outbox = Outbox(store, forge, labels, comment)

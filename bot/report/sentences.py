@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import time
 
 from bot.intake.commands import USAGE
@@ -62,6 +63,10 @@ def fork_refused(number: int) -> str:
     )
 
 
+def commands_ignored(limit: int) -> str:
+    return f"Only the first {limit} commands of a comment are run; the others were ignored."
+
+
 def review_needs_pull() -> str:
     return "`/review` works on pull requests; on an issue, use `/dispatch <agent> <task>`."
 
@@ -112,7 +117,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         if run.result.violations:
             lines.append("\n".join(f"- {v}" for v in run.result.violations))
         if tail_text:
-            lines += ["", "<details><summary>Last lines of the log</summary>", "", "```", tail_text, "```", "</details>"]
+            lines += ["", "<details><summary>Last lines of the log</summary>", "", fenced(tail_text), "</details>"]
         lines.append("Comment `/retry` to run it again.")
     if run.state == "blocked":
         lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(run.question), "",
@@ -125,6 +130,15 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def fenced(text: str) -> str:
+    """Text in a code fence nothing inside it can close (longer than its longest run of backticks):
+    the agent's and users' text shows as it is, adds no markup around it, and names no issue for
+    the Forge to close (Gitea looks for closing keywords outside code only)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
@@ -143,7 +157,7 @@ def run_links(run, found: dict[str, str], pull: int | None) -> str:
     commits = run.result.commits
     if not commits:
         return ""
-    listed = "\n".join(f"- {c}" for c in commits[:20])
+    listed = fenced("\n".join(commits[:20]))  # their subjects are the agent's text
     pushed = f"Pushed {len(commits)} commit(s) to `{run.result.branch or run.branch}`:\n{listed}"
     if pull is not None:
         return f"Pull request: #{pull} {found['pull_request']}\n\n{pushed}"
@@ -151,8 +165,8 @@ def run_links(run, found: dict[str, str], pull: int | None) -> str:
 
 
 def summary(text: str) -> str:
-    """The agent's final message under a short heading, quoted so its markdown stays inside."""
-    return "**The agent's summary**\n\n" + "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+    """The agent's final message under a short heading, fenced so it stays inside its block."""
+    return "**The agent's summary**\n\n" + fenced(text.strip("\n"))
 
 
 def _summary_lines(run) -> list[str]:

@@ -10,13 +10,13 @@ from bot.workspace.clones import Workspaces, parse_ids, recent_commits, remove_w
 from bot.workspace.files import UnsafeWorkspace, safe_read, safe_write
 from bot.workspace.git import GitError
 from bot.workspace.handover import TooLarge
-from bot.workspace.commits import Commit, check_branch, commit_leftovers, commit_message, commits_since
+from bot.workspace.commits import Commit, check_branch, closed_by_commits, commit_leftovers, commit_message, commits_since
 from bot.workspace.layout import Workspace, WorkspaceDir
 from bot.workspace.projects import Project, detect_project, qa_commands
 
 __all__ = [
     "Commit", "GitError", "Project", "TooLarge", "UnsafeWorkspace", "Workspace", "WorkspaceDir", "Workspaces",
-    "branch_choices", "branch_for", "branch_key", "check_branch", "clear_blocked", "commit_leftovers",
+    "branch_choices", "branch_for", "branch_key", "check_branch", "clear_blocked", "closed_by_commits", "commit_leftovers",
     "commit_message", "commits_since", "detect_project", "parse_ids", "qa_commands", "read_blocked",
     "recent_commits", "remove_workspace", "safe_read", "safe_write", "validate_branch", "write_answer",
 ]

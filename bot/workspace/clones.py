@@ -7,8 +7,11 @@ as environment config, never in a URL, argv or file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -17,9 +20,28 @@ from bot.names import validate_branch, validate_key, validate_repo, validate_tag
 from bot.settings import MAX_HARVEST_BYTES, GitIdentity, Settings
 
 from bot.workspace.files import chown, safe_write
-from bot.workspace.git import NETWORK_TIMEOUT, commit_id, host_argv, mirror_argv, refs, run_git, ws_git
+from bot.workspace.git import NETWORK_TIMEOUT, GitError, commit_id, host_argv, mirror_argv, refs, run_git, ws_git
 from bot.workspace.handover import EXCLUDE, git_config, hand_out, take_in
 from bot.workspace.layout import WORKSPACES, Workspace, WorkspaceDir
+
+log = logging.getLogger(__name__)
+
+# What git (curl) says when the Forge gave no answer, as opposed to refusing the push (a rejected
+# ref, a protected branch, no permission), which is said by the Forge itself.
+_NO_ANSWER = re.compile(
+    r"Couldn't connect to server|Failed to connect|Connection refused|Connection reset|Connection timed out"
+    r"|Operation timed out|Empty reply from server|Recv failure|Could not resolve host|returned error: 5\d\d"
+    r"|RPC failed; HTTP 5\d\d|remote end hung up unexpectedly"
+)
+_REFUSED = re.compile(r"\[(remote )?rejected\]|returned error: 4\d\d")
+PUSH_RETRY_FIRST = 1.0  # seconds; doubled after each push that got no answer, up to PUSH_RETRY_MAX
+PUSH_RETRY_MAX = 30.0
+
+
+def no_answer(e: GitError) -> bool:
+    """The Forge did not answer (down, unreachable, 5xx, timed out): worth waiting for, unlike a refusal."""
+    text = str(e)
+    return e.returncode is None or (not _REFUSED.search(text) and bool(_NO_ANSWER.search(text)))
 
 
 
@@ -54,6 +76,9 @@ class Workspaces:
         self.identity = identity or GitIdentity()
         self.owner_ids = parse_ids(owner) if owner and os.geteuid() == 0 else None
         self.max_bytes = max_bytes
+        # A clone hard-links the mirror's objects; an agent running as their owner could rewrite them
+        # and so poison every later clone of the repository: it gets copies instead.
+        self.hard_links = not owner or parse_ids(owner)[0] != os.geteuid()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
@@ -149,7 +174,7 @@ class Workspaces:
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
             if not os.path.lexists(ws.host_git):  # noqa: ASYNC240 (one lstat)
-                await _new_host_git(ws, mirror)
+                await _new_host_git(ws, mirror, self.hard_links)
             await _sync(ws, mirror)
         if os.path.lexists(ws.clone):  # noqa: ASYNC240 (one lstat)
             await self.take_in(ws)
@@ -191,23 +216,39 @@ class Workspaces:
             code, out = await run_git(argv, ok=(0, 1))
         return out.decode().strip() if code == 0 else None
 
-    async def push(self, ws: Workspace, branch: str) -> str:
-        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
+    async def push(self, ws: Workspace, branch: str, until: float = 0.0) -> str:
+        """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit.
+
+        A push the Forge refused fails at once, with git's reason. One that got no answer is tried
+        again, waiting longer each time, until the Forge answers or ``until`` (epoch seconds) has
+        passed (0: one attempt): pushing the same commit again is harmless, whether the lost attempt landed or not.
+        """
         validate_branch(branch)
         _, head = await ws_git(ws, "rev-parse", "--verify", "HEAD^{commit}")
         sha = head.decode().strip()
         refspec = f"{sha}:refs/heads/{branch}"
-        await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
-        return sha
+        wait = PUSH_RETRY_FIRST
+        while True:
+            try:
+                await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
+                return sha
+            except GitError as e:
+                if not no_answer(e) or time.time() + wait > until:
+                    raise
+                log.warning("the Forge gave no answer to a push of %s; trying again in %.0f s", ws.branch, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, PUSH_RETRY_MAX)
 
 
-async def _new_host_git(ws: Workspace, mirror: Path) -> None:
-    """The bot's git dir of a workspace: a local clone of the mirror (objects hard-linked), moved
-    into place once complete, with the bot's config."""
+async def _new_host_git(ws: Workspace, mirror: Path, hard_links: bool) -> None:
+    """The bot's git dir of a workspace: a local clone of the mirror (objects hard-linked unless the
+    agent runs as the bot's own user: the container's objects are linked from here), moved into
+    place once complete, with the bot's config."""
     tmp = ws.host_git.with_name(ws.host_git.name + ".tmp")
     await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    await run_git(["git", "clone", "--local", "--no-checkout", "--template=", "--quiet", str(mirror), str(tmp)])
+    links = [] if hard_links else ["--no-hardlinks"]
+    await run_git(["git", "clone", "--local", *links, "--no-checkout", "--template=", "--quiet", str(mirror), str(tmp)])
     safe_write(tmp / ".git" / "config", git_config(ws.url, None, host=True))
     (tmp / ".git" / "info").mkdir(exist_ok=True)
     safe_write(tmp / ".git" / "info" / "exclude", EXCLUDE)

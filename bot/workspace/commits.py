@@ -4,6 +4,7 @@ would send (protected paths, binary or oversized files) before anything reaches 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import re
 from collections.abc import Sequence
 from contextlib import aclosing
@@ -65,8 +66,32 @@ async def commits_since(ws: Workspace, base: str) -> list[Commit]:
     return [Commit(*line.split(" ", 1)) for line in out.decode("utf-8", "replace").splitlines()]
 
 
+# A keyword by which Gitea closes or reopens an issue that a commit names, once the commit is merged.
+_CLOSING = re.compile(
+    r"(?i)(?<![\w-])(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?|reopen(?:s|ed)?)\b:?\s+"
+    r"(?:[\w.-]+/[\w.-]+)?#(\d+)\b"
+)
+
+
+async def closed_by_commits(ws: Workspace, base: str) -> dict[str, set[int]]:
+    """The issues each commit since ``base`` would close or reopen on merge, by the commit's id:
+    only the bot writes the ``Closes`` line."""
+    _, out = await ws_git(ws, "log", "--format=%H%x00%B%x00", f"{commit_id(base)}..HEAD")
+    fields = out.decode("utf-8", "replace").split("\0")
+    found = {}
+    for sha, message in zip(fields[0::2], fields[1::2], strict=False):
+        numbers = {int(n) for n in _CLOSING.findall(message)}
+        if numbers:
+            found[sha.strip()] = numbers
+    return found
+
+
 def _is_protected(path: str, protected: Sequence[str]) -> bool:
-    return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in protected)
+    """``path`` is one of ``protected`` or lies under one; an entry with ``*`` is a wildcard matched
+    against the path and each directory above it (``.woodpecker*``: ``.woodpecker.yml``, ``.woodpecker/x``)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, p.rstrip("/")) for p in protected for prefix in prefixes)
 
 
 async def check_branch(

@@ -254,16 +254,17 @@ async def get_branch(call: Call) -> web.StreamResponse:
         raise ForgeError(404, "Branch not found")
     info = await _commit_info(repo, repo.branches[name])
     writer = call.can_write(repo)
+    rule = repo.protection(name)
     return call.json({
         "name": name,
         "commit": _payload_commit(call, repo, info),
-        "protected": False,
+        "protected": rule is not None,
         "required_approvals": 0,
         "enable_status_check": False,
         "status_check_contexts": [],
-        "user_can_push": writer,
+        "user_can_push": writer and (call.doer is not None and repo.may_push(call.doer.login, name)),
         "user_can_merge": writer,
-        "effective_branch_protection_name": "",
+        "effective_branch_protection_name": rule or "",
     })
 
 

@@ -95,6 +95,11 @@ class FakeForge:
         user = self._user(login)
         repo.collaborators[user.id] = Access.parse(level)
 
+    def protect_branch(self, repo: Repo, rule: str, *, push_allowlist: Iterable[str] = ()) -> None:
+        """A branch protection rule (a name or a glob), as repository settings make it: pushing is
+        disabled, or allowed to the logins in ``push_allowlist`` alone."""
+        repo.protections[rule] = frozenset(push_allowlist)
+
     def add_label(self, repo: Repo, name: str, color: str = "ee0701", *, description: str = "",
                   exclusive: bool = False, org: bool = False) -> Label:
         """A repo label, or (``org=True``) a label of the repo's organisation."""
@@ -290,6 +295,11 @@ class FakeForge:
         await self.outage_start(mode)
         loop = asyncio.get_running_loop()
         self._outage_end = loop.call_later(seconds, lambda: loop.create_task(self.outage_end()))
+
+    def outage_at_push(self, seconds: float) -> None:
+        """Arm an outage (nothing listens, git too) of ``seconds`` that starts when the next push
+        arrives, which is dropped unanswered: the Forge going down exactly as a client pushes."""
+        self.server.at_push = lambda: self.outage(seconds, mode="refuse")
 
     # --- queries for assertions ----------------------------------------------------------------------
 

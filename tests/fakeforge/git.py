@@ -31,7 +31,8 @@ ISOLATED_ENV = {
 }
 # Gitea checks push permission in its pre-receive hook, not at the HTTP layer (it lowers that check to
 # read since it supports proc-receive), and refuses pushes to the refs it manages itself. The fake's
-# hook does both; the server tells it whether the pusher may write.
+# hook does both; the server tells it whether the pusher may write, and which protected branches
+# (rule globs, one a line) the pusher may not push to.
 PRE_RECEIVE = """#!/bin/sh
 if [ "$FAKEFORGE_CAN_WRITE" != "1" ]; then
   echo "Gitea: User permission denied for writing." >&2
@@ -42,6 +43,14 @@ while read old new ref; do
   case "$ref" in
     refs/pull/*) echo "Gitea: refusing to update $ref: refs/pull/ is managed by the server" >&2; status=1;;
   esac
+  branch=${ref#refs/heads/}
+  [ "$branch" = "$ref" ] && continue
+  printf '%s\\n' "$FAKEFORGE_PROTECTED" | while read -r rule; do
+    [ -n "$rule" ] || continue
+    case "$branch" in
+      $rule) echo "Gitea: Not allowed to push to protected branch $branch" >&2; exit 1;;
+    esac
+  done || status=1
 done
 exit $status
 """
@@ -234,10 +243,12 @@ def _http_backend_path() -> str:
 
 
 async def http_backend(request: web.Request, project_root: Path, path_info: str, remote_user: str | None, *,
-                       can_write: bool = False, buffered: bool = False) -> web.StreamResponse:
+                       can_write: bool = False, protected: tuple[str, ...] = (),
+                       buffered: bool = False) -> web.StreamResponse:
     """Run ``git http-backend`` for one request, streaming the body in and the answer out.
 
-    ``can_write`` is handed to the pre-receive hook. ``buffered`` collects the whole answer into an
+    ``can_write`` and ``protected`` (the branch rules the pusher may not push to) are handed to the
+    pre-receive hook. ``buffered`` collects the whole answer into an
     unsent response instead, so the caller can act on the result (a push's ref updates) before the
     client hears back.
     """
@@ -251,6 +262,7 @@ async def http_backend(request: web.Request, project_root: Path, path_info: str,
         "REMOTE_ADDR": request.remote or "127.0.0.1",
         "HTTP_GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
         "FAKEFORGE_CAN_WRITE": "1" if can_write else "0",
+        "FAKEFORGE_PROTECTED": "\n".join(protected),
     })
     if remote_user:
         env["REMOTE_USER"] = remote_user  # also what enables receive-pack in http-backend

@@ -13,6 +13,7 @@ import binascii
 import logging
 import traceback
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,8 @@ class ForgeServer:
         self.violations: list[Violation] = []
         self.internal_errors: list[str] = []  # tracebacks of the fake's own failures (should stay empty)
         self.closing = asyncio.Event()
+        # Called once, at the next push, before git sees it (``FakeForge.outage_at_push``).
+        self.at_push: Callable[[], Awaitable[None]] | None = None
         self.app = web.Application(client_max_size=1024**3)
         self.app.router.add_route("*", API_PREFIX + "/{tail:.*}", self.handle_api)
         self.app.router.add_route("*", "/{owner}/{repo}/{tail:info/refs|git-upload-pack|git-receive-pack}",
@@ -250,6 +253,10 @@ class ForgeServer:
             return _ask_auth() if user is None else web.Response(status=404, text="Repository not found")
         if pushing and user is None:
             return _ask_auth()
+        if pushing and self.at_push is not None:
+            at_push, self.at_push = self.at_push, None
+            await at_push()
+            return self._reset(request)  # this push never reaches git
         path_info = f"/{repo.path.parent.name}/{repo.path.name}/{request.match_info['tail']}"
         project_root = repo.path.parent.parent
         if not (pushing and request.method == "POST"):
@@ -260,7 +267,9 @@ class ForgeServer:
         async with self.svc.git_lock(repo):
             before = await asyncio.to_thread(git.branches, repo.path)
             response = await git.http_backend(request, project_root, path_info, user.login, buffered=True,
-                                              can_write=state.access(user, repo) >= Access.WRITE)
+                                              can_write=state.access(user, repo) >= Access.WRITE,
+                                              protected=tuple(rule for rule, allowed in repo.protections.items()
+                                                              if user.login not in allowed))
             repo.branches = await asyncio.to_thread(git.branches, repo.path)
         changed = {name: (before.get(name, git.ZERO_SHA), repo.branches.get(name, git.ZERO_SHA))
                    for name in set(before) | set(repo.branches) if before.get(name) != repo.branches.get(name)}

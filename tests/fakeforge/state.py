@@ -8,6 +8,8 @@ also used by timeline entries and review comments, commit status ids are per (re
 
 from __future__ import annotations
 
+import fnmatch
+
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -105,6 +107,19 @@ class Repo:
     time_tracking: bool = True
     collaborators: dict[int, Access] = field(default_factory=dict)
     next_index: int = 1
+    # Branch protection rules: a rule name (a branch name or a glob, as Gitea's) -> the logins its push
+    # allowlist holds (empty: pushing disabled for everyone).
+    protections: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def protection(self, branch: str) -> str | None:
+        """The rule protecting ``branch``: an exact name wins over a glob, as in Gitea."""
+        if branch in self.protections:
+            return branch
+        return next((rule for rule in self.protections if fnmatch.fnmatchcase(branch, rule)), None)
+
+    def may_push(self, login: str, branch: str) -> bool:
+        rule = self.protection(branch)
+        return rule is None or login in self.protections[rule]
 
     @property
     def full_name(self) -> str:

@@ -49,10 +49,13 @@ async def launch(services: Services, run: Run) -> None:
         return
     except Exception as e:
         log.exception("run %s: preparing failed", run.id)
-        await store.transition(run.id, "failed", reason=f"could not prepare the workspace: {e}", expect=("preparing",))
+        reason = _said(services, run, f"could not prepare the workspace: {e}")
+        await store.transition(run.id, "failed", reason=reason, expect=("preparing",))
         return
     ws = prepared.ws
-    run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
+    options = {**run.options, "own_branch": True} if prepared.own_branch else run.options
+    run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha,
+                             options=options)
     running = await agent.start(services.settings, store, services.executor, run, chosen, ws, prepared.prompt)
     if running is not None:
         await _finish(services, running, ws)
@@ -82,9 +85,16 @@ async def _finish(services: Services, run: Run, ws: Workspace) -> None:
         await _after_agent(services, run, ws)
     except Exception as e:  # a cancelled task (shutdown) is no failure: adopt() picks the run up again
         log.exception("run %s: could not finish the run", run.id)
-        reason = " ".join(f"could not finish the run: {e}".split())  # one line, as the status comment shows it
-        reason = mask(reason, services.settings.secrets())
+        reason = _said(services, run, f"could not finish the run: {e}")
         await services.store.transition(run.id, "failed", reason=reason, expect=ACTIVE)
+
+
+def _said(services: Services, run: Run, reason: str) -> str:
+    """A failure as the Forge may show it: one line, no secrets, and no host paths (the Forge's
+    readers learn nothing of the bot's disk): paths in the run's workspace are relative to it."""
+    root = services.workspaces.directory(run.owner, run.repo, run.workspace_key).root
+    reason = " ".join(reason.split()).replace(f"{root}/", "").replace(str(root), ".")
+    return mask(reason.replace(str(services.workspaces.data_dir), "<data_dir>"), services.settings.secrets())
 
 
 async def _after_agent(services: Services, run: Run, ws: Workspace) -> None:

@@ -4,6 +4,7 @@ host-side, record the result."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 from bot import workspace as wsmod
@@ -42,10 +43,16 @@ async def _harvest(settings: Settings, store: Store, workspaces: Workspaces, run
         ws, base, settings.protected_paths, settings.max_file_bytes,
         settings.max_harvest_files, settings.max_harvest_bytes,
     )
+    own = set() if run.is_pull or run.on_ref else {run.number}  # the bot's Closes line closes it anyway
+    for sha, numbers in (await wsmod.closed_by_commits(ws, base)).items():
+        if numbers - own:
+            listed = ", ".join(f"#{n}" for n in sorted(numbers - own))
+            violations.append(f"commit {sha[:10]} would close or reopen {listed} once merged: only the bot names"
+                              " the issues a pull request closes")
     if violations:
         await store.transition(run.id, "failed", reason="the agent's changes break the branch rules",
                                expect=("harvesting",), result=replace(result, violations=violations))
         return
-    head = await workspaces.push(ws, ws.branch)
+    head = await workspaces.push(ws, ws.branch, until=(run.started_at or time.time()) + settings.limits.timeout)
     await store.transition(run.id, "completed", expect=("harvesting",),
                            result=replace(result, pushed=True), head_sha=head)

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.model import RUN_COLUMNS, OutboxItem, PoolState, Run
+from bot.store.model import RUN_COLUMNS, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Run
 
 # The store's transaction helper as its parts get it: ``session("deliveries", atomic=False)``
 # holds the connection for statements that each commit alone, and tells subscribers once they did.
@@ -81,3 +81,24 @@ def outbox_item(r: aiosqlite.Row) -> OutboxItem:
         r["id"], r["key"], r["kind"], r["owner"], r["repo"], r["number"], json.loads(r["payload"]), r["run_id"],
         r["attempts"],
     )
+
+
+def allowed_from(to: str, expect: Iterable[str] | None) -> set[str]:
+    """The states a run may move to ``to`` from, narrowed to ``expect``."""
+    allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
+    return allowed if expect is None else allowed & set(expect)
+
+
+async def move_run(db: aiosqlite.Connection, run: Run, to: str, reason: str, changes: dict[str, Any]) -> Run:
+    """Move ``run`` to ``to`` with ``changes``, and log the transition."""
+    now = time.time()
+    changes = changes | {"state": to, "updated_at": now}
+    if to in TERMINAL:
+        changes.setdefault("ended_at", now)
+    if to in TERMINAL or to == "queued":
+        changes.setdefault("container_id", "")
+    if reason:
+        changes["reason"] = reason
+    await update_run(db, run.id, changes)
+    await log_transition(db, run.id, run.state, to, reason, now)
+    return await get_run(db, run.id)

@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import CANCELLABLE, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import CANCELLABLE, LIVE, STATES, OutboxItem, PoolState, Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -188,24 +188,25 @@ class SqliteStore(Views):
         assert to in STATES, to
         async with self._tx("runs", "triggers", "transitions") as db:
             run = await rows.get_run(db, run_id)
-            allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
-            if expect is not None:
-                allowed &= set(expect)
-            if run is None or run.state not in allowed:
+            if run is None or run.state not in rows.allowed_from(to, expect):
                 return None
             if trigger_key and not await rows.claim_trigger(db, trigger_key, ""):
                 return None
-            now = time.time()
-            changes |= {"state": to, "updated_at": now}
-            if to in TERMINAL:
-                changes.setdefault("ended_at", now)
-            if to in TERMINAL or to == "queued":
-                changes.setdefault("container_id", "")
-            if reason:
-                changes["reason"] = reason
-            await rows.update_run(db, run_id, changes)
-            await rows.log_transition(db, run_id, run.state, to, reason, now)
-            return await rows.get_run(db, run_id)
+            return await rows.move_run(db, run, to, reason, changes)
+
+    async def cancel(self, run_ids: Iterable[int], *, reason: str, trigger_key: str) -> list[Run] | None:
+        """Cancel those of the runs that still may be, once per trigger (a ``/cancel`` comment, a
+        pull request's closing), in one transaction: None when the trigger was seen before, so a
+        replay of it cancels nothing, not even runs queued since."""
+        async with self._tx("runs", "triggers", "transitions") as db:
+            if not await rows.claim_trigger(db, trigger_key, ""):
+                return None
+            cancelled = []
+            for run_id in run_ids:
+                run = await rows.get_run(db, run_id)
+                if run is not None and run.state in rows.allowed_from("cancelled", None):
+                    cancelled.append(await rows.move_run(db, run, "cancelled", reason, {}))
+            return cancelled
 
     async def update(self, run_id: int, **changes: Any) -> Run | None:
         """Change fields of a run without changing its state (branch, head sha, container id...)."""
@@ -330,10 +331,13 @@ class SqliteStore(Views):
             )
             return cur.rowcount == 1
 
-    async def due_outbox(self, now: float | None = None, limit: int = 50) -> list[OutboxItem]:
+    async def due_outbox(self, now: float | None = None, limit: int = 200, per_issue: int = 10) -> list[OutboxItem]:
+        """Due items, the oldest first, at most ``per_issue`` of each issue: one issue's backlog
+        (a flood of replies) never keeps another issue's items from being delivered."""
         found = await self._all(
-            "SELECT * FROM outbox WHERE done_at IS NULL AND next_at <= ? ORDER BY id LIMIT ?",
-            (time.time() if now is None else now, limit),
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY owner, repo, number ORDER BY id) AS nth"
+            " FROM outbox WHERE done_at IS NULL AND next_at <= ?) WHERE nth <= ? ORDER BY id LIMIT ?",
+            (time.time() if now is None else now, per_issue, limit),
         )
         return [rows.outbox_item(r) for r in found]
 
@@ -399,3 +403,4 @@ class SqliteStore(Views):
         """Once a workspace is swept, reduce its finished runs to their summary row; how many."""
         async with self._tx("runs", "transitions", "outbox", "reported") as db:
             return await retention.compact(db, owner, repo, workspace_key)
+
