@@ -1,4 +1,6 @@
-"""The store on a real SQLite file: atomic claims, the state machine, dedup, pools."""
+"""The store on both backends, a real SQLite file and a real PostgreSQL server: atomic claims, the
+state machine, dedup, pools, retention. What only one backend has (SQLite's file and its
+migrations) is tested on that one."""
 
 import asyncio
 import os
@@ -8,14 +10,24 @@ from contextlib import closing
 
 import pytest
 
-from bot.store import PoolState, RunRequest, Store
+import asyncpg
+
+from bot.store import PoolState, RunRequest, SqliteStore, is_postgres, open_store
 from bot.store.policy import Limits, LiveRun, claimable
 from bot.store.sqlite.schema import MIGRATIONS
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a store is: a SQLite file, or a fresh database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(tmp_path / "db.sqlite3")
+async def store(location):
+    s = await open_store(location)
     yield s
     await s.close()
 
@@ -141,13 +153,13 @@ async def test_quick_failures_pause_the_pool_and_a_success_resets(store):
     assert (await store.pool("codex")).paused_until == until
 
 
-async def test_state_survives_reopening_the_file(tmp_path):
-    s = await Store.open(tmp_path / "db.sqlite3")
+async def test_state_survives_reopening_the_store(location):
+    s = await open_store(location)
     assert await s.record_delivery("d1", "issues", b"{}")
     run = await s.request_run(request(), trigger_key="k")
     await s.record_outcome("codex", quick_failure=True, threshold=1, pause=100.0)
     await s.close()
-    s = await Store.open(tmp_path / "db.sqlite3")
+    s = await open_store(location)
     try:
         assert not await s.record_delivery("d1", "issues", b"{}")
         assert [d[0] for d in await s.pending_deliveries()] == ["d1"]
@@ -222,30 +234,32 @@ def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
     assert [r.id for r in later] == [3, 4]
 
 
-def body_length(path, delivery_id):
-    with closing(sqlite3.connect(path)) as db:
+async def body_length(location, delivery_id):
+    """The stored body's length, read past the store."""
+    if is_postgres(location):
+        db = await asyncpg.connect(location)
+        try:
+            return await db.fetchval("SELECT length(body) FROM deliveries WHERE id = $1", delivery_id)
+        finally:
+            await db.close()
+    with closing(sqlite3.connect(location)) as db:
         row = db.execute("SELECT length(body) FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
     return row and row[0]
 
 
-async def test_pruning_drops_handled_bodies_but_a_redelivery_is_still_already_received(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
-    try:
-        for delivery_id in ("handled", "failing"):
-            assert await store.record_delivery(delivery_id, "issues", b"x" * 1000)
-        await asyncio.gather(store.finish_delivery("handled"), store.finish_delivery("failing", "503"))
-        hours_later = time.time() + 2 * 3600
-        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=hours_later)
-        assert (pruned.bodies, pruned.deliveries) == (1, 0)
-        assert body_length(path, "handled") == 0 and body_length(path, "failing") == 1000  # not handled yet
-        assert not await store.record_delivery("handled", "issues", b"x" * 1000)  # still "already received"
-        assert [d[0] for d in await store.pending_deliveries()] == ["failing"]
-        # Once the Forge can no longer redeliver, the ids go too.
-        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=time.time() + 31 * 86400)
-        assert pruned.deliveries == 2 and body_length(path, "handled") is None
-    finally:
-        await store.close()
+async def test_pruning_drops_handled_bodies_but_a_redelivery_is_still_already_received(store, location):
+    for delivery_id in ("handled", "failing"):
+        assert await store.record_delivery(delivery_id, "issues", b"x" * 1000)
+    await asyncio.gather(store.finish_delivery("handled"), store.finish_delivery("failing", "503"))
+    hours_later = time.time() + 2 * 3600
+    pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=hours_later)
+    assert (pruned.bodies, pruned.deliveries) == (1, 0)
+    assert await body_length(location, "handled") == 0 and await body_length(location, "failing") == 1000
+    assert not await store.record_delivery("handled", "issues", b"x" * 1000)  # still "already received"
+    assert [d[0] for d in await store.pending_deliveries()] == ["failing"]
+    # Once the Forge can no longer redeliver, the ids go too.
+    pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=time.time() + 31 * 86400)
+    assert pruned.deliveries == 2 and await body_length(location, "handled") is None
 
 
 async def test_trigger_keys_outlive_the_body_and_go_with_the_delivery_ids(store):
@@ -282,7 +296,7 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
 
 async def test_the_file_shrinks_once_pruning_gives_the_space_back(tmp_path):
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         ids = [f"d{n}" for n in range(400)]
         await asyncio.gather(*(store.record_delivery(i, "issues", os.urandom(20_000)) for i in ids))
@@ -310,7 +324,7 @@ async def test_an_existing_file_is_migrated_and_rebuilt_for_incremental_vacuum(t
         db.execute("INSERT INTO reported VALUES (1, 'version', '4'), (2, 'version', '3'), (1, 'comment_id', '9')")
         db.commit()
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.reported(1) == {"version": 4, "comment_id": 9}
         assert [r.id for r in await store.runs_to_report()] == [2]

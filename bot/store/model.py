@@ -127,6 +127,17 @@ class Run:
 
 RUN_COLUMNS = tuple(f.name for f in fields(Run))
 
+# Reported facets kept as columns of ``runs``, where an index finds the runs still to report.
+COLUMN_FACETS = {"version": "reported_version"}
+
+# What compaction drops from a finished run once its workspace is gone. Facets whose memory only
+# spares a later /status refresh a write that changes nothing (the comment's text, the commit status,
+# the state label); the comment, the links, the stopwatch and the trigger label's removal stay, so a
+# refresh edits the same comment, never books time twice and never removes a label again. And the
+# log tails in ``result`` (up to 4,000 characters each), which go with the logs they were cut from.
+DROPPED_FACETS = ("comment_body", "status", "state_label")
+DROPPED_RESULTS = ("log_tail", "qa_log")
+
 
 @dataclass(frozen=True)
 class PoolState:

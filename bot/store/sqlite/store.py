@@ -20,11 +20,11 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
-from bot.store.sqlite.rows import COLUMN_FACETS, marks
+from bot.store.sqlite.rows import marks
 from bot.store.sqlite.schema import migrate
 from bot.store.sqlite.views import Views
 
