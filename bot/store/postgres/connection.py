@@ -37,6 +37,10 @@ RETRYABLE = (
 )
 
 
+class ConnectionLost(ConnectionError):
+    """The connection died under a transaction (asyncpg says so with an ``InterfaceError``)."""
+
+
 class Connections:
     def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed) -> None:
         self.pool = pool
@@ -51,15 +55,29 @@ class Connections:
         loop = asyncio.get_running_loop()
         give_up, pause = loop.time() + OUTAGE, 0.05
         while True:
+            done, result = False, None
             try:
                 async with self.pool.acquire() as db:
-                    return await attempt(db)
-            except RETRYABLE as e:
+                    try:
+                        result, done = await attempt(db), True
+                    except (*RETRYABLE, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
+                        # Misuse is an InterfaceError too: only one on a connection that died is retried.
+                        if not isinstance(e, asyncpg.InterfaceError) or _dead(db):
+                            _drop(db)  # the pool must not reset it on the way back: that fails too
+                            raise ConnectionLost(str(e)) from e
+                        raise
+            except (*RETRYABLE, asyncpg.InternalClientError) as e:
+                # Handing back a connection the server cut can fail after the attempt succeeded:
+                # the pool drops that connection, and the result stands.
+                if done:
+                    return result  # type: ignore[return-value]
                 if loop.time() + pause > give_up:
                     raise
-                log.warning("store: %s; trying again in %.2f s", e.__class__.__name__, pause)
+                log.warning("store: %s; trying again in %.2f s", e, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
+            else:
+                return result  # type: ignore[return-value]
 
     async def write(self, step: Callable[[Tx], Awaitable[T]], *touched: str) -> T:
         """``step`` in one transaction; once committed, every store that listens hears which tables
@@ -83,3 +101,17 @@ class Connections:
 
     async def read(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self.retrying(lambda db: db.fetch(sql, *args))
+
+
+def _dead(db: asyncpg.Connection) -> bool:
+    try:
+        return db.is_closed()
+    except asyncpg.InterfaceError:  # the pool took the dead connection back already
+        return True
+
+
+def _drop(db: asyncpg.Connection) -> None:
+    try:
+        db.terminate()
+    except asyncpg.InterfaceError:  # released already
+        pass
