@@ -333,3 +333,63 @@ async def test_an_existing_file_is_migrated_and_rebuilt_for_incremental_vacuum(t
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
         assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+async def test_a_claimed_run_belongs_to_its_replica_whose_machine_holds_its_own_maximum(store):
+    for n in range(6):
+        await store.request_run(request(n), trigger_key=f"k{n}")
+    mine = await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1", replica_max_running=2)
+    assert [r.replica for r in mine] == ["bot-1", "bot-1"]
+    assert await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                             replica_max_running=2) == []  # its machine is full
+    theirs = await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-2",
+                               replica_max_running=4)
+    assert [r.replica for r in theirs] == ["bot-2"] * 3  # the bot's total of 5 is reached first
+    await store.transition(mine[0].id, "failed")
+    assert len(await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                 replica_max_running=2)) == 1
+
+
+async def test_past_the_ttl_a_silent_replicas_runs_fail_with_the_reason_or_queue_again_once(store):
+    now = time.time()
+    await store.heartbeat("bot-1", "host-a", 3, now=now - 400)
+    await store.heartbeat("bot-2", "host-b", 3, now=now - 10)
+    for n in range(4):
+        await store.request_run(request(n), trigger_key=f"k{n}")
+    lost_runs = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                  replica_max_running=2)
+    alive = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-2",
+                              replica_max_running=1)
+    started, waiting = lost_runs
+    await store.transition(started.id, "running", container_id="c1")
+    changed = await store.reclaim_lost(300.0, now=now)
+    assert {r.id: (r.state, r.reason) for r in changed} == {
+        started.id: ("failed", "replica bot-1 was lost while the agent ran"),
+        waiting.id: ("queued", "replica bot-1 was lost before the agent started: queued again"),
+    }
+    assert (await store.get(alive[0].id)).state == "preparing"  # bot-2 heartbeats: its run is its own
+    assert [(r.id, r.lost_at is not None) for r in await store.replicas()] == [("bot-1", True), ("bot-2", False)]
+    # Queued again once only: claimed by bot-1 again and lost again, it fails.
+    [again] = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                replica_max_running=1)
+    assert again.id == waiting.id
+    assert [(r.state, r.reason) for r in await store.reclaim_lost(300.0, now=now)] == [
+        ("failed", "replica bot-1 was lost while the agent ran")
+    ]
+    # Back again: no longer lost, and nothing else of it is touched.
+    await store.heartbeat("bot-1", "host-a", 3, now=now)
+    assert await store.reclaim_lost(300.0, now=now) == []
+    assert all(r.lost_at is None for r in await store.replicas())
+
+
+async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(store):
+    now = time.time()
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now)
+    assert not await store.take_lease("retention", "bot-2", 60.0, now=now + 1)
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now + 30)  # renewed
+    assert not await store.take_lease("retention", "bot-2", 60.0, now=now + 80)
+    assert await store.take_lease("retention", "bot-2", 60.0, now=now + 91)  # bot-1's lapsed
+    await store.drop_lease("retention", "bot-1")  # not its own: nothing happens
+    assert not await store.take_lease("retention", "bot-1", 60.0, now=now + 92)
+    await store.drop_lease("retention", "bot-2")
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now + 93)

@@ -10,7 +10,7 @@ picks one by its location.
 from pathlib import Path
 
 from bot.store.model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run
-from bot.store.model import Census, RunEvent, RunRequest, Transition
+from bot.store.model import Census, Replica, RunEvent, RunRequest, Transition
 from bot.store.postgres import PostgresStore
 from bot.store.signals import Subscription
 from bot.store.sqlite import SqliteStore
@@ -34,5 +34,5 @@ async def open_store(location: str | Path) -> Store:
 __all__ = [
     "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
     "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "Store", "Subscription",
-    "Census", "RunEvent", "Transition", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
+    "Census", "Replica", "RunEvent", "Transition", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
 ]

@@ -17,7 +17,7 @@ from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 
 # Every table of the store, parents before the rows that point at them.
-TABLES = ("deliveries", "triggers", "runs", "transitions", "pools", "flags", "outbox", "reported")
+TABLES = ("deliveries", "triggers", "runs", "transitions", "pools", "flags", "outbox", "reported", "replicas", "leases")
 BATCH = 5000  # rows read and sent at a time
 
 

@@ -93,6 +93,7 @@ class Run:
     ended_at: float | None
     version: int
     options: dict[str, Any] = field(default_factory=dict)
+    replica: str = ""  # the replica that claimed the run: its workspace and containers are there
 
     @property
     def agent_spec(self) -> str:
@@ -146,6 +147,18 @@ class PoolState:
     paused_until: float
     quick_failures: int
     last_spawn_at: float
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A bot process sharing the store, as its last heartbeat left it."""
+
+    id: str
+    host: str
+    started_at: float
+    seen_at: float
+    max_running: int
+    lost_at: float | None  # when the others gave up on it and failed or requeued its runs
 
 
 @dataclass(frozen=True)

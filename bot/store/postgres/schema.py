@@ -120,6 +120,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, facet)
     );
     """,
+    # Replicas: which claimed a run, their heartbeats, and leases that keep a cluster-wide job or a
+    # run's reporting to one of them at a time.
+    """
+    ALTER TABLE runs ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+    CREATE INDEX runs_replica ON runs (replica, state);
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        max_running INTEGER NOT NULL,
+        lost_at DOUBLE PRECISION
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 

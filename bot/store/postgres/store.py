@@ -18,18 +18,19 @@ from typing import Any
 import asyncpg
 
 from bot.store import policy
-from bot.store.model import COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run
+from bot.store.model import ACTIVE, COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run
 from bot.store.model import RunRequest
 from bot.store.postgres import retention, rows
 from bot.store.postgres.connection import POOL_SIZE, Connections
 from bot.store.postgres.feed import ChangeFeed
 from bot.store.postgres.rows import Tx
 from bot.store.postgres.schema import migrate
-from bot.store.postgres.views import Views
+from bot.store.postgres.replicas import Replicas
+from bot.store.replicas import ReplicaRules
 from bot.store.signals import Subscription
 
 
-class PostgresStore(Views):
+class PostgresStore(Replicas, ReplicaRules):
     def __init__(self, connections: Connections) -> None:
         self._c = connections
         self._finishing: set[asyncio.Task[None]] = set()
@@ -238,18 +239,26 @@ class PostgresStore(Views):
         spawn_intervals: dict[str, float],
         frozen: bool = False,
         frozen_pools: frozenset[str] = frozenset(),
+        replica: str = "",
+        replica_max_running: int | None = None,
         now: float | None = None,
     ) -> list[Run]:
-        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, across
-        all replicas: claims take turns on one advisory lock, and only a claim makes a run active,
-        so each decides on every active run there is."""
+        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, for
+        ``replica`` (see ``SqliteStore.claim``), exactly across all replicas: claims take turns on
+        one advisory lock, and only a claim makes a run active, so each decides on every active
+        run there is."""
         now = time.time() if now is None else now
-        limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools)
 
         async def step(tx: Tx) -> list[Run]:
             await tx.lock(rows.CLAIM)
             if policy.is_frozen(await tx.fetchval("SELECT value FROM flags WHERE key = 'frozen'"), frozen):
                 return []
+            room = None
+            if replica_max_running is not None:
+                room = replica_max_running - await tx.fetchval(
+                    "SELECT count(*) FROM runs WHERE replica = $1 AND state = ANY($2::text[])", replica, list(ACTIVE)
+                )
+            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room)
             live = await tx.fetch(
                 f"SELECT {', '.join(policy.LiveRun._fields)} FROM runs WHERE state = ANY($1::text[])", list(LIVE)
             )
@@ -258,9 +267,9 @@ class PostgresStore(Views):
             for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now):
                 # A run cancelled since it was read stays cancelled: only a queued one moves.
                 moved = await tx.returning(
-                    "UPDATE runs SET state = 'preparing', updated_at = $2, attempts = attempts + 1,"
+                    "UPDATE runs SET state = 'preparing', updated_at = $2, attempts = attempts + 1, replica = $3,"
                     " version = version + 1 WHERE id = $1 AND state = 'queued' RETURNING *",
-                    run.id, now,
+                    run.id, now, replica,
                 )
                 if not moved:
                     continue
