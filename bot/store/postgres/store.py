@@ -22,6 +22,7 @@ from bot.store.model import ACTIVE, COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANS
 from bot.store.model import RunRequest
 from bot.store.postgres import retention, rows
 from bot.store.postgres.connection import POOL_SIZE, Connections
+from bot.store.postgres.deliveries import DeliveryWriter
 from bot.store.postgres.feed import ChangeFeed
 from bot.store.postgres.rows import Tx
 from bot.store.postgres.schema import migrate
@@ -33,7 +34,7 @@ from bot.store.signals import Subscription
 class PostgresStore(Replicas, ReplicaRules):
     def __init__(self, connections: Connections) -> None:
         self._c = connections
-        self._finishing: set[asyncio.Task[None]] = set()
+        self._deliveries = DeliveryWriter(connections)
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -50,7 +51,7 @@ class PostgresStore(Replicas, ReplicaRules):
         return cls(Connections(pool, feed))
 
     async def close(self) -> None:
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        await self._deliveries.close()
         await self._c.close()
 
     def subscribe(self, *topics: str) -> Subscription:
@@ -65,32 +66,14 @@ class PostgresStore(Replicas, ReplicaRules):
     # Deliveries ---------------------------------------------------------------------------
 
     async def record_delivery(self, delivery_id: str, event_type: str, body: bytes) -> bool:
-        """Store a delivery before it is acknowledged; False if its id was seen before (by any replica)."""
-
-        async def step(tx: Tx) -> bool:
-            return await tx.execute(
-                "INSERT INTO deliveries (id, event_type, body, received_at) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (id) DO NOTHING",
-                delivery_id, event_type, body, time.time(),
-            ) == 1
-
-        return await self._c.write(step, "deliveries")
+        """Store a delivery before it is acknowledged; False if its id was seen before (by any
+        replica). Deliveries that arrive together share one commit."""
+        return await self._deliveries.record(delivery_id, event_type, body)
 
     def finish_delivery(self, delivery_id: str, error: str | None = None) -> asyncio.Future[None]:
-        """Mark handled, or count a failed attempt so a later pass retries it; the future tells when."""
-
-        async def step(tx: Tx) -> None:
-            if error is None:
-                await tx.execute("UPDATE deliveries SET handled_at = $2 WHERE id = $1", delivery_id, time.time())
-            else:
-                await tx.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, error = $2 WHERE id = $1", delivery_id, error
-                )
-
-        task = asyncio.ensure_future(self._c.write(step, "deliveries"))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        return task
+        """Mark handled, or count a failed attempt so a later pass retries it; written with the
+        next group commit, which the returned future tells."""
+        return self._deliveries.finish(delivery_id, error)
 
     async def pending_deliveries(self, max_attempts: int = 10, limit: int = -1) -> list[tuple[str, str, bytes]]:
         """The oldest deliveries not yet handled that failed fewer than ``max_attempts`` times."""
