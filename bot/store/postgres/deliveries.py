@@ -29,7 +29,7 @@ class DeliveryWriter(DeliveryBatches):
             )
             return {r["id"] for r in found}
 
-        inserted = await self._c.write(step, "deliveries")
+        inserted = await self._c.write(step, "deliveries", single=True)
         fresh = []
         for delivery_id, *_ in batch:
             fresh.append(delivery_id in inserted)

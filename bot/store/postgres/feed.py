@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "dispatchbot_changes"
 PING = 2.0  # seconds between checks that the listening connection is alive
+# Topics only the writing replica hears of: a replica's intake handles the deliveries it received,
+# and no worker on another replica waits for them (announcing costs a lock at every commit).
+LOCAL_TOPICS = frozenset({"deliveries"})
 
 
 class ChangeFeed:
