@@ -82,3 +82,17 @@ def test_serve_refuses_a_token_too_short_to_mask(tmp_path, name):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert f"DISPATCHBOT_{name}" in line and "16 characters" in line
+
+
+def test_the_store_is_the_sqlite_file_unless_a_postgresql_url_is_given_and_its_password_is_masked(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISPATCHBOT_CONFIG", "/nonexistent")
+    monkeypatch.setenv("DISPATCHBOT_DATA_DIR", str(tmp_path))
+    assert Settings().store_location == tmp_path / "dispatchbot.sqlite3"
+    monkeypatch.setenv("DISPATCHBOT_STORE_URL", "postgresql://bot:s3cr%2Ft-db-password@db.internal/bot")
+    settings = Settings()
+    assert settings.store_location == "postgresql://bot:s3cr%2Ft-db-password@db.internal/bot"
+    assert "s3cr/t-db-password" in settings.secrets()
+    assert "db-password" not in settings.model_dump_json()  # check-config prints it hidden
+    monkeypatch.setenv("DISPATCHBOT_STORE_URL", "mysql://bot@db/bot")
+    with pytest.raises(ValueError, match="must be a postgresql:// URL"):
+        Settings()
