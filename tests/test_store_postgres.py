@@ -93,3 +93,24 @@ async def test_a_postgresql_restart_is_a_slow_call_not_an_error_and_wake_ups_res
         return await heard.wait(0.5) == {"pools"}  # once listening again, b is woken for all it hears
 
     await wait_for(wakes_after_restart, timeout=15)
+
+
+async def test_metrics_never_skip_a_change_committed_after_a_later_one(replicas, postgres_url):
+    """Replicas take transition ids in one order and commit them in another: the reader waits at
+    the gap rather than read past it and never see the slower change."""
+    a, b, _ = replicas
+    run, other = [await a.request_run(request(n), trigger_key=f"k{n}") for n in (1, 2)]
+    start = await a.last_transition()
+    slow = await asyncpg.connect(postgres_url)
+    try:
+        async with slow.transaction():
+            await slow.execute(
+                "INSERT INTO transitions (run_id, from_state, to_state, reason, at) VALUES ($1, 'queued', 'queued',"
+                " 'slow', extract(epoch FROM now()))", run.id,
+            )
+            await b.transition(other.id, "cancelled")  # a later id, committed first
+            assert await a.transitions_after(start, 10) == []
+        seen = await a.transitions_after(start, 10)
+    finally:
+        await slow.close()
+    assert [e.to_state for e in seen] == ["queued", "cancelled"]
