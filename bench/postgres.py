@@ -208,7 +208,7 @@ async def drain(location: str | Path, runs: int, replicas: int) -> dict:
         done = await store.runs(states=("completed",))
         claims = {}
         for run in done:
-            claims[run.id] = sum(1 for _, to, _ in await store.transitions(run.id) if to == "preparing")
+            claims[run.id] = sum(1 for change in await store.history(run.id) if change.to_state == "preparing")
     finally:
         await store.close()
     ran = [i for o in outcomes for i in o["ran"]]

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.store import PostgresStore, SqliteStore
+from bot.store import PostgresStore, RunResult, SqliteStore
 from tests.test_store import request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ async def test_a_copied_store_goes_on_where_the_sqlite_one_stopped(tmp_path, pos
     done = await lite.request_run(request(1, pool="fast"), trigger_key="comment:1", delivery_id="d1")
     [claimed] = await lite.claim(max_running=4, pool_limits={}, spawn_intervals={})
     await lite.transition(claimed.id, "running", container_id="c1")
-    await lite.transition(done.id, "completed", result={"pushed": True})
+    await lite.transition(done.id, "completed", result=RunResult(pushed=True))
     waiting = await lite.request_run(request(2, agent="claude"), trigger_key="label:2")
     await lite.assign_branch(waiting.id, ["agent/two"])
     await lite.enqueue("reply:1", "comment", "acme", "widgets", 1, {"body": "done"}, run_id=done.id)

@@ -269,7 +269,7 @@ async def test_secrets_in_agent_output_are_masked_in_logs_and_comments(world, en
     [run] = await ended(bot)
     await reported(bot, run.id)
     meta = bot.settings.data_dir / "workspaces/acme/widgets/issue-1/.meta"
-    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result["summary"]):
+    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result.summary):
         assert "sk-test-very-secret-value" not in log and "••••••" in log
     for comment in forge.comments(repo, issue.number):
         assert "sk-test-very-secret-value" not in comment.body
@@ -291,16 +291,17 @@ async def test_a_secret_in_the_agents_question_is_masked_in_the_store_and_the_co
     assert "_API_KEY=••••••" in comment.body and "sk-test-very-secret-value" not in comment.body
 
 
-async def test_a_symlink_the_agent_planted_in_git_fails_the_run_and_frees_its_slot(world, engine_bot):
-    """An error past the agent (here the harvest refusing the workspace) ends the run as failed,
-    with the reason on the Forge, instead of leaving it active and supervised forever."""
+async def test_a_head_the_agent_broke_fails_the_run_and_frees_its_slot(world, engine_bot):
+    """An error past the agent (here the harvest refusing a HEAD that names a file elsewhere) ends
+    the run as failed, with the reason on the Forge, instead of leaving it active and supervised forever."""
     bot = await engine_bot()
-    issue = await dispatch(world, "/dispatch codex plant scenario:symlink-git")
+    issue = await dispatch(world, "/dispatch codex plant scenario:bad-head")
     [run] = await ended(bot)
     run = await reported(bot, run.id)
-    assert run.state == "failed" and run.reason.startswith("could not finish the run: symlink in .git"), run.reason
+    expected = "could not finish the run: the agent's HEAD names no commit"
+    assert run.state == "failed" and run.reason.startswith(expected), run.reason
     [comment] = bot_comments(world, issue.number)
-    assert "symlink in .git" in comment.body
+    assert "HEAD names no commit" in comment.body
     await bot.wait_for(lambda: not bot.engine.runner.supervised)
 
 

@@ -32,11 +32,7 @@ def container_spec(
     """
     agent_role = role == "agent"
     env = BASE_ENV | (agent.container_env(os.environ) if agent_role else {"HOME": HOME})
-    ident = settings.git
-    env |= {
-        "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
-        "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email,
-    }
+    env |= settings.git.env()
     mounts = [Mount(ws.root, "/workspace"), *(agent.mounts() if agent_role else [])]
     return ContainerSpec(
         name=f"dispatchbot-{settings.instance}-run-{run.id}-{run.attempts}-{role}",

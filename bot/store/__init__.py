@@ -9,8 +9,9 @@ picks one by its location.
 
 from pathlib import Path
 
-from bot.store.model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run
-from bot.store.model import Census, Replica, RunEvent, RunRequest, Transition
+from bot.store.model import ACTIVE, AT_WORK, CANCELLABLE, LIVE, RETRYABLE, STATES, TERMINAL, TRANSITIONS, WAITING
+from bot.store.model import OutboxItem, PoolState, Pruned, Run, RunRequest, RunResult
+from bot.store.model import Census, Replica, RunEvent, StateChange
 from bot.store.postgres import PostgresStore
 from bot.store.signals import Subscription
 from bot.store.sqlite import SqliteStore
@@ -32,7 +33,7 @@ async def open_store(location: str | Path) -> Store:
 
 
 __all__ = [
-    "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
-    "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "Store", "Subscription",
-    "Census", "Replica", "RunEvent", "Transition", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
+    "ACTIVE", "AT_WORK", "CANCELLABLE", "LIVE", "RETRYABLE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
+    "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "RunResult", "Store", "Subscription",
+    "Census", "Replica", "RunEvent", "StateChange", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
 ]

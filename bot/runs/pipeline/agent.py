@@ -6,15 +6,16 @@ import asyncio
 import logging
 import time
 
-from bot.runs import final_message
 from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
 from bot.runs.containers import container_spec
+from bot.runs.disk import Watch
 from bot.logs import mask
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,21 @@ async def start(
     return running
 
 
-async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> Exit:
-    """Wait for a running run's container until its deadline, keep its output, and remove it."""
+async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> tuple[Exit, str]:
+    """Wait for a running run's container until its deadline, within its disk, keep its output, and
+    remove it. Returns how it ended, and why the bot stopped it ("" if it did not)."""
     deadline = (run.started_at or time.time()) + settings.limits.timeout
     while True:
         try:
-            exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
+            async with Watch(executor, settings.limits, run.container_id, ws.root) as watch:
+                exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
             break
         except ExecutorError as e:  # the engine's connection dropped: the container may still run
             log.warning("run %s: lost the Docker engine while waiting, waiting again: %s", run.id, e)
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return exit
+    return exit, watch.reason
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:
@@ -64,8 +67,8 @@ async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws:
     limit = settings.limits.log_bytes
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
-    wsmod.safe_write(ws.meta / final_message.CONTAINER_LOG, both)
-    wsmod.safe_write(ws.meta / final_message.STDOUT_LOG, out)
-    last_message = wsmod.safe_read(ws.meta / final_message.LAST_MESSAGE, limit)  # written by the agent itself
+    wsmod.safe_write(ws.meta / layout.CONTAINER_LOG, both)
+    wsmod.safe_write(ws.meta / layout.STDOUT_LOG, out)
+    last_message = wsmod.safe_read(ws.meta / layout.LAST_MESSAGE, limit)  # written by the agent itself
     if last_message:
-        wsmod.safe_write(ws.meta / final_message.LAST_MESSAGE, mask(last_message, secrets))
+        wsmod.safe_write(ws.meta / layout.LAST_MESSAGE, mask(last_message, secrets))

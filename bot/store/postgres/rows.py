@@ -62,9 +62,10 @@ async def update_run(tx: Tx, run_id: int, changes: dict[str, Any]) -> None:
     """Change columns of a run; every change is a new version, which the reporter shows."""
     unknown = set(changes) - set(RUN_COLUMNS)
     assert not unknown, unknown
-    for column in ("result", "options"):
-        if column in changes:
-            changes[column] = json.dumps(changes[column])
+    if "result" in changes:
+        changes["result"] = changes["result"].to_json()
+    if "options" in changes:
+        changes["options"] = json.dumps(changes["options"])
     assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=2))
     await tx.execute(
         f"UPDATE runs SET {assignments}, version = version + 1 WHERE id = $1", run_id, *changes.values()

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from bot.store import policy
-from bot.store.model import ACTIVE, COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run
+from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run
 from bot.store.model import RunRequest
 from bot.store.postgres import retention, rows
 from bot.store.postgres.connection import POOL_SIZE, Connections
@@ -89,7 +89,7 @@ class PostgresStore(Replicas, ReplicaRules):
     async def request_run(
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
-        """Queue a run unless its trigger was seen before, or (labels) one is already live."""
+        """Queue a run unless its trigger was seen before, or (labels) one is not over yet (live or blocked)."""
 
         async def step(tx: Tx) -> Run | None:
             if unless_active:
@@ -97,7 +97,7 @@ class PostgresStore(Replicas, ReplicaRules):
                 live = await tx.fetchval(
                     "SELECT 1 FROM runs WHERE owner = $1 AND repo = $2 AND number = $3 AND agent = $4"
                     " AND state = ANY($5::text[])",
-                    req.owner, req.repo, req.number, req.agent, [*LIVE, "blocked"],
+                    req.owner, req.repo, req.number, req.agent, list(CANCELLABLE),
                 )
                 if live:
                     return None
@@ -208,12 +208,6 @@ class PostgresStore(Replicas, ReplicaRules):
 
         return await self._c.write(step, "runs")
 
-    async def transitions(self, run_id: int) -> list[tuple[str | None, str, str]]:
-        found = await self._c.read(
-            "SELECT from_state, to_state, reason FROM transitions WHERE run_id = $1 ORDER BY id", run_id
-        )
-        return [(r["from_state"], r["to_state"], r["reason"]) for r in found]
-
     async def claim(
         self,
         *,
@@ -222,12 +216,13 @@ class PostgresStore(Replicas, ReplicaRules):
         spawn_intervals: dict[str, float],
         frozen: bool = False,
         frozen_pools: frozenset[str] = frozenset(),
+        held: frozenset[policy.WorkspaceKey] = frozenset(),
         replica: str = "",
         replica_max_running: int | None = None,
         now: float | None = None,
     ) -> list[Run]:
-        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, for
-        ``replica`` (see ``SqliteStore.claim``), exactly across all replicas: claims take turns on
+        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none onto
+        a ``held`` workspace, for ``replica`` (see ``SqliteStore.claim``), exactly across all replicas: claims take turns on
         one advisory lock, and only a claim makes a run active, so each decides on every active
         run there is."""
         now = time.time() if now is None else now
@@ -247,7 +242,7 @@ class PostgresStore(Replicas, ReplicaRules):
             )
             pools = {p["name"]: rows.pool_state(p) for p in await tx.fetch("SELECT * FROM pools")}
             claimed: list[Run] = []
-            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now):
+            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
                 # A run cancelled since it was read stays cancelled: only a queued one moves.
                 moved = await tx.returning(
                     "UPDATE runs SET state = 'preparing', updated_at = $2, attempts = attempts + 1, replica = $3,"
@@ -359,8 +354,9 @@ class PostgresStore(Replicas, ReplicaRules):
                 retry_at, error)
         await self._c.write(lambda tx: tx.execute(sql, item_id, *args), "outbox")
 
-    async def next_outbox_at(self) -> float | None:
-        return (await self._c.read("SELECT min(next_at) FROM outbox WHERE done_at IS NULL"))[0][0]
+    async def next_outbox_at(self, after: float = 0.0) -> float | None:
+        """When the next pending item falls due, among those not due by ``after``."""
+        return (await self._c.read("SELECT min(next_at) FROM outbox WHERE done_at IS NULL AND next_at > $1", after))[0][0]
 
     async def runs_to_report(self) -> list[Run]:
         """Runs changed since the reporter last made the Forge show them (an index holds just those)."""

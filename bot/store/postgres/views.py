@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from bot.store.model import COLUMN_FACETS, LIVE, TERMINAL, Census, Run, RunEvent, Transition
+from bot.store.model import COLUMN_FACETS, LIVE, TERMINAL, Census, Run, RunEvent, StateChange
 from bot.store.postgres.connection import Connections
 
 SETTLE = 5.0  # seconds after which a missing transition id is taken as never coming
@@ -17,13 +17,13 @@ SETTLE = 5.0  # seconds after which a missing transition id is taken as never co
 class Views:
     _c: Connections
 
-    async def history(self, run_id: int) -> list[Transition]:
+    async def history(self, run_id: int) -> list[StateChange]:
         """Every state change of a run, oldest first."""
         found = await self._c.read(
             "SELECT id, run_id, from_state, to_state, reason, at FROM transitions WHERE run_id = $1 ORDER BY id",
             run_id,
         )
-        return [Transition(*r) for r in found]
+        return [StateChange(*r) for r in found]
 
     async def queued(self, limit: int) -> list[Run]:
         """The head of the queue, in order."""
