@@ -13,7 +13,7 @@ async def test_a_dispatch_runs_to_a_pushed_branch_with_one_status_comment(world,
     issue = await dispatch(world, "/dispatch codex add notes scenario:edit-commit")
     [run] = await ended(bot)
     assert run.state == "completed", run.reason
-    assert run.result["pushed"] and world["forge"].git_log(world["repo"], run.branch)[0].sha == run.head_sha
+    assert run.result.pushed and world["forge"].git_log(world["repo"], run.branch)[0].sha == run.head_sha
     await wait_for(lambda: _reported(bot), timeout=30)
     assert len(bot_comments(world, issue.number)) == 1
     # Gitea's redelivery of the dispatching comment (a new delivery id) starts nothing: its trigger
