@@ -86,7 +86,7 @@ from pydantic import SecretStr  # noqa: E402
 from bot.executor.docker import DockerExecutor  # noqa: E402
 from bot.runs.containers import RUN_LABEL  # noqa: E402
 from bot.settings import GitIdentity  # noqa: E402
-from bot.store import ACTIVE, TERMINAL, RunRequest, Store  # noqa: E402
+from bot.store import ACTIVE, TERMINAL, RunRequest, SqliteStore  # noqa: E402
 from bot.workspace import Workspaces  # noqa: E402
 from tests.agentimage.build import build as build_agent_image  # noqa: E402
 from tests.fakeforge import FakeForge, Issue, Repo, User  # noqa: E402
@@ -547,7 +547,7 @@ async def figure_drain(tmp: Path, runs: int, seed: int = 7) -> Drain:
     max_running = 6  # below the sum of the pool limits, so the total binds too
     result = Drain(runs=runs, limits=limits | {"total": max_running})
     path = tmp / "drain" / "dispatchbot.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     wake = asyncio.Event()
     workers: set[asyncio.Task[None]] = set()
     queued = runs

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bot.settings import Retention  # noqa: E402
-from bot.store import LIVE, RunRequest, Store  # noqa: E402
+from bot.store import LIVE, RunRequest, SqliteStore  # noqa: E402
 
 DAY = 86400.0
 RECENT_RUNS = 1_000
@@ -113,14 +113,14 @@ async def scenario(workdir: Path, total_runs: int) -> dict[str, float]:
     path = workdir / f"runs-{total_runs}.sqlite3"
     now = time.time()
     old = total_runs - RECENT_RUNS
-    store = await Store.open(path)  # the schema, then the history written beside the store
+    store = await SqliteStore.open(path)  # the schema, then the history written beside the store
     await store.close()
     start = time.perf_counter()
     write_history(path, range(1, old + 1), 0, old * DELIVERIES_PER_RUN, now - 400 * DAY, now - 31 * DAY)
     write_history(path, range(old + 1, total_runs + 1), old * DELIVERIES_PER_RUN, RECENT_RUNS * DELIVERIES_PER_RUN,
                   now - 0.8 * DAY, now - 600)
     figures = {"write s": time.perf_counter() - start, "size before MB": size(path) / 1e6}
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         for n in range(10):  # live runs: 10 running, 10 queued in a pool the claims find frozen
             for pool in ("claude", "codex"):

@@ -28,7 +28,7 @@ from bot.admin.metrics import METRICS, Metrics
 from bot.intake.routing import Router
 from bot.services import Services
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import open_store
 from bot.intake.webhook import Event, WebhookError, verify
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = await Store.open(settings.database)
+    store = await open_store(settings.store_location)
     session = aiohttp.ClientSession()
     try:
         forge = Forge.from_settings(session, settings)

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     image_command.register(sub)
     client.register(sub)
     sub.add_parser("mcp", help="serve MCP over stdio, as a client of the running bot's admin API")
+    store = sub.add_parser("store", help="the store itself").add_subparsers(dest="store_command", required=True)
+    copy = store.add_parser("copy", help="copy a SQLite store into an empty PostgreSQL one (moving to replicas)")
+    copy.add_argument("--from", dest="source", required=True, help="the SQLite file (data_dir/dispatchbot.sqlite3)")
+    copy.add_argument("--to", dest="target", help="the postgresql:// URL (default: the store_url setting)")
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         from bot.admin.mcp_server import serve_stdio
 
         return serve_stdio(settings)
+    if args.command == "store":
+        return _store_copy(settings, Path(args.source), args.target)
     missing = settings.missing_for_serve()
     if missing:
         for line in missing:
@@ -72,6 +79,27 @@ def _dry_run(settings: Settings, target: str, agent: str, task: str) -> int:
     argv, prompt = asyncio.run(dry_run_issue(settings, owner, repo, number, agent, task))
     print("argv:", json.dumps(["<prompt>" if arg == prompt else arg for arg in argv]))
     print(prompt)
+    return 0
+
+
+def _store_copy(settings: Settings, source: Path, target: str | None) -> int:
+    import asyncpg
+
+    from bot.store.copy import CopyRefused, copy_store
+
+    target = target or (settings.store_url.get_secret_value() if settings.store_url else "")
+    if not target.startswith(("postgresql://", "postgres://")):
+        print(f"store copy: --to (or {ENV_PREFIX}STORE_URL) must be a postgresql:// URL", file=sys.stderr)
+        return 2
+    if not source.is_file():
+        print(f"store copy: {source}: no such SQLite store", file=sys.stderr)
+        return 2
+    try:
+        counts = asyncio.run(copy_store(source, target))
+    except (CopyRefused, OSError, asyncpg.PostgresError) as e:
+        print(f"store copy: {e}; nothing was copied", file=sys.stderr)
+        return 2
+    print("copied: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     return 0
 
 

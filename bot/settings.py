@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8080, validation_alias=AliasChoices("DISPATCHBOT_PORT", "PORT", "port"))
     data_dir: Path = Path("data")
+    # Where the store is: unset, a SQLite file in data_dir (one bot); a postgresql:// URL, one
+    # PostgreSQL database that several bot replicas share. A secret: the URL may hold a password.
+    store_url: SecretStr | None = None
     max_body_bytes: int = 5 * 1024 * 1024
     forge_timeout: float = 15.0
 
@@ -247,6 +250,18 @@ class Settings(BaseSettings):
     def database(self) -> Path:
         return self.data_dir / "dispatchbot.sqlite3"
 
+    @property
+    def store_location(self) -> str | Path:
+        """What ``bot.store.open_store`` opens."""
+        return self.store_url.get_secret_value() if self.store_url else self.database
+
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_only(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("store_url must be a postgresql:// URL (leave it unset for the SQLite file in data_dir)")
+        return url
+
     def pool_of(self, name: str) -> Pool:
         return self.pools.get(name, Pool())
 
@@ -294,6 +309,8 @@ class Settings(BaseSettings):
             for s in (self.forge_token, self.webhook_secret, self.admin_token, self.read_token)
             if s
         ]
+        if self.store_url and (password := urlsplit(self.store_url.get_secret_value()).password):
+            values.append(unquote(password))
         values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
         return values
 

@@ -62,3 +62,20 @@ async def engine_bot(make_bot, agent_image, monkeypatch):
         return await make_bot(**{"image": agent_image, **overrides}, limits=limits)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (see tests/postgres.py)."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a fresh, empty database on the session's server."""
+    return postgres_server.create_database()

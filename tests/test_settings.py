@@ -112,3 +112,17 @@ def test_settings_the_agent_can_reach_through_are_named():
     assert "docker_url" in tcp and "TCP" in tcp
     [host] = Settings(container_network="host").exposures()
     assert 'container_network = "host"' in host
+
+
+def test_the_store_is_the_sqlite_file_unless_a_postgresql_url_is_given_and_its_password_is_masked(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISPATCHBOT_CONFIG", "/nonexistent")
+    monkeypatch.setenv("DISPATCHBOT_DATA_DIR", str(tmp_path))
+    assert Settings().store_location == tmp_path / "dispatchbot.sqlite3"
+    monkeypatch.setenv("DISPATCHBOT_STORE_URL", "postgresql://bot:s3cr%2Ft-db-password@db.internal/bot")
+    settings = Settings()
+    assert settings.store_location == "postgresql://bot:s3cr%2Ft-db-password@db.internal/bot"
+    assert "s3cr/t-db-password" in settings.secrets()
+    assert "db-password" not in settings.model_dump_json()  # check-config prints it hidden
+    monkeypatch.setenv("DISPATCHBOT_STORE_URL", "mysql://bot@db/bot")
+    with pytest.raises(ValueError, match="must be a postgresql:// URL"):
+        Settings()

@@ -1,4 +1,6 @@
-"""The store on a real SQLite file: atomic claims, the state machine, dedup, pools."""
+"""The store on both backends, a real SQLite file and a real PostgreSQL server: atomic claims, the
+state machine, dedup, pools, retention. What only one backend has (SQLite's file and its
+migrations) is tested on that one."""
 
 import asyncio
 import os
@@ -8,14 +10,24 @@ from contextlib import closing
 
 import pytest
 
-from bot.store import PoolState, RunRequest, RunResult, Store
+import asyncpg
+
+from bot.store import PoolState, RunRequest, RunResult, SqliteStore, is_postgres, open_store
 from bot.store.policy import Limits, LiveRun, claimable
 from bot.store.sqlite.schema import MIGRATIONS
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a store is: a SQLite file, or a fresh database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-async def store(tmp_path):
-    s = await Store.open(tmp_path / "db.sqlite3")
+async def store(location):
+    s = await open_store(location)
     yield s
     await s.close()
 
@@ -141,13 +153,13 @@ async def test_quick_failures_pause_the_pool_and_a_success_resets(store):
     assert (await store.pool("codex")).paused_until == until
 
 
-async def test_state_survives_reopening_the_file(tmp_path):
-    s = await Store.open(tmp_path / "db.sqlite3")
+async def test_state_survives_reopening_the_store(location):
+    s = await open_store(location)
     assert await s.record_delivery("d1", "issues", b"{}")
     run = await s.request_run(request(), trigger_key="k")
     await s.record_outcome("codex", quick_failure=True, threshold=1, pause=100.0)
     await s.close()
-    s = await Store.open(tmp_path / "db.sqlite3")
+    s = await open_store(location)
     try:
         assert not await s.record_delivery("d1", "issues", b"{}")
         assert [d[0] for d in await s.pending_deliveries()] == ["d1"]
@@ -236,30 +248,32 @@ def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
     assert [r.id for r in held] == [4, 5]  # a container still mounts 3's workspace
 
 
-def body_length(path, delivery_id):
-    with closing(sqlite3.connect(path)) as db:
+async def body_length(location, delivery_id):
+    """The stored body's length, read past the store."""
+    if is_postgres(location):
+        db = await asyncpg.connect(location)
+        try:
+            return await db.fetchval("SELECT length(body) FROM deliveries WHERE id = $1", delivery_id)
+        finally:
+            await db.close()
+    with closing(sqlite3.connect(location)) as db:
         row = db.execute("SELECT length(body) FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
     return row and row[0]
 
 
-async def test_pruning_drops_handled_bodies_but_a_redelivery_is_still_already_received(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
-    try:
-        for delivery_id in ("handled", "failing"):
-            assert await store.record_delivery(delivery_id, "issues", b"x" * 1000)
-        await asyncio.gather(store.finish_delivery("handled"), store.finish_delivery("failing", "503"))
-        hours_later = time.time() + 2 * 3600
-        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=hours_later)
-        assert (pruned.bodies, pruned.deliveries) == (1, 0)
-        assert body_length(path, "handled") == 0 and body_length(path, "failing") == 1000  # not handled yet
-        assert not await store.record_delivery("handled", "issues", b"x" * 1000)  # still "already received"
-        assert [d[0] for d in await store.pending_deliveries()] == ["failing"]
-        # Once the Forge can no longer redeliver, the ids go too.
-        pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=time.time() + 31 * 86400)
-        assert pruned.deliveries == 2 and body_length(path, "handled") is None
-    finally:
-        await store.close()
+async def test_pruning_drops_handled_bodies_but_a_redelivery_is_still_already_received(store, location):
+    for delivery_id in ("handled", "failing"):
+        assert await store.record_delivery(delivery_id, "issues", b"x" * 1000)
+    await asyncio.gather(store.finish_delivery("handled"), store.finish_delivery("failing", "503"))
+    hours_later = time.time() + 2 * 3600
+    pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=hours_later)
+    assert (pruned.bodies, pruned.deliveries) == (1, 0)
+    assert await body_length(location, "handled") == 0 and await body_length(location, "failing") == 1000
+    assert not await store.record_delivery("handled", "issues", b"x" * 1000)  # still "already received"
+    assert [d[0] for d in await store.pending_deliveries()] == ["failing"]
+    # Once the Forge can no longer redeliver, the ids go too.
+    pruned = await store.prune(bodies=3600, deliveries=30 * 86400, now=time.time() + 31 * 86400)
+    assert pruned.deliveries == 2 and await body_length(location, "handled") is None
 
 
 async def test_trigger_keys_outlive_the_body_and_go_with_the_delivery_ids(store):
@@ -296,7 +310,7 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
 
 async def test_the_file_shrinks_once_pruning_gives_the_space_back(tmp_path):
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         ids = [f"d{n}" for n in range(400)]
         await asyncio.gather(*(store.record_delivery(i, "issues", os.urandom(20_000)) for i in ids))
@@ -324,7 +338,7 @@ async def test_an_existing_file_is_migrated_and_rebuilt_for_incremental_vacuum(t
         db.execute("INSERT INTO reported VALUES (1, 'version', '4'), (2, 'version', '3'), (1, 'comment_id', '9')")
         db.commit()
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.reported(1) == {"version": 4, "comment_id": 9}
         assert [r.id for r in await store.runs_to_report()] == [2]
@@ -333,3 +347,63 @@ async def test_an_existing_file_is_migrated_and_rebuilt_for_incremental_vacuum(t
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
         assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+async def test_a_claimed_run_belongs_to_its_replica_whose_machine_holds_its_own_maximum(store):
+    for n in range(6):
+        await store.request_run(request(n), trigger_key=f"k{n}")
+    mine = await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1", replica_max_running=2)
+    assert [r.replica for r in mine] == ["bot-1", "bot-1"]
+    assert await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                             replica_max_running=2) == []  # its machine is full
+    theirs = await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-2",
+                               replica_max_running=4)
+    assert [r.replica for r in theirs] == ["bot-2"] * 3  # the bot's total of 5 is reached first
+    await store.transition(mine[0].id, "failed")
+    assert len(await store.claim(max_running=5, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                 replica_max_running=2)) == 1
+
+
+async def test_past_the_ttl_a_silent_replicas_runs_fail_with_the_reason_or_queue_again_once(store):
+    now = time.time()
+    await store.heartbeat("bot-1", "host-a", 3, now=now - 400)
+    await store.heartbeat("bot-2", "host-b", 3, now=now - 10)
+    for n in range(4):
+        await store.request_run(request(n), trigger_key=f"k{n}")
+    lost_runs = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                  replica_max_running=2)
+    alive = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-2",
+                              replica_max_running=1)
+    started, waiting = lost_runs
+    await store.transition(started.id, "running", container_id="c1")
+    changed = await store.reclaim_lost(300.0, now=now)
+    assert {r.id: (r.state, r.reason) for r in changed} == {
+        started.id: ("failed", "replica bot-1 was lost while the agent ran"),
+        waiting.id: ("queued", "replica bot-1 was lost before the agent started: queued again"),
+    }
+    assert (await store.get(alive[0].id)).state == "preparing"  # bot-2 heartbeats: its run is its own
+    assert [(r.id, r.lost_at is not None) for r in await store.replicas()] == [("bot-1", True), ("bot-2", False)]
+    # Queued again once only: claimed by bot-1 again and lost again, it fails.
+    [again] = await store.claim(max_running=9, pool_limits={}, spawn_intervals={}, replica="bot-1",
+                                replica_max_running=1)
+    assert again.id == waiting.id
+    assert [(r.state, r.reason) for r in await store.reclaim_lost(300.0, now=now)] == [
+        ("failed", "replica bot-1 was lost while the agent ran")
+    ]
+    # Back again: no longer lost, and nothing else of it is touched.
+    await store.heartbeat("bot-1", "host-a", 3, now=now)
+    assert await store.reclaim_lost(300.0, now=now) == []
+    assert all(r.lost_at is None for r in await store.replicas())
+
+
+async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(store):
+    now = time.time()
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now)
+    assert not await store.take_lease("retention", "bot-2", 60.0, now=now + 1)
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now + 30)  # renewed
+    assert not await store.take_lease("retention", "bot-2", 60.0, now=now + 80)
+    assert await store.take_lease("retention", "bot-2", 60.0, now=now + 91)  # bot-1's lapsed
+    await store.drop_lease("retention", "bot-1")  # not its own: nothing happens
+    assert not await store.take_lease("retention", "bot-1", 60.0, now=now + 92)
+    await store.drop_lease("retention", "bot-2")
+    assert await store.take_lease("retention", "bot-1", 60.0, now=now + 93)

@@ -141,6 +141,7 @@ class Run(_Target):
     ended_at: float | None
     version: int
     options: dict[str, Any] = field(default_factory=dict)
+    replica: str = ""  # the replica that claimed the run: its workspace and containers are there
 
     @property
     def agent_spec(self) -> str:
@@ -184,6 +185,17 @@ class Run(_Target):
 
 RUN_COLUMNS = tuple(f.name for f in fields(Run))
 
+# Reported facets kept as columns of ``runs``, where an index finds the runs still to report.
+COLUMN_FACETS = {"version": "reported_version"}
+
+# What compaction drops from a finished run once its workspace is gone. Facets whose memory only
+# spares a later /status refresh a write that changes nothing (the comment's text, the commit status,
+# the state label); the comment, the links, the stopwatch and the trigger label's removal stay, so a
+# refresh edits the same comment, never books time twice and never removes a label again. And the
+# log tails in ``result`` (up to 4,000 characters each), which go with the logs they were cut from.
+DROPPED_FACETS = ("comment_body", "status", "state_label")
+DROPPED_RESULTS = ("log_tail", "qa_log")
+
 
 @dataclass(frozen=True)
 class PoolState:
@@ -192,6 +204,18 @@ class PoolState:
     paused_until: float
     quick_failures: int
     last_spawn_at: float
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A bot process sharing the store, as its last heartbeat left it."""
+
+    id: str
+    host: str
+    started_at: float
+    seen_at: float
+    max_running: int
+    lost_at: float | None  # when the others gave up on it and failed or requeued its runs
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Limits(NamedTuple):
     pool_limits: Mapping[str, int]
     spawn_intervals: Mapping[str, float]
     frozen_pools: frozenset[str] = frozenset()
+    replica_room: int | None = None  # how many more runs the claiming replica's machine may hold
 
 
 def is_frozen(runtime: str | bool | None, configured: bool) -> bool:
@@ -52,8 +53,9 @@ def claimable(
 
     A run waits while its pool is frozen, paused (backoff), inside its spawn interval, full, or
     while another live run holds the same workspace, or while the workspace is ``held`` (the
-    runner's word: a container still mounts it, or an ended run's task still works in it). One
-    waiting pool never holds up the others.
+    runner's word: a container still mounts it, or an ended run's task still works in it); all
+    runs wait while the bot (every replica together) or the claiming replica's machine is full.
+    One waiting pool never holds up the others.
     """
     active = [r for r in live if r.state in ACTIVE]
     per_pool: dict[str, int] = {}
@@ -64,7 +66,7 @@ def claimable(
     chosen: list[LiveRun] = []
     spawned: set[str] = set()
     for run in sorted((r for r in live if r.state == "queued"), key=lambda r: r.id):
-        if total >= limits.max_running:
+        if total >= limits.max_running or (limits.replica_room is not None and len(chosen) >= limits.replica_room):
             break
         pool = pools.get(run.pool)
         if is_frozen(pool and pool.frozen, run.pool in limits.frozen_pools) or (pool and pool.paused_until > now):

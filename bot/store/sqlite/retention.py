@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import aiosqlite
 
-from bot.store.model import TERMINAL, Pruned
+from bot.store.model import DROPPED_FACETS, DROPPED_RESULTS, TERMINAL, Pruned
 from bot.store.sqlite.rows import Session, marks
 
 BATCH = 5000
-# Facets a finished run no longer needs once its workspace is gone: what they remember only spares
-# a later /status refresh a write that changes nothing (the comment's text, the commit status, the
-# state label). The comment, the links, the stopwatch and the trigger label's removal stay, so a
-# refresh edits the same comment, never books time twice and never removes a label again.
-DROPPED_FACETS = ("comment_body", "status", "state_label")
-# Log tails (up to 4,000 characters each) go with the logs they were cut from, in the workspace.
-DROPPED_RESULTS = ("$.log_tail", "$.qa_log")
+RESULT_PATHS = tuple(f"$.{key}" for key in DROPPED_RESULTS)  # json_remove's paths
 
 # What each pruning step removes: its table, and a statement over up to ``BATCH`` rows older than ``?``.
 PRUNE = {
@@ -65,8 +59,8 @@ async def compact(db: aiosqlite.Connection, owner: str, repo: str, key: str) -> 
     if ids:
         # Not a new version: the Forge already shows the run, and a summary changes nothing there.
         await db.execute(
-            f"UPDATE runs SET result = json_remove(result, {marks(DROPPED_RESULTS)}) WHERE id IN ({marks(ids)})",
-            (*DROPPED_RESULTS, *ids),
+            f"UPDATE runs SET result = json_remove(result, {marks(RESULT_PATHS)}) WHERE id IN ({marks(ids)})",
+            (*RESULT_PATHS, *ids),
         )
         await db.execute(f"DELETE FROM transitions WHERE run_id IN ({marks(ids)})", ids)
         await db.execute(f"DELETE FROM outbox WHERE done_at IS NOT NULL AND run_id IN ({marks(ids)})", ids)

@@ -16,9 +16,6 @@ from bot.store.model import RUN_COLUMNS, TERMINAL, TRANSITIONS, OutboxItem, Pool
 # holds the connection for statements that each commit alone, and tells subscribers once they did.
 Session = Callable[..., AbstractAsyncContextManager[aiosqlite.Connection]]
 
-# Reported facets kept as columns of ``runs``, where an index finds the runs still to report.
-COLUMN_FACETS = {"version": "reported_version"}
-
 
 def marks(values: Iterable[Any]) -> str:
     """One ``?`` per value, for ``IN (...)`` and ``VALUES (...)``."""

@@ -135,6 +135,25 @@ MIGRATIONS: list[str] = [
     # What a dispatch through the admin API asked for: prompt options (template, plan_template, persona,
     # variables) and, on a branch without an issue, that branch (ref) and its head then (ref_sha).
     "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
+    # Replicas (one here; several on PostgreSQL, whose schema has the same): which claimed a run,
+    # their heartbeats, and leases that keep a cluster-wide job or a run's reporting to one of them.
+    """
+    ALTER TABLE runs ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+    CREATE INDEX runs_replica ON runs (replica, state);
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        max_running INTEGER NOT NULL,
+        lost_at REAL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
 ]
 
 

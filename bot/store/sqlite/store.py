@@ -20,15 +20,17 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import CANCELLABLE, LIVE, STATES, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState
+from bot.store.model import Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
-from bot.store.sqlite.rows import COLUMN_FACETS, marks
+from bot.store.sqlite.rows import marks
 from bot.store.sqlite.schema import migrate
-from bot.store.sqlite.views import Views
+from bot.store.replicas import ReplicaRules
+from bot.store.sqlite.replicas import Replicas
 
-class SqliteStore(Views):
+class SqliteStore(Replicas, ReplicaRules):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
@@ -242,15 +244,24 @@ class SqliteStore(Views):
         frozen: bool = False,
         frozen_pools: frozenset[str] = frozenset(),
         held: frozenset[policy.WorkspaceKey] = frozenset(),
+        replica: str = "",
+        replica_max_running: int | None = None,
         now: float | None = None,
     ) -> list[Run]:
         """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none
-        onto a ``held`` workspace (``policy.claimable`` decides which)."""
+        onto a ``held`` workspace (``policy.claimable`` decides which), for ``replica``: it owns
+        them, and holds at most ``replica_max_running`` active runs."""
         now = time.time() if now is None else now
-        limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools)
         async with self._tx("runs", "transitions", "pools") as db:
             if policy.is_frozen(await rows.flag(db, "frozen"), frozen):
                 return []
+            room = None
+            if replica_max_running is not None:
+                [(mine,)] = await db.execute_fetchall(
+                    f"SELECT COUNT(*) FROM runs WHERE replica = ? AND state IN ({marks(ACTIVE)})", (replica, *ACTIVE)
+                )
+                room = replica_max_running - mine
+            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room)
             # Only the live runs, and only the columns a decision needs.
             live = await db.execute_fetchall(
                 f"SELECT {', '.join(policy.LiveRun._fields)} FROM runs WHERE state IN ({marks(LIVE)})", LIVE
@@ -258,7 +269,9 @@ class SqliteStore(Views):
             pools = {p.name: p for p in await rows.pools(db)}
             claimed: list[Run] = []
             for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
-                await rows.update_run(db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1})
+                await rows.update_run(
+                    db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1, "replica": replica}
+                )
                 await rows.log_transition(db, run.id, "queued", "preparing", "claimed", now)
                 await db.execute(
                     "INSERT INTO pools (name, last_spawn_at) VALUES (?, ?)"

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.model import LIVE, TERMINAL, Census, Run, RunEvent, StateChange
-from bot.store.sqlite.rows import COLUMN_FACETS, marks
+from bot.store.model import COLUMN_FACETS, LIVE, TERMINAL, Census, Run, RunEvent, StateChange
+from bot.store.sqlite.rows import marks
 
 
 class Views:
