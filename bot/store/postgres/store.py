@@ -164,17 +164,24 @@ class PostgresStore(Replicas, ReplicaRules):
                 return None
             if trigger_key and not await rows.claim_trigger(tx, trigger_key, ""):
                 return None
-            now = time.time()
-            update = changes | {"state": to, "updated_at": now}
-            if to in TERMINAL:
-                update.setdefault("ended_at", now)
-            if to in TERMINAL or to == "queued":
-                update.setdefault("container_id", "")
-            if reason:
-                update["reason"] = reason
-            await rows.update_run(tx, run_id, update)
-            await rows.log_transition(tx, run_id, run.state, to, reason, now)
-            return await rows.get_run(tx, run_id)
+            return await _move(tx, run, to, reason, changes)
+
+        return await self._c.write(step, "runs", "triggers", "transitions")
+
+    async def cancel(self, run_ids: Iterable[int], *, reason: str, trigger_key: str) -> list[Run] | None:
+        """Cancel those of the runs that still may be, once per trigger (see ``SqliteStore.cancel``):
+        None when the trigger was seen before, so a replay of it cancels nothing."""
+        allowed = {s for s, targets in TRANSITIONS.items() if "cancelled" in targets}
+
+        async def step(tx: Tx) -> list[Run] | None:
+            if not await rows.claim_trigger(tx, trigger_key, ""):
+                return None
+            cancelled = []
+            for run_id in sorted(run_ids):  # rows locked in one order: two cancels never deadlock
+                run = await rows.get_run(tx, run_id, lock=True)
+                if run is not None and run.state in allowed:
+                    cancelled.append(await _move(tx, run, "cancelled", reason, {}))
+            return cancelled
 
         return await self._c.write(step, "runs", "triggers", "transitions")
 
@@ -333,10 +340,13 @@ class PostgresStore(Replicas, ReplicaRules):
             key, kind, owner, repo, number, json.dumps(payload), run_id, now, now,
         ), "outbox") == 1
 
-    async def due_outbox(self, now: float | None = None, limit: int = 50) -> list[OutboxItem]:
+    async def due_outbox(self, now: float | None = None, limit: int = 200, per_issue: int = 10) -> list[OutboxItem]:
+        """Due items, the oldest first, at most ``per_issue`` of each issue: one issue's backlog
+        (a flood of replies) never keeps another issue's items from being delivered."""
         found = await self._c.read(
-            "SELECT * FROM outbox WHERE done_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
-            time.time() if now is None else now, limit,
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY owner, repo, number ORDER BY id) AS nth"
+            " FROM outbox WHERE done_at IS NULL AND next_at <= $1) due WHERE nth <= $2 ORDER BY id LIMIT $3",
+            time.time() if now is None else now, per_issue, limit,
         )
         return [rows.outbox_item(r) for r in found]
 
@@ -396,3 +406,20 @@ class PostgresStore(Replicas, ReplicaRules):
         return await self._c.write(
             lambda tx: retention.compact(tx, owner, repo, workspace_key), "runs", "transitions", "outbox", "reported"
         )
+
+
+async def _move(tx: Tx, run: Run, to: str, reason: str, changes: dict[str, Any]) -> Run:
+    """Move the locked ``run`` to ``to`` with ``changes``, logging the transition."""
+    now = time.time()
+    update = changes | {"state": to, "updated_at": now}
+    if to in TERMINAL:
+        update.setdefault("ended_at", now)
+    if to in TERMINAL or to == "queued":
+        update.setdefault("container_id", "")
+    if reason:
+        update["reason"] = reason
+    await rows.update_run(tx, run.id, update)
+    await rows.log_transition(tx, run.id, run.state, to, reason, now)
+    moved = await rows.get_run(tx, run.id)
+    assert moved is not None
+    return moved
