@@ -59,6 +59,15 @@ async def test_the_same_trigger_never_queues_twice(store):
     assert len(await store.runs()) == 1
 
 
+async def test_a_cancel_acts_once_per_trigger_so_a_replay_cancels_nothing(store):
+    first = await store.request_run(request(), trigger_key="label:1")
+    [cancelled] = await store.cancel([first.id], reason="by /cancel", trigger_key="cancel:comment:40")
+    assert cancelled.state == "cancelled" and cancelled.reason == "by /cancel"
+    later = await store.request_run(request(), trigger_key="label:2")
+    assert await store.cancel([later.id], reason="by /cancel", trigger_key="cancel:comment:40") is None
+    assert (await store.get(later.id)).state == "queued"
+
+
 async def test_label_requests_wait_for_the_live_one_to_end(store):
     run = await store.request_run(request(), trigger_key="label:a", unless_active=True)
     assert await store.request_run(request(), trigger_key="label:b", unless_active=True) is None
