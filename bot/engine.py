@@ -6,6 +6,7 @@ import logging
 
 from bot.runs import preflight
 from bot.executor.docker import DockerExecutor
+from bot.gateway.service import Gateway, GatewayError
 from bot.runs.pipeline.tools import Tools
 from bot.report.reporter import Reporter
 from bot.runs.runner import Runner
@@ -22,8 +23,9 @@ class Engine:
         self.services = services
         self.executor = DockerExecutor(s.docker_url)
         self.workspaces = Workspaces.from_settings(s)
+        self.gateway = Gateway(s, services.store, self.executor)
         self.tools = Tools(s, services.store, services.forge, self.executor, self.workspaces, services.bot_login,
-                           preflight.Images(self.executor, s))
+                           preflight.Images(self.executor, s), self.gateway)
         self.runner = Runner(self.tools)
         self.reporter = Reporter(services)
         self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)
@@ -34,6 +36,10 @@ class Engine:
             log.error("the Docker engine does not answer; runs stay queued until it does")
         elif await preflight.image_state(self.executor, s.image) == "missing":
             log.error("%s; until then every run on it fails", preflight.image_missing(s, s.image))
+        try:
+            await self.gateway.ready()
+        except GatewayError as e:
+            log.error("%s; runs fail until it can", e)
         await self.runner.start()
         await self.reporter.start()
         self.scheduler.start()
@@ -42,6 +48,7 @@ class Engine:
         self.scheduler.stop()
         await self.reporter.stop()
         await self.runner.stop()
+        await self.gateway.stop()
         await self.executor.close()
 
     async def ping(self) -> bool:

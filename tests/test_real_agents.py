@@ -1,10 +1,12 @@
 """The presets with the real CLIs: the agent image runs codex, claude, gemini and opencode for real
-against a scripted fake model server on the host's loopback, end to end through the fake Forge.
+through the bot's model gateway, against a scripted fake model server on the host's loopback, end to
+end through the fake Forge.
 
 The image is the one ``dispatchbot image build`` makes (fixture ``real_agent_image``: found by its
-recipe hash, built when missing). The containers use the host's network so that they reach 127.0.0.1
-(never a Docker bridge address); every CLI is pointed at the fake model by the bot's own settings
-(``base_urls``, ``ollama_url``), so this also proves those settings reach each CLI the way it reads them.
+recipe hash, built when missing). The containers sit on the bot's closed network (``egress =
+"gateway"``, the default): they reach the gateway only, and the gateway forwards to the fake model
+named by the bot's own settings (``base_urls``, ``ollama_url``), with the real key in place of the
+run token the container holds.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ async def real_bot(make_bot, real_agent_image, model, monkeypatch):
     async def start(**overrides):
         settings = dict(
             image=real_agent_image.tag,
-            container_network="host",
             base_urls={agent: model.url for agent in ("codex", "claude", "gemini", "opencode")},
             ollama_url=model.url,
             # codex offers plain function tools (exec_command) to a model it does not know
@@ -95,7 +96,7 @@ async def test_a_labelled_issue_becomes_a_pull_request_holding_the_models_file(w
     run = await finished(bot)
     assert run.state == "completed", (run.reason, run.result.get("log_tail"))
     assert model.calls(path), [r.path for r in model.requests]
-    if header:  # the key reached the model in the vendor's header, from the bot's environment
+    if header:  # the key reached the model in the vendor's header, from the bot's environment, via the gateway
         assert {r.headers.get(header) for r in model.calls(path)} == {key}
     [pull] = forge.pulls(repo)
     assert pull.head_branch == run.branch

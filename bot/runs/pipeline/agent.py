@@ -11,6 +11,7 @@ from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
 from bot.runs.containers import container_spec
+from bot.gateway.service import EGRESS, Gateway, GatewayError
 from bot.logs import mask
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -22,20 +23,23 @@ RECONNECT_DELAY = 2.0  # seconds between waits when the Docker engine's connecti
 
 
 async def start(
-    settings: Settings, store: Store, executor: DockerExecutor, run: Run, agent: Agent, ws: Workspace, prompt: str
+    settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, agent: Agent,
+    ws: Workspace, prompt: str,
 ) -> Run | None:
     """Start the agent on a ``preparing`` run; the running run, or None when it ended here.
 
     A run cancelled meanwhile stays cancelled: its container is stopped before it does anything.
     """
-    spec = container_spec(settings, run, agent, ws, agent.argv(prompt))
     try:
-        container = await executor.start(spec)
-    except ExecutorError as e:
+        await gateway.ready()
+        access = gateway.access(run, agent, "agent")
+        container = await executor.start(container_spec(settings, run, access, ws, access.agent.argv(prompt)))
+    except (ExecutorError, GatewayError) as e:
         await store.transition(run.id, "failed", reason=str(e), expect=("preparing",))
         return None
     running = await store.transition(
-        run.id, "running", expect=("preparing",), container_id=container, started_at=time.time()
+        run.id, "running", expect=("preparing",), container_id=container, started_at=time.time(),
+        result={**run.result, EGRESS: access.record},
     )
     if running is None:  # cancelled while preparing
         await executor.kill(container, settings.limits.grace)
@@ -43,8 +47,11 @@ async def start(
     return running
 
 
-async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> Exit:
-    """Wait for a running run's container until its deadline, keep its output, and remove it."""
+async def wait(
+    settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, ws: Workspace
+) -> tuple[Run, Exit]:
+    """Wait for a running run's container until its deadline, keep its output and the gateway's
+    record of it (refused connections, an unreachable model), and remove it."""
     deadline = (run.started_at or time.time()) + settings.limits.timeout
     while True:
         try:
@@ -55,7 +62,13 @@ async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Works
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return exit
+    return await keep_record(store, gateway, run), exit
+
+
+async def keep_record(store: Store, gateway: Gateway, run: Run) -> Run:
+    """The run with the gateway's record of its containers so far in its result."""
+    current = await store.get(run.id) or run
+    return await store.update(run.id, result={**current.result, EGRESS: gateway.record(current)}) or current
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:

@@ -52,7 +52,8 @@ async def launch(tools: Tools, run: Run) -> None:
         return
     ws = prepared.ws
     run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha)
-    running = await agent.start(tools.settings, store, tools.executor, run, chosen, ws, prepared.prompt)
+    running = await agent.start(tools.settings, store, tools.executor, tools.gateway, run, chosen, ws,
+                                  prepared.prompt)
     if running is not None:
         await _finish(tools, running, ws)
 
@@ -71,7 +72,7 @@ async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            exit = await agent.wait(tools.settings, tools.executor, run, ws)
+            run, exit = await agent.wait(tools.settings, tools.store, tools.executor, tools.gateway, run, ws)
             judged = await judge(tools.settings, tools.store, run, ws, exit)
             if judged is None:
                 return
@@ -98,7 +99,8 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         if run is None:
             return
     if run.state == "qa":
-        failed = await run_qa(tools.settings, store, tools.executor, run, ws)
+        failed = await run_qa(tools.settings, store, tools.executor, tools.gateway, run, ws)
+        run = await store.get(run.id) or run  # with the gateway's record of the QA containers
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
                                    result={**run.result, "qa_log": failed[1]})

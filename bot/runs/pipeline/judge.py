@@ -35,7 +35,7 @@ async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit:
     if until:
         log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
     log_tail = tail(wsmod.safe_read(ws.meta / final_message.CONTAINER_LOG, settings.limits.log_bytes) or "")
-    outcome = {"log_tail": log_tail, "summary": final_message.read(ws, run.agent, settings.limits.log_bytes)}
+    outcome = {**current.result, "log_tail": log_tail, "summary": final_message.read(ws, run.agent, settings.limits.log_bytes)}
     if reason:
         await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
                                result=outcome)

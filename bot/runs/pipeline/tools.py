@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.executor.docker import DockerExecutor
+from bot.gateway.service import Gateway
 from bot.runs.preflight import Images
 from bot.forge.client import Forge
 from bot.settings import Settings
@@ -24,3 +25,4 @@ class Tools:
     workspaces: Workspaces
     login: Callable[[], Awaitable[str]]  # the bot's own account, asked of the Forge once
     images: Images  # what the engine's images hold, for preflight
+    gateway: Gateway  # what a container may reach, and its model through it
