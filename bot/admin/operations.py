@@ -132,12 +132,22 @@ class Transition(BaseModel):
     reason: str
 
 
+class Egress(BaseModel):
+    """What the run's containers could reach (see the README's network section)."""
+
+    mode: str = ""  # "gateway" or "open"; "" for a run that never started a container
+    credentials_inside: bool = False
+    blocked: dict[str, int] = {}  # host:port -> connections the proxy refused
+    upstream: str = ""  # why the gateway could not reach the model API, if it could not
+
+
 class RunDetail(RunSummary):
     question: str
     answer: str
     transitions: list[Transition]
     links: dict[str, str]
     log_tail: str
+    egress: Egress
 
 
 # Runs ---------------------------------------------------------------------------------------
@@ -171,6 +181,7 @@ async def show_run(engine: Engine, run_id: int) -> RunDetail:
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
         links=links(run, await store.reported(run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
+        egress=Egress.model_validate(run.result.get("egress") or {}),
     )
 
 
