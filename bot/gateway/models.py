@@ -126,8 +126,8 @@ class ModelProxy:
             meter.finish(Call(holder.grant, api, request.method, path, 502), complete=False)
             return refusal(502, reason)
         complete = False
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
         try:
-            response = web.StreamResponse(status=answer.status, reason=answer.reason)
             for k, v in answer.headers.items():
                 if k.lower() not in _HOP:
                     response.headers.add(k, v)
@@ -145,6 +145,8 @@ class ModelProxy:
             else:
                 await response.write_eof()
                 complete = True
+            return response
+        except (ConnectionError, aiohttp.ClientError):  # the CLI went away, or the upstream broke off
             return response
         finally:
             answer.release()
