@@ -81,12 +81,12 @@ async def canaries():
 
 def probe(urls: list[str]) -> list[str]:
     """A custom agent's argv: fetch each URL directly (no proxy), then resolve a public name."""
-    script = "".join(f"curl -s -m 3 --noproxy '*' -o /dev/null -w '{u} %{{http_code}}\\n' {u} || echo '{u} refused';"
+    script = "".join(f"curl -s -m 2 --noproxy '*' -o /dev/null -w '{u} %{{http_code}}\\n' {u} || echo '{u} refused';"
                      for u in urls)
     return ["sh", "-c", script + "getent hosts pypi.org || echo 'dns: none'"]
 
 
-async def finished(bot, within: float = 60.0):
+async def finished(bot, within: float = 120.0):
     async def ended():
         runs = await bot.store.runs()
         if not runs or runs[-1].state in ACTIVE or runs[-1].state == "queued":
@@ -116,7 +116,7 @@ async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, ma
     bot = await make_bot(
         egress=egress, container_network="host" if egress == "open" else None, image=real_agent_image.tag,
         agents={"probe": {"argv": probe(urls)}}, qa={"acme/widgets": [probe(urls)]},
-        limits={"memory": "512m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0},
+        limits={"memory": "512m", "cpus": 1.0, "pids": 256, "timeout": 100.0, "grace": 1.0},
     )
     issue = await dispatch(world, "probe")
     run = await finished(bot)

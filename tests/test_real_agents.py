@@ -157,3 +157,17 @@ async def test_a_credentials_dir_is_read_where_the_cli_looks_and_the_cli_still_w
     assert {r.path for r in model.calls("/v1beta/")} == {"/v1beta/models/gemini-from-creds:streamGenerateContent"}
     assert forge.file_at(repo, run.branch, "HELLO.md").decode() == HELLO
     assert sorted(p.name for p in creds.iterdir()) == ["settings.json"]  # nothing written back to the host
+
+
+async def test_a_model_api_the_gateway_cannot_reach_fails_the_run_quickly_with_the_reason(world, real_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await real_bot(base_urls={"claude": "http://127.0.0.1:1"})  # nothing listens there
+    issue = await forge.create_issue(repo, bob, title="Say hello", body="Create HELLO.md.")
+    started = time.monotonic()
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:claude"])
+    run = await finished(bot, within=60)
+    assert run.state == "failed", (run.reason, run.result)
+    assert time.monotonic() - started < 30
+    reason = "Model gateway: cannot reach the model API at http://127.0.0.1:1"
+    status = [c.body for c in forge.comments(repo, issue.number) if c.poster.login == "dispatchbot"]
+    assert any(reason in body for body in status), status

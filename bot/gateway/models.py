@@ -31,7 +31,8 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
 
 
 def refusal(status: int, message: str) -> web.Response:
-    body = {"type": "error", "error": {"type": "authentication_error" if status == 401 else "api_error",
+    kind = {401: "authentication_error", 400: "invalid_request_error"}.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind,
                                         "code": status, "status": "UNAUTHENTICATED" if status == 401 else "UNAVAILABLE",
                                         "message": f"dispatchbot gateway: {message}"}}
     return web.json_response(body, status=status, headers={"x-should-retry": "false"})
@@ -103,9 +104,9 @@ class ModelProxy:
         path = "/" + request.match_info["tail"]
         api = api_of(path)
         reason = await self.observer.admit(holder.grant, api, body)
-        if reason:
-            return refusal(429, reason)
-        return await self._forward(request, holder, upstream, path, body)
+        if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
+            return refusal(400, reason)
+        return await self._forward(request, holder, upstream, path, self.observer.request(api, body))
 
     async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str,
                        body: bytes) -> web.StreamResponse:

@@ -1,7 +1,7 @@
 """What the gateway tells others about every model call it forwards: the seam for usage and budgets.
 
 The gateway calls ``Observer.admit`` before forwarding a call (a refusal reason stops it: the CLI is
-answered with an error it shows and does not retry), then feeds the call's ``Meter`` every upstream
+answered 400 with the reason, which no CLI retries), ``Observer.request`` for the body to send, then feeds the call's ``Meter`` every upstream
 chunk as it passes (never buffered), and ``finish`` once the answer ended, whether complete or cut.
 The default observer does nothing; the wiring plugs in another one.
 """
@@ -59,6 +59,9 @@ class Observer(Protocol):
     async def admit(self, grant: Grant, api: Api, body: bytes) -> str | None:
         """None to forward the call, or the reason it is refused (e.g. "budget of 5.00 USD spent")."""
 
+    def request(self, api: Api, body: bytes) -> bytes:
+        """The body to forward for an admitted call (e.g. one asking a stream to report its usage)."""
+
     def meter(self, grant: Grant, api: Api, body: bytes) -> Meter:
         """A meter for a call that was admitted and is about to be forwarded."""
 
@@ -76,6 +79,9 @@ class NoObserver:
 
     async def admit(self, grant: Grant, api: Api, body: bytes) -> str | None:
         return None
+
+    def request(self, api: Api, body: bytes) -> bytes:
+        return body
 
     def meter(self, grant: Grant, api: Api, body: bytes) -> Meter:
         return _NoMeter()
