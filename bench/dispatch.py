@@ -187,10 +187,7 @@ class Bot:
     def reporter_idle(self) -> bool:
         """No outbox item pending and every run's latest version reported to the Forge."""
         (pending,) = self.query("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL")[0]
-        (stale,) = self.query(
-            "SELECT COUNT(*) FROM runs LEFT JOIN reported ON reported.run_id = runs.id AND reported.facet = 'version'"
-            " WHERE reported.value IS NULL OR CAST(reported.value AS INTEGER) < runs.version"
-        )[0]
+        (stale,) = self.query("SELECT COUNT(*) FROM runs WHERE reported_version < version")[0]
         return pending == 0 and stale == 0
 
     def log_tail(self, lines: int = 15) -> str:
@@ -420,7 +417,7 @@ async def figure_prep(world: World, history_mb: int, commits: int, reps: int) ->
         work / "data", forge.url, SecretStr(world.bot_user.token), GitIdentity(), owner="1000:1000"
     )
     start = time.perf_counter()
-    await workspaces.ensure_mirror("acme", repo.name)
+    await workspaces.tag_commit("acme", repo.name, "none")  # clones the mirror first, as a dispatch on a tag does
     result.mirror_clone_s = time.perf_counter() - start
 
     log(f"prep: {reps} x Workspaces.prepare (warm mirror), git clone over HTTP, git clone --no-local file://")

@@ -24,7 +24,7 @@ from bot.engine import Engine
 from bot.forge.client import Forge
 from bot.intake.deliveries import Intake
 from bot.admin.mcp_server import mount_mcp
-from bot.admin.metrics import Metrics
+from bot.admin.metrics import METRICS, Metrics
 from bot.intake.routing import Router
 from bot.services import Services
 from bot.settings import Settings
@@ -68,8 +68,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         intake = None
         try:  # from here on whatever started is stopped again, also when a later step fails
-            metrics = await Metrics.create(store, forge, engine.executor)
-            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor, metrics)
+            app[METRICS] = await Metrics.create(store, forge, engine.executor)
+            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, engine.executor)
             await engine.start()
             intake = app[INTAKE] = Intake(services, app[ROUTER])
             await intake.start()
@@ -94,7 +94,7 @@ ACCEPTED_BODY = b'{"status": "ok", "message": "accepted"}'
 
 async def webhook(request: web.Request) -> web.Response:
     outcome, response = await _receive(request)
-    request.app[dashboard.DASHBOARD].metrics.deliveries.labels(outcome).inc()
+    request.app[METRICS].deliveries.labels(outcome).inc()
     return response
 
 

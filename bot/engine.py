@@ -27,8 +27,8 @@ class Engine:
         self.tools = Tools(s, services.store, services.forge, self.executor, self.workspaces, services.bot_login,
                            preflight.Images(self.executor, s), self.gateway)
         self.runner = Runner(self.tools)
-        self.reporter = Reporter(services)
-        self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces, self.reporter)
+        self.reporter = Reporter(s, services.store, services.forge, services.bot_login)
+        self.scheduler = Scheduler(services, self.runner, self.executor, self.workspaces)
 
     async def start(self) -> None:
         s = self.services.settings

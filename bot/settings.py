@@ -24,6 +24,9 @@ from bot.logs import MIN_SECRET_LENGTH
 
 ENV_PREFIX = "DISPATCHBOT_"
 DEFAULT_CONFIG = Path("config/dispatchbot.toml")
+# What a harvest examines at most, whatever the agent committed: past either, the run fails.
+MAX_HARVEST_FILES = 10_000
+MAX_HARVEST_BYTES = 256 * 1024 * 1024
 
 
 class Limits(BaseModel):
@@ -35,6 +38,8 @@ class Limits(BaseModel):
     timeout: float = 3600.0
     grace: float = 10.0
     log_bytes: int = 2 * 1024 * 1024
+    disk: str = "10g"  # what a run's workspace and its container's own file system may hold together
+    disk_reserve: str = "2g"  # free space a run may not write into, kept for the store and the webhook
     cap_add: list[str] = []
     user: str = "1000:1000"
 
@@ -65,6 +70,10 @@ class CustomAgent(BaseModel):
     credentials: list[str] = []
     pool: str | None = None
     review: bool = False
+    # Unset: what is known of the CLI named by argv[0] (``bot.runs.agents.CLIS``), if anything.
+    cli_endpoint: str = ""  # where the CLI sends its requests by default, shown by ``doctor``
+    install: str = ""  # how to get the CLI into an image that lacks it, in the preflight's refusal
+    prints_final_message: bool | None = None  # its stdout ends with its final message: the run's summary
 
     @field_validator("env")
     @classmethod
@@ -97,7 +106,9 @@ class Sweep(BaseModel):
 
 
 class Schedule(BaseModel):
-    """Intervals of the scheduler's jobs, in seconds."""
+    """Intervals in seconds: each worker's resync period (``drain``: the runner and the reporter look
+    again even when nothing woke them), their slower passes (``reconcile``: the runner re-adopts runs
+    nobody supervises, the reporter removes stray stopwatches) and the sweeper's jobs."""
 
     drain: float = 30.0
     sweep: float = 3600.0
@@ -150,6 +161,14 @@ class Gateway(BaseModel):
 class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
+
+    def env(self) -> dict[str, str]:
+        """The environment that makes git author and commit as this identity (the agent's container, the harvest)."""
+        return {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", self.name), ("EMAIL", self.email))
+        }
 
 
 class Settings(BaseSettings):
@@ -215,6 +234,8 @@ class Settings(BaseSettings):
     qa: dict[str, list[list[str]]] = {}
     protected_paths: list[str] = [".forgejo/workflows/", ".gitea/workflows/", ".github/workflows/"]
     max_file_bytes: int = 1024 * 1024
+    max_harvest_files: int = MAX_HARVEST_FILES  # (path, blob) pairs the agent's commits add
+    max_harvest_bytes: int = MAX_HARVEST_BYTES  # of its git objects taken in, and of the files read
     template_vars: dict[str, str] = {}
     templates_dir: Path | None = None
 

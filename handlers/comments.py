@@ -15,7 +15,7 @@ from bot.intake.commands import Command, parse
 from bot.intake.payloads import IssueCommentPayload
 from bot.intake.routing import Router
 from bot.services import Services
-from bot.store import LIVE
+from bot.store import CANCELLABLE, RETRYABLE
 from bot.intake.webhook import Event
 
 from handlers.common import Target, may_write, react, reply, request_run
@@ -73,7 +73,7 @@ async def review(ctx: Context, command: Command) -> None:
         await _request(ctx, command, command.agent_spec or ctx.services.settings.review_agent, review=True)
 
 
-async def _request(ctx: Context, command: Command, spec: str, *, review: bool, retry_of: int | None = None) -> None:
+async def _request(ctx: Context, command: Command, spec: str, *, review: bool) -> None:
     await request_run(
         ctx.services,
         ctx.target,
@@ -85,14 +85,13 @@ async def _request(ctx: Context, command: Command, spec: str, *, review: bool, r
         delivery_id=ctx.event.delivery_id,
         comment_id=ctx.comment_id,
         review=review,
-        retry_of=retry_of,
     )
 
 
 async def cancel(ctx: Context, command: Command) -> None:
     if not await ctx.may_write("cancel runs"):
         return
-    runs = await _runs(ctx, LIVE + ("blocked",))
+    runs = await _runs(ctx, CANCELLABLE)
     if not runs:
         await ctx.reply(command, sentences.nothing_to("cancel"))
         return
@@ -106,25 +105,13 @@ async def cancel(ctx: Context, command: Command) -> None:
 async def retry(ctx: Context, command: Command) -> None:
     if not await ctx.may_write("retry runs"):
         return
-    runs = await _runs(ctx, ("failed", "cancelled"))
+    runs = await _runs(ctx, RETRYABLE)
     if not runs:
         await ctx.reply(command, sentences.nothing_to("retry"))
         return
-    last = runs[-1]
     await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    await request_run(
-        ctx.services,
-        ctx.target,
-        spec=last.agent_spec,
-        task=last.task,
-        trigger="retry",
-        login=ctx.login,
-        key=ctx.key(command),
-        delivery_id=ctx.event.delivery_id,
-        comment_id=ctx.comment_id,
-        review=last.review,
-        retry_of=last.id,
-    )
+    request = runs[-1].again(trigger="retry", requested_by=ctx.login, comment_id=ctx.comment_id)
+    await ctx.services.store.request_run(request, trigger_key=ctx.key(command), delivery_id=ctx.event.delivery_id)
 
 
 async def answer(ctx: Context, command: Command) -> None:

@@ -6,12 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from bot.report import sentences
-from bot.runs.agents import UnknownAgent, known_agents, resolve, stored_model
+from bot.runs.agents import UnknownAgent, known_agents, resolve, run_request
 from bot.forge.client import ForgeError
 from bot.forge.permissions import can_write
 from bot.intake.payloads import PullRequest, Repository
 from bot.services import Services
-from bot.store import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,6 @@ async def request_run(
     comment_id: int | None = None,
     review: bool = False,
     unless_active: bool = False,
-    retry_of: int | None = None,
 ) -> None:
     """Resolve the agent and queue a run, or reply with what is wrong."""
     try:
@@ -111,20 +109,9 @@ async def request_run(
     if target.pull is not None and target.pull.is_fork:
         await reply(services, target, f"fork:{target.repo.id}:{target.number}", sentences.fork_refused(target.number))
         return
-    request = RunRequest(
-        owner=target.owner,
-        repo=target.name,
-        number=target.number,
-        is_pull=target.is_pull,
-        agent=agent.name,
-        model=stored_model(spec, agent),
-        pool=agent.pool,
-        review=review or agent.review,
-        task=task or target.title,
-        trigger=trigger,
-        requested_by=login,
-        comment_id=comment_id,
-        retry_of=retry_of,
+    request = run_request(
+        spec, agent, owner=target.owner, repo=target.name, number=target.number, is_pull=target.is_pull,
+        task=task or target.title, trigger=trigger, requested_by=login, review=review, comment_id=comment_id,
     )
     run = await services.store.request_run(
         request, trigger_key=key, delivery_id=delivery_id, unless_active=unless_active

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.intake.payloads import PullRequestPayload
 from bot.intake.routing import Router
 from bot.services import Services
-from bot.store import LIVE
+from bot.store import CANCELLABLE
 from bot.intake.webhook import Event
 
 router = Router()
@@ -15,7 +15,7 @@ router = Router()
 async def closed(event: Event, services: Services) -> None:
     payload = PullRequestPayload.model_validate(event.payload)  # the same object, not a copy
     runs = await services.store.runs(
-        states=LIVE + ("blocked",),
+        states=CANCELLABLE,
         owner=payload.repository.owner_login,
         repo=payload.repository.name,
         number=payload.pull_request.number,

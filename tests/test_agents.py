@@ -225,6 +225,26 @@ def test_custom_agent_defaults():
     assert agent.keys({"OPENAI_API_KEY": "k"}) == {}
 
 
+def test_what_is_known_of_a_cli_follows_it_and_a_custom_agent_may_say_otherwise():
+    s = settings(agents={
+        "myclaude": CustomAgent(argv=["claude", "-p", "{prompt}"]),
+        "mine": CustomAgent(argv=["mine", "{prompt}"]),
+        "told": CustomAgent(argv=["claude", "{prompt}"], cli_endpoint="https://llm.example", install="ask ops",
+                            prints_final_message=False),
+    })
+    facts = {name: (a.cli_endpoint, a.install, a.prints_final_message) for name in
+             ("claude", "codex", "local", "coderabbit", "myclaude", "mine", "told") if (a := resolve(s, name))}
+    assert facts == {
+        "claude": ("https://api.anthropic.com", "", True),
+        "codex": ("https://api.openai.com/v1", "", False),  # its final message goes to its -o file
+        "local": ("https://api.openai.com/v1", "", False),  # codex too; doctor shows its ollama_url instead
+        "coderabbit": ("https://api.coderabbit.ai", "build the image with --coderabbit FILE", False),
+        "myclaude": ("https://api.anthropic.com", "", True),  # by its CLI, argv[0]
+        "mine": ("", "", False),
+        "told": ("https://llm.example", "ask ops", False),
+    }
+
+
 def test_custom_agent_shadows_preset():
     s = settings(agents={"codex": CustomAgent(image="pinned", argv=["codex", "exec", "{prompt}"])})
     assert resolve(s, "codex").argv(P) == ["codex", "exec", P]

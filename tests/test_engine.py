@@ -17,8 +17,8 @@ async def test_an_agent_that_commits_completes_and_its_branch_is_pushed(world, e
     await dispatch(world, "/dispatch codex add notes scenario:edit-commit")
     [run] = await ended(bot)
     assert run.state == "completed", run.reason
-    assert run.branch.startswith("agent/add-notes") and run.result["pushed"]
-    assert len(run.result["commits"]) == 1
+    assert run.branch.startswith("agent/add-notes") and run.result.pushed
+    assert len(run.result.commits) == 1
     log = world["forge"].git_log(world["repo"], run.branch)
     assert log[0].sha == run.head_sha and len(log) == 2
     meta = bot.settings.data_dir / "workspaces" / "acme" / "widgets" / "issue-1" / ".meta"
@@ -45,14 +45,14 @@ async def test_uncommitted_changes_are_committed_by_the_bot(world, engine_bot):
     await dispatch(world, "/dispatch claude tidy up scenario:edit-uncommitted")
     [run] = await ended(bot)
     assert run.state == "completed", run.reason
-    assert len(run.result["commits"]) == 1 and run.result["pushed"]
+    assert len(run.result.commits) == 1 and run.result.pushed
 
 
 async def test_no_changes_completes_without_a_push(world, engine_bot):
     bot = await engine_bot()
     await dispatch(world, "/dispatch gemini look around scenario:no-change")
     [run] = await ended(bot)
-    assert run.state == "completed" and run.result["commits"] == [] and not run.result["pushed"]
+    assert run.state == "completed" and run.result.commits == [] and not run.result.pushed
 
 
 async def test_blocked_md_blocks_with_the_question(world, engine_bot):
@@ -67,7 +67,7 @@ async def test_a_failing_agent_fails_with_the_reason_and_keeps_its_log(world, en
     await dispatch(world, "/dispatch codex break scenario:fail")
     [run] = await ended(bot)
     assert run.state == "failed" and run.exit_code == 3 and "code 3" in run.reason
-    assert run.result["log_tail"]
+    assert run.result.log_tail
 
 
 async def test_a_run_queued_by_any_writer_of_the_store_starts_and_is_shown_at_once(world, engine_bot):
@@ -100,7 +100,7 @@ async def test_qa_failure_fails_the_run_with_its_output(world, engine_bot):
     bot = await engine_bot(qa={"acme/widgets": [["sh", "-c", "echo qa-broke; exit 1"]]})
     await dispatch(world, "/dispatch codex change scenario:edit-commit")
     [run] = await ended(bot)
-    assert run.state == "failed" and "QA failed" in run.reason and "qa-broke" in run.result["qa_log"]
+    assert run.state == "failed" and "QA failed" in run.reason and "qa-broke" in run.result.qa_log
 
 
 async def test_twenty_requests_against_limit_three_run_three_at_a_time(world, engine_bot):
@@ -155,7 +155,7 @@ async def test_completion_applies_to_the_run_whose_container_ended(world, engine
     states = {r.agent: r.state for r in runs}
     assert states == {"codex": "completed", "claude": "failed"}
     for run in runs:
-        moves = [to for _, to, _ in await bot.store.transitions(run.id)]
+        moves = [c.to_state for c in await bot.store.history(run.id)]
         assert moves.count(run.state) == 1
 
 
@@ -207,8 +207,8 @@ async def test_an_answered_run_resumes_in_its_workspace_and_is_supervised(world,
     await world["forge"].create_comment(world["repo"], issue.number, world["bob"], "/answer use the v2 API")
     await bot.wait_for(lambda: _state(bot, run.id, "completed"), timeout=60)
     run = await bot.store.get(run.id)
-    assert run.attempts == 2 and run.answer == "use the v2 API" and run.result["pushed"]
-    moves = [to for _, to, _ in await bot.store.transitions(run.id)]
+    assert run.attempts == 2 and run.answer == "use the v2 API" and run.result.pushed
+    moves = [c.to_state for c in await bot.store.history(run.id)]
     assert moves == ["queued", "preparing", "running", "blocked", "queued", "preparing", "running", "qa",
                      "harvesting", "completed"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import subprocess
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit, container_config, parse_bytes
+from bot.runs.containers import RUN_LABEL
 from bot.settings import Limits
 
 from .helpers import git, wait_for
@@ -259,6 +261,18 @@ async def test_start_failure_removes_the_created_container(executor, make_spec, 
     assert await executor.list(label=docker_label) == []
 
 
+async def test_each_of_two_concurrent_removes_returns_only_once_the_container_is_gone(executor, make_spec) -> None:
+    """The second one meets Docker's "removal already in progress" (409) and waits for its end."""
+    for _ in range(3):
+        cid = await executor.start(make_spec(["codex", "scenario:hang-ignore-term"]))
+
+        async def remove_and_look(container: str) -> dict | None:
+            await executor.remove(container)
+            return await executor.inspect_state(container)
+
+        assert await asyncio.gather(remove_and_look(cid), remove_and_look(cid)) == [None, None]
+
+
 async def test_name_conflict_keeps_the_existing_container(executor, make_spec, docker_label) -> None:
     first = make_spec(["codex", "scenario:hang"])
     cid = await executor.start(first)
@@ -288,6 +302,6 @@ async def test_list_by_label(executor, make_spec, docker_label) -> None:
     assert infos[running].labels["dispatchbot.run"].endswith("-0")
     assert infos[running].name.endswith("-0")
     assert abs(infos[done].created - time.time()) < 60
-    assert running in {c.id for c in await executor.list()}  # default label: dispatchbot.run
+    assert running in {c.id for c in await executor.list(RUN_LABEL)}
     for cid in infos:
         await executor.remove(cid)

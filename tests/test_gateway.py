@@ -120,7 +120,7 @@ async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, ma
     )
     issue = await dispatch(world, "probe")
     run = await finished(bot)
-    log = run.result.get("log_tail", "")
+    log = run.result.log_tail
     if egress == "gateway":
         gateway = bot.engine.gateway
         other_port = Canary(gateway.address)  # the host's other ports on the bot's own bridge
@@ -128,7 +128,7 @@ async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, ma
         try:
             assert [c.hits for c in canaries] == [[], [], []], log
             assert "dns: none" in log and "pypi.org" not in log.replace("getent hosts pypi.org", ""), log
-            assert run.result["egress"]["mode"] == "gateway"
+            assert run.result.egress["mode"] == "gateway"
             assert "Egress is open" not in status(world["forge"], world["repo"], issue.number)
         finally:
             await other_port.close()
@@ -148,8 +148,8 @@ async def test_only_the_gateways_ports_are_open_on_its_bridge(world, make_bot, r
         bot.settings.agents["probe"].argv[:] = probe([other.url, f"http://{gateway.address}:{gateway.port}/x"])
         await dispatch(world, "probe")
         run = await finished(bot)
-        assert other.hits == [], run.result.get("log_tail")
-        assert f"{gateway.address}:{gateway.port}/x 404" in run.result["log_tail"]  # the gateway answers
+        assert other.hits == [], run.result.log_tail
+        assert f"{gateway.address}:{gateway.port}/x 404" in run.result.log_tail  # the gateway answers
     finally:
         await other.close()
 
@@ -166,10 +166,10 @@ async def test_an_allowlisted_host_is_reached_through_the_proxy_and_others_are_r
                              egress_allow={"acme/widgets": [f"localhost:{registry.port}"]})
         issue = await dispatch(world, "probe")
         run = await finished(bot)
-        assert registry.hits == ["/simple/"], run.result.get("log_tail")
-        assert "registry 200" in run.result["log_tail"]
+        assert registry.hits == ["/simple/"], run.result.log_tail
+        assert "registry 200" in run.result.log_tail
         blocked = {"paste.example.org:443": 2, f"127.0.0.1:{registry.port}": 1}
-        assert run.result["egress"]["blocked"] == blocked
+        assert run.result.egress["blocked"] == blocked
         assert "Blocked: 2 connections to paste.example.org:443, 1 connection to 127.0.0.1" in status(
             world["forge"], world["repo"], issue.number)
         async with aiohttp.ClientSession() as http:

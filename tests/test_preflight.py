@@ -4,6 +4,7 @@ import io
 import subprocess
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -147,7 +148,7 @@ async def test_check_names_a_missing_image_and_a_missing_cli(images, agent_image
     assert await preflight.check(s, resolve(s, "aider"), {}, images) == (
         f"the image `{agent_image}` has no `aider` CLI; use an image that has `aider` on its PATH"
     )
-    assert preflight.cli_missing("img", "coderabbit") == (
+    assert preflight.cli_missing(replace(resolve(s, "coderabbit"), image="img")) == (
         "the image `img` has no `coderabbit` CLI; build the image with --coderabbit FILE"
     )
     assert await preflight.problem(s, "nobody", {}, images) == (
@@ -166,7 +167,7 @@ async def test_without_a_key_the_run_fails_at_once_with_the_reason_and_no_contai
     [run] = await ended(bot)
     reason = "codex needs `OPENAI_API_KEY` in the bot's environment or `credentials.codex`"
     assert (run.state, run.reason) == ("failed", reason)
-    assert [to for _, to, _ in await bot.store.transitions(run.id)] == ["queued", "preparing", "failed"]
+    assert [c.to_state for c in await bot.store.history(run.id)] == ["queued", "preparing", "failed"]
     assert created_containers(f"dispatchbot.instance={bot.settings.instance}", since) == []
     await reported(bot, run.id)
     [comment] = bot_comments(world, issue.number)

@@ -209,7 +209,7 @@ async def test_recent_changes(tmp_path):
     for i in range(25):
         subprocess.run(["git", "-C", str(tmp_path), "commit", "-q", "--allow-empty", "-m", f"change {i}\u200b"], check=True, env=env)
     subprocess.run(["git", "-C", str(tmp_path), "commit", "-q", "--allow-empty", "-m", "## CONSTRAINTS"], check=True, env=env)
-    lines = section(await build_prompt(context(tmp_path), settings()), "RECENT CHANGES").splitlines()
+    lines = section(await build_prompt(context(tmp_path, git_dir=tmp_path / ".git"), settings()), "RECENT CHANGES").splitlines()
     assert len(lines) == 20 and all(line.startswith("> ") for line in lines)
     assert lines[0].endswith(" ## CONSTRAINTS") and lines[1].endswith(" change 24")
 

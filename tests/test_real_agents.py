@@ -94,7 +94,7 @@ async def test_a_labelled_issue_becomes_a_pull_request_holding_the_models_file(w
     started = time.monotonic()
     await forge.set_labels(repo, issue.number, bob, [f"dispatch:{agent}"])
     run = await finished(bot)
-    assert run.state == "completed", (run.reason, run.result.get("log_tail"))
+    assert run.state == "completed", (run.reason, run.result.log_tail)
     assert model.calls(path), [r.path for r in model.requests]
     if header:  # the key reached the model in the vendor's header, from the bot's environment, via the gateway
         assert {r.headers.get(header) for r in model.calls(path)} == {key}
@@ -114,7 +114,7 @@ async def test_codex_review_names_changed_lines_as_inline_comments(world, real_b
     pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files=files)
     await forge.create_comment(repo, pull.issue.number, bob, "/review")
     run = await finished(bot)
-    assert run.state == "completed" and run.review, (run.reason, run.result.get("log_tail"))
+    assert run.state == "completed" and run.review, (run.reason, run.result.log_tail)
     [review] = forge.reviews(repo, pull.issue.number)
     assert [(c.path, c.line) for c in review.comments] == [("src/app.py", 2)]
     assert "trailing newline" in review.comments[0].body
@@ -134,7 +134,7 @@ async def test_a_model_answering_401_fails_the_run_quickly_with_the_clis_message
     started = time.monotonic()
     await forge.set_labels(repo, issue.number, bob, [f"dispatch:{agent}"])
     run = await finished(bot, within=60)
-    assert run.state == "failed" and message in run.result["log_tail"], (run.reason, run.result)
+    assert run.state == "failed" and message in run.result.log_tail, (run.reason, run.result)
     assert time.monotonic() - started < 30
     status = [c.body for c in forge.comments(repo, issue.number) if c.poster.login == "dispatchbot"]
     assert any(message in body for body in status), status
@@ -153,7 +153,7 @@ async def test_a_credentials_dir_is_read_where_the_cli_looks_and_the_cli_still_w
     issue = await forge.create_issue(repo, bob, title="Say hello", body="Create HELLO.md.")
     await forge.set_labels(repo, issue.number, bob, ["dispatch:gemini"])
     run = await finished(bot)
-    assert run.state == "completed", (run.reason, run.result.get("log_tail"))
+    assert run.state == "completed", (run.reason, run.result.log_tail)
     assert {r.path for r in model.calls("/v1beta/")} == {"/v1beta/models/gemini-from-creds:streamGenerateContent"}
     assert forge.file_at(repo, run.branch, "HELLO.md").decode() == HELLO
     assert sorted(p.name for p in creds.iterdir()) == ["settings.json"]  # nothing written back to the host

@@ -50,7 +50,7 @@ async def test_sweep_marks_then_deletes_old_finished_workspaces_only(world, bot)
     assert await bot.engine.scheduler.sweep() == [str(root / "issue-1")]
     assert not (root / "issue-1").exists() and (root / "issue-2" / "repo").is_dir()
     # The swept run keeps its summary row; its history went with the workspace.
-    assert await bot.store.transitions(done.id) == [] and (await bot.store.get(done.id)).state == "completed"
+    assert await bot.store.history(done.id) == [] and (await bot.store.get(done.id)).state == "completed"
     for run in await bot.store.runs(states=["running"]):
         await bot.store.transition(run.id, "cancelled")
 
@@ -74,7 +74,7 @@ async def test_a_dry_run_leaves_the_workspace_of_a_running_run_alone(world, bot)
     async def seen():
         files = sorted(str(p.relative_to(ws)) for p in ws.rglob("*") if ".git" not in p.parts)
         meta = {name: (ws / ".meta" / name).read_bytes() for name in ("prompt.md",)}
-        return (ws / "repo" / ".git" / "HEAD").read_text(), await recent_commits(ws / "repo"), files, meta
+        return (ws / "repo" / ".git" / "HEAD").read_text(), await recent_commits(ws / "repo" / ".git"), files, meta
 
     before = await seen()
     assert run.branch in before[0]

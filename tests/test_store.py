@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from bot.store import PoolState, RunRequest, Store
+from bot.store import PoolState, RunRequest, RunResult, Store
 from bot.store.policy import Limits, LiveRun, claimable
 from bot.store.sqlite.schema import MIGRATIONS
 
@@ -67,7 +67,7 @@ async def test_transitions_follow_the_state_machine_and_end_once(store):
         store.transition(run.id, "failed", expect=("running",)),
     )
     assert sum(e is not None for e in ends) == 1
-    states = [to for _, to, _ in await store.transitions(run.id)]
+    states = [c.to_state for c in await store.history(run.id)]
     assert states[:3] == ["queued", "preparing", "running"] and len(states) == 4
 
 
@@ -220,6 +220,9 @@ def test_the_claim_policy_is_a_pure_decision_over_plain_rows():
     assert [r.id for r in chosen] == [3]  # 2 shares the running workspace, 4's pool is paused, 5 is over codex's 2
     later = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0)
     assert [r.id for r in later] == [3, 4]
+    held = claimable(rows, paused, Limits(max_running=3, pool_limits={"codex": 2}, spawn_intervals={}), now=300.0,
+                     held={("acme", "widgets", "issue-3")})
+    assert [r.id for r in held] == [4, 5]  # a container still mounts 3's workspace
 
 
 def body_length(path, delivery_id):
@@ -262,7 +265,7 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
     unreported = await store.request_run(request(1, agent="claude"), trigger_key="b")
     other = await store.request_run(request(2), trigger_key="c")
     for run in (done, unreported, other):
-        await store.transition(run.id, "cancelled", result={"log_tail": "x" * 4000, "pushed": False})
+        await store.transition(run.id, "cancelled", result=RunResult(log_tail="x" * 4000, pushed=False))
     for run_id in (done.id, other.id):
         await store.set_reported(run_id, "comment_id", 77)
         await store.set_reported(run_id, "comment_body", "the status comment's text")
@@ -271,11 +274,11 @@ async def test_compaction_keeps_the_summary_row_of_a_reported_finished_run(store
         await store.set_reported(run_id, "version", (await store.get(run_id)).version)
     assert await store.runs_to_report() == [await store.get(unreported.id)]
     assert await store.compact("acme", "widgets", "issue-1") == 1  # the unreported one waits
-    assert await store.transitions(done.id) == []
-    assert (await store.get(done.id)).result == {"pushed": False}  # the log tail went with the workspace
+    assert await store.history(done.id) == []
+    assert (await store.get(done.id)).result == RunResult(pushed=False)  # the log tail went with the workspace
     kept = {"comment_id": 77, "stopwatch": ["stopped", 1.0], "version": (await store.get(done.id)).version}
     assert await store.reported(done.id) == kept  # the comment's text and the label went
-    assert len(await store.transitions(unreported.id)) == 2 and len(await store.transitions(other.id)) == 2
+    assert len(await store.history(unreported.id)) == 2 and len(await store.history(other.id)) == 2
     assert [r.id for r in await store.runs(states=["cancelled"])] == [done.id, unreported.id, other.id]
     assert await store.runs_to_report() == [await store.get(unreported.id)]
 

@@ -270,7 +270,7 @@ async def test_the_agent_echoes_a_run_token_and_never_the_key_in_logs_and_commen
     [run] = await ended(bot)
     await reported(bot, run.id)
     meta = bot.settings.data_dir / "workspaces/acme/widgets/issue-1/.meta"
-    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result["summary"]):
+    for log in ((meta / "container.log").read_text(), (meta / "agent-codex.log").read_text(), run.result.summary):
         assert "sk-test-very-secret-value" not in log and "CODEX_API_KEY=dbr-1-" in log
     for comment in forge.comments(repo, issue.number):
         assert "sk-test-very-secret-value" not in comment.body
@@ -292,16 +292,17 @@ async def test_the_agents_question_holds_no_key_in_the_store_or_the_comment(worl
     assert "CODEX_API_KEY=dbr-1-" in comment.body and "sk-test-very-secret-value" not in comment.body
 
 
-async def test_a_symlink_the_agent_planted_in_git_fails_the_run_and_frees_its_slot(world, engine_bot):
-    """An error past the agent (here the harvest refusing the workspace) ends the run as failed,
-    with the reason on the Forge, instead of leaving it active and supervised forever."""
+async def test_a_head_the_agent_broke_fails_the_run_and_frees_its_slot(world, engine_bot):
+    """An error past the agent (here the harvest refusing a HEAD that names a file elsewhere) ends
+    the run as failed, with the reason on the Forge, instead of leaving it active and supervised forever."""
     bot = await engine_bot()
-    issue = await dispatch(world, "/dispatch codex plant scenario:symlink-git")
+    issue = await dispatch(world, "/dispatch codex plant scenario:bad-head")
     [run] = await ended(bot)
     run = await reported(bot, run.id)
-    assert run.state == "failed" and run.reason.startswith("could not finish the run: symlink in .git"), run.reason
+    expected = "could not finish the run: the agent's HEAD names no commit"
+    assert run.state == "failed" and run.reason.startswith(expected), run.reason
     [comment] = bot_comments(world, issue.number)
-    assert "symlink in .git" in comment.body
+    assert "HEAD names no commit" in comment.body
     await bot.wait_for(lambda: not bot.engine.runner.supervised)
 
 

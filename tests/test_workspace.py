@@ -2,6 +2,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from bot.settings import GitIdentity, Settings
 from bot.names import branch_for, branch_key, validate_branch, validate_key, validate_repo
 from bot.workspace import (
     GitError,
-    UnsafeWorkspace,
     Workspaces,
     check_branch,
     clear_blocked,
@@ -24,9 +24,12 @@ from bot.workspace import (
     parse_ids,
     qa_commands,
     read_blocked,
+    recent_commits,
     remove_workspace,
     write_answer,
 )
+
+from bot.workspace.git import git_env, run_git
 
 from .helpers import git
 
@@ -325,7 +328,7 @@ async def test_concurrent_prepares_share_one_mirror(spaces, widgets):
 
 async def test_git_failure_is_a_git_error(spaces):
     with pytest.raises(GitError, match="git clone --mirror"):
-        await spaces.ensure_mirror("acme", "missing")
+        await spaces.tag_commit("acme", "missing", "v1")  # the mirror is cloned first
 
 
 # --- the token -------------------------------------------------------------------------------
@@ -361,7 +364,7 @@ async def test_token_travels_as_a_header_only(tmp_path):
     try:
         spaces = Workspaces(tmp_path / "data", f"http://127.0.0.1:{port}", SecretStr(TOKEN), IDENTITY)
         with pytest.raises(GitError) as err:
-            await spaces.ensure_mirror("acme", "widgets")
+            await spaces.tag_commit("acme", "widgets", "v1")  # the mirror is cloned first
     finally:
         await runner.cleanup()
     assert seen and all(auth == f"token {TOKEN}" for _, auth in seen)
@@ -385,8 +388,8 @@ async def test_commit_leftovers(spaces, widgets):
     (ws.clone / "BLOCKED.md").write_text("which database?")
     write_answer(ws, "postgres")
     assert await commit_leftovers(ws, "feat: add src", IDENTITY)
-    assert git(ws.clone, "log", "-1", "--format=%s|%an|%ae|%cn") == "feat: add src|Dispatch Bot|bot@example.test|Dispatch Bot"
-    assert git(ws.clone, "show", "--name-only", "--format=", "HEAD").split() == ["src.py"]
+    assert git(ws.host_git, "log", "-1", "--format=%s|%an|%ae|%cn") == "feat: add src|Dispatch Bot|bot@example.test|Dispatch Bot"
+    assert git(ws.host_git, "show", "--name-only", "--format=", "HEAD").split() == ["src.py"]
 
 
 async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_path):
@@ -403,8 +406,97 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
     (ws.clone / "f.txt").write_text("x")
     assert await commit_leftovers(ws, "feat: x", IDENTITY)
     await spaces.push(ws, ws.branch)
+    await prepare_issue(spaces)
     assert not marker.exists()
     assert "evil" not in (ws.clone / ".git" / "config").read_text()
+    assert list((ws.clone / ".git" / "hooks").iterdir()) == []
+
+
+HOOKS = ("pre-commit", "commit-msg", "post-commit", "pre-push", "post-checkout", "post-merge", "reference-transaction",
+         "post-index-change", "pre-auto-gc", "fsmonitor-watchman", "push-to-checkout", "post-rewrite")
+
+
+def evil_git_dir(git_dir: Path, marker: str) -> str:
+    """Plant every way a git dir can name a command for host git to run, each touching
+    ``marker-<kind>``; returns the config text, which the caller keeps writing back."""
+    hooks = git_dir / "evil-hooks"
+    for where in (git_dir / "hooks", hooks):
+        where.mkdir(exist_ok=True)
+        for name in HOOKS:
+            (where / name).write_text(f"#!/bin/sh\ntouch {marker}-hook-{name}\n")
+            (where / name).chmod(0o755)
+    (git_dir / "info").mkdir(exist_ok=True)
+    (git_dir / "info" / "attributes").write_text("* filter=x diff=x merge=x\n")
+    (git_dir / "evil.inc").write_text(f"[log]\n\tshowSignature = true\n[gpg]\n\tprogram = touch {marker}-gpg\n")
+    def command(kind: str, then: str = "true") -> str:
+        return f'"touch {marker}-{kind}; {then}"'
+    return (
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+        f"\tfsmonitor = {command('fsmonitor')}\n\tsshCommand = {command('ssh', 'false')}\n"
+        f"\tpager = {command('pager', 'cat')}\n\taskPass = {command('askpass')}\n\thooksPath = {hooks}\n"
+        f"\talternateRefsCommand = {command('alternate-refs')}\n\teditor = {command('editor')}\n"
+        '[url "ssh://pwn.invalid/x"]\n\tinsteadOf = /\n'
+        f'[filter "x"]\n\tclean = {command("clean", "cat")}\n\tsmudge = {command("smudge", "cat")}\n'
+        f'\tprocess = {command("process", "false")}\n'
+        f'[diff "x"]\n\tcommand = {command("diff")}\n\ttextconv = {command("textconv", "cat")}\n'
+        f'[merge "x"]\n\tdriver = {command("merge", "false")}\n'
+        f'[credential]\n\thelper = "!touch {marker}-credential"\n'
+        "[include]\n\tpath = evil.inc\n"
+    )
+
+
+def signed(clone: Path) -> None:
+    """Make HEAD a commit with a (fake) signature, which ``log.showSignature`` would hand to gpg."""
+    body = git(clone, "cat-file", "commit", "HEAD")
+    head, _, message = body.partition("\n\n")
+    sig = "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----"
+    obj = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(clone), "hash-object", "-t", "commit", "-w", "--stdin"],
+                         input=f"{head}\n{sig}\n\n{message}\n", capture_output=True, text=True, check=True)
+    git(clone, "update-ref", "HEAD", obj.stdout.strip())
+
+
+async def test_a_git_dir_rewritten_while_host_git_runs_makes_it_run_nothing(spaces, widgets, tmp_path):
+    """A container still writing while the host runs git (a QA process that ignores SIGTERM): the
+    agent keeps putting its config back, hooks, attributes and include files in place. Every
+    host-side step of a harvest and the next prepare: no command the agent named ever runs."""
+    ws = await prepare_issue(spaces)
+    commit(ws.clone, {"a.txt": "one\n", ".gitattributes": "* filter=x diff=x merge=x\n"})
+    signed(ws.clone)
+    (ws.clone / "b.txt").write_text("left over\n")
+    marker = str(tmp_path / "pwned")
+    git_dir = ws.clone / ".git"
+    config = evil_git_dir(git_dir, marker)
+    stop = threading.Event()
+
+    def keep_planting() -> None:
+        while not stop.is_set():
+            try:
+                tmp = git_dir / "config.evil"
+                tmp.write_text(config)
+                os.replace(tmp, git_dir / "config")
+            except OSError:
+                pass  # the bot replaced the whole .git meanwhile: plant in the new one
+            time.sleep(0.0005)
+
+    planter = threading.Thread(target=keep_planting)
+    planter.start()
+    failure = None
+    try:
+        await spaces.take_in(ws)
+        assert await commit_leftovers(ws, "feat: left over", IDENTITY)
+        base = await spaces.base_commit(ws)
+        assert len(await commits_since(ws, base)) == 2
+        assert await check_branch(ws, base, [], 1000) == []
+        await spaces.push(ws, ws.branch)
+        await prepare_issue(spaces)  # the next run's prepare: sync and checkout
+        assert "left over" in await recent_commits(ws.host_git)
+    except GitError as e:  # the markers say more than the git command that failed
+        failure = e
+    finally:
+        stop.set()
+        planter.join()
+    assert sorted(p.name for p in tmp_path.glob("pwned-*")) == []
+    assert failure is None, failure
 
 
 @pytest.mark.parametrize(
@@ -415,24 +507,29 @@ async def test_agent_hooks_and_config_never_run_host_side(spaces, widgets, tmp_p
         lambda git_dir: (git_dir / "commondir").write_text("/somewhere/else\n"),
         lambda git_dir: (git_dir / "shallow").write_text("0" * 40 + "\n"),
         lambda git_dir: (git_dir / "info" / "grafts").write_text("0" * 40 + "\n"),
+        lambda git_dir: (git_dir / "objects" / "ab").symlink_to("/etc"),
     ],
 )
-async def test_indirections_in_git_dir_are_refused(spaces, widgets, plant):
+async def test_indirections_in_the_agents_git_dir_are_never_followed(spaces, widgets, forge, plant):
+    """Only the agent's object files and its HEAD's commit are taken in: what else it plants in
+    .git names nothing host git reads."""
     ws = await prepare_issue(spaces)
     base = await spaces.base_commit(ws)
+    sha = commit(ws.clone, {"a.txt": "one\n"})
     plant(ws.clone / ".git")
-    with pytest.raises(UnsafeWorkspace):
-        await check_branch(ws, base, [], 1000)
-    with pytest.raises(UnsafeWorkspace):
-        await spaces.push(ws, ws.branch)
+    await spaces.take_in(ws)
+    assert await check_branch(ws, base, [], 1000) == []
+    assert await spaces.push(ws, ws.branch) == sha == forge.head("acme", "widgets", ws.branch)
 
 
-async def test_git_dir_replaced_by_symlink_is_refused(spaces, widgets, tmp_path):
+async def test_a_symlink_for_the_agents_git_dir_is_not_followed(spaces, widgets, tmp_path):
     ws = await prepare_issue(spaces)
+    before = git(ws.host_git, "rev-parse", "HEAD")
+    commit(ws.clone, {"a.txt": "one\n"})
     os.rename(ws.clone / ".git", tmp_path / "moved")
     (ws.clone / ".git").symlink_to(tmp_path / "moved")
-    with pytest.raises(UnsafeWorkspace):
-        await commit_leftovers(ws, "feat: x", IDENTITY)
+    await spaces.take_in(ws)
+    assert git(ws.host_git, "rev-parse", "HEAD") == before
 
 
 async def test_base_commit_comes_from_the_mirror_not_the_clone(spaces, widgets, forge):
@@ -441,6 +538,7 @@ async def test_base_commit_comes_from_the_mirror_not_the_clone(spaces, widgets, 
     # the agent moves every ref that could name the base onto its own commit
     git(ws.clone, "update-ref", "refs/remotes/origin/main", "HEAD")
     git(ws.clone, "tag", "main")
+    await spaces.take_in(ws)
     base = await spaces.base_commit(ws)
     assert base == forge.head("acme", "widgets", "main")
     assert await check_branch(ws, base, [".forgejo/workflows/"], 1000) == ["protected path changed: .forgejo/workflows/ci.yml"]
@@ -463,6 +561,7 @@ async def test_check_branch_reports_every_violation(spaces, widgets):
     commit(ws.clone, {".gitattributes": "*.dat text diff\n", "blob.dat": b"a\x00b"})  # attributes cannot hide binaries
     git(ws.clone, "rm", "-q", "img.png")
     git(ws.clone, "commit", "-q", "-m", "remove it again")  # still in the pushed history
+    await spaces.take_in(ws)
     assert await check_branch(ws, base, [".forgejo/workflows/", "Makefile"], 100) == [
         "binary file: blob.dat",
         "binary file: img.png",
@@ -484,6 +583,7 @@ async def test_check_branch_sees_changes_in_merges(spaces, widgets):
     (ws.clone / ".gitea" / "workflows" / "evil.yml").write_text("on: push")  # an evil merge
     git(ws.clone, "add", "--all")
     git(ws.clone, "commit", "-q", "-m", "merge")
+    await spaces.take_in(ws)
     assert await check_branch(ws, base, [".gitea/workflows/"], 1000) == ["protected path changed: .gitea/workflows/evil.yml"]
 
 
@@ -493,25 +593,29 @@ async def test_commits_since(spaces, widgets):
     assert await commits_since(ws, base) == []
     first = commit(ws.clone, {"a": "1"}, "feat: one")
     second = commit(ws.clone, {"b": "2"}, "fix: two")
+    await spaces.take_in(ws)
     assert await commits_since(ws, base) == [(first, "feat: one"), (second, "fix: two")]
 
 
 async def test_taking_a_large_git_dir_back_never_blocks_the_event_loop(spaces, widgets):
     ws = await prepare_issue(spaces)
     base = await spaces.base_commit(ws)
-    junk = ws.clone / ".git" / "objects" / "junk"  # as many entries as a big repository's loose objects
-    junk.mkdir()
-    for n in range(40000):
-        os.close(os.open(junk / str(n), os.O_CREAT | os.O_WRONLY))
-    assert await longest_stall(commits_since(ws, base)) < 0.05
+    junk = ws.clone / ".git" / "objects" / "ab"  # as many entries as a big repository's loose objects
+    junk.mkdir(exist_ok=True)
+    for n in range(4000):
+        os.close(os.open(junk / f"{n:038x}", os.O_CREAT | os.O_WRONLY))
+    assert await longest_stall(spaces.take_in(ws)) < 0.05
+    assert await commits_since(ws, base) == []
 
 
 async def test_push_is_never_forced(spaces, widgets, forge):
     ws = await prepare_issue(spaces)
     commit(ws.clone, {"a": "1"})
+    await spaces.take_in(ws)
     await spaces.push(ws, ws.branch)
     forge.push(widgets, {"theirs": "x"}, branch="agent/fix-it")
     commit(ws.clone, {"b": "2"})
+    await spaces.take_in(ws)
     with pytest.raises(GitError, match="rejected"):
         await spaces.push(ws, ws.branch)
 
@@ -611,3 +715,17 @@ def test_from_settings(tmp_path):
     with pytest.raises(ValueError, match="forge_url"):
         Workspaces.from_settings(Settings(_env_file=None))
     assert Workspaces(tmp_path, "https://forge.test").owner_ids is None
+
+
+async def test_host_git_sees_no_key_of_the_bot_and_no_system_config(tmp_path, monkeypatch):
+    """What git (and anything it could start) gets from the bot: no key, no token, no system or
+    user config (this machine's /etc/gitconfig names a credential helper, for one)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-git")
+    monkeypatch.setenv("DISPATCHBOT_FORGE_TOKEN", "tok-not-for-git")
+    system = tmp_path / "gitconfig"
+    system.write_text("[user]\n\tname = from-the-system\n")
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(system))
+    env = git_env()
+    assert not {"OPENAI_API_KEY", "DISPATCHBOT_FORGE_TOKEN", "GIT_CONFIG_SYSTEM"} & set(env)
+    _, out = await run_git(["git", "config", "--show-origin", "--list"], ok=(0, 1))
+    assert b"from-the-system" not in out and b"credential" not in out

@@ -7,7 +7,6 @@ answer is JSON, failures included; a refusal is ``{"error": "<one line>"}``.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bot.admin import operations as ops
+from bot.admin import tokens
 from bot.engine import Engine
 from bot.settings import Settings
 
@@ -34,11 +34,8 @@ def admin_token(settings: Settings) -> str | None:
 
 
 def authorized(request: web.Request, token: str) -> bool:
-    """The request carries ``Authorization: Bearer <token>``; compared in constant time. An empty
-    token, configured or given, never matches."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    given = given.strip()
-    return bool(token and given) and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    """The request carries ``Authorization: Bearer <token>`` (``tokens.authorized``)."""
+    return tokens.authorized(request, [token])
 
 
 def unauthorized() -> web.Response:

@@ -24,9 +24,11 @@ from aiohttp import web
 from bot.admin import dashboard_html as pages
 from bot.executor.docker import DockerExecutor, ExecutorError
 from bot.report.links import links as forge_links
+from bot.report.shown import Shown
 from bot.logs import mask
-from bot.admin.metrics import CONTENT_TYPE, Metrics
-from bot.admin.pools import pools_view
+from bot.admin.metrics import CONTENT_TYPE, METRICS
+from bot.store.pools import pools_view
+from bot.admin.tokens import authorized, matches
 from bot.settings import Settings
 from bot.store import ACTIVE, LIVE, Run, Store
 
@@ -43,13 +45,12 @@ MAX_STREAMS = 32  # live logs served at once: each holds a request to the Docker
 
 
 class Dashboard:
-    """What the pages read: settings, the store, the executor (live logs) and the metrics."""
+    """What the pages read: settings, the store and the executor (live logs)."""
 
-    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor) -> None:
         self.settings = settings
         self.store = store
         self.executor = executor
-        self.metrics = metrics
         self.streams: set[asyncio.Task[object]] = set()  # live logs being served, ended at shutdown
 
     def close_streams(self) -> None:
@@ -95,14 +96,6 @@ def _session_value(token: str) -> str:
     return hmac.new(token.encode(), b"dispatchbot dashboard session", hashlib.sha256).hexdigest()
 
 
-def _matches(offered: str, expected: list[str]) -> bool:
-    """Constant-time comparison against every expected value (no early exit on a match)."""
-    found = False
-    for value in expected:
-        found |= hmac.compare_digest(offered.encode(), value.encode())
-    return found
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -110,7 +103,7 @@ def _guarded(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         configured = tokens(request.app[DASHBOARD].settings)
         if "token" in request.query:
-            if not _matches(request.query["token"], configured):
+            if not matches(request.query["token"], configured):
                 return _denied("Wrong token.")
             # Drop the token from the address; the cookie carries the session from now on.
             address = request.rel_url.without_query_params("token")
@@ -121,11 +114,10 @@ def _guarded(handler: Handler) -> Handler:
             )
             return response
         authorization = request.headers.get("Authorization", "")
-        scheme, _, offered = authorization.partition(" ")
-        if scheme.lower() == "bearer" and _matches(offered.strip(), configured):
+        if authorized(request, configured):
             return await handler(request)
         cookie = request.cookies.get(COOKIE, "")
-        if cookie and _matches(cookie, [_session_value(t) for t in configured]):
+        if cookie and matches(cookie, [_session_value(t) for t in configured]):
             return await handler(request)
         if authorization or cookie:
             return _denied("Wrong token.")
@@ -188,7 +180,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     run = await _run(request)
     links = await _links(d, [run])
     history = await d.store.history(run.id)
-    log_tail = str(run.result.get("log_tail") or run.result.get("qa_log") or "")
+    log_tail = run.result.log_tail or run.result.qa_log
     position = await d.store.queue_position(run.id) if run.state == "queued" else None
     return _html(lambda nonce: pages.run_page(
         run=run, links=links[run.id], history=history, log_tail=log_tail, live=run.state in LIVE,
@@ -206,7 +198,7 @@ async def _run(request: web.Request) -> Run:
 async def _links(d: Dashboard, runs: list[Run]) -> dict[int, dict[str, str]]:
     """Each run's place on the Forge, from what the reporter stored when it showed it there."""
     reported = await d.store.reported_facets({r.id for r in runs}, ("comment_url", "pull", "review"))
-    return {run.id: forge_links(run, reported.get(run.id, {}), d.settings.forge_url or "") for run in runs}
+    return {run.id: forge_links(run, Shown.of(reported.get(run.id, {})), d.settings.forge_url or "") for run in runs}
 
 
 # The live log ---------------------------------------------------------------------------------
@@ -280,5 +272,5 @@ def _event(data: str, kind: str = "") -> bytes:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = await request.app[DASHBOARD].metrics.render()
+    body = await request.app[METRICS].render()  # the app's, which the webhook counts in too
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

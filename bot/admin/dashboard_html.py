@@ -11,8 +11,8 @@ import datetime
 import html
 from collections.abc import Iterable
 
-from bot.admin.pools import PoolView
-from bot.store import Run, Transition
+from bot.store.pools import PoolView
+from bot.store import Run, StateChange
 
 STYLE = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #f6f8fa; --accent: #0969da; }
@@ -232,7 +232,7 @@ def _outcome_links(links: Links) -> str:
 
 
 def run_page(
-    *, run: Run, links: Links, history: list[Transition], log_tail: str, live: bool, position: int | None,
+    *, run: Run, links: Links, history: list[StateChange], log_tail: str, live: bool, position: int | None,
     now: float, nonce: str,
 ) -> str:
     state = _pill(run.state) + (f" position {position} in the queue" if position else "")

@@ -20,16 +20,8 @@ from dataclasses import dataclass
 from bot.runs import preflight
 from bot.runs.agents import PRESETS, Agent, known_agents, resolve
 from bot.executor.docker import DockerExecutor, ExecutorError, ImageInfo
+from bot.image.build import RECIPE_LABEL
 from bot.settings import Settings
-
-# Where each CLI sends its requests when no base URL is set in the agent's environment.
-DEFAULT_ENDPOINTS = {
-    "codex": "https://api.openai.com/v1",
-    "claude": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-    "coderabbit": "https://api.coderabbit.ai",
-}
-
 
 @dataclass(frozen=True)
 class AgentReport:
@@ -69,14 +61,13 @@ def endpoint(agent: Agent) -> str:
     ``ollama_url``), else the CLI's default."""
     if agent.endpoint:
         return agent.endpoint
-    default = DEFAULT_ENDPOINTS.get(agent.template[0] if agent.template else "")
-    return f"{default} (the CLI's default)" if default else "the CLI's default"
+    return f"{agent.cli_endpoint} (the CLI's default)" if agent.cli_endpoint else "the CLI's default"
 
 
 def _image_state(image: ImageInfo | None) -> str:
     if image is None:
         return "missing"
-    recipe = image.labels.get(preflight.RECIPE_LABEL)
+    recipe = image.labels.get(RECIPE_LABEL)
     return f"present, recipe {recipe[:12]}" if recipe else "present"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -119,3 +120,6 @@ class _State(Collector):
             "dispatchbot_container_start_failures", "Containers that could not be created or started",
             value=self._executor.start_failures,
         )
+
+
+METRICS = web.AppKey("metrics", Metrics)  # owned by the app: the webhook counts deliveries, /metrics reads

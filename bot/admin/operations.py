@@ -13,20 +13,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.runs import final_message
 from bot import workspace as wsmod
-from bot.runs.agents import UnknownAgent, known_agents, resolve, stored_model
+from bot.runs.agents import UnknownAgent, known_agents, resolve, run_request
 from bot.runs.dryrun import dry_run
 from bot.engine import Engine
 from bot.executor.docker import ExecutorError
 from bot.forge.client import ForgeError
 from bot.forge.paths import Repo
 from bot.report.links import links
+from bot.report.shown import shown
 from bot.logs import mask
 from bot.intake.payloads import PullRequest
-from bot.admin.pools import PoolsView, pools_view
+from bot.store.pools import PoolsView, pools_view
 from bot.runs.prompt import check_options
-from bot.store import LIVE, STATES, Run, RunRequest
+from bot.report import sentences
+from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
+from bot.workspace import layout
 
 API_USER = "api"  # requested_by of runs started through the API
 API_TRIGGER = "api"
@@ -126,7 +128,9 @@ class RunSummary(BaseModel):
         return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec)
 
 
-class Transition(BaseModel):
+class StateChangeView(BaseModel):
+    """A line of a run's history, as the API shows it."""
+
     from_state: str | None
     to_state: str
     reason: str
@@ -144,7 +148,7 @@ class Egress(BaseModel):
 class RunDetail(RunSummary):
     question: str
     answer: str
-    transitions: list[Transition]
+    transitions: list[StateChangeView]
     links: dict[str, str]
     log_tail: str
     egress: Egress
@@ -177,11 +181,13 @@ async def _run(engine: Engine, run_id: int) -> Run:
 async def show_run(engine: Engine, run_id: int) -> RunDetail:
     run = await _run(engine, run_id)
     store = engine.services.store
-    transitions = [Transition(from_state=f, to_state=t, reason=r) for f, t, r in await store.transitions(run.id)]
+    transitions = [
+        StateChangeView(from_state=c.from_state, to_state=c.to_state, reason=c.reason) for c in await store.history(run.id)
+    ]
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
-        links=links(run, await store.reported(run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
-        egress=Egress.model_validate(run.result.get("egress") or {}),
+        links=links(run, await shown(store, run.id), engine.services.settings.forge_url), log_tail=await log_tail(engine, run),
+        egress=Egress.model_validate(run.result.egress),
     )
 
 
@@ -200,12 +206,12 @@ async def log_tail(engine: Engine, run: Run) -> str:
 
 
 def _workspace_dir(engine: Engine, run: Run) -> Path:
-    return engine.workspaces.data_dir / "workspaces" / run.owner / run.repo / run.workspace_key
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).root
 
 
 def _output_file(engine: Engine, run: Run) -> Path:
     """Where the agent stage keeps the container's output, once the container ended."""
-    return _workspace_dir(engine, run) / ".meta" / final_message.CONTAINER_LOG
+    return engine.workspaces.directory(run.owner, run.repo, run.workspace_key).meta / layout.CONTAINER_LOG
 
 
 async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
@@ -219,13 +225,9 @@ async def cancel_run(engine: Engine, run_id: int) -> RunSummary:
 async def retry_run(engine: Engine, run_id: int) -> RunSummary:
     """Run a failed or cancelled run again, as ``/retry`` would; returns the new run."""
     run = await _run(engine, run_id)
-    if run.state not in ("failed", "cancelled"):
+    if run.state not in RETRYABLE:
         raise OperationError(409, f"run {run_id} is {run.state}; only failed or cancelled runs can be retried")
-    request = RunRequest(
-        owner=run.owner, repo=run.repo, number=run.number, is_pull=run.is_pull, agent=run.agent, model=run.model,
-        pool=run.pool, review=run.review, task=run.task, trigger=API_TRIGGER, requested_by=API_USER,
-        retry_of=run.id, options=run.options,
-    )
+    request = run.again(trigger=API_TRIGGER, requested_by=API_USER)
     # One retry per run: a re-sent POST finds the trigger taken and queues nothing.
     retried = await engine.services.store.request_run(request, trigger_key=f"api:retry:{run.id}")
     if retried is None:
@@ -314,13 +316,12 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
             options |= {"ref": inp.branch, "ref_sha": await _branch_head(engine, owner, name, inp.branch)}
         else:
             options |= {"ref": inp.tag, "ref_sha": await _tag_commit(engine, owner, name, inp.tag), "ref_type": "tag"}
-        number, title, pull = 0, "", None  # 0: runs need a number; "ref" in the options tells
+        number, title, pull = 0, "", None  # 0: runs need a number; Run.on_ref tells
     else:
         number = inp.issue or inp.pr
         title, pull = await _target(engine, owner, name, number, want_pull=inp.pr is not None)
-    request = RunRequest(
-        owner=owner, repo=name, number=number, is_pull=pull is not None, agent=agent.name,
-        model=stored_model(inp.agent, agent), pool=agent.pool, review=agent.review,
+    request = run_request(
+        inp.agent, agent, owner=owner, repo=name, number=number, is_pull=pull is not None,
         task=inp.task or title, trigger=API_TRIGGER, requested_by=API_USER, options=options,
     )
     out = DispatchOutput(success=True, agent=agent.name, repo=f"{owner}/{name}")
@@ -334,7 +335,7 @@ async def dispatch(engine: Engine, inp: DispatchInput) -> DispatchOutput:
             raise refusal(e) from None
         return out.model_copy(update={"prompt": prompt, "argv": argv, "message": "dry run: nothing was started"})
     if pull is not None and pull.is_fork:
-        raise OperationError(409, f"pull request #{number} comes from a fork; the bot only pushes to this repository")
+        raise OperationError(409, sentences.fork_refused(number))
     run = await _queue(engine, request)
     return out.model_copy(update={
         "run_id": run.id, "state": run.state, "workspace_dir": str(_workspace_dir(engine, run)),

@@ -1,10 +1,12 @@
-"""The only module that talks to Docker: agent containers as labelled cattle.
+"""The Docker adapter: containers as labelled cattle, knowing nothing of runs (``bot.runs.containers``
+says what a run's containers are). Building images is ``bot.image``'s, through its own client.
 
 Every container is created with hard limits (memory without swap, CPUs, pids, a bounded log), an init
-process so SIGTERM reaches the agent, ``no-new-privileges``, all capabilities dropped but the configured
-ones, and the configured user. Nothing is kept in memory that Docker does not also know: ``wait`` takes
-an absolute deadline so a container re-adopted after a restart keeps its original wall clock, and
-``list`` finds containers by label.
+process so SIGTERM reaches the process, ``no-new-privileges``, all capabilities dropped but the
+configured ones, and the configured user. What a restart needs is in Docker, not in memory: ``wait``
+takes an absolute deadline so a container re-adopted after a restart keeps its original wall clock,
+and ``list`` finds containers by label. (Only ``_killed`` lives in memory: after a restart the exit
+code, 128+signal, tells the same.)
 
 aiodocker pitfalls handled here: its per-call timeouts only honour floats (we use ``asyncio.timeout``
 instead); a failed ``start`` leaves the created container behind (we remove it); its log reader decodes
@@ -56,15 +58,15 @@ class Mount:
 
 @dataclass
 class ContainerSpec:
-    """Everything needed to start one agent container. Secrets belong in ``env`` only."""
+    """Everything needed to start one container. Secrets belong in ``env`` only."""
 
-    name: str  # e.g. "dispatchbot-run-42"
+    name: str  # unique on the engine
     image: str
     argv: list[str]  # run exactly, never through a shell; the image's entrypoint is ignored
     workdir: str  # in-container working directory (the clone)
     mounts: list[Mount]
     env: dict[str, str]  # already allow-listed by the caller
-    labels: dict[str, str]  # run id, workspace, ...: what re-adoption and reaping go by
+    labels: dict[str, str]  # what finds the container again (``list``)
     limits: Limits
     extra_hosts: list[str] = field(default_factory=lambda: ["host.docker.internal:host-gateway"])
     network: str | None = None
@@ -175,7 +177,7 @@ def exit_from_state(state: dict[str, Any], *, timed_out: bool = False, killed: b
 
 
 class DockerExecutor:
-    """Creates, watches, stops, reads and removes agent containers through one aiodocker client."""
+    """Creates, watches, stops, reads and removes containers through one aiodocker client."""
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
@@ -360,16 +362,27 @@ class DockerExecutor:
                 raise ExecutorError(f"cannot follow logs of {container_id[:12]}: {e.message}") from e
 
     async def remove(self, container_id: str) -> None:
-        """Force-remove the container and its anonymous volumes; a gone container is fine."""
+        """Force-remove the container and its anonymous volumes, and return once it is gone: only
+        then is its workspace free. A gone container is fine."""
         try:
             await self._docker.containers.container(container_id).delete(force=True, v=True)
         except aiodocker.DockerError as e:
-            # 409: a removal is already in progress.
-            if e.status not in (404, 409):
+            if e.status == 409:  # a removal is already in progress: wait for its end
+                await self._gone(container_id)
+            elif e.status != 404:
                 raise ExecutorError(f"cannot remove container {container_id[:12]}: {e.message}") from e
         self._killed.discard(container_id)
 
-    async def list(self, label: str = "dispatchbot.run") -> list[ContainerInfo]:
+    async def _gone(self, container_id: str) -> None:
+        try:
+            async with asyncio.timeout(KILL_SETTLE):
+                await self._docker.containers.container(container_id).wait(condition="removed")
+        except aiodocker.DockerError:
+            pass  # gone already
+        except TimeoutError as e:
+            raise ExecutorError(f"container {container_id[:12]} was still being removed after {KILL_SETTLE}s") from e
+
+    async def list(self, label: str) -> list[ContainerInfo]:
         """Every container, running or not, carrying ``label`` (``key`` or ``key=value``)."""
         filters = json.dumps({"label": [label]})
         containers = await self._docker.containers.list(all=True, filters=filters)
@@ -383,6 +396,17 @@ class DockerExecutor:
             )
             for c in containers
         ]
+
+    async def writable_layer(self, container_id: str) -> Path | None:
+        """Where the container's own writes to its root file system land on this host (overlay2's
+        upper directory); None for another storage driver, or when that path is not visible here."""
+        try:
+            info = await self._docker.containers.get(container_id)
+        except aiodocker.DockerError as e:
+            raise ExecutorError(f"cannot inspect container {container_id[:12]}: {e.message}") from e
+        driver = info["GraphDriver"] or {}
+        upper = (driver.get("Data") or {}).get("UpperDir") if driver.get("Name") == "overlay2" else None
+        return Path(upper) if upper and os.path.isdir(upper) else None  # noqa: ASYNC240 (one stat)
 
     async def network(self, name: str, options: dict[str, str]) -> str:
         """The host's address on the internal bridge network ``name``, created with ``options`` if missing.

@@ -31,7 +31,6 @@ from bot.store import Run, Store
 
 log = logging.getLogger(__name__)
 
-EGRESS = "egress"  # the key of a run's result that records its network
 
 
 class GatewayError(Exception):
@@ -122,7 +121,7 @@ class Gateway:
 
     def record(self, run: Run) -> dict[str, object]:
         """The run's egress record so far: its access, plus refused connections and upstream trouble."""
-        record = dict(run.result.get(EGRESS) or {})
+        record = dict(run.result.egress)
         blocked = dict(record.get("blocked") or {})  # type: ignore[call-overload]
         for destination, count in self.proxy.take_blocked(run.id).items():
             blocked[destination] = blocked.get(destination, 0) + count

@@ -41,14 +41,6 @@ class Command:
     def agent_spec(self) -> str:
         return f"{self.agent}:{self.model}" if self.model else self.agent
 
-    def render(self) -> str:
-        """The command as a user would type it; parsing it gives this command back."""
-        parts = ["/" + self.name]
-        if self.agent:
-            parts.append(self.agent_spec)
-        head = " ".join(parts)
-        return f"{head} {self.text}" if self.text else head
-
 
 def parse(body: str) -> list[Command]:
     """Every command of ours in ``body``, in order."""

@@ -71,7 +71,7 @@ class Intake:
                 await store.finish_delivery(delivery_id, str(e))
 
     async def drained(self) -> None:
-        """Wait until everything submitted so far has been handled (for tests and shutdown)."""
+        """Wait until everything submitted so far has been handled (for tests)."""
         await self._queue.join()
 
     async def _work(self) -> None:

@@ -35,11 +35,11 @@ def _repo(run: Run) -> Repo:
 
 async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     """The open PR for the run's branch: an existing one, or a new one that closes the issue."""
-    branch = run.result.get("branch") or run.branch
+    branch = run.result.branch or run.branch
     existing = await find_pull(forge, run, branch)
     if existing:
         return existing
-    if "ref" not in run.options:
+    if not run.on_ref:
         about, closes = f"#{run.number} (requested by @{run.requested_by})", f"Run: {run_url}\n\nCloses #{run.number}"
     else:  # a branch or tag without an issue, dispatched through the admin API
         ref = f"{'tag ' if run.start_commit else ''}`{run.options['ref']}`"
@@ -48,7 +48,7 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
         f"The agent `{run.agent_spec}` worked on {about}.\n\n"
         f"{_summary(run)}{_commit_list(run)}\n\n{closes}\n\n{sentences.marker('pull', str(run.id))}"
     )
-    data = {"head": branch, "base": run.result.get("base") or run.base_branch, "title": pull_title(run), "body": body}
+    data = {"head": branch, "base": run.result.base or run.base_branch, "title": pull_title(run), "body": body}
     try:
         return await forge.post(_repo(run).pulls(), data)
     except ForgeError as e:
@@ -73,12 +73,12 @@ def pull_title(run: Run) -> str:
 
 
 def _summary(run: Run) -> str:
-    text = run.result.get("summary")
+    text = run.result.summary
     return f"{sentences.summary(text)}\n\n" if text else ""
 
 
 def _commit_list(run: Run) -> str:
-    commits = run.result.get("commits") or []
+    commits = run.result.commits
     return "Commits:\n" + "\n".join(f"- {c}" for c in commits[:30]) if commits else ""
 
 
@@ -103,7 +103,7 @@ async def post_review(forge: Forge, run: Run) -> dict:
         if marker in (review.get("body") or ""):
             return review
     changed = {f["filename"] async for f in forge.getiter(repo.pull_files(run.number))}
-    comments, rest = parse_findings(run.result.get("review", ""), changed)
+    comments, rest = parse_findings(run.result.review, changed)
     text = "\n".join(rest).strip() or "(no general remarks)"
     body = f"**Review by `{run.agent_spec}`** (run {run.id})\n\n{text[:60000]}\n\n{marker}"
     data: dict = {"event": "COMMENT", "body": body, "comments": comments}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 from bot.intake.commands import USAGE
+from bot.store import AT_WORK
 
 
 def marker(kind: str, key: str) -> str:
@@ -98,7 +100,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     ]
     if run.state == "queued" and queue:
         lines.append(queue)
-    if run.started_at and run.state in ("running", "qa", "harvesting"):
+    if run.started_at and run.state in AT_WORK:
         lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
     if run.state == "completed":
         lines.append(links or "The agent finished with no changes.")
@@ -106,9 +108,9 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
     if run.state == "failed":
         lines.append(f"Reason: {run.reason}")
         lines += _summary_lines(run)
-        tail_text = run.result.get("qa_log") or run.result.get("log_tail") or ""
-        if run.result.get("violations"):
-            lines.append("\n".join(f"- {v}" for v in run.result["violations"]))
+        tail_text = run.result.qa_log or run.result.log_tail
+        if run.result.violations:
+            lines.append("\n".join(f"- {v}" for v in run.result.violations))
         if tail_text:
             lines += ["", "<details><summary>Last lines of the log</summary>", "", "```", tail_text, "```", "</details>"]
         lines.append("Comment `/retry` to run it again.")
@@ -117,13 +119,36 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
-    lines += egress_lines(run.result.get("egress") or {})
+    lines += egress_lines(run.result.egress)
     if note:
         lines += ["", f"_{note}_"]
     if asked:
         lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
+    """Why a queued run waits, for its status comment."""
+    if frozen:
+        return "The bot is frozen; the run will start when it is unfrozen."
+    if paused_until > time.time():
+        return f"Pool `{pool}` is backing off after repeated quick failures until {format_time(paused_until)}."
+    return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
+
+
+def run_links(run, found: dict[str, str], pull: int | None) -> str:
+    """The review, or the pushed commits and their pull request, for a run's status comment."""
+    if run.review:
+        return f"The review is posted on the pull request: {found['review']}" if "review" in found else ""
+    commits = run.result.commits
+    if not commits:
+        return ""
+    listed = "\n".join(f"- {c}" for c in commits[:20])
+    pushed = f"Pushed {len(commits)} commit(s) to `{run.result.branch or run.branch}`:\n{listed}"
+    if pull is not None:
+        return f"Pull request: #{pull} {found['pull_request']}\n\n{pushed}"
+    return pushed
 
 
 def egress_lines(record: dict) -> list[str]:
@@ -150,7 +175,7 @@ def summary(text: str) -> str:
 
 
 def _summary_lines(run) -> list[str]:
-    return ["", summary(run.result["summary"]), ""] if run.result.get("summary") else []
+    return ["", summary(run.result.summary), ""] if run.result.summary else []
 
 
 def _quote_task(task: str) -> str:

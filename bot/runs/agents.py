@@ -17,10 +17,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bot.executor.docker import Mount
 from bot.names import validate_agent, validate_model
 from bot.settings import CustomAgent, Settings
+from bot.store import RunRequest
+from bot.workspace import layout
 
 PROMPT = "{prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|model)\}")
@@ -31,8 +34,7 @@ LOCAL_DEFAULT_MODEL = "devstral-24b"
 
 _CODEX = ("codex", "exec", "--dangerously-bypass-approvals-and-sandbox")
 # codex's ``-o`` file, beside the clone in ``.meta``: it receives the agent's final message.
-LAST_MESSAGE = "agent-codex.log"
-_CODEX_LOG = ("-o", f"../.meta/{LAST_MESSAGE}")
+_CODEX_LOG = ("-o", layout.from_clone(layout.LAST_MESSAGE))
 _CODEX_REVIEW = (
     "Review the last 2 commits via git diff HEAD~2. Check for bugs, security issues, missing tests, "
     "naming issues. Report pass/fail with specifics. Do NOT make changes."
@@ -71,6 +73,9 @@ class Agent:
     renamed: dict[str, str] = field(default_factory=dict, hash=False)  # bot's name -> the CLI's name
     config_dir: str = ""  # where the CLI looks for its credentials, under HOME
     endpoint: str = ""  # the model API's base URL, when not the vendor's
+    cli_endpoint: str = ""  # where the CLI sends its requests when nothing points it elsewhere (doctor)
+    install: str = ""  # how to get the CLI into an image that lacks it
+    prints_final_message: bool = False  # its stdout ends with its final message (the run's summary)
     # base URL -> (options inserted after argv[:2], environment): how the CLI is pointed at a model API
     point: Callable[[str], tuple[list[str], dict[str, str]]] | None = field(default=None, hash=False)
 
@@ -116,6 +121,25 @@ class Agent:
             else:  # a missing dir is mounted as given: Docker names it in its refusal
                 mounts.append(Mount(d, posixpath.join(HOME, d.name), read_only=True))
         return mounts
+
+
+@dataclass(frozen=True)
+class Cli:
+    """What is known of a CLI whichever agent runs it; a custom agent may say otherwise in config."""
+
+    endpoint: str = ""
+    install: str = ""
+    prints_final_message: bool = False
+
+
+# By the CLI's name, argv[0]. codex writes its final message to its ``-o`` file instead.
+CLIS: dict[str, Cli] = {
+    "codex": Cli(endpoint="https://api.openai.com/v1"),
+    "claude": Cli(endpoint="https://api.anthropic.com", prints_final_message=True),
+    "gemini": Cli(endpoint="https://generativelanguage.googleapis.com", prints_final_message=True),
+    "opencode": Cli(prints_final_message=True),
+    "coderabbit": Cli(endpoint="https://api.coderabbit.ai", install="build the image with --coderabbit FILE"),
+}
 
 
 def _opt(flag: str, value: str) -> list[str]:
@@ -229,6 +253,8 @@ def resolve(settings: Settings, spec: str) -> Agent:
 def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent:
     model = _checked_model(model or settings.default_models.get(name) or preset.default_model)
     endpoint = (settings.base_urls.get(name) or preset.default_endpoint(settings)).rstrip("/")
+    template = preset.build(model)
+    cli = CLIS.get(template[0], Cli())
     return Agent(
         name=name,
         model=model,
@@ -237,18 +263,22 @@ def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent
         review=preset.review,
         env=preset.env,
         credentials=tuple(settings.credentials.get(name, ())),
-        template=tuple(preset.build(model)),
+        template=tuple(template),
         prompt_args=preset.prompt_args,
         fixed_env=dict(preset.fixed_env),
         renamed=dict(preset.renamed),
         config_dir=preset.config_dir,
         endpoint=endpoint,
+        cli_endpoint=cli.endpoint,
+        install=cli.install,
+        prints_final_message=cli.prints_final_message,
         point=preset.endpoint,
     )
 
 
 def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> Agent:
     model = _checked_model(model or custom.model or settings.default_models.get(name, ""))
+    cli = CLIS.get(custom.argv[0] if custom.argv else "", Cli())
     return Agent(
         name=name,
         model=model,
@@ -258,12 +288,39 @@ def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> A
         env=tuple(custom.env),
         credentials=tuple(custom.credentials or settings.credentials.get(name, ())),
         template=tuple(custom.argv),
+        cli_endpoint=custom.cli_endpoint or cli.endpoint,
+        install=custom.install or cli.install,
+        prints_final_message=cli.prints_final_message if custom.prints_final_message is None else custom.prints_final_message,
     )
 
 
 def _checked_model(model: str) -> str:
     """Checked after defaults apply: a configured default ends up in argv just like user input."""
     return validate_model(model) if model else model
+
+
+def run_request(
+    spec: str,
+    agent: Agent,
+    *,
+    owner: str,
+    repo: str,
+    number: int,
+    is_pull: bool,
+    task: str,
+    trigger: str,
+    requested_by: str,
+    review: bool = False,
+    comment_id: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> RunRequest:
+    """The request for a run of ``agent``, resolved from ``spec``: its name, the model it keeps, its
+    pool, and a review when asked for or when the agent only reviews."""
+    return RunRequest(
+        owner=owner, repo=repo, number=number, is_pull=is_pull, agent=agent.name, model=stored_model(spec, agent),
+        pool=agent.pool, review=review or agent.review, task=task, trigger=trigger, requested_by=requested_by,
+        comment_id=comment_id, options=options or {},
+    )
 
 
 def stored_model(spec: str, agent: Agent) -> str:

@@ -35,12 +35,7 @@ def container_spec(
     """
     agent = access.agent
     agent_role = role == "agent"
-    env = BASE_ENV | access.env
-    ident = settings.git
-    env |= {
-        "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
-        "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email,
-    }
+    env = BASE_ENV | access.env | settings.git.env()
     mounts = [Mount(ws.root, "/workspace"), *(agent.mounts() if agent_role else [])]
     return ContainerSpec(
         name=f"dispatchbot-{settings.instance}-run-{run.id}-{run.attempts}-{role}",

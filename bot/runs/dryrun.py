@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import aiohttp
 
-from bot.runs.agents import resolve, stored_model
+from bot.runs.agents import resolve, run_request
 from bot.forge.client import Forge
 from bot.forge.paths import Repo
 from bot.runs.pipeline.prepare import prepare
@@ -43,11 +43,9 @@ async def dry_run_issue(
     async with aiohttp.ClientSession() as session:
         forge = Forge.from_settings(session, settings)
         issue = await forge.getitem(Repo(owner, repo).issue(number))
-        request = RunRequest(
-            owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
-            agent=agent.name, model=stored_model(spec, agent), pool=agent.pool,
-            review=agent.review, task=task or issue.get("title", ""), trigger="dry-run",
-            requested_by="dry-run",
+        request = run_request(
+            spec, agent, owner=owner, repo=repo, number=number, is_pull=issue.get("pull_request") is not None,
+            task=task or issue.get("title", ""), trigger="dry-run", requested_by="dry-run",
         )
         workspaces = Workspaces.from_settings(settings)
         return await dry_run(forge, settings, workspaces, request, bot=await whoami(forge, settings))

@@ -2,21 +2,16 @@
 
 codex writes its final message to its ``-o`` file (``--output-last-message``, in ``.meta/``); claude
 (``-p --output-format text``), gemini (``-p``) and opencode (``run``) print theirs as their last output
-on stdout. The container's own output is kept apart (``CONTAINER_LOG``) so the two never mix. Everything here reads
+on stdout. The container's own output is kept apart (``layout.CONTAINER_LOG``) so the two never mix. Everything here reads
 files the agent stage (``pipeline.agent``) already masked; the summary is bounded because it is quoted on the Forge.
 """
 
 from __future__ import annotations
 
 from bot import workspace as wsmod
-from bot.runs.agents import LAST_MESSAGE
+from bot.runs.agents import Agent
 from bot.workspace import Workspace
-
-# Both streams of the agent's container, masked; the failure log tail comes from here.
-CONTAINER_LOG = "container.log"
-STDOUT_LOG = "stdout.log"
-# Agents whose stdout ends with their final message.
-PRINTS_FINAL_MESSAGE = frozenset({"claude", "gemini", "opencode"})
+from bot.workspace.layout import LAST_MESSAGE, STDOUT_LOG
 MAX_CHARS = 3000
 CUT = "…"
 
@@ -29,13 +24,13 @@ def clear(ws: Workspace) -> None:
         path.unlink()
 
 
-def read(ws: Workspace, agent: str, log_bytes: int) -> str:
+def read(ws: Workspace, agent: Agent, log_bytes: int) -> str:
     """The final message ``agent`` left: its ``-o`` file, else the end of its stdout (at most
     ``log_bytes``) where that is the message; empty when there is none. At most ``MAX_CHARS``."""
     written = (wsmod.safe_read(ws.meta / LAST_MESSAGE, 4 * MAX_CHARS) or "").strip()
     if written:
         return written if len(written) <= MAX_CHARS else written[:MAX_CHARS].rstrip() + CUT
-    if agent not in PRINTS_FINAL_MESSAGE:
+    if not agent.prints_final_message:
         return ""
     printed = (wsmod.safe_read(ws.meta / STDOUT_LOG, log_bytes) or "").strip()
     return printed if len(printed) <= MAX_CHARS else CUT + printed[-MAX_CHARS:].lstrip()

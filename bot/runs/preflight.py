@@ -21,19 +21,15 @@ from pathlib import Path
 
 from bot.runs.agents import Agent, resolve
 from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError, ImageInfo
+from bot.image.build import CLIS_LABEL  # set by the agent image builder
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Set by the agent image builder: JSON {cli name: version} of the CLIs inside, and the recipe's hash.
-CLIS_LABEL = "dispatchbot.clis"
-RECIPE_LABEL = "dispatchbot.recipe"
 # Marks short check containers (``Images.run``); they carry no run label, so the reaper skips them.
 PROBE_LABEL = "dispatchbot.probe"
 PROBE_TIMEOUT = 30.0
 _SHELL_RAN = "dispatchbot-probe"
-# CLIs no registry ships, and how to get one into the image.
-ADD_CLI = {"coderabbit": "build the image with --coderabbit FILE"}
 
 
 def credentials_setting(settings: Settings, agent: Agent) -> str:
@@ -70,9 +66,10 @@ async def image_state(executor: DockerExecutor, image: str) -> str:
         return "unknown"
 
 
-def cli_missing(image: str, cli: str) -> str:
-    how = ADD_CLI.get(cli, f"use an image that has `{cli}` on its PATH")
-    return f"the image `{image}` has no `{cli}` CLI; {how}"
+def cli_missing(agent: Agent) -> str:
+    cli = agent.template[0]
+    how = agent.install or f"use an image that has `{cli}` on its PATH"
+    return f"the image `{agent.image}` has no `{cli}` CLI; {how}"
 
 
 def listed_clis(image: ImageInfo) -> dict[str, str]:
@@ -149,7 +146,7 @@ async def check(settings: Settings, agent: Agent, environ: Mapping[str, str], im
         if image is None:
             problems.append(image_missing(settings, agent.image))
         elif agent.template and await images.has_cli(image, agent.template[0]) is False:
-            problems.append(cli_missing(agent.image, agent.template[0]))
+            problems.append(cli_missing(agent))
     except ExecutorError as e:
         log.warning("preflight could not inspect the image of %s: %s", agent.name, e)
     return "; ".join(problems) or None

@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 
 from bot.settings import Settings
+from bot.store.model import on_ref
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
+from bot.workspace import layout
 
 SHIPPED_TEMPLATES = files("bot") / "templates"  # package data: there in any kind of install
 PERSONAS = files("bot") / "personas"
@@ -69,6 +71,7 @@ class PromptContext:
     answer: str | None = None
     review: bool = False
     repo_dir: Path
+    git_dir: Path | None = None  # the bot's git dir of the clone (its history); None: no history
     options: dict[str, Any] = field(default_factory=dict)  # template, plan_template, persona, variables
 
 
@@ -98,7 +101,7 @@ def _one_line(text: str, limit: int) -> str:
 
 async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
     """The whole prompt; ValueError when it would not fit in one argv element."""
-    log = await recent_commits(ctx.repo_dir)
+    log = await recent_commits(ctx.git_dir) if ctx.git_dir else ""
     plan = ctx.options.get("plan_template")
     sections = (
         ("TASK", _quote(ctx.task, TASK_BYTES)),
@@ -119,12 +122,12 @@ async def build_prompt(ctx: PromptContext, settings: Settings) -> str:
 
 def save_prompt(ws: Workspace, text: str) -> None:
     """Kept in .meta for the record and for debugging a run."""
-    safe_write(ws.meta / "prompt.md", text)
+    safe_write(ws.meta / layout.PROMPT, text)
 
 
 def _repo_section(ctx: PromptContext) -> str:
     kind = "pull request" if ctx.is_pull else "issue"
-    what = "the operator, with no issue" if "ref" in ctx.options else f"{kind} #{ctx.number}"
+    what = "the operator, with no issue" if on_ref(ctx.options) else f"{kind} #{ctx.number}"
     return f"Repository: {ctx.owner}/{ctx.repo}\nBranch: {ctx.branch}\nFor: {what}"
 
 
@@ -223,7 +226,7 @@ def render_plan(name: str, variables: dict[str, str]) -> str:
 
 
 def _issue_section(ctx: PromptContext) -> str:
-    if "ref" in ctx.options:
+    if on_ref(ctx.options):
         return "(none: the task above is the whole request)"
     kind = "Pull request" if ctx.is_pull else "Issue"
     title = f"{kind} #{ctx.number}: {_one_line(ctx.issue_title, TITLE_CHARS)}"

@@ -16,10 +16,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.executor.docker import ContainerInfo
-from bot.runs.containers import ROLE_LABEL, RUN_LABEL, containers
+from bot.runs.containers import ROLE_LABEL, RUN_LABEL, WORKSPACE_LABEL, containers
 from bot.runs.pipeline import flow
 from bot.runs.pipeline.tools import Tools
 from bot.store import ACTIVE, Run
+from bot.store.policy import WorkspaceKey
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Runner:
         self.store = tools.store
         self.executor = tools.executor
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._workspaces: dict[int, WorkspaceKey] = {}  # the workspace each supervised run works in
         self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
         self._changes = tools.store.subscribe("runs", "pools", "flags")
@@ -74,26 +76,48 @@ class Runner:
             spawn_intervals={name: pool.spawn_interval for name, pool in s.pools.items()},
             frozen=s.frozen,
             frozen_pools=frozenset(name for name, pool in s.pools.items() if pool.frozen),
+            held=await self._held(),
         )
         for run in claimed:
-            self._supervise(run.id, flow.launch(self.tools, run))
+            self._supervise(run, flow.launch(self.tools, run))
         return claimed
 
+    async def _held(self) -> frozenset[WorkspaceKey]:
+        """Workspaces no new run may take, beyond those of active runs: one that any container
+        still mounts, and one a supervised run still works in.
+
+        A cancelled run is over in the store at once, but its containers run on code the agent
+        wrote, which may ignore SIGTERM for the whole grace; and its task may still be starting a
+        container or running host git. A workspace is free only once both are gone. Read before
+        the claim: a container appears only for an active or a supervised run, held either way.
+        """
+        held = set(self._workspaces.values())
+        for info in await self.containers():
+            found = self.tools.workspaces.at(info.labels.get(WORKSPACE_LABEL, ""))
+            if found is not None:
+                held.add((found.owner, found.repo, found.key))
+        return frozenset(held)
+
     async def _drain_loop(self) -> None:
-        adopted = False
+        """The runner's own cadence: woken by the store, and every ``schedule.drain`` seconds
+        whatever happened; it adopts at start and every ``schedule.reconcile`` seconds."""
+        adopted_at: float | None = None
         while True:
             try:
-                if not adopted:
+                if adopted_at is None or time.monotonic() - adopted_at >= self.settings.schedule.reconcile:
                     await self.adopt()
-                    adopted = True
+                    adopted_at = time.monotonic()
                 await self._stop_cancelled()
                 await self.drain()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
-            await self._changes.wait(await self._next_wake())
+            wait = await self._next_wake()
+            if adopted_at is not None:
+                wait = min(wait, self.settings.schedule.reconcile - (time.monotonic() - adopted_at))
+            await self._changes.wait(max(wait, 0.05))
 
     async def _next_wake(self) -> float:
-        """Sleep until the drain timer, or earlier when a pool's spawn interval or pause ends."""
+        """Sleep until the resync period ends, or earlier when a pool's spawn interval or pause ends."""
         now = time.time()
         wait = self.settings.schedule.drain
         for pool in await self.store.pools():
@@ -101,16 +125,20 @@ class Runner:
             for at in (pool.paused_until, pool.last_spawn_at + interval if interval else 0.0):
                 if at > now:
                     wait = min(wait, at - now + 0.05)
-        return max(wait, 0.05)
+        return wait
 
-    def _supervise(self, run_id: int, work: Coroutine[Any, Any, None]) -> None:
+    def _supervise(self, run: Run, work: Coroutine[Any, Any, None]) -> None:
+        run_id = run.id
         task = asyncio.create_task(work, name=f"run-{run_id}")
         self._tasks[run_id] = task
+        self._workspaces[run_id] = (run.owner, run.repo, run.workspace_key)
 
         def done(t: asyncio.Task[None]) -> None:
             if self._tasks.get(run_id) is t:
                 del self._tasks[run_id]
+                del self._workspaces[run_id]
                 self._stopping.discard(run_id)
+                self._changes.notify({"runs"})  # its workspace may be free: drain again
             if not t.cancelled() and t.exception():
                 log.error("run %s: supervisor crashed", run_id, exc_info=t.exception())
 
@@ -169,13 +197,13 @@ class Runner:
                         started_at=mine[-1].created,
                     )
                     if adopted:
-                        self._supervise(run.id, flow.resume(self.tools, adopted))
+                        self._supervise(adopted, flow.resume(self.tools, adopted))
                 else:
                     await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
             elif run.state == "running":
                 if any(c.id == run.container_id for c in mine):
-                    self._supervise(run.id, flow.resume(self.tools, run))
+                    self._supervise(run, flow.resume(self.tools, run))
                 else:
                     await store.transition(run.id, "failed", reason="the agent's container disappeared", expect=("running",))
             else:
-                self._supervise(run.id, flow.resume(self.tools, run))
+                self._supervise(run, flow.resume(self.tools, run))

@@ -6,13 +6,14 @@ backend (``sqlite``) does. A second backend (PostgreSQL, for several bot replica
 the same methods next to it and reuses the rest.
 """
 
-from bot.store.model import ACTIVE, LIVE, STATES, TERMINAL, TRANSITIONS, WAITING, OutboxItem, PoolState, Pruned, Run, RunRequest
-from bot.store.model import Census, RunEvent, Transition
+from bot.store.model import ACTIVE, AT_WORK, CANCELLABLE, LIVE, RETRYABLE, STATES, TERMINAL, TRANSITIONS, WAITING
+from bot.store.model import OutboxItem, PoolState, Pruned, Run, RunRequest, RunResult
+from bot.store.model import Census, RunEvent, StateChange
 from bot.store.signals import Subscription
 from bot.store.sqlite import SqliteStore as Store
 
 __all__ = [
-    "ACTIVE", "LIVE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
-    "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "Store", "Subscription",
-    "Census", "RunEvent", "Transition",
+    "ACTIVE", "AT_WORK", "CANCELLABLE", "LIVE", "RETRYABLE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
+    "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "RunResult", "Store", "Subscription",
+    "Census", "RunEvent", "StateChange",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 from bot.names import branch_key
@@ -32,9 +32,57 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
 }
 
+# Named sets of states, read off the table above; each rule is stated here once.
+CANCELLABLE = tuple(s for s, nexts in TRANSITIONS.items() if "cancelled" in nexts)  # live or blocked
+RETRYABLE = tuple(s for s in TERMINAL if not TRANSITIONS[s] and s != "completed")  # failed, cancelled
+AT_WORK = ("running", *(s for s in TRANSITIONS["running"] if s in ACTIVE))  # the agent's time: the stopwatch runs
+
+
+def on_ref(options: Mapping[str, Any]) -> bool:
+    """Whether a run is on a branch or tag with no issue (an admin API dispatch): its options name the ref."""
+    return "ref" in options
+
+
+class _Target:
+    """What a request and its run share about where they work."""
+
+    options: dict[str, Any]
+
+    @property
+    def on_ref(self) -> bool:
+        """On a branch or tag, with no issue (an admin API dispatch): no issue text, no comments."""
+        return on_ref(self.options)
+
 
 @dataclass(frozen=True)
-class RunRequest:
+class RunResult:
+    """What a run produced, written by its stages; kept as JSON in the run's ``result`` column. Every
+    field has a default, so rows written before a field existed (or pruned of it) still load."""
+
+    log_tail: str = ""  # the end of the agent's output (judge); pruned with the workspace
+    summary: str = ""  # the agent's final message (judge)
+    review: str = ""  # a review's findings (the review's stdout)
+    qa_log: str = ""  # the failed QA command's output; pruned with the workspace
+    branch: str = ""  # the branch harvested and its base (harvest)
+    base: str = ""
+    commits: list[str] = field(default_factory=list)  # "<sha> <subject>", oldest first
+    pushed: bool = False
+    violations: list[str] = field(default_factory=list)  # the branch rules the changes broke
+    # what its containers could reach and were refused (the gateway): mode, credentials_inside,
+    # blocked {"host:port": count}, upstream (why the model API could not be reached)
+    egress: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunRequest(_Target):
     """What a handler asks for; the store turns it into a queued run."""
 
     owner: str
@@ -54,13 +102,13 @@ class RunRequest:
 
     @property
     def workspace_key(self) -> str:
-        if "ref" in self.options:  # a branch or tag without an issue (admin API): one workspace per ref
+        if self.on_ref:  # one workspace per ref
             return branch_key(self.options["ref"], self.options.get("ref_type", "branch"))
         return f"{'pr' if self.is_pull else 'issue'}-{self.number}"
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(_Target):
     id: int
     owner: str
     repo: str
@@ -85,7 +133,7 @@ class Run:
     head_sha: str
     container_id: str
     exit_code: int | None
-    result: dict[str, Any]
+    result: RunResult
     retry_of: int | None
     created_at: float
     updated_at: float
@@ -104,6 +152,15 @@ class Run:
         for a dispatch on a tag (its pull request goes into the default branch)."""
         return self.options["ref_sha"] if self.options.get("ref_type") == "tag" else ""
 
+    def again(self, *, trigger: str, requested_by: str, comment_id: int | None = None) -> RunRequest:
+        """The request that runs this failed or cancelled run again (``/retry``, the admin API): the
+        same agent, model, pool, task and options, in the same workspace."""
+        return RunRequest(
+            owner=self.owner, repo=self.repo, number=self.number, is_pull=self.is_pull, agent=self.agent,
+            model=self.model, pool=self.pool, review=self.review, task=self.task, trigger=trigger,
+            requested_by=requested_by, comment_id=comment_id, retry_of=self.id, options=self.options,
+        )
+
     @classmethod
     def draft(cls, req: RunRequest) -> Run:
         """A run that is never stored, for dry runs."""
@@ -111,7 +168,7 @@ class Run:
         return cls(
             **req.__dict__, id=0, state="queued", reason="", question="", answer="", attempts=0,
             workspace_key=req.workspace_key, branch="", base_branch="", head_sha="", container_id="",
-            exit_code=None, result={}, created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
+            exit_code=None, result=RunResult(), created_at=now, updated_at=now, started_at=None, ended_at=None, version=0,
         )
 
     @classmethod
@@ -120,7 +177,7 @@ class Run:
         data = {name: row[name] for name in RUN_COLUMNS}
         data["is_pull"] = bool(data["is_pull"])
         data["review"] = bool(data["review"])
-        data["result"] = json.loads(data["result"])
+        data["result"] = RunResult.from_json(data["result"])
         data["options"] = json.loads(data["options"])
         return cls(**data)
 
@@ -164,7 +221,9 @@ class Pruned:
 # What the dashboard and the metrics read ------------------------------------------------------
 
 
-class Transition(NamedTuple):
+class StateChange(NamedTuple):
+    """One line of a run's history, as the transitions table keeps it."""
+
     id: int
     run_id: int
     from_state: str | None

@@ -7,7 +7,7 @@ requests start exactly L.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from bot.store.model import ACTIVE, PoolState
@@ -41,17 +41,25 @@ def is_frozen(runtime: str | bool | None, configured: bool) -> bool:
     return runtime in (True, "1")
 
 
-def claimable(live: Sequence[LiveRun], pools: Mapping[str, PoolState], limits: Limits, now: float) -> list[LiveRun]:
+WorkspaceKey = tuple[str, str, str]  # owner, repo, workspace key
+
+
+def claimable(
+    live: Sequence[LiveRun], pools: Mapping[str, PoolState], limits: Limits, now: float,
+    held: Collection[WorkspaceKey] = (),
+) -> list[LiveRun]:
     """The queued runs that may start, FIFO by id.
 
     A run waits while its pool is frozen, paused (backoff), inside its spawn interval, full, or
-    while another live run holds the same workspace. One waiting pool never holds up the others.
+    while another live run holds the same workspace, or while the workspace is ``held`` (the
+    runner's word: a container still mounts it, or an ended run's task still works in it). One
+    waiting pool never holds up the others.
     """
     active = [r for r in live if r.state in ACTIVE]
     per_pool: dict[str, int] = {}
     for r in active:
         per_pool[r.pool] = per_pool.get(r.pool, 0) + 1
-    busy = {(r.owner, r.repo, r.workspace_key) for r in active}
+    busy = {(r.owner, r.repo, r.workspace_key) for r in active} | set(held)
     total = len(active)
     chosen: list[LiveRun] = []
     spawned: set[str] = set()

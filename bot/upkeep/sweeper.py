@@ -1,4 +1,6 @@
-"""Timed jobs on the app's event loop (APScheduler 3.11): report, sweep, reap, reconcile, retention.
+"""Timed jobs on the app's event loop (APScheduler 3.11): sweep, reap, retention.
+
+The runner and the reporter own their cadences (re-adoption, stray stopwatches): nothing here calls them.
 
 Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
 before deleting, and mark a workspace on one pass before deleting it on the next.
@@ -14,16 +16,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.executor.docker import DockerExecutor
 from bot.runs.containers import RUN_LABEL
-from bot.report.reporter import Reporter
 from bot.runs.runner import Runner
 from bot.services import Services
 from bot.store import ACTIVE, LIVE, Pruned
 from bot.workspace import Workspaces, remove_workspace, safe_write
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
 MIN_AGE = 30.0
-SWEEP_MARK = ".swept"
 
 
 class Scheduler:
@@ -33,7 +34,6 @@ class Scheduler:
         runner: Runner,
         executor: DockerExecutor,
         workspaces: Workspaces,
-        reporter: Reporter,
     ) -> None:
         self.services = services
         self.runner = runner
@@ -43,10 +43,7 @@ class Scheduler:
         every = services.settings.schedule
         self.add("sweep", self.sweep, every.sweep)
         self.add("reap", self.reap, every.reap)
-        self.add("reconcile", self.reconcile, every.reconcile)
         self.add("retention", self.prune, every.retention)
-        self.add("report", reporter.sync, every.drain)
-        self.add("stopwatches", reporter.reconcile, every.reconcile)
 
     def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
         self._scheduler.add_job(
@@ -72,16 +69,12 @@ class Scheduler:
             if run is not None and run.state in ACTIVE and run.id in self.runner.supervised:
                 continue
             if run is not None and run.state in ACTIVE and run.container_id == info.id:
-                continue  # not yet re-adopted: reconcile will pick it up
+                continue  # not yet re-adopted: the runner's next adoption picks it up
             log.warning("reaping container %s of run %s (%s)", info.name, run and run.id, run and run.state)
             await self.executor.kill(info.id, self.services.settings.limits.grace)
             await self.executor.remove(info.id)
             reaped.append(info.id)
         return reaped
-
-    async def reconcile(self) -> None:
-        """Settle runs nobody supervises: re-adopt or fail them from the containers' labels."""
-        await self.runner.adopt()
 
     async def sweep(self) -> list[str]:
         """Delete workspaces of finished runs past their age; mark first, delete on the next pass."""
@@ -90,7 +83,7 @@ class Scheduler:
         deleted = []
         for ws in self.workspaces.all():
             mine = await store.runs(owner=ws.owner, repo=ws.repo, workspace_key=ws.key)
-            mark = ws.meta / SWEEP_MARK
+            mark = ws.meta / layout.SWEPT
             last = max(mine, key=_ended) if mine else None
             due = not any(r.state in LIVE for r in mine) and (
                 last is None or time.time() - _ended(last) > getattr(settings.sweep, last.state)

@@ -14,11 +14,13 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bot.names import validate_branch, validate_key, validate_repo, validate_tag
-from bot.settings import GitIdentity, Settings
+from bot.settings import MAX_HARVEST_BYTES, GitIdentity, Settings
 
-from bot.workspace.files import chown, reclaim
-from bot.workspace.git import NETWORK_TIMEOUT, clone_argv, commit_id, mirror_argv, refs, run_git, ws_git
-from bot.workspace.layout import Workspace, WorkspaceDir
+from bot.workspace.files import chown, safe_write
+from bot.workspace.git import NETWORK_TIMEOUT, commit_id, host_argv, mirror_argv, refs, run_git, ws_git
+from bot.workspace.handover import EXCLUDE, git_config, hand_out, take_in
+from bot.workspace.layout import WORKSPACES, Workspace, WorkspaceDir
+
 
 
 def parse_ids(user: str) -> tuple[int, int]:
@@ -39,9 +41,11 @@ class Workspaces:
         token: SecretStr | None = None,
         identity: GitIdentity | None = None,
         owner: str | None = None,
+        max_bytes: int = MAX_HARVEST_BYTES,
     ) -> None:
         """``owner`` is the container user ("1000:1000"); workspaces are handed to it only when we
-        run as root, since nobody else may chown."""
+        run as root, since nobody else may chown. ``max_bytes``: at most this much of the agent's
+        git objects is taken in."""
         if not forge_url:
             raise ValueError("forge_url is not set")
         self.data_dir = Path(data_dir).absolute()
@@ -49,12 +53,13 @@ class Workspaces:
         self.token = token
         self.identity = identity or GitIdentity()
         self.owner_ids = parse_ids(owner) if owner and os.geteuid() == 0 else None
+        self.max_bytes = max_bytes
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Workspaces:
         s = settings
-        return cls(s.data_dir, s.forge_url or "", s.forge_token, s.git, s.limits.user)
+        return cls(s.data_dir, s.forge_url or "", s.forge_token, s.git, s.limits.user, s.max_harvest_bytes)
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -77,10 +82,24 @@ class Workspaces:
     def existing(self, owner: str, repo: str, key: str, branch: str, base: str, start: str = "") -> Workspace:
         """A run's workspace, without touching the disk (after a restart, for the harvest).
         Every name is validated before it becomes part of a path."""
-        validate_repo(owner, repo)
-        root = self.data_dir / "workspaces" / owner / repo / validate_key(key)
+        root = self.directory(owner, repo, key).root
         branch, base = validate_branch(branch), validate_branch(base)
         return Workspace(owner, repo, key, root, branch, base, self.url(owner, repo), start and commit_id(start))
+
+    def directory(self, owner: str, repo: str, key: str) -> WorkspaceDir:
+        """Where the workspace ``key`` of a repository lives, its names validated first."""
+        validate_repo(owner, repo)
+        return WorkspaceDir(owner, repo, key, self.data_dir / WORKSPACES / owner / repo / validate_key(key))
+
+    def at(self, root: str) -> WorkspaceDir | None:
+        """The workspace whose root is ``root`` (as a container's label names it); None when that
+        is no workspace of this data directory."""
+        parts = Path(root).parts
+        top = (self.data_dir / WORKSPACES).parts
+        if len(parts) != len(top) + 3 or parts[: len(top)] != top:
+            return None
+        owner, repo, key = parts[len(top):]
+        return WorkspaceDir(owner, repo, key, Path(root))
 
     def all(self) -> list[WorkspaceDir]:
         """Every workspace on disk, for the sweeper."""
@@ -91,7 +110,7 @@ class Workspaces:
 
         return [
             WorkspaceDir(owner.name, repo.name, key.name, key)
-            for owner in subdirs(self.data_dir / "workspaces")
+            for owner in subdirs(self.data_dir / WORKSPACES)
             for repo in subdirs(owner)
             for key in subdirs(repo)
         ]
@@ -99,11 +118,6 @@ class Workspaces:
     def _lock(self, owner: str, repo: str) -> asyncio.Lock:
         """Held by whoever updates or reads a mirror: a fetch may repack under a reader's feet."""
         return self._locks.setdefault((owner, repo), asyncio.Lock())
-
-    async def ensure_mirror(self, owner: str, repo: str) -> Path:
-        """Create or update the bare mirror."""
-        async with self._lock(owner, repo):
-            return await self._update_mirror(owner, repo)
 
     async def _update_mirror(self, owner: str, repo: str) -> Path:
         mirror = self.mirror_path(owner, repo)
@@ -128,21 +142,29 @@ class Workspaces:
     ) -> Workspace:
         """A clone on ``branch``, ready for the container; a new branch starts from ``start`` if
         given, else from ``base``. Idempotent: an existing workspace is reused (resume) and keeps
-        its local commits; it is fast-forwarded to the Forge when possible."""
+        the agent's commits; it is fast-forwarded to the Forge when possible. Its ``.git`` is
+        written afresh by the bot each time."""
         ws = self.existing(owner, repo, key, branch, base, start)
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)
-            fresh = not os.path.lexists(ws.clone)  # noqa: ASYNC240 (one lstat)
-            if fresh:  # has the mirror's branches as origin/*; the work tree is written by _checkout
-                await run_git(["git", "clone", "--local", "--no-checkout", "--quiet", str(mirror), str(ws.clone)])
-            await reclaim(ws, self.identity)
-            if not fresh:
-                await _sync(ws, mirror)
+            if not os.path.lexists(ws.host_git):  # noqa: ASYNC240 (one lstat)
+                await _new_host_git(ws, mirror)
+            await _sync(ws, mirror)
+        if os.path.lexists(ws.clone):  # noqa: ASYNC240 (one lstat)
+            await self.take_in(ws)
+        else:
+            ws.clone.mkdir()
         await _checkout(ws, new_branch)
+        await hand_out(ws, self.identity)
         if self.owner_ids:
             await asyncio.to_thread(chown, ws, *self.owner_ids)
         return ws
+
+    async def take_in(self, ws: Workspace) -> None:
+        """The agent's commits into the bot's git dir (``handover.take_in``), before any host git
+        looks at them."""
+        await take_in(ws, self.max_bytes)
 
     async def base_commit(self, ws: Workspace) -> str:
         """The Forge commit a push of this workspace builds on: its branch on the Forge if that
@@ -150,7 +172,6 @@ class Workspaces:
         mirror, never from the clone, whose refs the agent may have moved; the clone is synced
         first so the commit is there for git log."""
         mirror = self.mirror_path(ws.owner, ws.repo)
-        await reclaim(ws)
         async with self._lock(ws.owner, ws.repo):
             await _sync(ws, mirror)
             branch, base = f"refs/heads/{ws.branch}", f"refs/heads/{ws.base_branch}"
@@ -173,12 +194,25 @@ class Workspaces:
     async def push(self, ws: Workspace, branch: str) -> str:
         """Push HEAD to ``branch`` on the Forge, host-side, never forced; returns the pushed commit."""
         validate_branch(branch)
-        await reclaim(ws)
         _, head = await ws_git(ws, "rev-parse", "--verify", "HEAD^{commit}")
         sha = head.decode().strip()
         refspec = f"{sha}:refs/heads/{branch}"
         await ws_git(ws, "push", "--quiet", ws.url, refspec, env=self._auth, timeout=NETWORK_TIMEOUT)
         return sha
+
+
+async def _new_host_git(ws: Workspace, mirror: Path) -> None:
+    """The bot's git dir of a workspace: a local clone of the mirror (objects hard-linked), moved
+    into place once complete, with the bot's config."""
+    tmp = ws.host_git.with_name(ws.host_git.name + ".tmp")
+    await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    await run_git(["git", "clone", "--local", "--no-checkout", "--template=", "--quiet", str(mirror), str(tmp)])
+    safe_write(tmp / ".git" / "config", git_config(ws.url, None, host=True))
+    (tmp / ".git" / "info").mkdir(exist_ok=True)
+    safe_write(tmp / ".git" / "info" / "exclude", EXCLUDE)
+    (tmp / ".git").rename(ws.host_git)
+    tmp.rmdir()
 
 
 async def _sync(ws: Workspace, mirror: Path) -> None:
@@ -191,31 +225,33 @@ async def _sync(ws: Workspace, mirror: Path) -> None:
 async def _checkout(ws: Workspace, new_branch: bool) -> None:
     """Local branch first (resume), else the Forge's branch, else a new branch from the base."""
     local, remote = f"refs/heads/{ws.branch}", f"refs/remotes/origin/{ws.branch}"
-    existing = await refs(clone_argv(ws.clone), local, remote)
+    existing = await refs(host_argv(ws.host_git), local, remote)
     if local in existing:
-        await ws_git(ws, "checkout", "--quiet", ws.branch)
+        await ws_git(ws, "checkout", "--quiet", ws.branch, work_tree=True)
         if remote in existing:
-            await ws_git(ws, "merge", "--ff-only", "--quiet", remote)
+            await ws_git(ws, "merge", "--ff-only", "--quiet", remote, work_tree=True)
     elif remote in existing:
-        await ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote)
+        await ws_git(ws, "checkout", "--quiet", "-b", ws.branch, remote, work_tree=True)
     elif new_branch:
         base = ws.start or f"refs/remotes/origin/{ws.base_branch}"
-        await ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, base)
+        await ws_git(ws, "checkout", "--quiet", "--no-track", "-b", ws.branch, base, work_tree=True)
     else:
         raise ValueError(f"branch {ws.branch!r} does not exist in {ws.owner}/{ws.repo}")
 
 
-async def recent_commits(clone: Path, count: int = 20) -> str:
-    """``git log --oneline`` of the clone, "" when it has no history."""
+async def recent_commits(git_dir: Path, count: int = 20) -> str:
+    """``git log --oneline`` in the bot's git dir of a clone, "" when it has no history."""
     code, out = await run_git(
-        clone_argv(clone, "log", f"-{count}", "--oneline", "--no-decorate", "--no-show-signature"), ok=(0, 128)
+        host_argv(git_dir, "log", f"-{count}", "--oneline", "--no-decorate", "--no-show-signature"), ok=(0, 128)
     )
     return out.decode("utf-8", "replace") if code == 0 else ""
 
 
 async def remove_workspace(ws: Workspace | WorkspaceDir) -> None:
-    """rmtree never follows symlinks, so whatever the agent left is safe to delete."""
-    try:
-        await asyncio.to_thread(shutil.rmtree, ws.root)
-    except FileNotFoundError:
-        pass
+    """The workspace and the bot's git dir of it; rmtree never follows symlinks, so whatever
+    the agent left is safe to delete."""
+    for path in (ws.root, ws.host_git):
+        try:
+            await asyncio.to_thread(shutil.rmtree, path)
+        except FileNotFoundError:
+            pass

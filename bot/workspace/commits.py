@@ -3,14 +3,16 @@ would send (protected paths, binary or oversized files) before anything reaches 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
+from contextlib import aclosing
 from typing import NamedTuple
 
-from bot.settings import GitIdentity
+from bot.settings import MAX_HARVEST_BYTES, MAX_HARVEST_FILES, GitIdentity
 
-from bot.workspace.files import reclaim
-from bot.workspace.git import commit_id, ws_git
+from bot.workspace.git import commit_id, fields, finished, host_argv, spawn, ws_git
+from bot.workspace.handover import TooLarge
 from bot.workspace.layout import Workspace
 
 _ZERO_SHA = re.compile(r"0+")
@@ -46,28 +48,19 @@ def commit_message(task: str) -> str:
     return summary
 
 
-def _identity_env(identity: GitIdentity) -> dict[str, str]:
-    return {
-        f"GIT_{who}_{what}": value
-        for who in ("AUTHOR", "COMMITTER")
-        for what, value in (("NAME", identity.name), ("EMAIL", identity.email))
-    }
-
-
 async def commit_leftovers(ws: Workspace, message: str, identity: GitIdentity) -> bool:
-    """Commit whatever the agent left uncommitted; False when there was nothing."""
-    await reclaim(ws)
-    await ws_git(ws, "add", "--all")
+    """Commit whatever the agent left uncommitted (taken in first: ``Workspaces.take_in``);
+    False when there was nothing."""
+    await ws_git(ws, "add", "--all", work_tree=True)
     code, _ = await ws_git(ws, "diff", "--cached", "--quiet", ok=(0, 1))
     if code == 0:
         return False
-    await ws_git(ws, "commit", "--quiet", "--no-verify", "-m", message, env=_identity_env(identity))
+    await ws_git(ws, "commit", "--quiet", "--no-verify", "-m", message, env=identity.env(), work_tree=True)
     return True
 
 
 async def commits_since(ws: Workspace, base: str) -> list[Commit]:
     """The commits a push would add on top of the ``base`` commit, oldest first."""
-    await reclaim(ws)
     _, out = await ws_git(ws, "log", "--reverse", "--format=%H %s", f"{commit_id(base)}..HEAD")
     return [Commit(*line.split(" ", 1)) for line in out.decode("utf-8", "replace").splitlines()]
 
@@ -77,30 +70,45 @@ def _is_protected(path: str, protected: Sequence[str]) -> bool:
 
 
 async def check_branch(
-    ws: Workspace, base: str, protected_paths: Sequence[str], max_file_bytes: int
+    ws: Workspace, base: str, protected_paths: Sequence[str], max_file_bytes: int,
+    max_files: int = MAX_HARVEST_FILES, max_bytes: int = MAX_HARVEST_BYTES,
 ) -> list[str]:
     """Why the commits since the ``base`` commit must not be pushed: protected paths touched,
-    binary or oversized files. Every commit counts (a blob added then deleted is still pushed),
-    merges are compared with their first parent, a root commit with the empty tree, and binary
-    means a NUL byte, whatever .gitattributes claims."""
-    await reclaim(ws)
-    _, out = await ws_git(
-        ws, "log", "--format=", "--raw", "--root", "--no-abbrev", "--no-renames",
+    binary or oversized files. Every blob any commit adds counts (one added then replaced or
+    deleted is still pushed), merges are compared with their first parent, a root commit with the
+    empty tree, and binary means a NUL byte, whatever .gitattributes claims.
+
+    Bounded whatever the agent committed: git's output is streamed, at most ``max_files``
+    (path, blob) pairs are kept and at most ``max_bytes`` of blobs read, 8000 bytes of each held at
+    once; past a limit, TooLarge."""
+    argv = host_argv(
+        ws.host_git, "log", "--format=", "--raw", "--root", "--no-abbrev", "--no-renames",
         "--diff-merges=first-parent", "-z", f"{commit_id(base)}..HEAD",
     )
-    fields = out.decode("utf-8", "replace").split("\0")
     problems: set[str] = set()
-    files: dict[str, str] = {}  # path -> blob of a regular file written by some commit
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        _, mode, _, sha, _ = meta.strip().split(" ")
-        if _is_protected(path, protected_paths):
-            problems.add(f"protected path changed: {path}")
-        if mode.startswith("100") and not _ZERO_SHA.fullmatch(sha):
-            files[path] = sha
-    sizes = await _blob_sizes(ws, set(files.values()))
-    small = {sha for sha, size in sizes.items() if size <= max_file_bytes}
-    binary = await _binary_blobs(ws, small)
-    for path, sha in files.items():
+    added: set[tuple[str, str]] = set()  # (path, blob) of every regular file some commit writes
+    meta = None
+    async with aclosing(fields(argv)) as stream:
+        async for field in stream:
+            if meta is None:
+                meta = field
+                continue
+            path = field.decode("utf-8", "replace")
+            _, mode, _, sha, _ = meta.decode().strip().split(" ")
+            meta = None
+            if _is_protected(path, protected_paths):
+                problems.add(f"protected path changed: {path}")
+            if mode.startswith("100") and not _ZERO_SHA.fullmatch(sha):
+                added.add((path, sha))
+                if len(added) > max_files:
+                    raise TooLarge(f"the agent's commits add more than {max_files} files")
+    sizes = await _blob_sizes(ws, {sha for _, sha in added})
+    examined = {sha for sha, size in sizes.items() if size <= max_file_bytes}
+    total = sum(sizes[sha] for sha in examined)
+    if total > max_bytes:
+        raise TooLarge(f"the agent's commits add {total} bytes of files, more than {max_bytes}")
+    binary = await _binary_blobs(ws, examined)
+    for path, sha in added:
         if sizes[sha] > max_file_bytes:
             problems.add(f"file over {max_file_bytes} bytes: {path} ({sizes[sha]} bytes)")
         elif sha in binary:
@@ -116,17 +124,40 @@ async def _blob_sizes(ws: Workspace, shas: set[str]) -> dict[str, int]:
     return {sha: int(size) for sha, size in (line.split() for line in out.decode().splitlines())}
 
 
+_SNIFF = 8000  # git's own binary heuristic looks this far
+
+
 async def _binary_blobs(ws: Workspace, shas: set[str]) -> set[str]:
-    """Blobs with a NUL byte in their first 8000 bytes, git's own heuristic."""
+    """Blobs with a NUL byte in their first 8000 bytes, streamed from one ``cat-file --batch``:
+    the rest of each blob is read and dropped in bounded chunks."""
     if not shas:
         return set()
-    _, out = await ws_git(ws, "cat-file", "--batch", stdin="\n".join(shas).encode() + b"\n")
-    binary, pos = set(), 0
-    while pos < len(out):
-        header_end = out.index(b"\n", pos)
-        sha, _, size = out[pos:header_end].decode().split(" ")
-        start = header_end + 1
-        if b"\0" in out[start : start + min(int(size), 8000)]:
-            binary.add(sha)
-        pos = start + int(size) + 1
+    argv = host_argv(ws.host_git, "cat-file", "--batch")
+    proc = await spawn(argv, stdin=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    async def feed() -> None:
+        stdin.write("\n".join(shas).encode() + b"\n")
+        await stdin.drain()
+        stdin.close()
+
+    feeder = asyncio.ensure_future(feed())
+    binary = set()
+    try:
+        for _ in shas:
+            sha, _, size = (await stdout.readline()).decode().split(" ")
+            head = await stdout.readexactly(min(int(size), _SNIFF))
+            if b"\0" in head:
+                binary.add(sha)
+            rest = int(size) - len(head) + 1  # and the newline after the content
+            while rest:
+                rest -= len(await stdout.readexactly(min(rest, 1 << 16)))
+        await feeder
+        await finished(proc, argv)
+    finally:
+        feeder.cancel()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     return binary

@@ -1,28 +1,18 @@
 """Files an agent may have tampered with: read and written without following what it planted.
 
 Trust boundary: once an agent ran, everything under ``repo/`` and ``.meta/`` is hostile. Host-side
-git therefore first takes the repository back (``reclaim``): no symlinks or indirections inside
-``.git``, and a ``.git/config`` written by the bot. Files the bot reads or writes there never
-follow symlinks.
+git never runs in the agent's ``.git`` (``bot.workspace.handover``), and files the bot reads or
+writes there never follow symlinks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import stat
 from pathlib import Path
 
-from bot.settings import GitIdentity
-
-from bot.workspace.layout import ANSWER, BLOCKED, Workspace
-
-# Files that make git read objects or refs from elsewhere on the host, or rewrite history so the
-# commits git log shows differ from those a push sends (grafts, shallow roots).
-_INDIRECTIONS = (
-    "commondir", "objects/info/alternates", "objects/info/http-alternates", "info/grafts", "shallow",
-)
+from bot.workspace.layout import Workspace
 
 
 class UnsafeWorkspace(RuntimeError):
@@ -60,49 +50,6 @@ def safe_read(path: Path, limit: int) -> str | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return f.read(limit).decode("utf-8", "replace")
-
-
-def _config_value(value: str) -> str:
-    if "\n" in value or "\0" in value:
-        raise ValueError(f"git config value {value!r} must be one line")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _git_config(url: str, identity: GitIdentity | None) -> str:
-    sections = {
-        "core": {
-            "repositoryformatversion": "0", "filemode": "true", "bare": "false", "logallrefupdates": "true",
-        },
-        'remote "origin"': {"url": _config_value(url), "fetch": "+refs/heads/*:refs/remotes/origin/*"},
-    }
-    if identity:
-        sections["user"] = {"name": _config_value(identity.name), "email": _config_value(identity.email)}
-    return "".join(
-        f"[{name}]\n" + "".join(f"\t{key} = {value}\n" for key, value in values.items())
-        for name, values in sections.items()
-    )
-
-
-async def reclaim(ws: Workspace, identity: GitIdentity | None = None) -> None:
-    """Take the clone back before host-side git runs in it, in a thread: a large .git takes a
-    while to walk, and the event loop must keep answering meanwhile."""
-    await asyncio.to_thread(_reclaim, ws, identity)
-
-
-def _reclaim(ws: Workspace, identity: GitIdentity | None) -> None:
-    """Refuse symlinks and indirections in .git, and replace the config (hooks paths, filters,
-    fsmonitor, insteadOf, ... all gone)."""
-    git_dir = real_dir(real_dir(ws.clone) / ".git")
-    for dirpath, dirnames, filenames in os.walk(git_dir):
-        for name in dirnames + filenames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                raise UnsafeWorkspace(f"symlink in .git: {os.path.join(dirpath, name)}")
-    for name in _INDIRECTIONS:
-        if os.path.lexists(git_dir / name):
-            raise UnsafeWorkspace(f"refusing a workspace with .git/{name}")
-    safe_write(git_dir / "config", _git_config(ws.url, identity))
-    (git_dir / "info").mkdir(exist_ok=True)
-    safe_write(git_dir / "info" / "exclude", f"/{BLOCKED}\n/{ANSWER}\n")
 
 
 def chown(ws: Workspace, uid: int, gid: int) -> None:

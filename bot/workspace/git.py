@@ -1,4 +1,6 @@
-"""Running git host-side: no shell, no prompts, no host config, and a repository named explicitly."""
+"""Running git host-side: no shell, no prompts, no system or user config, a minimal environment,
+and a repository named explicitly: the mirror, or the bot's own git dir of a workspace, never a
+``.git`` the agent wrote."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +30,45 @@ class GitError(RuntimeError):
         super().__init__(f"`{shlex.join(argv)[:300]}` {status}: {detail}")
 
 
+# What host git may take from the bot's environment: where to find programs and certificates, and
+# the proxies. Nothing else, so no key or token the bot holds reaches git or what git might start.
+_PASSED_ENV = (
+    "PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy",
+)
+
+
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Never prompt, ignore the host user's ~/.gitconfig and any replace refs, English messages."""
+    """Never prompt; read no system or user config or attributes (the bot writes the only config
+    git reads); no replace refs; only the file and HTTP transports; English messages."""
     return {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
+        **{name: os.environ[name] for name in _PASSED_ENV if name in os.environ},
+        "HOME": "/nonexistent",
+        "XDG_CONFIG_HOME": "/nonexistent",
+        "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
         "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_ALLOW_PROTOCOL": "file:http:https",
         "LC_ALL": "C",
         **(extra or {}),
     }
 
 
-def clone_argv(clone: Path, *args: str) -> list[str]:
-    """git in a clone the agent touched: explicit repository and work tree (no discovery, no
-    ownership check), no hooks, no fsmonitor, no commit-graph file the agent could have forged."""
-    return [
-        "git", "--git-dir", str(clone / ".git"), "--work-tree", str(clone),
-        "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.commitGraph=false",
-        *args,
-    ]
+# Also in the bot's config of every git dir; repeated on the command line so that even a config
+# that went wrong cannot start anything.
+_NOTHING_TO_RUN = (
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.commitGraph=false",
+    "-c", "core.multiPackIndex=false", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+    "-c", "submodule.recurse=false", "-c", "fetch.recurseSubmodules=false", "-c", "log.showSignature=false",
+)
+
+
+def host_argv(git_dir: Path, *args: str, work_tree: Path | None = None) -> list[str]:
+    """git in the bot's git dir of a workspace, with the agent's clone as work tree only when given."""
+    tree = ["--work-tree", str(work_tree)] if work_tree else []
+    return ["git", "--git-dir", str(git_dir), *tree, *_NOTHING_TO_RUN, *args]
 
 
 def commit_id(value: str) -> str:
@@ -59,7 +80,7 @@ def commit_id(value: str) -> str:
 
 
 def mirror_argv(mirror: Path, *args: str) -> list[str]:
-    return ["git", "--git-dir", str(mirror), *args]
+    return ["git", "--git-dir", str(mirror), *_NOTHING_TO_RUN, *args]
 
 
 async def run_git(
@@ -91,9 +112,49 @@ async def run_git(
     return proc.returncode, out
 
 
-async def ws_git(ws: Workspace, *args: str, **kwargs: Any) -> tuple[int, bytes]:
-    """git in a workspace's clone (take it back first: ``files.reclaim``)."""
-    return await run_git(clone_argv(ws.clone, *args), **kwargs)
+async def ws_git(ws: Workspace, *args: str, work_tree: bool = False, **kwargs: Any) -> tuple[int, bytes]:
+    """git in the bot's git dir of ``ws``; ``work_tree``: with the agent's clone as work tree."""
+    return await run_git(host_argv(ws.host_git, *args, work_tree=ws.clone if work_tree else None), **kwargs)
+
+
+async def spawn(argv: Sequence[str], *, stdin: bool = False) -> asyncio.subprocess.Process:
+    """git as a process to stream from, in git's environment; its stderr (a few lines) is read
+    once stdout is done."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=git_env(),
+    )
+
+
+async def finished(proc: asyncio.subprocess.Process, argv: Sequence[str]) -> None:
+    """Wait for a streamed git; GitError with its message when it failed."""
+    assert proc.stderr is not None
+    err = await proc.stderr.read(8192)
+    if await proc.wait() != 0:
+        raise GitError(argv, proc.returncode, err)
+
+
+async def fields(argv: Sequence[str], sep: bytes = b"\0") -> AsyncIterator[bytes]:
+    """git's output split at ``sep``, read in bounded chunks: a caller that stops early stops git
+    (use ``contextlib.aclosing``), and no more than one chunk and one field are held at a time."""
+    proc = await spawn(argv)
+    assert proc.stdout is not None
+    try:
+        rest = b""
+        while chunk := await proc.stdout.read(1 << 16):
+            *done, rest = (rest + chunk).split(sep)
+            for field in done:
+                yield field
+        if rest:
+            yield rest
+        await finished(proc, argv)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def refs(git: list[str], *names: str) -> dict[str, str]:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
-from bot.runs import final_message
 from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
 from bot.runs.containers import container_spec
-from bot.gateway.service import EGRESS, Gateway, GatewayError
+from bot.gateway.service import Gateway, GatewayError
+from bot.runs.disk import Watch
 from bot.logs import mask
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ async def start(
         return None
     running = await store.transition(
         run.id, "running", expect=("preparing",), container_id=container, started_at=time.time(),
-        result={**run.result, EGRESS: access.record},
+        result=replace(run.result, egress=access.record),
     )
     if running is None:  # cancelled while preparing
         await executor.kill(container, settings.limits.grace)
@@ -49,26 +51,29 @@ async def start(
 
 async def wait(
     settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, ws: Workspace
-) -> tuple[Run, Exit]:
-    """Wait for a running run's container until its deadline, keep its output and the gateway's
-    record of it (refused connections, an unreachable model), and remove it."""
+) -> tuple[Run, Exit, str]:
+    """Wait for a running run's container until its deadline, within its disk, keep its output and
+    the gateway's record of it (refused connections, an unreachable model), and remove it. Returns
+    the run, how its container ended, and why the bot stopped it ("" if it did not)."""
     deadline = (run.started_at or time.time()) + settings.limits.timeout
     while True:
         try:
-            exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
+            async with Watch(executor, settings.limits, run.container_id, ws.root) as watch:
+                exit = await executor.wait(run.container_id, deadline, settings.limits.grace)
             break
         except ExecutorError as e:  # the engine's connection dropped: the container may still run
             log.warning("run %s: lost the Docker engine while waiting, waiting again: %s", run.id, e)
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return await keep_record(store, gateway, run), exit
+    return await keep_record(store, gateway, run), exit, watch.reason
 
 
 async def keep_record(store: Store, gateway: Gateway, run: Run) -> Run:
     """The run with the gateway's record of its containers so far in its result."""
     current = await store.get(run.id) or run
-    return await store.update(run.id, result={**current.result, EGRESS: gateway.record(current)}) or current
+    result = replace(current.result, egress=gateway.record(current))
+    return await store.update(run.id, result=result) or current
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:
@@ -77,8 +82,8 @@ async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws:
     limit = settings.limits.log_bytes
     both = mask((await executor.logs(run.container_id, limit=limit)).decode(errors="replace"), secrets)
     out = mask((await executor.logs(run.container_id, stderr=False, limit=limit)).decode(errors="replace"), secrets)
-    wsmod.safe_write(ws.meta / final_message.CONTAINER_LOG, both)
-    wsmod.safe_write(ws.meta / final_message.STDOUT_LOG, out)
-    last_message = wsmod.safe_read(ws.meta / final_message.LAST_MESSAGE, limit)  # written by the agent itself
+    wsmod.safe_write(ws.meta / layout.CONTAINER_LOG, both)
+    wsmod.safe_write(ws.meta / layout.STDOUT_LOG, out)
+    last_message = wsmod.safe_read(ws.meta / layout.LAST_MESSAGE, limit)  # written by the agent itself
     if last_message:
-        wsmod.safe_write(ws.meta / final_message.LAST_MESSAGE, mask(last_message, secrets))
+        wsmod.safe_write(ws.meta / layout.LAST_MESSAGE, mask(last_message, secrets))

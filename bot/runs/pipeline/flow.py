@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 from bot.runs import preflight
-from bot.runs import final_message
 from bot.runs.agents import resolve
 from bot.forge.client import ForgeError
 from bot.logs import mask
@@ -22,7 +22,8 @@ from bot.runs.pipeline.prepare import prepare
 from bot.runs.pipeline.qa import run_qa
 from bot.runs.pipeline.tools import Tools
 from bot.store import ACTIVE, Run
-from bot.workspace import Workspace, branch_choices, safe_read
+from bot.workspace import Workspace, branch_choices, remove_workspace, safe_read
+from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,11 @@ async def _finish(tools: Tools, run: Run, ws: Workspace) -> None:
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            run, exit = await agent.wait(tools.settings, tools.store, tools.executor, tools.gateway, run, ws)
-            judged = await judge(tools.settings, tools.store, run, ws, exit)
+            run, exit, stopped = await agent.wait(tools.settings, tools.store, tools.executor, tools.gateway, run, ws)
+            judged = await judge(tools.settings, tools.store, run, ws, exit, stopped)
             if judged is None:
+                if stopped:  # see bot.runs.disk: what it wrote must not weigh on the next run
+                    await remove_workspace(ws)
                 return
             run = judged
         await _after_agent(tools, run, ws)
@@ -90,9 +93,9 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
     Resumable from ``qa`` or ``harvesting``."""
     store = tools.store
     if run.review:
-        review = safe_read(ws.meta / final_message.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
+        review = safe_read(ws.meta / layout.STDOUT_LOG, tools.settings.limits.log_bytes) or ""
         await store.transition(run.id, "completed", expect=("running", "harvesting"),
-                               result={**run.result, "review": review})
+                               result=replace(run.result, review=review))
         return
     if run.state == "running":
         run = await store.transition(run.id, "qa", expect=("running",))
@@ -103,7 +106,7 @@ async def _after_agent(tools: Tools, run: Run, ws: Workspace) -> None:
         run = await store.get(run.id) or run  # with the gateway's record of the QA containers
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
-                                   result={**run.result, "qa_log": failed[1]})
+                                   result=replace(run.result, qa_log=failed[1]))
             return
         run = await store.transition(run.id, "harvesting", expect=("qa",))
         if run is None:

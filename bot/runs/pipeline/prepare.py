@@ -13,6 +13,7 @@ from bot.forge.client import Forge, ForgeError
 from bot.forge.paths import Repo
 from bot.intake.payloads import PullRequest
 from bot.forge.permissions import can_write
+from bot.report import sentences
 from bot.runs.prompt import PromptContext, build_prompt, save_prompt
 from bot.settings import Settings
 from bot.store import Run
@@ -32,18 +33,17 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     """
     paths = Repo(run.owner, run.repo)
     repo = await forge.getitem(paths.path)
-    on_ref = "ref" in run.options  # a branch or tag without an issue (admin API): no issue text, no comments
-    issue = {} if on_ref else await forge.getitem(paths.issue(run.number))
+    issue = {} if run.on_ref else await forge.getitem(paths.issue(run.number))
     if run.is_pull:
         pull = await forge.getitem(paths.pull(run.number))
         if PullRequest.model_validate(pull).is_fork:
-            raise ValueError(f"pull request #{run.number} comes from a fork; the bot only pushes to this repository")
+            raise ValueError(sentences.fork_refused(run.number))
         branch, base_branch, new_branch = pull["head"]["ref"], pull["base"]["ref"], False
         head_sha = pull["head"]["sha"]
     else:
         head_sha = ""
         # A tag is no branch to merge into: its PR goes into the default branch, from the tag's commit.
-        on_branch = on_ref and not run.start_commit
+        on_branch = run.on_ref and not run.start_commit
         base_branch = run.options["ref"] if on_branch else repo.get("default_branch") or "main"
         branch = run.branch or wsmod.branch_for(run.task, run.number)
         new_branch = True
@@ -55,7 +55,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
     if run.answer:
         wsmod.write_answer(ws, run.answer)
     writers = _Writers(forge, settings, run)
-    comments = [] if on_ref else await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
+    comments = [] if run.on_ref else await _writers_comments(writers, await forge.getitem(paths.comments(run.number)), bot)
     context = PromptContext(
         task=run.task,
         owner=run.owner,
@@ -69,6 +69,7 @@ async def prepare(forge: Forge, settings: Settings, workspaces: Workspaces, run:
         answer=run.answer or None,
         review=run.review,
         repo_dir=ws.clone,
+        git_dir=ws.host_git,
         options=run.options,
     )
     prompt = await build_prompt(context, settings)

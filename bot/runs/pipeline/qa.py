@@ -1,7 +1,8 @@
 """Stage 4, QA: the repository's QA commands, each in a container like the agent's, in its workspace.
 
 A cancel stops them: the runner kills every container of a cancelled run, and a QA container that
-starts just after that checks the run itself.
+starts just after that checks the run itself. QA resumed after a restart starts over, once the QA
+containers of the previous process are removed: they run the agent's code, so none is left running.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import time
 from bot import workspace as wsmod
 from bot.runs.agents import resolve
 from bot.executor.docker import DockerExecutor
-from bot.runs.containers import container_spec
 from bot.gateway.service import Gateway
+from bot.runs.containers import ROLE_LABEL, container_spec, containers
+from bot.runs.disk import Watch
 from bot.logs import mask, tail
 from bot.runs.pipeline.agent import keep_record
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
 from bot.store import Run, Store
-from bot.workspace import Workspace
+from bot.workspace import Workspace, remove_workspace
+from bot.workspace import layout
 
 
 async def run_qa(
@@ -27,6 +30,9 @@ async def run_qa(
     """Run the QA commands in order; (reason, output) of the first that fails, None when all pass."""
     agent = resolve(settings, run.agent_spec)
     await gateway.ready()
+    for left in await containers(executor, settings.instance, run.id):
+        if left.labels.get(ROLE_LABEL, "").startswith("qa"):
+            await executor.remove(left.id)
     output: list[str] = []
     for index, argv in enumerate(wsmod.qa_commands(settings, run.owner, run.repo, ws.clone)):
         role = f"qa{index}"
@@ -35,14 +41,18 @@ async def run_qa(
             current = await store.get(run.id)
             if current is None or current.state != "qa":  # cancelled while it started
                 await executor.kill(container, settings.limits.grace)
-            exit = await executor.wait(container, time.time() + settings.limits.timeout, settings.limits.grace)
+            async with Watch(executor, settings.limits, container, ws.root) as watch:
+                exit = await executor.wait(container, time.time() + settings.limits.timeout, settings.limits.grace)
             text = (await executor.logs(container, limit=settings.limits.log_bytes)).decode(errors="replace")
         finally:
             await executor.remove(container)
             await keep_record(store, gateway, run)
         text = mask(text, settings.secrets())
+        if watch.reason:  # see bot.runs.disk: what it wrote must not weigh on the next run
+            await remove_workspace(ws)
+            return f"QA failed: `{' '.join(argv)}`: {watch.reason}", tail(text)
         output.append(f"$ {' '.join(argv)}\n{text}")
-        wsmod.safe_write(ws.meta / "qa.log", "\n".join(output))
+        wsmod.safe_write(ws.meta / layout.QA_LOG, "\n".join(output))
         if exit.code != 0 or exit.timed_out or exit.oom_killed:
             reason = failure(exit, settings.limits.timeout) or "failed"
             return f"QA failed: `{' '.join(argv)}`: {reason}", tail(text)

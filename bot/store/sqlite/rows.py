@@ -34,9 +34,10 @@ async def update_run(db: aiosqlite.Connection, run_id: int, changes: dict[str, A
     """Change columns of a run; every change is a new version, which the reporter shows."""
     unknown = set(changes) - set(RUN_COLUMNS)
     assert not unknown, unknown
-    for column in ("result", "options"):
-        if column in changes:
-            changes[column] = json.dumps(changes[column])
+    if "result" in changes:
+        changes["result"] = changes["result"].to_json()
+    if "options" in changes:
+        changes["options"] = json.dumps(changes["options"])
     assignments = ", ".join(f"{column} = ?" for column in changes)
     await db.execute(f"UPDATE runs SET {assignments}, version = version + 1 WHERE id = ?", (*changes.values(), run_id))
 

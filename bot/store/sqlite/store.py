@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.store import policy
-from bot.store.model import LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
+from bot.store.model import CANCELLABLE, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run, RunRequest
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -117,14 +117,14 @@ class SqliteStore(Views):
     async def request_run(
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
-        """Queue a run unless its trigger was seen before, or (labels) one is already live."""
+        """Queue a run unless its trigger was seen before, or (labels) one is not over yet (live or blocked)."""
         async with self._tx("runs", "triggers", "transitions") as db:
             if unless_active:
                 live = await (
                     await db.execute(
                         f"SELECT 1 FROM runs WHERE owner = ? AND repo = ? AND number = ? AND agent = ?"
-                        f" AND state IN ({marks(LIVE + ('blocked',))})",
-                        (req.owner, req.repo, req.number, req.agent, *LIVE, "blocked"),
+                        f" AND state IN ({marks(CANCELLABLE)})",
+                        (req.owner, req.repo, req.number, req.agent, *CANCELLABLE),
                     )
                 ).fetchone()
                 if live:
@@ -232,12 +232,6 @@ class SqliteStore(Views):
             await rows.update_run(db, run_id, {"branch": branch, "updated_at": time.time()})
             return await rows.get_run(db, run_id)
 
-    async def transitions(self, run_id: int) -> list[tuple[str | None, str, str]]:
-        found = await self._all(
-            "SELECT from_state, to_state, reason FROM transitions WHERE run_id = ? ORDER BY id", (run_id,)
-        )
-        return [(r["from_state"], r["to_state"], r["reason"]) for r in found]
-
     async def claim(
         self,
         *,
@@ -246,10 +240,11 @@ class SqliteStore(Views):
         spawn_intervals: dict[str, float],
         frozen: bool = False,
         frozen_pools: frozenset[str] = frozenset(),
+        held: frozenset[policy.WorkspaceKey] = frozenset(),
         now: float | None = None,
     ) -> list[Run]:
-        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO
-        (``policy.claimable`` decides which)."""
+        """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none
+        onto a ``held`` workspace (``policy.claimable`` decides which)."""
         now = time.time() if now is None else now
         limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools)
         async with self._tx("runs", "transitions", "pools") as db:
@@ -261,7 +256,7 @@ class SqliteStore(Views):
             )
             pools = {p.name: p for p in await rows.pools(db)}
             claimed: list[Run] = []
-            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now):
+            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
                 await rows.update_run(db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1})
                 await rows.log_transition(db, run.id, "queued", "preparing", "claimed", now)
                 await db.execute(
@@ -358,8 +353,9 @@ class SqliteStore(Views):
                     (retry_at, error, item_id),
                 )
 
-    async def next_outbox_at(self) -> float | None:
-        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL")
+    async def next_outbox_at(self, after: float = 0.0) -> float | None:
+        """When the next pending item falls due, among those not due by ``after``."""
+        found = await self._all("SELECT MIN(next_at) AS t FROM outbox WHERE done_at IS NULL AND next_at > ?", (after,))
         return found[0]["t"]
 
     async def runs_to_report(self) -> list[Run]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.model import LIVE, TERMINAL, Census, Run, RunEvent, Transition
+from bot.store.model import LIVE, TERMINAL, Census, Run, RunEvent, StateChange
 from bot.store.sqlite.rows import COLUMN_FACETS, marks
 
 
@@ -23,13 +23,13 @@ class Views:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, tuple(args)))  # one trip to the thread
 
-    async def history(self, run_id: int) -> list[Transition]:
+    async def history(self, run_id: int) -> list[StateChange]:
         """Every state change of a run, oldest first."""
         found = await self._all(
             "SELECT id, run_id, from_state, to_state, reason, at FROM transitions WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
-        return [Transition(*r) for r in found]
+        return [StateChange(*r) for r in found]
 
     async def queued(self, limit: int) -> list[Run]:
         """The head of the queue, in order."""
