@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bot.runs.pipeline.harvest import UNDER_WAY
+from bot.store.model import RunResult
 from bot.store import RunRequest
 
 from .harness import AGENT_KEYS
@@ -43,7 +43,7 @@ async def test_a_file_grown_binary_in_a_later_commit_fails_the_run(world, engine
     [run] = await ended(bot)
     run = await reported(bot, run.id)
     assert run.state == "failed" and "branch rules" in run.reason
-    assert "file over 1048576 bytes: big.bin (3145728 bytes)" in run.result["violations"]
+    assert "file over 1048576 bytes: big.bin (3145728 bytes)" in run.result.violations
     assert forge.pulls(repo) == [] and forge.branch_sha(repo, run.branch) is None
 
 
@@ -106,7 +106,7 @@ async def test_a_harvest_the_bot_died_in_is_not_tried_again_after_a_restart(worl
     await bot.store.update(run.id, branch="agent/bomb", base_branch="main")
     for state in ("preparing", "running", "qa"):
         await bot.store.transition(run.id, state)
-    await bot.store.transition(run.id, "harvesting", result={UNDER_WAY: True})  # as the dead bot left it
+    await bot.store.transition(run.id, "harvesting", result=RunResult(harvest_under_way=True))  # as the dead bot left it
     await bot.engine.runner.adopt()
     run = await wait_for(lambda: _ended(bot, run.id))
     assert run.state == "failed" and "not tried again" in run.reason, run.reason

@@ -11,19 +11,14 @@ from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import Workspace, Workspaces
 
-# Set on the run while its harvest is under way: found on a run adopted after a restart, it means
-# the bot died in that harvest (a harvest it could not bear), so it is not tried again.
-UNDER_WAY = "harvest_under_way"
-
-
 async def harvest(settings: Settings, store: Store, workspaces: Workspaces, run: Run, ws: Workspace) -> None:
     """Complete a ``harvesting`` run with its commits pushed, or fail it when they break the branch
     rules or a harvest limit, or when an earlier harvest of it never ended."""
-    if run.result.get(UNDER_WAY):
+    if run.result.harvest_under_way:
         await store.transition(run.id, "failed", expect=("harvesting",),
                                reason="the bot stopped during this run's harvest; it is not tried again")
         return
-    await store.update(run.id, result={**run.result, UNDER_WAY: True})
+    await store.update(run.id, result=replace(run.result, harvest_under_way=True))
     try:
         await _harvest(settings, store, workspaces, run, ws)
     except wsmod.TooLarge as e:
