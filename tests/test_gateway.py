@@ -9,6 +9,7 @@ a decoy key the bot holds appears nowhere in what its container could read.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from tests.fakemodel import FakeModel
 pytestmark = pytest.mark.docker
 
 DECOY = "sk-ant-decoy-7f3a9c2e51b84d06a1e2"
+ADMIN = "admin-token-for-the-gateway-tests"
 
 
 class Canary:
@@ -163,7 +165,7 @@ async def test_an_allowlisted_host_is_reached_through_the_proxy_and_others_are_r
                   "curl -s -m 5 -o /dev/null https://paste.example.org/again || true;"
                   f"curl -s -m 5 -o /dev/null http://127.0.0.1:{registry.port}/by-address || true")
         bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": ["sh", "-c", script]}},
-                             egress_allow={"acme/widgets": [f"localhost:{registry.port}"]})
+                             egress_allow={"acme/widgets": [f"localhost:{registry.port}"]}, admin_token=ADMIN)
         issue = await dispatch(world, "probe")
         run = await finished(bot)
         assert registry.hits == ["/simple/"], run.result.log_tail
@@ -172,12 +174,11 @@ async def test_an_allowlisted_host_is_reached_through_the_proxy_and_others_are_r
         assert run.result.egress["blocked"] == blocked
         assert "Blocked: 2 connections to paste.example.org:443, 1 connection to 127.0.0.1" in status(
             world["forge"], world["repo"], issue.number)
-        async with aiohttp.ClientSession() as http:
-            headers = {"Authorization": f"Bearer {bot.settings.admin_token.get_secret_value()}"} \
-                if bot.settings.admin_token else {}
-            if headers:
-                async with http.get(f"{bot.url}/api/runs/{run.id}", headers=headers) as answer:
-                    assert (await answer.json())["egress"]["blocked"] == blocked
+        async with aiohttp.ClientSession() as http:  # the API's run view lists them too
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with http.get(f"{bot.url}/api/runs/{run.id}", headers=headers) as answer:
+                assert (await answer.json())["egress"] == {"mode": "gateway", "credentials_inside": False,
+                                                           "blocked": blocked, "upstream": ""}
     finally:
         await registry.close()
 
@@ -272,9 +273,38 @@ async def test_answers_stream_through_chunk_by_chunk_and_requests_are_bounded(wo
                 assert await answer.content.read() == b"data: second\n\n"
             async with http.post(url, data=b"x" * 5000) as answer:
                 assert answer.status == 413
-        await bot.engine.runner.cancel(run.id) if hasattr(bot.engine.runner, "cancel") else None
     finally:
         await runner.cleanup()
+
+
+async def connect(gateway, token: str, destination: str) -> bytes:
+    """The proxy's first answer line to ``CONNECT destination`` with ``token``."""
+    reader, writer = await asyncio.open_connection(gateway.address, gateway.proxy_port)
+    auth = base64.b64encode(f"run:{token}".encode()).decode()
+    writer.write(f"CONNECT {destination} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    line = await reader.readline()
+    writer.close()
+    return line
+
+
+async def test_a_run_with_its_credentials_inside_reaches_only_its_vendors_hosts(world, engine_bot, tmp_path):
+    creds = tmp_path / "claude-login"
+    creds.mkdir()
+    (creds / ".credentials.json").write_text("{}")
+    bot = await engine_bot(credentials={"claude": [str(creds)]}, egress_allow={"acme/widgets": ["example.org"]})
+    issue = await dispatch(world, "claude", body="scenario:slow-ok:3")
+    run = await bot.wait_for(lambda: _running(bot))
+    gateway = bot.engine.gateway
+    agent, qa = gateway.grants.token(run, "agent"), gateway.grants.token(run, "qa0")
+    assert (await connect(gateway, agent, "pypi.org:443")).startswith(b"HTTP/1.1 403")
+    assert (await connect(gateway, agent, "example.org:443")).startswith(b"HTTP/1.1 403")
+    # allowed: the proxy tries (this machine has no route to it, so 502 or a tunnel, never 403)
+    assert not (await connect(gateway, agent, "api.anthropic.com:443")).startswith(b"HTTP/1.1 403")
+    assert not (await connect(gateway, qa, "pypi.org:443")).startswith(b"HTTP/1.1 403")  # QA: the registries
+    run = await finished(bot)
+    assert run.result.egress["credentials_inside"] is True
+    assert "credentials (its credential files) were inside its container" in status(world["forge"], world["repo"],
+                                                                                    issue.number)
 
 
 async def _running(bot):
