@@ -51,7 +51,7 @@ Nothing is mocked. The figures:
       done; overhead = the bot process's own CPU time (its Python, all threads) / runs. The CPU of
       its git children is shown apart; Docker's and the fake Forge's are not the bot's.
 
-    python bench/dispatch.py [--quick] [--only 1,2,3,4] [--real-image dispatchbot-agent:latest]
+    python bench/dispatch.py [--quick] [--only 1,2,3,4] [--real-image dispatchbot-agent:latest] [--egress open]
 
 ``--quick`` uses fewer runs (latency 6, 40 sleeping containers, 300 store runs, 20 real runs) and
 finishes in about a minute; the default takes about four on a 2-core machine. The exit status is 1
@@ -215,6 +215,7 @@ class World:
     writer: User
     tmp: Path
     image: str
+    egress: str = "gateway"
 
     def add_repo(self, name: str, files: dict[str, str | bytes] | None = None) -> Repo:
         files = files or {"README.md": f"# {name}\n", "src/app.py": "print(1)\n"}
@@ -233,6 +234,9 @@ class World:
             "DISPATCHBOT_LIMITS__PIDS": "256",
             "DISPATCHBOT_LIMITS__TIMEOUT": "300",
             "DISPATCHBOT_LIMITS__GRACE": "1",
+            "DISPATCHBOT_EGRESS": self.egress,
+            "DISPATCHBOT_GATEWAY__PORT": "0",
+            "DISPATCHBOT_GATEWAY__PROXY_PORT": "0",
             **AGENT_KEYS,
         }
         bot = Bot(self.forge, self.bot_user.token, self.tmp / name / "data", **(base | env))
@@ -881,7 +885,7 @@ QUICK = Plan(latency_runs=6, history_mb=50, commits=200, prep_reps=3, sleepers=4
              drain_runs=300, overhead_runs=20, parallel=8)
 
 
-async def run(plan: Plan, only: set[str], real_image: str) -> int:
+async def run(plan: Plan, only: set[str], real_image: str, egress: str = "gateway") -> int:
     image = build_agent_image()
     rows: list[Row | Note] = []
     started = time.monotonic()
@@ -889,7 +893,7 @@ async def run(plan: Plan, only: set[str], real_image: str) -> int:
         tmp = Path(tmpdir)
         forge = FakeForge(root=tmp / "forge")
         await forge.start()
-        world = World(forge, forge.add_user("dispatchbot"), forge.add_user("bob"), tmp, image)
+        world = World(forge, forge.add_user("dispatchbot"), forge.add_user("bob"), tmp, image, egress)
         steps: list[tuple[str, Callable[[], Awaitable[list[Row]]]]] = [
             ("2", lambda: figure_prep(world, plan.history_mb, plan.commits, plan.prep_reps)),
             ("1", lambda: figure_latency(world, plan.latency_runs)),
@@ -936,8 +940,10 @@ def main() -> int:
     parser.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 1,4")
     parser.add_argument("--real-image", default="", metavar="IMAGE",
                         help="also measure figure 1 with this agent image and the real codex")
+    parser.add_argument("--egress", choices=("gateway", "open"), default="gateway",
+                        help="the bot's egress mode (figure 1 with each, for the gateway's cost)")
     args = parser.parse_args()
-    return asyncio.run(run(QUICK if args.quick else FULL, set(args.only.split(",")), args.real_image))
+    return asyncio.run(run(QUICK if args.quick else FULL, set(args.only.split(",")), args.real_image, args.egress))
 
 
 if __name__ == "__main__":

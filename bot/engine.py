@@ -7,6 +7,7 @@ from functools import partial
 
 from bot.runs import preflight
 from bot.runs.pipeline import flow
+from bot.gateway.service import GatewayError
 from bot.report.reporter import Reporter
 from bot.runs.runner import Runner
 from bot.upkeep.sweeper import Scheduler
@@ -32,6 +33,10 @@ class Engine:
             log.error("the Docker engine does not answer; runs stay queued until it does")
         elif await preflight.image_state(executor, s.image) == "missing":
             log.error("%s; until then every run on it fails", preflight.image_missing(s, s.image))
+        try:
+            await self._services.gateway.ready()
+        except GatewayError as e:
+            log.error("%s; runs fail until it can", e)
         await self.runner.start()
         await self.reporter.start()
         self.scheduler.start()
@@ -40,3 +45,4 @@ class Engine:
         self.scheduler.stop()
         await self.reporter.stop()
         await self.runner.stop()
+        await self._services.gateway.stop()

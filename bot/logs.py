@@ -10,11 +10,18 @@ MASK = "••••••"
 MIN_SECRET_LENGTH = 16  # shorter ones turn up by chance in ordinary text, and what the masks leave gives them away
 
 
+EMBEDDED_LENGTH = 8  # from this length a secret is masked wherever it appears, not only as a word
+
+
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace whole occurrences of each secret: not inside a longer run of letters and digits,
-    so a secret that happens to be part of a word neither mangles the line nor shows where it is."""
+    """Replace each secret, also inside other text (``x<key>``, a URL, a JSON string) and reversed,
+    since an agent that means to leak a key may dress it up. A secret too short for that (it would
+    turn up inside ordinary words) is masked only as a whole word."""
     for secret in sorted(set(filter(None, secrets)), key=len, reverse=True):
-        text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", MASK, text)
+        if len(secret) >= EMBEDDED_LENGTH:
+            text = text.replace(secret, MASK).replace(secret[::-1], MASK)
+        else:
+            text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", MASK, text)
     return text
 
 

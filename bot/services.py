@@ -1,5 +1,5 @@
 """The parts the bot shares, built once at start: settings, store, Forge client, Docker executor,
-workspaces, the images' contents and the bot's own login.
+workspaces, the images' contents, the model gateway and the bot's own login.
 
 Handlers, the pipeline's stages, the workers and the operations are each handed this record and
 use only the parts they need. Handlers only write the store; the workers wake on what it commits.
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from bot.executor.docker import DockerExecutor
 from bot.forge import paths
 from bot.forge.client import Forge
+from bot.gateway.service import Gateway
 from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
@@ -27,14 +28,16 @@ class Services:
     executor: DockerExecutor
     workspaces: Workspaces
     images: Images  # what the images hold, for preflight
+    gateway: Gateway  # what a container may reach, and its model through it
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def create(cls, settings: Settings, store: Store, forge: Forge) -> Services:
-        """The executor, workspaces and images as the settings say; ``close`` releases them."""
+        """The executor, workspaces, images and gateway as the settings say; ``close`` releases them."""
         executor = DockerExecutor(settings.docker_url)
-        return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings))
+        return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings),
+                   Gateway(settings, store, executor))
 
     async def close(self) -> None:
         await self.executor.close()

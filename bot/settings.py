@@ -12,6 +12,7 @@ import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -132,6 +133,33 @@ class Retention(BaseModel):
     deliveries: float = 30 * 86400.0
 
 
+# The public package registries a run may reach through the gateway's proxy (npm, PyPI, Go modules,
+# crates, Debian); ``host`` allows ports 80 and 443, ``host:port`` that port, ``.domain`` its subdomains.
+REGISTRIES = [
+    "registry.npmjs.org", "registry.yarnpkg.com", "pypi.org", "files.pythonhosted.org",
+    "proxy.golang.org", "sum.golang.org", "index.crates.io", "static.crates.io", "crates.io",
+    "deb.debian.org", "security.debian.org",
+]
+
+
+class Gateway(BaseModel):
+    """The model gateway and proxy, on the host address of the bot's own Docker network.
+
+    ``port``/``proxy_port`` 0 pick free ports. ``network``: that network's name (one per bot data
+    dir unless given). Sizes bound one model call's request and answer; ``read_timeout`` is the
+    longest silence of an upstream mid-answer (a long call streams, so it does not time out early).
+    """
+
+    port: int = 8081
+    proxy_port: int = 8082
+    network: str | None = None
+    allow: list[str] = REGISTRIES
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_answer_bytes: int = 256 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+
+
 class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
@@ -201,8 +229,15 @@ class Settings(BaseSettings):
     # ollama at ``ollama_url``. ``container_network``: the Docker network of agent containers
     # (None: Docker's default bridge; "host" lets them reach servers on the host's 127.0.0.1).
     base_urls: dict[str, str] = {}
-    ollama_url: str = "http://host.docker.internal:11434"
+    ollama_url: str = "http://127.0.0.1:11434"
     container_network: str | None = None
+
+    # "gateway": agent and QA containers reach the gateway and nothing else (their model through it,
+    # the allowlisted hosts through its proxy); "open": they sit on ``container_network`` with the
+    # network as it is. Keys never enter a container in either mode.
+    egress: Literal["gateway", "open"] = "gateway"
+    egress_allow: dict[str, list[str]] = {}  # "owner/repo" -> more hosts for its runs
+    gateway: Gateway = Gateway()
 
     qa: dict[str, list[list[str]]] = {}
     # What CI runs with the repository's secrets once the bot pushes: workflows, local actions and the

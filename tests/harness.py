@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.app import ENGINE, INTAKE, SERVICES, create_app
 from bot.executor.docker import DockerExecutor
+from bot.gateway.service import dismantle
 from bot.runs.containers import INSTANCE_LABEL
 from bot.settings import Settings
 
@@ -38,7 +39,7 @@ class BotHarness:
             forge_token=token,
             webhook_secret=self.secret,
             data_dir=data_dir,
-            **overrides,
+            **({"gateway": {"port": 0, "proxy_port": 0}} | overrides),
         )
         self._runner: web.AppRunner | None = None
 
@@ -57,6 +58,7 @@ class BotHarness:
             try:
                 for info in await docker.list(f"{INSTANCE_LABEL}={self.settings.instance}"):
                     await docker.remove(info.id)
+                await dismantle(docker, self.settings)  # what the bot kept for a container left behind
             finally:
                 await docker.close()
 

@@ -53,12 +53,20 @@ def test_doctor_reports_image_cli_key_and_endpoint_per_agent(tmp_path, agent_ima
         "NOT READY: claude needs `ANTHROPIC_API_KEY` in the bot's environment or `credentials.claude`"
     )
     assert "  auth      ANTHROPIC_API_KEY not set" in report["claude"]
-    assert "  endpoint  http://host.docker.internal:11434" in report["local"]
+    assert "  endpoint  http://127.0.0.1:11434" in report["local"]
     assert "  endpoint  http://127.0.0.1:9/anthropic" in report["claude"]  # base_urls.claude
     assert "  cli       scripted-agent scripted-agent (scripted-agent)" in report["plain"]  # by --version
     assert report["aider"].startswith(f"NOT READY: the image `{agent_image}` has no `aider` CLI")
     assert "  cli       aider (not in the image)" in report["aider"]
     assert out.rstrip().endswith("ready: codex, codex:review, local, plain")
+
+
+def test_doctor_says_a_credentials_dir_puts_the_credentials_inside_the_container(tmp_path, agent_image):
+    creds = tmp_path / "claude-login"
+    creds.mkdir()
+    res = doctor(tmp_path, DISPATCHBOT_IMAGE=agent_image, DISPATCHBOT_CREDENTIALS=json.dumps({"claude": [str(creds)]}))
+    assert "its credentials are inside the container" in sections(res.stdout)["claude"]
+    assert "inside the container" not in sections(res.stdout)["codex"]
 
 
 def test_doctor_fails_when_the_default_image_is_missing(tmp_path):

@@ -179,3 +179,14 @@ async def test_a_node_tarball_that_does_not_match_its_pinned_hash_fails_the_buil
         with pytest.raises(aiodocker.DockerError):
             await docker.images.inspect(f"{REPO}:{tampered.hash}")
     assert any("node.tgz: FAILED" in line for line in lines), lines[-5:]
+
+
+def test_the_build_trusts_the_hosts_extra_ca_certificates_unless_told_otherwise(tmp_path):
+    """Behind a proxy that re-signs TLS the build fails with curl's error 60 without them."""
+    from bot.image.command import HOST_CA_CERTS, ca_certs
+
+    host = sorted(HOST_CA_CERTS.glob("*.crt"))
+    mine = [tmp_path / "mine.crt"]
+    assert ca_certs([], use_host=True) == host
+    assert ca_certs(mine, use_host=True) == mine
+    assert ca_certs([], use_host=False) == []

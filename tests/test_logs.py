@@ -1,4 +1,4 @@
-"""Secret masking: whole occurrences only, so a secret never mangles ordinary words around it."""
+"""Secret masking: inside other text too, and reversed; a very short secret only as a whole word."""
 
 import logging
 
@@ -13,6 +13,13 @@ def test_only_whole_occurrences_are_masked():
     assert mask("secret s here", ["s"]) == f"secret {MASK} here"
     text = f"OPENAI_API_KEY={KEY}\nhttp://bot:{KEY}@forge/x.git '{KEY}'"
     assert mask(text, [KEY]) == f"OPENAI_API_KEY={MASK}\nhttp://bot:{MASK}@forge/x.git '{MASK}'"
+
+
+def test_a_secret_inside_other_text_or_reversed_is_masked_too():
+    """An agent leaking a key dresses it up: glued to other text, in a URL, reversed."""
+    for dressed in (f"x{KEY}", f"{KEY}y", f"https://paste.example/?k={KEY}&z", f'{{"k":"a{KEY}b"}}', KEY[::-1]):
+        masked = mask(dressed, [KEY])
+        assert KEY not in masked and KEY[::-1] not in masked and MASK in masked, masked
 
 
 def test_a_longer_secret_containing_a_shorter_one_is_masked_whole():

@@ -1,10 +1,12 @@
 """The presets with the real CLIs: the agent image runs codex, claude, gemini and opencode for real
-against a scripted fake model server on the host's loopback, end to end through the fake Forge.
+through the bot's model gateway, against a scripted fake model server on the host's loopback, end to
+end through the fake Forge.
 
 The image is the one ``dispatchbot image build`` makes (fixture ``real_agent_image``: found by its
-recipe hash, built when missing). The containers use the host's network so that they reach 127.0.0.1
-(never a Docker bridge address); every CLI is pointed at the fake model by the bot's own settings
-(``base_urls``, ``ollama_url``), so this also proves those settings reach each CLI the way it reads them.
+recipe hash, built when missing). The containers sit on the bot's closed network (``egress =
+"gateway"``, the default): they reach the gateway only, and the gateway forwards to the fake model
+named by the bot's own settings (``base_urls``, ``ollama_url``), with the real key in place of the
+run token the container holds.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ async def real_bot(make_bot, real_agent_image, model, monkeypatch):
     async def start(**overrides):
         settings = dict(
             image=real_agent_image.tag,
-            container_network="host",
             base_urls={agent: model.url for agent in ("codex", "claude", "gemini", "opencode")},
             ollama_url=model.url,
             # codex offers plain function tools (exec_command) to a model it does not know
@@ -95,7 +96,7 @@ async def test_a_labelled_issue_becomes_a_pull_request_holding_the_models_file(w
     run = await finished(bot)
     assert run.state == "completed", (run.reason, run.result.log_tail)
     assert model.calls(path), [r.path for r in model.requests]
-    if header:  # the key reached the model in the vendor's header, from the bot's environment
+    if header:  # the key reached the model in the vendor's header, from the bot's environment, via the gateway
         assert {r.headers.get(header) for r in model.calls(path)} == {key}
     [pull] = forge.pulls(repo)
     assert pull.head_branch == run.branch
@@ -156,3 +157,17 @@ async def test_a_credentials_dir_is_read_where_the_cli_looks_and_the_cli_still_w
     assert {r.path for r in model.calls("/v1beta/")} == {"/v1beta/models/gemini-from-creds:streamGenerateContent"}
     assert forge.file_at(repo, run.branch, "HELLO.md").decode() == HELLO
     assert sorted(p.name for p in creds.iterdir()) == ["settings.json"]  # nothing written back to the host
+
+
+async def test_a_model_api_the_gateway_cannot_reach_fails_the_run_quickly_with_the_reason(world, real_bot):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await real_bot(base_urls={"claude": "http://127.0.0.1:1"})  # nothing listens there
+    issue = await forge.create_issue(repo, bob, title="Say hello", body="Create HELLO.md.")
+    started = time.monotonic()
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:claude"])
+    run = await finished(bot, within=60)
+    assert run.state == "failed", (run.reason, run.result)
+    assert time.monotonic() - started < 30
+    reason = "Model gateway: cannot reach the model API at http://127.0.0.1:1"
+    status = [c.body for c in forge.comments(repo, issue.number) if c.poster.login == "dispatchbot"]
+    assert any(reason in body for body in status), status

@@ -50,11 +50,15 @@ def auth(settings: Settings, agent: Agent, environ: Mapping[str, str]) -> str:
     parts = [f"{k} {'set' if environ.get(k) else 'not set'}" for k in agent.env] or ["no key needed"]
     setting = preflight.credentials_setting(settings, agent)
     parts += [f"{setting} {d} ({'present' if os.path.isdir(d) else 'missing'})" for d in agent.credentials]
+    if any(os.path.isdir(d) for d in agent.credentials):
+        parts.append("its credentials are inside the container (the gateway cannot keep a login out; "
+                     "its proxy reaches only the vendor's hosts)")
     return ", ".join(parts)
 
 
 def endpoint(agent: Agent) -> str:
-    """The agent's configured base URL (``base_urls``, ``ollama_url``), else the CLI's default."""
+    """Where the gateway forwards the agent's calls: its configured base URL (``base_urls``,
+    ``ollama_url``), else the CLI's default."""
     if agent.endpoint:
         return agent.endpoint
     return f"{agent.cli_endpoint} (the CLI's default)" if agent.cli_endpoint else "the CLI's default"

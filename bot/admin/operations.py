@@ -138,12 +138,22 @@ class StateChangeView(BaseModel):
     reason: str
 
 
+class Egress(BaseModel):
+    """What the run's containers could reach (see the README's network section)."""
+
+    mode: str = ""  # "gateway" or "open"; "" for a run that never started a container
+    credentials_inside: bool = False
+    blocked: dict[str, int] = {}  # host:port -> connections the proxy refused
+    upstream: str = ""  # why the gateway could not reach the model API, if it could not
+
+
 class RunDetail(RunSummary):
     question: str
     answer: str
     transitions: list[StateChangeView]
     links: dict[str, str]
     log_tail: str
+    egress: Egress
 
 
 # Runs ---------------------------------------------------------------------------------------
@@ -179,6 +189,7 @@ async def show_run(services: Services, run_id: int) -> RunDetail:
     return RunDetail(
         **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
         links=links(run, await shown(store, run.id), services.settings.forge_url), log_tail=await log_tail(services, run),
+        egress=Egress.model_validate(run.result.egress),
     )
 
 

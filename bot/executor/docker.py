@@ -408,6 +408,49 @@ class DockerExecutor:
         upper = (driver.get("Data") or {}).get("UpperDir") if driver.get("Name") == "overlay2" else None
         return Path(upper) if upper and os.path.isdir(upper) else None  # noqa: ASYNC240 (one stat)
 
+    async def network(self, name: str, options: dict[str, str]) -> str:
+        """The host's address on the internal bridge network ``name``, created with ``options`` if missing.
+
+        ``internal``: Docker gives it no route out (no masquerade, isolation rules in FORWARD).
+        """
+        try:
+            try:
+                info = await self._docker.networks.get(name)
+                found = await info.show()
+            except aiodocker.DockerError as e:
+                if e.status != 404:
+                    raise
+                config = {"Name": name, "Driver": "bridge", "Internal": True, "Options": options,
+                          "CheckDuplicate": True, "Labels": {"dispatchbot.network": name}}
+                try:
+                    created = await self._docker.networks.create(config)
+                except aiodocker.DockerError as e:
+                    if e.status != 409:  # 409: created meanwhile, by another bot process of this data dir
+                        raise
+                    created = await self._docker.networks.get(name)
+                found = await created.show()
+        except aiodocker.DockerError as e:
+            raise ExecutorError(f"cannot set up the Docker network {name!r}: {e.message}") from e
+        if not found.get("Internal") or found.get("Options", {}) != options:
+            raise ExecutorError(f"the Docker network {name!r} exists but is not the bot's internal network "
+                                f"(internal, {options}): remove it or name another one")
+        configs = (found.get("IPAM") or {}).get("Config") or []
+        if not configs or not configs[0].get("Gateway"):
+            raise ExecutorError(f"the Docker network {name!r} has no gateway address")
+        return configs[0]["Gateway"]
+
+    async def remove_network(self, name: str) -> bool:
+        """Remove the network; False when it is still in use (a container of a run kept going)."""
+        try:
+            await (await self._docker.networks.get(name)).delete()
+        except aiodocker.DockerError as e:
+            if e.status == 404:
+                return True
+            if e.status in (403, 409) or "active endpoints" in e.message:
+                return False
+            raise ExecutorError(f"cannot remove the Docker network {name!r}: {e.message}") from e
+        return True
+
     async def inspect_state(self, container_id: str) -> dict[str, Any] | None:
         """Docker's ``State`` of the container (Status, ExitCode, OOMKilled, ...), or None if it is gone."""
         try:

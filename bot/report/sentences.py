@@ -124,6 +124,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
+    lines += egress_lines(run.result.egress)
     if note:
         lines += ["", f"_{note}_"]
     if asked:
@@ -162,6 +163,24 @@ def run_links(run, found: dict[str, str], pull: int | None) -> str:
     if pull is not None:
         return f"Pull request: #{pull} {found['pull_request']}\n\n{pushed}"
     return pushed
+
+
+def egress_lines(record: dict) -> list[str]:
+    """What the run's containers could reach, when it is not the default, and what they were refused."""
+    lines = []
+    if record.get("mode") == "open":
+        lines.append("Egress is open (`egress = \"open\"`): this run's containers could reach the network, "
+                     "not only the model gateway.")
+    if record.get("credentials_inside"):
+        lines.append("This agent's credentials (its credential files) were inside its container.")
+    if record.get("upstream"):
+        lines.append(f"Model gateway: {record['upstream']}.")
+    if blocked := record.get("blocked"):
+        counts = sorted(blocked.items(), key=lambda item: (-item[1], item[0]))
+        listed = ", ".join(f"{n} connection{'s' if n != 1 else ''} to {dest}" for dest, n in counts[:10])
+        more = f", and {len(counts) - 10} more destinations" if len(counts) > 10 else ""
+        lines.append(f"Blocked: {listed}{more}.")
+    return ["", *lines] if lines else []
 
 
 def summary(text: str) -> str:

@@ -15,7 +15,7 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ class Agent:
     cli_endpoint: str = ""  # where the CLI sends its requests when nothing points it elsewhere (doctor)
     install: str = ""  # how to get the CLI into an image that lacks it
     prints_final_message: bool = False  # its stdout ends with its final message (the run's summary)
+    # base URL -> (options inserted after argv[:2], environment): how the CLI is pointed at a model API
+    point: Callable[[str], tuple[list[str], dict[str, str]]] | None = field(default=None, hash=False)
 
     def argv(self, prompt: str) -> list[str]:
         """The command line; a prompt starting with '-' is refused so it can never act as an option."""
@@ -85,11 +87,22 @@ class Agent:
         args = [_PLACEHOLDER.sub(lambda m: values[m[1]], element) for element in self.template]
         return args + list(self.prompt_args) if prompt else args
 
-    def container_env(self, environ: Mapping[str, str]) -> dict[str, str]:
-        """The agent's environment: HOME, the keys found in ``environ`` under the names the CLI
-        reads, and what the CLI needs to run headless. Secrets travel here, never in argv."""
-        keys = {self.renamed.get(k, k): environ[k] for k in self.env if environ.get(k)}
-        return {"HOME": HOME, **keys, **self.fixed_env}
+    def pointed_at(self, url: str) -> Agent:
+        """This agent with its CLI pointed at the model API at ``url`` (the gateway)."""
+        if self.point is None:
+            return self
+        options, env = self.point(url)
+        return replace(self, template=(*self.template[:2], *options, *self.template[2:]),
+                       fixed_env={**self.fixed_env, **env})
+
+    def keys(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The bot's key variables this agent uses that ``environ`` holds, by the bot's name."""
+        return {k: environ[k] for k in self.env if environ.get(k)}
+
+    def container_env(self, keys: Mapping[str, str]) -> dict[str, str]:
+        """The agent's environment: HOME, ``keys`` (bot's name -> value) under the names the CLI
+        reads, and what the CLI needs to run headless. Tokens travel here, never in argv."""
+        return {"HOME": HOME, **{self.renamed.get(k, k): v for k, v in keys.items()}, **self.fixed_env}
 
     def mounts(self) -> list[Mount]:
         """Credential dirs, read-only under HOME, as upstream mounted them: each under its own name,
@@ -145,7 +158,7 @@ class _Preset:
     config_dir: str = ""
     default_endpoint: Callable[[Settings], str] = lambda settings: ""
     # base URL -> (options inserted after argv[:2], environment); how the CLI is pointed at it
-    endpoint: Callable[[str], tuple[list[str], dict[str, str]]] = lambda url: ([], {})
+    endpoint: Callable[[str], tuple[list[str], dict[str, str]]] | None = None  # None: cannot be (coderabbit)
 
 
 def _codex_provider(url: str) -> tuple[list[str], dict[str, str]]:
@@ -240,7 +253,6 @@ def resolve(settings: Settings, spec: str) -> Agent:
 def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent:
     model = _checked_model(model or settings.default_models.get(name) or preset.default_model)
     endpoint = (settings.base_urls.get(name) or preset.default_endpoint(settings)).rstrip("/")
-    options, endpoint_env = preset.endpoint(endpoint) if endpoint else ([], {})
     template = preset.build(model)
     cli = CLIS.get(template[0], Cli())
     return Agent(
@@ -251,15 +263,16 @@ def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent
         review=preset.review,
         env=preset.env,
         credentials=tuple(settings.credentials.get(name, ())),
-        template=(*template[:2], *options, *template[2:]),
+        template=tuple(template),
         prompt_args=preset.prompt_args,
-        fixed_env={**preset.fixed_env, **endpoint_env},
+        fixed_env=dict(preset.fixed_env),
         renamed=dict(preset.renamed),
         config_dir=preset.config_dir,
         endpoint=endpoint,
         cli_endpoint=cli.endpoint,
         install=cli.install,
         prints_final_message=cli.prints_final_message,
+        point=preset.endpoint,
     )
 
 

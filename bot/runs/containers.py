@@ -6,13 +6,15 @@ after a restart, the reaper and a cancel all go by them, never by ids kept in me
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
-from bot.runs.agents import HOME, Agent
 from bot.executor.docker import ContainerInfo, ContainerSpec, DockerExecutor, Mount
 from bot.settings import Settings
 from bot.store import Run
 from bot.workspace import Workspace
+
+if TYPE_CHECKING:
+    from bot.gateway.service import Access
 
 RUN_LABEL = "dispatchbot.run"
 INSTANCE_LABEL = "dispatchbot.instance"
@@ -23,16 +25,17 @@ WORKDIR = "/workspace/repo"
 
 
 def container_spec(
-    settings: Settings, run: Run, agent: Agent, ws: Workspace, argv: list[str], role: str = "agent"
+    settings: Settings, run: Run, access: Access, ws: Workspace, argv: list[str], role: str = "agent"
 ) -> ContainerSpec:
-    """The container that runs ``argv`` for ``run`` in its workspace, in the agent's image.
+    """The container that runs ``argv`` for ``run`` in its workspace, in the agent's image, with
+    what the gateway gives it (``access``: run tokens, never keys; its network).
 
-    Only the agent's own container gets its keys and credentials: QA runs the repository's
-    commands, which need neither, so a key never reaches code the agent merely wrote.
+    Only the agent's own container gets its credentials and a token for its model: QA runs the
+    repository's commands, which need neither.
     """
+    agent = access.agent
     agent_role = role == "agent"
-    env = BASE_ENV | (agent.container_env(os.environ) if agent_role else {"HOME": HOME})
-    env |= settings.git.env()
+    env = BASE_ENV | access.env | settings.git.env()
     mounts = [Mount(ws.root, "/workspace"), *(agent.mounts() if agent_role else [])]
     return ContainerSpec(
         name=f"dispatchbot-{settings.instance}-run-{run.id}-{run.attempts}-{role}",
@@ -46,7 +49,8 @@ def container_spec(
             WORKSPACE_LABEL: str(ws.root),
         },
         limits=settings.limits,
-        network=settings.container_network,
+        network=access.network,
+        extra_hosts=access.extra_hosts,
     )
 
 

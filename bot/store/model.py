@@ -68,8 +68,11 @@ class RunResult:
     commits: list[str] = field(default_factory=list)  # "<sha> <subject>", oldest first
     pushed: bool = False
     violations: list[str] = field(default_factory=list)  # the branch rules the changes broke
-    # Set while the harvest is under way: found on a run adopted after a restart, it means the bot
-    # died in that harvest (one it could not bear), so it is not tried again.
+    # what its containers could reach and were refused (the gateway): mode, credentials_inside,
+    # blocked {"host:port": count}, upstream (why the model API could not be reached)
+    egress: dict[str, Any] = field(default_factory=dict)
+    # set while its harvest is under way: found on a run adopted after a restart, it means the bot
+    # died in that harvest (a harvest it could not bear), so it is not tried again
     harvest_under_way: bool = False
 
     def to_json(self) -> str:

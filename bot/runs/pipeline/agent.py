@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from bot import workspace as wsmod
 from bot.runs.agents import Agent
 from bot.executor.docker import DockerExecutor, ExecutorError, Exit
 from bot.runs.containers import container_spec
+from bot.gateway.service import Gateway, GatewayError
 from bot.runs.disk import Watch
 from bot.logs import mask
 from bot.settings import Settings
@@ -23,20 +25,23 @@ RECONNECT_DELAY = 2.0  # seconds between waits when the Docker engine's connecti
 
 
 async def start(
-    settings: Settings, store: Store, executor: DockerExecutor, run: Run, agent: Agent, ws: Workspace, prompt: str
+    settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, agent: Agent,
+    ws: Workspace, prompt: str,
 ) -> Run | None:
     """Start the agent on a ``preparing`` run; the running run, or None when it ended here.
 
     A run cancelled meanwhile stays cancelled: its container is stopped before it does anything.
     """
-    spec = container_spec(settings, run, agent, ws, agent.argv(prompt))
     try:
-        container = await executor.start(spec)
-    except ExecutorError as e:
+        await gateway.ready()
+        access = gateway.access(run, agent, "agent")
+        container = await executor.start(container_spec(settings, run, access, ws, access.agent.argv(prompt)))
+    except (ExecutorError, GatewayError) as e:
         await store.transition(run.id, "failed", reason=str(e), expect=("preparing",))
         return None
     running = await store.transition(
-        run.id, "running", expect=("preparing",), container_id=container, started_at=time.time()
+        run.id, "running", expect=("preparing",), container_id=container, started_at=time.time(),
+        result=replace(run.result, egress=access.record),
     )
     if running is None:  # cancelled while preparing
         await executor.kill(container, settings.limits.grace)
@@ -44,9 +49,12 @@ async def start(
     return running
 
 
-async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> tuple[Exit, str]:
-    """Wait for a running run's container until its deadline, within its disk, keep its output, and
-    remove it. Returns how it ended, and why the bot stopped it ("" if it did not)."""
+async def wait(
+    settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, ws: Workspace
+) -> tuple[Run, Exit, str]:
+    """Wait for a running run's container until its deadline, within its disk, keep its output and
+    the gateway's record of it (refused connections, an unreachable model), and remove it. Returns
+    the run, how its container ended, and why the bot stopped it ("" if it did not)."""
     deadline = (run.started_at or time.time()) + settings.limits.timeout
     while True:
         try:
@@ -58,7 +66,14 @@ async def wait(settings: Settings, executor: DockerExecutor, run: Run, ws: Works
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return exit, watch.reason
+    return await keep_record(store, gateway, run), exit, watch.reason
+
+
+async def keep_record(store: Store, gateway: Gateway, run: Run) -> Run:
+    """The run with the gateway's record of its containers so far in its result."""
+    current = await store.get(run.id) or run
+    result = replace(current.result, egress=gateway.record(current))
+    return await store.update(run.id, result=result) or current
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:

@@ -56,7 +56,8 @@ async def launch(services: Services, run: Run) -> None:
     options = {**run.options, "own_branch": True} if prepared.own_branch else run.options
     run = await store.update(run.id, branch=ws.branch, base_branch=ws.base_branch, head_sha=prepared.head_sha,
                              options=options)
-    running = await agent.start(services.settings, store, services.executor, run, chosen, ws, prepared.prompt)
+    running = await agent.start(services.settings, store, services.executor, services.gateway, run, chosen, ws,
+                                prepared.prompt)
     if running is not None:
         await _finish(services, running, ws)
 
@@ -75,7 +76,8 @@ async def _finish(services: Services, run: Run, ws: Workspace) -> None:
     the reason: left active, it would hold its pool slot forever and crash again at every restart."""
     try:
         if run.state == "running":
-            exit, stopped = await agent.wait(services.settings, services.executor, run, ws)
+            run, exit, stopped = await agent.wait(services.settings, services.store, services.executor,
+                                                  services.gateway, run, ws)
             judged = await judge(services.settings, services.store, run, ws, exit, stopped)
             if judged is None:
                 if stopped:  # see bot.runs.disk: what it wrote must not weigh on the next run
@@ -111,7 +113,8 @@ async def _after_agent(services: Services, run: Run, ws: Workspace) -> None:
         if run is None:
             return
     if run.state == "qa":
-        failed = await run_qa(services.settings, store, services.executor, run, ws)
+        failed = await run_qa(services.settings, store, services.executor, services.gateway, run, ws)
+        run = await store.get(run.id) or run  # with the gateway's record of the QA containers
         if failed:
             await store.transition(run.id, "failed", reason=failed[0], expect=("qa",),
                                    result=replace(run.result, qa_log=failed[1]))

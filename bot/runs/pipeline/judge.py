@@ -38,7 +38,8 @@ async def judge(settings: Settings, store: Store, run: Run, ws: Workspace, exit:
     if until:
         log.warning("pool %s paused until %s after %d quick failures", run.pool, time.ctime(until), settings.backoff.failures)
     log_tail = tail(wsmod.safe_read(ws.meta / layout.CONTAINER_LOG, settings.limits.log_bytes) or "")
-    outcome = RunResult(log_tail=log_tail, summary=final_message.read(ws, resolve(settings, run.agent_spec), settings.limits.log_bytes))
+    summary = final_message.read(ws, resolve(settings, run.agent_spec), settings.limits.log_bytes)
+    outcome = RunResult(log_tail=log_tail, summary=summary, egress=current.result.egress)
     if reason:
         await store.transition(run.id, "failed", reason=reason, expect=("running",), exit_code=exit.code,
                                result=outcome)

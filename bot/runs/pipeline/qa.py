@@ -12,9 +12,11 @@ import time
 from bot import workspace as wsmod
 from bot.runs.agents import resolve
 from bot.executor.docker import DockerExecutor
+from bot.gateway.service import Gateway
 from bot.runs.containers import ROLE_LABEL, container_spec, containers
 from bot.runs.disk import Watch
 from bot.logs import mask, tail
+from bot.runs.pipeline.agent import keep_record
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -23,16 +25,18 @@ from bot.workspace import layout
 
 
 async def run_qa(
-    settings: Settings, store: Store, executor: DockerExecutor, run: Run, ws: Workspace
+    settings: Settings, store: Store, executor: DockerExecutor, gateway: Gateway, run: Run, ws: Workspace
 ) -> tuple[str, str] | None:
     """Run the QA commands in order; (reason, output) of the first that fails, None when all pass."""
     agent = resolve(settings, run.agent_spec)
+    await gateway.ready()
     for left in await containers(executor, settings.instance, run.id):
         if left.labels.get(ROLE_LABEL, "").startswith("qa"):
             await executor.remove(left.id)
     output: list[str] = []
     for index, argv in enumerate(wsmod.qa_commands(settings, run.owner, run.repo, ws.clone)):
-        container = await executor.start(container_spec(settings, run, agent, ws, argv, role=f"qa{index}"))
+        role = f"qa{index}"
+        container = await executor.start(container_spec(settings, run, gateway.access(run, agent, role), ws, argv, role))
         try:
             current = await store.get(run.id)
             if current is None or current.state != "qa":  # cancelled while it started
@@ -42,6 +46,7 @@ async def run_qa(
             text = (await executor.logs(container, limit=settings.limits.log_bytes)).decode(errors="replace")
         finally:
             await executor.remove(container)
+            await keep_record(store, gateway, run)
         text = mask(text, settings.secrets())
         if watch.reason:  # see bot.runs.disk: what it wrote must not weigh on the next run
             await remove_workspace(ws)

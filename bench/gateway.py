@@ -1,0 +1,172 @@
+"""Benchmark of the model gateway (issue #14): what it costs a model call, against a direct call.
+
+Everything real: a scripted model server (aiohttp on the loopback, answering like Anthropic's
+Messages API: a small JSON answer, and a long SSE stream of ``--stream-mb`` MB in 16 KiB events),
+the gateway's own handler (``bot.gateway.models.ModelProxy``, its token checks against a real SQLite
+store holding one running run, the key swap, the chunk-by-chunk pass-through) served on the
+loopback too, each in a process of its own (as the bot and a model server are); the same client,
+in this process, calls both. Figures:
+
+1. **added latency per call** (target p50 < 2 ms): ``--calls`` sequential small calls, direct and
+   through the gateway, on kept-alive connections; p50 and p99 of each and of the difference.
+2. **throughput of a long streamed answer** (target >= 0.95 of direct), with 1 and 20 concurrent
+   streams: MB/s summed over the streams, direct and through the gateway, best of 3.
+
+Figure 1 of bench/dispatch.py (webhook -> container running) covers ``egress = "gateway"`` there:
+run it with ``DISPATCHBOT_EGRESS=open`` and without to compare.
+
+    python bench/gateway.py [--calls 2000] [--stream-mb 64]
+
+The exit status is 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.gateway.grants import Grants  # noqa: E402
+from bot.gateway.models import ModelProxy  # noqa: E402
+from bot.gateway.observer import NoObserver  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from bot.store import RunRequest, Store  # noqa: E402
+
+EVENT = b"event: content_block_delta\ndata: " + b"x" * (16 * 1024 - 40) + b"\n\n"
+ANSWER = b'{"type":"message","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":5,"output_tokens":1}}'
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+def model_app(stream_bytes: int) -> web.Application:
+    async def messages(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=ANSWER, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(stream_bytes // len(EVENT)):
+            await response.write(EVENT)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    return app
+
+
+async def latencies(http: aiohttp.ClientSession, url: str, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        async with http.post(url, json={"model": "m", "messages": []}, headers={"x-api-key": "k"}) as answer:
+            await answer.read()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def throughput(http: aiohttp.ClientSession, url: str, streams: int) -> float:
+    async def one() -> int:
+        size = 0
+        async with http.post(url, json={"stream": True}, headers={"x-api-key": "k"}) as answer:
+            async for chunk in answer.content.iter_any():
+                size += len(chunk)
+        return size
+
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        total = sum(await asyncio.gather(*(one() for _ in range(streams))))
+        best = max(best, total / (time.perf_counter() - started) / 1e6)
+    return best
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+async def run_model(stream_mb: int) -> None:
+    runner, url = await serve(model_app(stream_mb * 1024 * 1024))
+    print(url, flush=True)
+    await asyncio.Event().wait()
+
+
+async def run_gateway(model_url: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    os.environ["ANTHROPIC_API_KEY"] = "sk-ant-bench-0123456789abcdef"
+    settings = Settings(data_dir=tmp, base_urls={"claude": model_url})
+    store = await Store.open(tmp / "store.sqlite3")
+    run = await store.request_run(RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="claude",
+                                             model="", pool="claude", review=False, task="bench", trigger="label",
+                                             requested_by="bob"), trigger_key="bench")
+    for state in ("preparing", "running"):
+        run = await store.transition(run.id, state)
+    grants = Grants(b"k" * 32, store)
+    proxy = ModelProxy(settings, grants, NoObserver(), lambda run_id, reason: None)
+    _, gw_url = await serve(proxy.app())
+    print(f"{gw_url}/claude/{grants.token(run, 'agent')}/v1/messages", flush=True)
+    await asyncio.Event().wait()
+
+
+async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE)
+    return process, (await process.stdout.readline()).decode().strip()
+
+
+async def main(calls: int, stream_mb: int) -> int:
+    model, model_url = await spawn("--serve-model", "--stream-mb", str(stream_mb))
+    gateway, via = await spawn("--serve-gateway", model_url)
+    direct = f"{model_url}/v1/messages"
+    missed = 0
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await latencies(http, direct, 50)  # warm both paths
+            await latencies(http, via, 50)
+            d, g = await latencies(http, direct, calls), await latencies(http, via, calls)
+            added = [b - a for a, b in zip(sorted(d), sorted(g), strict=True)]
+            print(f"1. latency per call, {calls} calls (ms): direct p50 {pct(d, 50):.3f} p99 {pct(d, 99):.3f}; "
+                  f"gateway p50 {pct(g, 50):.3f} p99 {pct(g, 99):.3f}; "
+                  f"added p50 {pct(added, 50):.3f} p99 {pct(added, 99):.3f} (target p50 < 2 ms)")
+            missed += pct(added, 50) >= 2.0
+            for streams in (1, 20):
+                a = await throughput(http, direct, streams)
+                b = await throughput(http, via, streams)
+                print(f"2. {stream_mb} MB streamed x {streams}: direct {a:.0f} MB/s, gateway {b:.0f} MB/s, "
+                      f"ratio {b / a:.2f} (target >= 0.95)")
+                missed += b / a < 0.95
+    finally:
+        for process in (gateway, model):
+            process.terminate()
+            await process.wait()
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--stream-mb", type=int, default=64)
+    parser.add_argument("--serve-model", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", metavar="MODEL_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_model:
+        asyncio.run(run_model(args.stream_mb))
+    elif args.serve_gateway:
+        asyncio.run(run_gateway(args.serve_gateway))
+    else:
+        sys.exit(asyncio.run(main(args.calls, args.stream_mb)))

@@ -1,0 +1,155 @@
+"""The gateway's model side: ``/<agent>/<run token>/<the API's own path>``, forwarded upstream with
+the real key in place of the token, the answer streamed back chunk by chunk as it arrives.
+
+What the CLI is told when the gateway refuses (a bad token, a refused call, an upstream it cannot
+reach) is one JSON body that reads as an error in each vendor's shape, with ``x-should-retry:
+false`` (claude would otherwise retry a 401 for minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from bot.gateway.grants import Grants, Holder
+from bot.gateway.observer import Call, Observer
+from bot.gateway.vendors import AUTH_HEADERS, KEY_VENDORS, VENDORS, api_of, vendor_of_header
+from bot.runs.agents import UnknownAgent, resolve
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself.
+_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "host", "content-length"}
+
+
+def refusal(status: int, message: str) -> web.Response:
+    kind = {401: "authentication_error", 400: "invalid_request_error"}.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind,
+                                        "code": status, "status": "UNAUTHENTICATED" if status == 401 else "UNAVAILABLE",
+                                        "message": f"dispatchbot gateway: {message}"}}
+    return web.json_response(body, status=status, headers={"x-should-retry": "false"})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str  # root URL, no trailing slash
+    header: str  # where the key goes ("" for none)
+    value: str  # the header's value ("" to send none)
+
+
+def upstream_for(settings: Settings, agent_name: str, headers: Mapping[str, str],
+                 environ: Mapping[str, str]) -> Upstream | None:
+    """Where ``agent_name``'s calls go and with which key; None for an agent with no model API here."""
+    try:
+        agent = resolve(settings, agent_name)
+    except (UnknownAgent, ValueError):
+        return None
+    if agent.name == "local":
+        return Upstream(agent.endpoint, "", "")
+    vendors = tuple(dict.fromkeys(KEY_VENDORS[k] for k in agent.env if k in KEY_VENDORS))
+    chosen = vendor_of_header(headers, vendors)
+    if chosen is None:
+        return None
+    vendor = VENDORS[chosen]
+    key = next((environ[k] for k in agent.env if KEY_VENDORS.get(k) == chosen and environ.get(k)), "")
+    url = agent.endpoint or vendor.upstream
+    return Upstream(url.rstrip("/"), vendor.header, vendor.prefix + key if key else "")
+
+
+class ModelProxy:
+    """The aiohttp handler; one client session for every upstream call."""
+
+    def __init__(self, settings: Settings, grants: Grants, observer: Observer,
+                 failed: Callable[[int, str], None], environ: Mapping[str, str] = os.environ) -> None:
+        self.settings = settings
+        self.grants = grants
+        self.observer = observer
+        self.failed = failed  # (run id, reason): an upstream the gateway could not reach
+        self.environ = environ
+        limits = settings.gateway
+        self.session = aiohttp.ClientSession(
+            auto_decompress=False,  # bytes pass as the upstream sent them, Content-Encoding included
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.gateway.max_request_bytes)
+        app.router.add_route("*", "/{agent}/{token}/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        agent, token = request.match_info["agent"], request.match_info["token"]
+        holder = await self.grants.check(token)
+        if holder is None or holder.role != "agent" or holder.grant.agent != agent:
+            return refusal(401, "this token is not valid (unknown, for another agent, or its run has ended)")
+        upstream = upstream_for(self.settings, agent, request.headers, self.environ)
+        if upstream is None:
+            return refusal(404, f"agent {agent!r} has no model API behind the gateway")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
+        path = "/" + request.match_info["tail"]
+        api = api_of(path)
+        reason = await self.observer.admit(holder.grant, api, body)
+        if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
+            return refusal(400, reason)
+        return await self._forward(request, holder, upstream, path, self.observer.request(api, body))
+
+    async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str,
+                       body: bytes) -> web.StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                              if k.lower() not in _HOP and k.lower() not in AUTH_HEADERS)
+        if upstream.value:
+            headers[upstream.header] = upstream.value
+        query = [(k, v) for k, v in request.query.items() if k != "key"]  # gemini's key may come as ?key=
+        api = api_of(path)
+        meter = self.observer.meter(holder.grant, api, body)
+        url = upstream.url + path
+        try:
+            answer = await self.session.request(request.method, url, params=query, headers=headers, data=body,
+                                                allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            reason = f"cannot reach the model API at {upstream.url}: {e.__class__.__name__} {e}".strip()
+            self.failed(holder.grant.run_id, reason)
+            meter.finish(Call(holder.grant, api, request.method, path, 502), complete=False)
+            return refusal(502, reason)
+        complete = False
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        try:
+            for k, v in answer.headers.items():
+                if k.lower() not in _HOP:
+                    response.headers.add(k, v)
+            await response.prepare(request)
+            sent, limit = 0, self.settings.gateway.max_answer_bytes
+            async for chunk in answer.content.iter_any():
+                sent += len(chunk)
+                if sent > limit:
+                    log.warning("run %s: answer over %d bytes cut off", holder.grant.run_id, limit)
+                    if request.transport is not None:  # the CLI sees a broken answer, not a short one
+                        request.transport.close()
+                    break
+                meter.feed(chunk)
+                await response.write(chunk)
+            else:
+                await response.write_eof()
+                complete = True
+            return response
+        except (ConnectionError, aiohttp.ClientError):  # the CLI went away, or the upstream broke off
+            return response
+        finally:
+            answer.release()
+            meter.finish(Call(holder.grant, api, request.method, path, answer.status), complete=complete)
+

@@ -1,0 +1,137 @@
+"""The gateway's proxy: ``CONNECT host:port`` tunnels and plain ``GET http://host/...`` requests,
+to the hosts of a run's allowlist only, for containers that reach nothing else.
+
+A container authenticates with its run token as the proxy password (``HTTPS_PROXY=http://run:
+TOKEN@gateway:port``). Every refused connection is counted per run and destination, for the status
+comment; nothing else about the traffic is looked at (tunnels stay end-to-end TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections import Counter
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from bot.gateway.grants import Grants, Holder
+
+log = logging.getLogger(__name__)
+
+HEAD_LIMIT = 64 * 1024
+HEAD_TIMEOUT = 30.0
+CHUNK = 256 * 1024
+
+
+def allowed(allowlist: list[str], host: str, port: int) -> bool:
+    """``host`` (ports 80 and 443), ``host:port``, ``.domain`` (its subdomains, same ports)."""
+    host = host.lower().rstrip(".")
+    for entry in allowlist:
+        name, _, only = entry.lower().rpartition(":") if entry.count(":") == 1 else (entry.lower(), "", "")
+        if (int(only) != port) if only else port not in (80, 443):
+            continue
+        if host == name or (name.startswith(".") and host.endswith(name)):
+            return True
+    return False
+
+
+def _answer(status: str, text: str = "", extra: str = "") -> bytes:
+    body = f"dispatchbot gateway: {text}\n".encode() if text else b""
+    return (f"HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
+
+
+class Proxy:
+    def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], connect_timeout: float) -> None:
+        self.grants = grants
+        self.allowlist = allowlist
+        self.connect_timeout = connect_timeout
+        self.blocked: dict[int, Counter[str]] = {}
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(HEAD_TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = request_line.split(" ", 2)
+        headers = [line.split(":", 1) for line in header_lines if ":" in line]
+        holder = await self._holder(dict((k.strip().lower(), v.strip()) for k, v in headers))
+        if holder is None:
+            writer.write(_answer("407 Proxy Authentication Required", "a live run token is needed as the proxy password",
+                                 'Proxy-Authenticate: Basic realm="dispatchbot"\r\n'))
+            return
+        if method == "CONNECT":
+            host, _, port_text = target.rpartition(":")
+            host, port = host.strip("[]"), int(port_text)
+        else:
+            url = urlsplit(target)
+            if url.scheme != "http" or not url.hostname:
+                writer.write(_answer("400 Bad Request", "only CONNECT and absolute http:// requests are proxied"))
+                return
+            host, port = url.hostname, url.port or 80
+        if not allowed(self.allowlist(holder), host, port):
+            destination = f"{host}:{port}"
+            self.blocked.setdefault(holder.grant.run_id, Counter())[destination] += 1
+            log.info("run %s: refused a connection to %s", holder.grant.run_id, destination)
+            writer.write(_answer("403 Forbidden", f"{destination} is not on this run's allowlist"))
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                up_reader, up_writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as e:
+            writer.write(_answer("502 Bad Gateway", f"cannot connect to {host}:{port}: {e}"))
+            return
+        try:
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:  # origin-form, one request per connection, without what was meant for the proxy
+                path = urlsplit(target)._replace(scheme="", netloc="").geturl() or "/"
+                kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in ("proxy-authorization", "proxy-connection", "connection")]
+                up_writer.write("\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""]).encode("latin-1"))
+            await _pipe_both(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+
+    async def _holder(self, headers: dict[str, str]) -> Holder | None:
+        scheme, _, value = headers.get("proxy-authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            _user, _, token = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return await self.grants.check(token)
+
+    def take_blocked(self, run_id: int) -> dict[str, int]:
+        """The refused destinations of a run so far (and forget them: the run's record keeps them)."""
+        return dict(self.blocked.pop(run_id, Counter()))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _pipe_both(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
+    await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
+
+

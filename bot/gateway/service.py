@@ -1,0 +1,197 @@
+"""The gateway as the bot runs it: its network, its two listeners, and what each container is given.
+
+One Docker network per bot (internal, no inter-container traffic, a fixed bridge name); the gateway
+listens on the host's address on that bridge, and the firewall lets the bridge reach those two ports
+and nothing else. With ``egress = "open"`` containers stay on ``container_network`` as before, but
+still reach their model through the gateway (at the same address, routed by the host): keys never
+enter a container in either mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bot.executor.docker import DockerExecutor, ExecutorError
+from bot.gateway import firewall
+from bot.gateway.grants import Grants, Holder, load_key
+from bot.gateway.models import ModelProxy
+from bot.gateway.observer import NoObserver, Observer
+from bot.gateway.proxy import Proxy
+from bot.gateway.vendors import KEY_VENDORS, VENDORS
+from bot.runs.agents import HOME, Agent, resolve
+from bot.settings import Settings
+from bot.store import Run, Store
+
+log = logging.getLogger(__name__)
+
+
+
+class GatewayError(Exception):
+    """The gateway could not start; the message says why."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one container gets from the gateway: its environment, its network, the agent to run."""
+
+    env: dict[str, str]
+    network: str | None
+    extra_hosts: list[str]
+    agent: Agent
+    credentials_inside: bool = False
+    record: dict[str, object] = field(default_factory=dict)  # what the run's result keeps of it
+
+
+def network_names(settings: Settings) -> tuple[str, str]:
+    """(Docker network, bridge interface): a Linux interface name has at most 15 characters."""
+    return settings.gateway.network or f"dispatchbot-{settings.instance}", f"dbot-{settings.instance}"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor,
+                 observer: Observer | None = None, environ: Mapping[str, str] = os.environ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.environ = environ
+        self.grants = Grants(load_key(settings.data_dir), store)
+        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway.connect_timeout)
+        self.models = ModelProxy(settings, self.grants, observer or NoObserver(), self._upstream_failed, environ)
+        self.network, self.bridge = network_names(settings)
+        self.address = ""
+        self.port = self.proxy_port = 0
+        self._runner: web.AppRunner | None = None
+        self._proxy_server = None
+        self._failures: dict[int, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> None:
+        """Started, once: at the bot's start, or at the first container when Docker was away then.
+        Raises GatewayError with the reason."""
+        async with self._lock:
+            if self._runner is None:
+                try:
+                    await self._start()
+                except (ExecutorError, firewall.FirewallError, OSError) as e:
+                    await self._close_listeners()
+                    raise GatewayError(f"the model gateway cannot start: {e}") from e
+
+    async def _start(self) -> None:
+        options = {"com.docker.network.bridge.name": self.bridge, "com.docker.network.bridge.enable_icc": "false"}
+        self.address = await self.executor.network(self.network, options)
+        self._runner = web.AppRunner(self.models.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.address, self.settings.gateway.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._proxy_server = await self.proxy.serve(self.address, self.settings.gateway.proxy_port)
+        self.proxy_port = self._proxy_server.sockets[0].getsockname()[1]
+        await firewall.close(self.bridge, self.address, [self.port, self.proxy_port])
+        log.info("model gateway on %s:%d, proxy on :%d, network %s (egress %s)",
+                 self.address, self.port, self.proxy_port, self.network, self.settings.egress)
+
+    async def _close_listeners(self) -> None:
+        if self._proxy_server is not None:
+            self._proxy_server.close()
+            self._proxy_server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def stop(self) -> None:
+        """Listeners go; the network and its firewall go too unless a container still uses them
+        (a run the next start re-adopts keeps its closed network)."""
+        await self._close_listeners()
+        await self.models.close()
+        if self.address:
+            await dismantle(self.executor, self.settings)
+
+    def revoke(self, run_id: int) -> None:
+        """Refuse every later call of this run (e.g. its budget is spent)."""
+        self.grants.revoke(run_id)
+
+    def _upstream_failed(self, run_id: int, reason: str) -> None:
+        self._failures[run_id] = reason
+
+    def record(self, run: Run) -> dict[str, object]:
+        """The run's egress record so far: its access, plus refused connections and upstream trouble."""
+        record = dict(run.result.egress)
+        blocked = dict(record.get("blocked") or {})  # type: ignore[call-overload]
+        for destination, count in self.proxy.take_blocked(run.id).items():
+            blocked[destination] = blocked.get(destination, 0) + count
+        if blocked:
+            record["blocked"] = blocked
+        if failure := self._failures.pop(run.id, ""):
+            record["upstream"] = failure
+        return record
+
+    def _allowlist(self, holder: Holder) -> list[str]:
+        """A run's agent with its credentials inside reaches its vendor's hosts only; every other
+        container the registries and what its repository adds."""
+        own = [f"{self.address}:{self.port}"]  # the gateway itself, for a CLI that proxies every call
+        if holder.role == "agent":
+            agent = resolve(self.settings, holder.grant.agent)
+            if has_credentials(agent):
+                return own + vendor_hosts(agent)
+        return own + self.settings.gateway.allow + self.settings.egress_allow.get(holder.grant.repo, [])
+
+    def access(self, run: Run, agent: Agent, role: str) -> Access:
+        """The environment, network and agent for ``role``'s container of ``run``."""
+        token = self.grants.token(run, role)
+        gateway_mode = self.settings.egress == "gateway"
+        env = {"HOME": HOME}
+        if gateway_mode:
+            proxy = f"http://run:{token}@{self.address}:{self.proxy_port}"
+            env |= {name: proxy for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy",
+                                             "npm_config_proxy", "npm_config_https_proxy", "PIP_PROXY")}
+            env |= {"NO_PROXY": self.address, "no_proxy": self.address}
+        inside = False
+        if role == "agent":
+            keys = agent.keys(self.environ)
+            inside = has_credentials(agent)
+            if agent.point is not None and (keys or agent.endpoint or not inside):
+                agent = agent.pointed_at(f"http://{self.address}:{self.port}/{agent.name}/{token}")
+                env |= agent.container_env({name: token for name in keys})
+            else:
+                env |= agent.container_env({})
+        record: dict[str, object] = {"mode": self.settings.egress}
+        if inside:
+            record["credentials_inside"] = True
+        return Access(
+            env=env,
+            network=self.network if gateway_mode else self.settings.container_network,
+            extra_hosts=[] if gateway_mode else ["host.docker.internal:host-gateway"],
+            agent=agent,
+            credentials_inside=inside,
+            record=record,
+        )
+
+
+async def dismantle(executor: DockerExecutor, settings: Settings) -> bool:
+    """Remove the bot's network and its firewall chain, unless a container still uses the network."""
+    network, bridge = network_names(settings)
+    if not await executor.remove_network(network):
+        return False
+    await firewall.remove(bridge)
+    return True
+
+
+def has_credentials(agent: Agent) -> bool:
+    return any(os.path.isdir(d) for d in agent.credentials)
+
+
+def vendor_hosts(agent: Agent) -> list[str]:
+    """What a CLI logged in with its own credentials talks to: its vendors, or its own model API."""
+    hosts = [h for k in agent.env if k in KEY_VENDORS for h in VENDORS[KEY_VENDORS[k]].hosts]
+    if agent.endpoint:
+        url = urlsplit(agent.endpoint)
+        hosts.append(f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}")
+    return list(dict.fromkeys(hosts))
+
+

@@ -1,0 +1,326 @@
+"""The model gateway and the closed network (issue #14), with real containers, a real Docker network,
+real iptables rules and canary HTTP servers on this host's own addresses.
+
+A canary is reached with ``egress = "open"`` and never with ``egress = "gateway"`` (the default);
+an allowlisted host is reached through the gateway's proxy, another one is refused and reported;
+a decoy key the bot holds appears nowhere in what its container could read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import socket
+import subprocess
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.gateway import firewall
+from bot.gateway.service import network_names
+from bot.store import ACTIVE
+from tests.fakemodel import FakeModel
+
+pytestmark = pytest.mark.docker
+
+DECOY = "sk-ant-decoy-7f3a9c2e51b84d06a1e2"
+ADMIN = "admin-token-for-the-gateway-tests"
+
+
+class Canary:
+    """An HTTP server that counts what reaches it."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.hits: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> Canary:
+        async def hit(request: web.Request) -> web.Response:
+            self.hits.append(request.path)
+            return web.Response(text=f"canary {self.host}")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", hit)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/canary"
+
+    async def close(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+
+def host_address() -> str:
+    """This machine's own address on its way out (not loopback, not a Docker bridge)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.254", 9))  # UDP: nothing is sent, the kernel only picks the route
+        return s.getsockname()[0]
+
+
+def docker0() -> str:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True).stdout
+    return re.search(r"inet (\S+)/", out)[1]
+
+
+@pytest.fixture
+async def canaries():
+    started = [await Canary(h).start() for h in ("127.0.0.1", docker0(), host_address())]
+    yield started
+    for c in started:
+        await c.close()
+
+
+def probe(urls: list[str]) -> list[str]:
+    """A custom agent's argv: fetch each URL directly (no proxy), then resolve a public name."""
+    script = "".join(f"curl -s -m 2 --noproxy '*' -o /dev/null -w '{u} %{{http_code}}\\n' {u} || echo '{u} refused';"
+                     for u in urls)
+    return ["sh", "-c", script + "getent hosts pypi.org || echo 'dns: none'"]
+
+
+async def finished(bot, within: float = 120.0):
+    async def ended():
+        runs = await bot.store.runs()
+        if not runs or runs[-1].state in ACTIVE or runs[-1].state == "queued":
+            return None
+        run = runs[-1]
+        return run if (await bot.store.reported(run.id)).get("version") == run.version else None
+
+    return await bot.wait_for(ended, timeout=within)
+
+
+def status(forge, repo, number) -> str:
+    return "\n".join(c.body for c in forge.comments(repo, number) if c.poster.login == "dispatchbot")
+
+
+async def dispatch(world, agent: str, body: str = "Probe."):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="Probe", body=body)
+    await forge.set_labels(repo, issue.number, bob, [f"dispatch:{agent}"])
+    return issue
+
+
+@pytest.mark.parametrize("egress", ["gateway", "open"])
+async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, make_bot, real_agent_image, canaries,
+                                                                       egress):
+    """Agent and QA containers alike; "open" uses the host's network so that even loopback is in reach."""
+    urls = [c.url for c in canaries] + ["http://169.254.169.254/latest/meta-data/"]
+    bot = await make_bot(
+        egress=egress, container_network="host" if egress == "open" else None, image=real_agent_image.tag,
+        agents={"probe": {"argv": probe(urls)}}, qa={"acme/widgets": [probe(urls)]},
+        limits={"memory": "512m", "cpus": 1.0, "pids": 256, "timeout": 100.0, "grace": 1.0},
+    )
+    issue = await dispatch(world, "probe")
+    run = await finished(bot)
+    log = run.result.log_tail
+    if egress == "gateway":
+        gateway = bot.services.gateway
+        other_port = Canary(gateway.address)  # the host's other ports on the bot's own bridge
+        await other_port.start()
+        try:
+            assert [c.hits for c in canaries] == [[], [], []], log
+            assert "dns: none" in log and "pypi.org" not in log.replace("getent hosts pypi.org", ""), log
+            assert run.result.egress["mode"] == "gateway"
+            assert "Egress is open" not in status(world["forge"], world["repo"], issue.number)
+        finally:
+            await other_port.close()
+    else:
+        # the agent's container and the QA container each reached every canary once
+        assert [len(c.hits) for c in canaries] == [2, 2, 2], (log, run.reason)
+        assert "Egress is open" in status(world["forge"], world["repo"], issue.number)
+
+
+async def test_only_the_gateways_ports_are_open_on_its_bridge(world, make_bot, real_agent_image):
+    """Another port of the host on the bot's own bridge address is closed to containers."""
+    bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": ["true"]}})
+    gateway = bot.services.gateway
+    await gateway.ready()
+    other = await Canary(gateway.address).start()
+    try:
+        bot.settings.agents["probe"].argv[:] = probe([other.url, f"http://{gateway.address}:{gateway.port}/x"])
+        await dispatch(world, "probe")
+        run = await finished(bot)
+        assert other.hits == [], run.result.log_tail
+        assert f"{gateway.address}:{gateway.port}/x 404" in run.result.log_tail  # the gateway answers
+    finally:
+        await other.close()
+
+
+async def test_an_allowlisted_host_is_reached_through_the_proxy_and_others_are_refused_and_reported(
+        world, make_bot, real_agent_image):
+    registry = await Canary("127.0.0.1").start()  # "localhost:<port>" stands for a package registry
+    try:
+        script = (f"curl -s -m 5 -o /dev/null -w 'registry %{{http_code}}\\n' http://localhost:{registry.port}/simple/;"
+                  "curl -s -m 5 -o /dev/null https://paste.example.org/ || true;"
+                  "curl -s -m 5 -o /dev/null https://paste.example.org/again || true;"
+                  f"curl -s -m 5 -o /dev/null http://127.0.0.1:{registry.port}/by-address || true")
+        bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": ["sh", "-c", script]}},
+                             egress_allow={"acme/widgets": [f"localhost:{registry.port}"]}, admin_token=ADMIN)
+        issue = await dispatch(world, "probe")
+        run = await finished(bot)
+        assert registry.hits == ["/simple/"], run.result.log_tail
+        assert "registry 200" in run.result.log_tail
+        blocked = {"paste.example.org:443": 2, f"127.0.0.1:{registry.port}": 1}
+        assert run.result.egress["blocked"] == blocked
+        assert "Blocked: 2 connections to paste.example.org:443, 1 connection to 127.0.0.1" in status(
+            world["forge"], world["repo"], issue.number)
+        async with aiohttp.ClientSession() as http:  # the API's run view lists them too
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with http.get(f"{bot.url}/api/runs/{run.id}", headers=headers) as answer:
+                assert (await answer.json())["egress"] == {"mode": "gateway", "credentials_inside": False,
+                                                           "blocked": blocked, "upstream": ""}
+    finally:
+        await registry.close()
+
+
+async def test_a_decoy_key_appears_nowhere_the_agent_can_read(world, make_bot, agent_image, monkeypatch):
+    """The scripted agent dumps env, /proc, HOME, the workspace and the gateway's answers into a file the
+    run pushes; the decoy key is in none of it, nor in the container's inspect data, nor on the Forge,
+    while the model behind the gateway did receive it."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", DECOY)
+    model = FakeModel()
+    await model.start()
+    try:
+        bot = await make_bot(image=agent_image, base_urls={"claude": model.url},
+                             limits={"memory": "256m", "cpus": 1.0, "pids": 256, "timeout": 60.0, "grace": 1.0})
+        inspected: list[str] = []
+
+        async def inspect_running():
+            runs = await bot.store.runs()
+            if runs and runs[-1].container_id:
+                out = subprocess.run(["docker", "inspect", runs[-1].container_id], capture_output=True, text=True)
+                inspected.append(out.stdout)
+            return runs and runs[-1].state not in ("queued", "preparing", "running")
+
+        issue = await dispatch(world, "claude", body="scenario:dump")
+        await bot.wait_for(inspect_running, timeout=60)
+        run = await finished(bot)
+        assert run.state == "completed", (run.reason, run.result)
+        dump = world["forge"].file_at(world["repo"], run.branch, "DUMP.txt").decode(errors="replace")
+        assert "== env" in dump and "ANTHROPIC_API_KEY=dbr-" in dump and "/proc/1/environ" in dump
+        assert "== gateway" in dump and "this token is not valid" in dump  # the gateway's answers are in it
+        assert DECOY not in dump and DECOY[::-1] not in dump
+        assert inspected and not any(DECOY in text for text in inspected)
+        assert DECOY not in status(world["forge"], world["repo"], issue.number)
+        assert all(DECOY not in (p.issue.body or "") for p in world["forge"].pulls(world["repo"]))
+        assert {r.headers.get("x-api-key") for r in model.calls("/v1/messages")} == {DECOY}
+    finally:
+        await model.close()
+
+
+async def test_refused_tokens_get_401_that_says_do_not_retry(world, engine_bot):
+    bot = await engine_bot()
+    gateway = bot.services.gateway
+    await gateway.ready()
+    await dispatch(world, "claude", body="scenario:slow-ok:1")
+    run = await finished(bot)  # ended: its token is no good any more
+    base = f"http://{gateway.address}:{gateway.port}"
+    token = gateway.grants.token(run, "agent")
+    forged = token[:-4] + "0000"
+    async with aiohttp.ClientSession() as http:
+        for path in (f"/claude/{token}/v1/messages", f"/claude/{forged}/v1/messages", "/claude/nonsense/v1/messages",
+                     f"/codex/{token}/v1/responses"):
+            async with http.post(base + path, json={}) as answer:
+                assert answer.status == 401, path
+                assert answer.headers["x-should-retry"] == "false"
+                assert "dispatchbot gateway" in (await answer.json())["error"]["message"]
+    reader, writer = await asyncio.open_connection(gateway.address, gateway.proxy_port)
+    writer.write(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 407")
+    writer.close()
+
+
+async def test_answers_stream_through_chunk_by_chunk_and_requests_are_bounded(world, engine_bot, monkeypatch):
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await release.wait()
+        await response.write(b"data: second\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    upstream = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        bot = await engine_bot(base_urls={"claude": upstream}, gateway={"port": 0, "proxy_port": 0,
+                                                                         "max_request_bytes": 4096})
+        await dispatch(world, "claude", body="scenario:hang")
+        run = await bot.wait_for(lambda: _running(bot))
+        gateway = bot.services.gateway
+        url = f"http://{gateway.address}:{gateway.port}/claude/{gateway.grants.token(run, 'agent')}/v1/messages"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={}) as answer:
+                assert answer.status == 200
+                assert await answer.content.readuntil(b"\n\n") == b"data: first\n\n"  # before the rest exists
+                release.set()
+                assert await answer.content.read() == b"data: second\n\n"
+            async with http.post(url, data=b"x" * 5000) as answer:
+                assert answer.status == 413
+    finally:
+        await runner.cleanup()
+
+
+async def connect(gateway, token: str, destination: str) -> bytes:
+    """The proxy's first answer line to ``CONNECT destination`` with ``token``."""
+    reader, writer = await asyncio.open_connection(gateway.address, gateway.proxy_port)
+    auth = base64.b64encode(f"run:{token}".encode()).decode()
+    writer.write(f"CONNECT {destination} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    line = await reader.readline()
+    writer.close()
+    return line
+
+
+async def test_a_run_with_its_credentials_inside_reaches_only_its_vendors_hosts(world, engine_bot, tmp_path):
+    creds = tmp_path / "claude-login"
+    creds.mkdir()
+    (creds / ".credentials.json").write_text("{}")
+    bot = await engine_bot(credentials={"claude": [str(creds)]}, egress_allow={"acme/widgets": ["example.org"]})
+    issue = await dispatch(world, "claude", body="scenario:slow-ok:3")
+    run = await bot.wait_for(lambda: _running(bot))
+    gateway = bot.services.gateway
+    agent, qa = gateway.grants.token(run, "agent"), gateway.grants.token(run, "qa0")
+    assert (await connect(gateway, agent, "pypi.org:443")).startswith(b"HTTP/1.1 403")
+    assert (await connect(gateway, agent, "example.org:443")).startswith(b"HTTP/1.1 403")
+    # allowed: the proxy tries (this machine has no route to it, so 502 or a tunnel, never 403)
+    assert not (await connect(gateway, agent, "api.anthropic.com:443")).startswith(b"HTTP/1.1 403")
+    assert not (await connect(gateway, qa, "pypi.org:443")).startswith(b"HTTP/1.1 403")  # QA: the registries
+    run = await finished(bot)
+    assert run.result.egress["credentials_inside"] is True
+    assert "credentials (its credential files) were inside its container" in status(world["forge"], world["repo"],
+                                                                                    issue.number)
+
+
+async def _running(bot):
+    runs = await bot.store.runs()
+    return runs[-1] if runs and runs[-1].state == "running" else None
+
+
+async def test_the_network_and_its_firewall_go_when_the_bot_stops(world, make_bot):
+    bot = await make_bot()
+    await bot.services.gateway.ready()
+    network, bridge = network_names(bot.settings)
+    rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout
+    assert f"-i {bridge} -j {firewall.chain_name(bridge)}" in rules
+    await bot.stop()
+    assert subprocess.run(["docker", "network", "inspect", network], capture_output=True).returncode != 0
+    assert bridge not in subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    assert bridge not in subprocess.run(["ip6tables", "-S"], capture_output=True, text=True).stdout
+
+
