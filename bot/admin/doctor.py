@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bot.runs import preflight
 from bot.runs.agents import PRESETS, Agent, known_agents, resolve
 from bot.executor.docker import DockerExecutor, ExecutorError, ImageInfo
-from bot.image.build import RECIPE_LABEL
+from bot.image.recipe import RECIPE_LABEL
 from bot.settings import Settings
 
 @dataclass(frozen=True)

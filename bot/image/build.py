@@ -26,12 +26,10 @@ from typing import Any
 
 import aiodocker
 
-from .recipe import MANIFEST, Manifest, dockerfile
+from .recipe import CLIS_LABEL, MANIFEST, RECIPE_LABEL, Manifest, dockerfile
 
 REPO = "dispatchbot-agent"
 BASE_REPO = "dispatchbot-base"
-RECIPE_LABEL = "dispatchbot.recipe"
-CLIS_LABEL = "dispatchbot.clis"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CODERABBIT = "coderabbit"
 _VERSION = re.compile(r"\d+\.\d+\.\d+[\w.+-]*")

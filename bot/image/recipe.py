@@ -13,6 +13,8 @@ from importlib.resources import files
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+RECIPE_LABEL = "dispatchbot.recipe"  # the recipe hash an image was built from
+CLIS_LABEL = "dispatchbot.clis"  # {cli: version} of the CLIs an image holds
 MANIFEST = files("bot.image") / "manifest.toml"
 REGISTRY = "https://registry.npmjs.org"
 # Where the builder's extra CA certificates land; update-ca-certificates adds them to the system bundle.
@@ -137,7 +139,7 @@ RUN echo '{m.user.name}:x:{uid}:{uid}:{m.user.name}:{home}:/bin/bash' >> /etc/pa
 
 ENV HOME={home} \\
     {env}
-LABEL dispatchbot.clis={shlex.quote(json.dumps(m.pinned(), separators=(",", ":")))}
+LABEL {CLIS_LABEL}={shlex.quote(json.dumps(m.pinned(), separators=(",", ":")))}
 USER {uid}:{uid}
 WORKDIR {m.user.workdir}
 CMD ["bash"]

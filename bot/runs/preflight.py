@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bot.runs.agents import Agent, resolve
 from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError, ImageInfo
-from bot.image.build import CLIS_LABEL  # set by the agent image builder
+from bot.image.recipe import CLIS_LABEL  # set by the agent image builder
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
