@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from bot.forge.client import ForgeError
 from bot.intake.routing import Router
-from bot.services import Services
 from bot.intake.webhook import BadRequest, Event
+
+if TYPE_CHECKING:  # the way in is below what it hands deliveries to
+    from bot.services import Services
 
 log = logging.getLogger(__name__)
 
