@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -187,6 +187,36 @@ class Run(_Target):
 
 
 RUN_COLUMNS = tuple(f.name for f in fields(Run))
+
+
+def allowed_from(to: str, expect: Iterable[str] | None = None) -> set[str]:
+    """The states a run may move to ``to`` from, narrowed to ``expect``."""
+    allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
+    return allowed if expect is None else allowed & set(expect)
+
+
+def move_changes(to: str, reason: str, changes: dict[str, Any], now: float) -> dict[str, Any]:
+    """What a move to ``to`` writes besides ``changes``: the state, the times, and the container
+    forgotten once the run ended or waits again. Each backend writes it and logs the transition."""
+    changes = changes | {"state": to, "updated_at": now}
+    if to in TERMINAL:
+        changes.setdefault("ended_at", now)
+    if to in TERMINAL or to == "queued":
+        changes.setdefault("container_id", "")
+    if reason:
+        changes["reason"] = reason
+    return changes
+
+
+def encode_run_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Run column changes as stored: known columns only, the result and the options as JSON."""
+    unknown = set(changes) - set(RUN_COLUMNS)
+    assert not unknown, unknown
+    if "result" in changes:
+        changes = changes | {"result": changes["result"].to_json()}
+    if "options" in changes:
+        changes = changes | {"options": json.dumps(changes["options"])}
+    return changes
 
 # Reported facets kept as columns of ``runs``, where an index finds the runs still to report.
 COLUMN_FACETS = {"version": "reported_version"}

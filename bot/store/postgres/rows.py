@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.model import RUN_COLUMNS, OutboxItem, PoolState, Run
+from bot.store.model import OutboxItem, PoolState, Run, encode_run_changes
 
 # Keys of transaction-scoped advisory locks (``pg_advisory_xact_lock(class, key)``): what must be
 # decided by one transaction at a time in the whole cluster. A claim takes the one lock of its class;
@@ -60,12 +60,7 @@ async def get_run(tx: Tx, run_id: int, *, lock: bool = False) -> Run | None:
 
 async def update_run(tx: Tx, run_id: int, changes: dict[str, Any]) -> None:
     """Change columns of a run; every change is a new version, which the reporter shows."""
-    unknown = set(changes) - set(RUN_COLUMNS)
-    assert not unknown, unknown
-    if "result" in changes:
-        changes["result"] = changes["result"].to_json()
-    if "options" in changes:
-        changes["options"] = json.dumps(changes["options"])
+    changes = encode_run_changes(changes)
     assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=2))
     await tx.execute(
         f"UPDATE runs SET {assignments}, version = version + 1 WHERE id = $1", run_id, *changes.values()

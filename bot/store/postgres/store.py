@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 
 from bot.store import policy
-from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Pruned, Run
-from bot.store.model import RunRequest
+from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState, Pruned, Run
+from bot.store.model import RunRequest, allowed_from, move_changes
 from bot.store.postgres import retention, rows
 from bot.store.postgres.connection import POOL_SIZE, Connections
 from bot.store.postgres.deliveries import DeliveryWriter
@@ -154,9 +154,7 @@ class PostgresStore(Replicas, ReplicaRules):
         """Move a run to ``to`` if the state machine allows it from its current state (see
         ``SqliteStore.transition``); the run's row is locked while it is decided."""
         assert to in STATES, to
-        allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
-        if expect is not None:
-            allowed &= set(expect)
+        allowed = allowed_from(to, expect)
 
         async def step(tx: Tx) -> Run | None:
             run = await rows.get_run(tx, run_id, lock=True)
@@ -171,7 +169,7 @@ class PostgresStore(Replicas, ReplicaRules):
     async def cancel(self, run_ids: Iterable[int], *, reason: str, trigger_key: str) -> list[Run] | None:
         """Cancel those of the runs that still may be, once per trigger (see ``SqliteStore.cancel``):
         None when the trigger was seen before, so a replay of it cancels nothing."""
-        allowed = {s for s, targets in TRANSITIONS.items() if "cancelled" in targets}
+        allowed = allowed_from("cancelled")
 
         async def step(tx: Tx) -> list[Run] | None:
             if not await rows.claim_trigger(tx, trigger_key, ""):
@@ -411,14 +409,7 @@ class PostgresStore(Replicas, ReplicaRules):
 async def _move(tx: Tx, run: Run, to: str, reason: str, changes: dict[str, Any]) -> Run:
     """Move the locked ``run`` to ``to`` with ``changes``, logging the transition."""
     now = time.time()
-    update = changes | {"state": to, "updated_at": now}
-    if to in TERMINAL:
-        update.setdefault("ended_at", now)
-    if to in TERMINAL or to == "queued":
-        update.setdefault("container_id", "")
-    if reason:
-        update["reason"] = reason
-    await rows.update_run(tx, run.id, update)
+    await rows.update_run(tx, run.id, move_changes(to, reason, changes, now))
     await rows.log_transition(tx, run.id, run.state, to, reason, now)
     moved = await rows.get_run(tx, run.id)
     assert moved is not None

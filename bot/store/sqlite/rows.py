@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.model import RUN_COLUMNS, TERMINAL, TRANSITIONS, OutboxItem, PoolState, Run
+from bot.store.model import OutboxItem, PoolState, Run, encode_run_changes, move_changes
 
 # The store's transaction helper as its parts get it: ``session("deliveries", atomic=False)``
 # holds the connection for statements that each commit alone, and tells subscribers once they did.
@@ -29,12 +29,7 @@ async def get_run(db: aiosqlite.Connection, run_id: int) -> Run | None:
 
 async def update_run(db: aiosqlite.Connection, run_id: int, changes: dict[str, Any]) -> None:
     """Change columns of a run; every change is a new version, which the reporter shows."""
-    unknown = set(changes) - set(RUN_COLUMNS)
-    assert not unknown, unknown
-    if "result" in changes:
-        changes["result"] = changes["result"].to_json()
-    if "options" in changes:
-        changes["options"] = json.dumps(changes["options"])
+    changes = encode_run_changes(changes)
     assignments = ", ".join(f"{column} = ?" for column in changes)
     await db.execute(f"UPDATE runs SET {assignments}, version = version + 1 WHERE id = ?", (*changes.values(), run_id))
 
@@ -80,22 +75,9 @@ def outbox_item(r: aiosqlite.Row) -> OutboxItem:
     )
 
 
-def allowed_from(to: str, expect: Iterable[str] | None) -> set[str]:
-    """The states a run may move to ``to`` from, narrowed to ``expect``."""
-    allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
-    return allowed if expect is None else allowed & set(expect)
-
-
 async def move_run(db: aiosqlite.Connection, run: Run, to: str, reason: str, changes: dict[str, Any]) -> Run:
     """Move ``run`` to ``to`` with ``changes``, and log the transition."""
     now = time.time()
-    changes = changes | {"state": to, "updated_at": now}
-    if to in TERMINAL:
-        changes.setdefault("ended_at", now)
-    if to in TERMINAL or to == "queued":
-        changes.setdefault("container_id", "")
-    if reason:
-        changes["reason"] = reason
-    await update_run(db, run.id, changes)
+    await update_run(db, run.id, move_changes(to, reason, changes, now))
     await log_transition(db, run.id, run.state, to, reason, now)
     return await get_run(db, run.id)

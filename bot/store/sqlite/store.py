@@ -21,7 +21,7 @@ import aiosqlite
 
 from bot.store import policy
 from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState
-from bot.store.model import Pruned, Run, RunRequest
+from bot.store.model import Pruned, Run, RunRequest, allowed_from
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -190,7 +190,7 @@ class SqliteStore(Replicas, ReplicaRules):
         assert to in STATES, to
         async with self._tx("runs", "triggers", "transitions") as db:
             run = await rows.get_run(db, run_id)
-            if run is None or run.state not in rows.allowed_from(to, expect):
+            if run is None or run.state not in allowed_from(to, expect):
                 return None
             if trigger_key and not await rows.claim_trigger(db, trigger_key, ""):
                 return None
@@ -206,7 +206,7 @@ class SqliteStore(Replicas, ReplicaRules):
             cancelled = []
             for run_id in run_ids:
                 run = await rows.get_run(db, run_id)
-                if run is not None and run.state in rows.allowed_from("cancelled", None):
+                if run is not None and run.state in allowed_from("cancelled"):
                     cancelled.append(await rows.move_run(db, run, "cancelled", reason, {}))
             return cancelled
 
