@@ -275,6 +275,49 @@ class Pruned:
     pages: int = 0  # database pages given back to the file system
 
 
+# What a run's model calls used (the gateway meters every call) ---------------------------------
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """One model's share of a run's calls; with no price for the model, ``cost_usd`` is None
+    (shown as "cost unknown", never guessed)."""
+
+    model: str
+    calls: int = 0
+    input_tokens: int = 0  # all prompt tokens, cached ones included
+    output_tokens: int = 0  # reasoning tokens included
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    wait_seconds: float = 0.0  # time spent waiting on the model's answers
+
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        cost = None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd
+        return ModelUsage(
+            self.model, self.calls + other.calls, self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens, self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens, cost, self.wait_seconds + other.wait_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run used so far, by model, and the last few things its agent did (read from the tool
+    calls in the model's answers, shortened and masked, oldest first)."""
+
+    by_model: tuple[ModelUsage, ...] = ()
+    actions: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> ModelUsage:
+        """All models together; its cost is None when any model's price is unknown."""
+        total = ModelUsage("", cost_usd=0.0)
+        for part in self.by_model:
+            total = total + part
+        return total
+
+
 # What the dashboard and the metrics read ------------------------------------------------------
 
 
