@@ -8,7 +8,8 @@
    the machine): on two cores shared with other work the answers wait behind whatever else runs,
    so the rest's share says how far a p99 is the machine's and how far the bot's.
 2. Claim: ``Store.claim`` over ``--runs`` queued runs, each call starting one (the decision reads
-   every live run, so its cost grows with the queue).
+   every live run, so its cost grows with the queue); before it, the floor of any store call
+   (``ping``: one round trip to PostgreSQL, one hop to SQLite's thread).
 3. Drain: ``--runs`` queued runs in three pools, taken to ``completed`` by workers that claim and
    walk each run through its states (no containers: the store's part alone). SQLite: one
    process. PostgreSQL: two replica processes on one database, each with its own
@@ -128,18 +129,24 @@ async def queue(location: str | Path, runs: int) -> None:
         await store.close()
 
 
-async def claim_times(location: str | Path, runs: int) -> list[float]:
-    """Each claim starts one more run: ms per claim, over a queue from ``runs`` down."""
+async def claim_times(location: str | Path, runs: int) -> dict[str, list[float]]:
+    """Each claim starts one more run: ms per claim, over a queue from ``runs`` down. And first
+    the floor of any store call: ``ping`` (one trivial query, one round trip), ms each."""
     await queue(location, runs)
     store = await open_store(location)
     try:
+        pings = []
+        for _ in range(500):
+            since = time.perf_counter()
+            await store.ping()
+            pings.append(1000 * (time.perf_counter() - since))
         times = []
         for n in range(1, min(runs, 200) + 1):
             since = time.perf_counter()
             claimed = await store.claim(max_running=n, pool_limits={}, spawn_intervals={})
             times.append(1000 * (time.perf_counter() - since))
             assert len(claimed) == 1, claimed
-        return times
+        return {"ping": pings, "claim": times}
     finally:
         await store.close()
 
@@ -278,7 +285,10 @@ def report(figures: dict, args: argparse.Namespace, load: tuple[str, str]) -> No
     row("webhook CPU ms per delivery: bot / PostgreSQL",
         lambda f: f"{f['ack']['bot_ms']:.2f} / {f['ack']['postgres_ms']:.2f}")
     row("webhook cores busy: load generator / rest", lambda f: f"{f['ack']['loadgen_cores']:.2f} / {f['ack']['rest_cores']:.2f}")
-    row(f"claim p50 / p99 ms, {args.runs} queued", lambda f: f"{pct(f['claim'], 50):.1f} / {pct(f['claim'], 99):.1f}")
+    row("store call floor: ping p50 / p99 ms",
+        lambda f: f"{pct(f['claim']['ping'], 50):.2f} / {pct(f['claim']['ping'], 99):.2f}")
+    row(f"claim p50 / p99 ms, {args.runs} queued",
+        lambda f: f"{pct(f['claim']['claim'], 50):.1f} / {pct(f['claim']['claim'], 99):.1f}")
     row(f"drain of {args.runs} runs: replicas", lambda f: "1" if len(f["drain"]["per_replica"]) == 1 else
         "+".join(str(n) for n in f["drain"]["per_replica"]))
     row("drain: wall s", lambda f: f"{f['drain']['wall']:.1f}")
