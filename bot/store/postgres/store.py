@@ -21,7 +21,7 @@ from bot.store import policy
 from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState, Pruned, Run
 from bot.store.model import RunRequest, allowed_from, move_changes
 from bot.store.postgres import retention, rows
-from bot.store.postgres.connection import POOL_SIZE, Connections
+from bot.store.postgres.connection import POOL_SIZE, Connections, keep_session
 from bot.store.postgres.deliveries import DeliveryWriter
 from bot.store.postgres.feed import ChangeFeed
 from bot.store.postgres.rows import Tx
@@ -39,7 +39,7 @@ class PostgresStore(Replicas, ReplicaRules):
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
         """Connect, bring the schema up to date (once in the cluster) and start listening."""
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, reset=keep_session)
         feed = ChangeFeed(url)
         try:
             async with pool.acquire() as db:
