@@ -5,14 +5,20 @@ scripted model) a run's totals and its budgets."""
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 
+import aiohttp
 import pytest
 
 from bot.gateway.observer import Api
-from bot.settings import Budget, Budgets, Price
-from bot.store import ModelUsage
+from bot.settings import Budget, Budgets, Price, Settings
+from bot.store import ModelUsage, RunRequest, SqliteStore, utc_day
+from bot.store.pools import pools_view
 from bot.usage import actions, budgets, prices
+from bot.usage.metering import Metering
 from bot.usage.wire import Reader
+from tests.fakemodel import FakeModel, Script, Tokens
 
 
 def sse(*events: tuple[str | None, dict | str], crlf: bool = False) -> bytes:
@@ -241,3 +247,79 @@ def test_a_runs_caps_are_its_agents_else_its_pools_else_the_top_levels_and_the_f
         "budget of $2.00 reached after 31 model calls, $2.04 spent (1,000 tokens)")
     assert budgets.reached(caps.for_run("codex", "cheap"), used).startswith("budget of 1,000 tokens reached")
     assert budgets.reached(Budget(run_calls=32), used) == ""
+
+
+# The scripted model's usage, read back by the meter ---------------------------------------------
+
+FAKE_TOKENS = Tokens(input=1200, output=80, cached=400, reasoning=30)
+
+
+@pytest.fixture
+async def fake():
+    m = FakeModel(Script(steps=(), final="done", tokens=(FAKE_TOKENS,)), workdir="/w/repo")
+    await m.start()
+    yield m
+    await m.close()
+
+
+# (api, path, body): streamed and not, in each wire format the fake speaks
+FAKE_CALLS = [
+    (Api.OPENAI_RESPONSES, "/v1/responses", {"model": "gpt-5", "stream": True,
+                                             "tools": [{"type": "function", "name": "exec_command"}], "input": []}),
+    (Api.ANTHROPIC_MESSAGES, "/v1/messages", {"model": "claude-sonnet-4-5", "stream": True,
+                                              "tools": [{"name": "Bash"}], "messages": []}),
+    (Api.ANTHROPIC_MESSAGES, "/v1/messages", {"model": "claude-sonnet-4-5", "tools": [{"name": "Bash"}],
+                                              "messages": []}),
+    (Api.GEMINI, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+     {"tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}], "contents": []}),
+    (Api.GEMINI, "/v1beta/models/gemini-2.5-pro:generateContent",
+     {"tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}], "contents": []}),
+    (Api.CHAT_COMPLETIONS, "/v1/chat/completions", {"model": "gpt-4o", "stream": True,
+                                                    "stream_options": {"include_usage": True},
+                                                    "tools": [{"type": "function", "function": {"name": "bash"}}],
+                                                    "messages": []}),
+]
+
+
+@pytest.mark.parametrize("api, path, body", FAKE_CALLS, ids=lambda v: str(v)[:40])
+async def test_the_scripted_models_usage_reads_back_as_scripted(fake, api, path, body):
+    async with aiohttp.ClientSession() as session, session.post(fake.url + path, json=body) as resp:
+        answer = await resp.read()
+    r = read(api, answer, 64)
+    [sent] = fake.sent
+    assert (r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens) == (
+        sent.tokens.input, sent.tokens.output, sent.tokens.cached, sent.tokens.reasoning)
+    assert sent.tokens == (FAKE_TOKENS if api is not Api.ANTHROPIC_MESSAGES else replace(FAKE_TOKENS, reasoning=0))
+
+
+async def test_a_streamed_chat_call_is_asked_for_its_usage_and_reports_it(fake, tmp_path):
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": '"stream": true'}],
+                       "tools": [{"type": "function", "function": {"name": "bash"}}]}).encode()
+    metering = Metering(Settings(data_dir=tmp_path), None, budgets.Clock())
+    asked = metering.request(Api.CHAT_COMPLETIONS, body)
+    assert json.loads(asked)["stream_options"] == {"include_usage": True}
+    assert json.loads(asked)["messages"] == json.loads(body)["messages"]
+    assert metering.request(Api.CHAT_COMPLETIONS, asked) == asked  # said once, never twice
+    assert metering.request(Api.OPENAI_RESPONSES, body) == body
+    async with aiohttp.ClientSession() as session:
+        for sent in (body, asked):
+            async with session.post(fake.url + "/v1/chat/completions", data=sent) as resp:
+                reading = read(Api.CHAT_COMPLETIONS, await resp.read())
+        assert reading.input_tokens == FAKE_TOKENS.input
+    assert len(fake.sent) == 1  # without being asked, a stream reports no usage
+
+
+async def test_the_pools_view_shows_a_spent_daily_budget(tmp_path):
+    settings = Settings(data_dir=tmp_path, budgets={"pools": {"fast": {"daily_usd": 1.0}}})
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        run = await store.request_run(RunRequest(
+            owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="", pool="fast",
+            review=False, task="t", trigger="comment", requested_by="bob"), trigger_key="k")
+        view = {p.name: p for p in (await pools_view(settings, store)).pools}
+        assert (view["fast"].daily_usd, view["fast"].spent_today_usd, view["fast"].daily_spent) == (1.0, 0.0, False)
+        await store.add_usage(run.id, ModelUsage("m", 1, cost_usd=1.25), day=utc_day(time.time()), at=time.time())
+        view = {p.name: p for p in (await pools_view(settings, store)).pools}
+        assert (view["fast"].spent_today_usd, view["fast"].daily_spent) == (1.25, True)
+    finally:
+        await store.close()
