@@ -8,8 +8,8 @@ with a real SQLite store holding one running run): one with no observer, one wit
 usage written to the store behind the answer). Each server runs in a process of its own; the
 same client, in this process, calls both gateways. Figures:
 
-1. **latency per call**: ``--calls`` sequential small calls through each gateway on kept-alive
-   connections; p50 and p99 of each and of the difference (what metering adds).
+1. **latency per call**: ``--calls`` small calls through each gateway in turns, on kept-alive
+   connections; p50 and p99 of each and of each turn's difference (what metering adds).
 2. **throughput of a long streamed answer** through each gateway (1 stream, best of 3), MB/s, and
    the ratio metered / unmetered.
 3. **the meter alone**, in this process: ``--stream-mb`` MB of each wire format's stream fed in
@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from bot.store import RunRequest, SqliteStore  # noqa: E402
 from bot.usage.budgets import Clock  # noqa: E402
 from bot.usage.metering import Metering  # noqa: E402
 from bot.usage.wire import Reader  # noqa: E402
+from gateway import latencies, pct, serve, throughput  # noqa: E402 (bench/gateway.py's client and server)
 
 CHUNK = 64 * 1024
 TEXT = "x" * (16 * 1024 - 120)
@@ -87,14 +87,6 @@ def stream(api: Api, size: int) -> bytes:
     return opening + delta * (size // len(delta)) + closing
 
 
-async def serve(app: web.Application) -> str:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-
 async def run_model(stream_mb: int) -> None:
     body = stream(Api.ANTHROPIC_MESSAGES, stream_mb * 1024 * 1024)
 
@@ -110,7 +102,7 @@ async def run_model(stream_mb: int) -> None:
 
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
-    print(await serve(app), flush=True)
+    print((await serve(app))[1], flush=True)
     await asyncio.Event().wait()
 
 
@@ -128,7 +120,7 @@ async def run_gateway(model_url: str, metered: bool) -> None:
     grants = Grants(b"k" * 32, store)
     observer = Metering(settings, store, Clock()) if metered else NoObserver()
     proxy = ModelProxy(settings, grants, observer, lambda run_id, reason: None)
-    url = await serve(proxy.app())
+    _, url = await serve(proxy.app())
     print(f"{url}/claude/{grants.token(run, 'agent')}/v1/messages", flush=True)
     await asyncio.Event().wait()
 
@@ -136,32 +128,6 @@ async def run_gateway(model_url: str, metered: bool) -> None:
 async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE)
     return process, (await process.stdout.readline()).decode().strip()  # type: ignore[union-attr]
-
-
-async def latencies(http: aiohttp.ClientSession, url: str, calls: int) -> list[float]:
-    out = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        async with http.post(url, json={"model": "claude-sonnet-4-5", "messages": []},
-                             headers={"x-api-key": "k"}) as answer:
-            await answer.read()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
-
-
-async def throughput(http: aiohttp.ClientSession, url: str) -> float:
-    best = 0.0
-    for _ in range(3):
-        started, size = time.perf_counter(), 0
-        async with http.post(url, json={"stream": True}, headers={"x-api-key": "k"}) as answer:
-            async for chunk in answer.content.iter_any():
-                size += len(chunk)
-        best = max(best, size / (time.perf_counter() - started) / 1e6)
-    return best
-
-
-def pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1]
 
 
 def meter_alone(stream_mb: int) -> None:
@@ -187,12 +153,16 @@ async def main(calls: int, stream_mb: int) -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             await latencies(http, plain_url, 50)  # warm both paths
             await latencies(http, metered_url, 50)
-            p, m = await latencies(http, plain_url, calls), await latencies(http, metered_url, calls)
-            added = [b - a for a, b in zip(sorted(p), sorted(m), strict=True)]
+            p, m = [], []
+            for n in range(calls):  # in turns, each first every other time: both see the same load
+                first, second = (p, plain_url), (m, metered_url)
+                for values, url in (first, second) if n % 2 else (second, first):
+                    values += await latencies(http, url, 1)
+            added = [b - a for a, b in zip(p, m, strict=True)]
             print(f"1. latency per call, {calls} calls (ms): unmetered p50 {pct(p, 50):.3f} p99 {pct(p, 99):.3f};"
                   f" metered p50 {pct(m, 50):.3f} p99 {pct(m, 99):.3f};"
                   f" added p50 {pct(added, 50):.3f} p99 {pct(added, 99):.3f}")
-            a, b = await throughput(http, plain_url), await throughput(http, metered_url)
+            a, b = await throughput(http, plain_url, 1), await throughput(http, metered_url, 1)
             print(f"2. {stream_mb} MB streamed: unmetered {a:.0f} MB/s, metered {b:.0f} MB/s, ratio {b / a:.2f}")
     finally:
         for process in (metered, plain, model):
