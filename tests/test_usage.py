@@ -404,6 +404,7 @@ async def test_a_budget_in_usd_tokens_or_calls_stops_a_real_cli_at_the_call_that
     )
     model.script = LONG_TASK
     price = bot.settings.prices["claude-sonnet-4-5"]
+    stopped = {}
     for agent, cap, crossed in (
         ("codex", "budget of 2,500 tokens", lambda s: sum(t.tokens.input + t.tokens.output for t in s) >= 2500),
         ("claude", "budget of $2.50", lambda s: sum(prices.cost(price if t.model.startswith("claude-sonnet-4-5")
@@ -422,6 +423,18 @@ async def test_a_budget_in_usd_tokens_or_calls_stops_a_real_cli_at_the_call_that
         ws = bot.services.workspaces.directory(run.owner, run.repo, run.workspace_key)
         assert (ws.root / "repo" / "NOTES.md").exists(), agent  # its workspace is kept for /retry
         await bot.wait_for(lambda run_id=run.id: _stopped(bot, run_id), timeout=30)  # its container is stopped
+        stopped[agent] = (run, issue, len(sent))
+    run, issue, calls = stopped["codex"]  # /retry starts again, with a fresh budget
+    before = len(model.sent)
+    await forge.create_comment(repo, issue.number, bob, "/retry")
+    again = await bot.wait_for(lambda: _retried(bot, run.id), timeout=120)
+    assert again.reason.startswith(f"budget of 2,500 tokens reached after {calls} model calls")
+    assert len(model.sent) - before == calls
+
+
+async def _retried(bot, run_id: int):
+    found = [r for r in await bot.store.runs() if r.retry_of == run_id and r.state in TERMINAL]
+    return found[0] if found else None
 
 
 async def _stopped(bot, run_id: int) -> bool:
