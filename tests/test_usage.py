@@ -11,13 +11,13 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from bot.gateway.observer import Api
+from bot.gateway.observer import Api, Call, Grant
 from bot.runs.containers import RUN_LABEL
 from bot.settings import Budget, Budgets, Price, Settings
 from bot.store import TERMINAL, ModelUsage, RunRequest, SqliteStore, utc_day
 from bot.store.pools import pools_view
 from bot.usage import actions, budgets, prices
-from bot.usage.metering import Metering
+from bot.usage.metering import Metering, model_call
 from bot.usage.wire import Reader
 from tests import test_real_agents
 from tests.fakemodel import Append, FakeModel, Script, Tokens, hello
@@ -473,3 +473,13 @@ async def _said(forge, repo, number, text):
 async def _state(bot, run_id, state):
     run = await bot.store.get(run_id)
     return run if run.state == state else None
+
+
+def test_only_a_posted_call_answered_by_the_model_counts():
+    grant = Grant(1, "local", "", "acme/widgets", "local")
+    assert model_call(Call(grant, Api.OLLAMA, "POST", "/api/chat", 200))
+    assert model_call(Call(grant, Api.ANTHROPIC_MESSAGES, "POST", "/v1/messages", 200))
+    assert not model_call(Call(grant, Api.OLLAMA, "GET", "/api/tags", 200))  # a probe
+    assert not model_call(Call(grant, Api.OLLAMA, "POST", "/api/show", 200))
+    assert not model_call(Call(grant, Api.OLLAMA, "HEAD", "/api/hello", 200))  # claude's
+    assert not model_call(Call(grant, Api.ANTHROPIC_MESSAGES, "POST", "/v1/messages", 429))
