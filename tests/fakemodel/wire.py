@@ -227,9 +227,12 @@ class Chat:
     def turn(cls, body: dict[str, Any], tool: tuple[str, dict[str, Any]] | None, text: str, tokens: Tokens) -> str:
         cid = _id("chatcmpl")
 
+        asked = cls.sent(body, tokens) is not None  # then every other chunk says "usage": null
+
         def chunk(delta: dict[str, Any], finish: str | None) -> str:
             return _sse(None, {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "fake"),
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                        | ({"usage": None} if asked else {}))
 
         if tool:
             call = {"index": 0, "id": _id("call"), "type": "function",
@@ -238,5 +241,5 @@ class Chat:
         else:
             body_chunk, finish = chunk({"role": "assistant", "content": text}, None), "stop"
         usage = _sse(None, {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "fake"),
-                            "choices": [], "usage": cls.usage(tokens)}) if cls.sent(body, tokens) else ""
+                            "choices": [], "usage": cls.usage(tokens)}) if asked else ""
         return body_chunk + chunk({}, finish) + usage + _sse(None, "[DONE]")
