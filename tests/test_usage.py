@@ -10,7 +10,10 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from bot.gateway.grants import Grants
+from bot.gateway.models import ModelProxy
 from bot.gateway.observer import Api, Call, Grant
 from bot.runs.containers import RUN_LABEL
 from bot.settings import Budget, Budgets, Price, Settings
@@ -492,3 +495,45 @@ def test_a_misspelt_cap_or_price_is_refused_with_its_name():
         Settings(prices={"gpt-5": {"input": 1.25, "output": 10.0}})
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(budgets={"run_calls": 0})
+
+
+async def test_the_gateway_refuses_the_call_after_the_one_that_reached_the_budget_and_ends_the_run(tmp_path, fake,
+                                                                                                  monkeypatch):
+    """Through the gateway's own handler, with a real store: the refusal is a 400 the CLIs show and
+    do not retry, and the run is failed with the reason in the same moment."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    settings = Settings(data_dir=tmp_path, base_urls={"claude": fake.url}, budgets={"run_calls": 2})
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    run = await store.request_run(RunRequest(
+        owner="acme", repo="widgets", number=1, is_pull=False, agent="claude", model="", pool="claude",
+        review=False, task="t", trigger="comment", requested_by="bob"), trigger_key="k")
+    for state in ("preparing", "running"):
+        run = await store.transition(run.id, state)
+    grants = Grants(b"k" * 32, store)
+    metering = Metering(settings, store, budgets.Clock())
+    proxy = ModelProxy(settings, grants, metering, lambda run_id, reason: None)
+    runner = web.AppRunner(proxy.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/claude/{grants.token(run, 'agent')}/v1/messages"
+    body = {"model": "claude-sonnet-4-5", "stream": True, "tools": [{"name": "Bash"}], "messages": []}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.post(url, json=body, headers={"x-api-key": "token"}) as answer:
+                    assert answer.status == 200
+                    await answer.read()
+            async with session.post(url, json=body, headers={"x-api-key": "token"}) as refused:
+                assert refused.status == 400 and refused.headers["x-should-retry"] == "false"
+                message = (await refused.json())["error"]["message"]
+        assert message.startswith("dispatchbot gateway: budget of 2 model calls reached after 2 model calls")
+        assert len(fake.sent) == 2
+        ended = await store.get(run.id)
+        assert ended.state == "failed" and ended.reason == message.removeprefix("dispatchbot gateway: ")
+        await metering.close()
+        assert (await store.usage(run.id)).total.calls == 2
+    finally:
+        await runner.cleanup()
+        await proxy.close()
+        await store.close()
