@@ -41,7 +41,7 @@ from bot.settings import Settings  # noqa: E402
 from bot.store import RunRequest, SqliteStore  # noqa: E402
 from bot.usage.budgets import Clock  # noqa: E402
 from bot.usage.metering import Metering  # noqa: E402
-from bot.usage.wire import Reader  # noqa: E402
+from bot.usage.reader import Reader  # noqa: E402
 from gateway import latencies, pct, serve, throughput  # noqa: E402 (bench/gateway.py's client and server)
 
 CHUNK = 64 * 1024

@@ -21,7 +21,7 @@ from bot.store import TERMINAL, ModelUsage, RunRequest, SqliteStore, utc_day
 from bot.store.pools import pools_view
 from bot.usage import actions, budgets, prices
 from bot.usage.metering import Metering, model_call
-from bot.usage.wire import Reader
+from bot.usage.reader import Reader
 from tests import test_real_agents
 from tests.fakemodel import Append, FakeModel, Script, Tokens, hello
 

@@ -29,7 +29,8 @@ from bot.gateway.observer import Api, Call, Grant, Meter, NoObserver
 from bot.settings import Settings
 from bot.store import ModelUsage, Store, Usage, utc_day
 from bot.usage import actions, budgets, prices
-from bot.usage.wire import Reader, Reading
+from bot.usage.reader import Reader
+from bot.usage.wire import Reading
 
 log = logging.getLogger(__name__)
 
