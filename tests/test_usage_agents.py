@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from bot.report import sentences
 from bot.runs.containers import RUN_LABEL
 from bot.store import TERMINAL, ModelUsage, utc_day
 from bot.usage import budgets, prices
@@ -139,8 +140,9 @@ async def test_a_spent_daily_budget_queues_the_next_run_until_the_utc_day_is_ove
     assert await bot.store.spent(utc_day(bot.services.clock.now()), repo="acme/widgets") >= 1.5
     issue = await forge.create_issue(repo, bob, title="Say hello again", body="Again.")
     await forge.set_labels(repo, issue.number, bob, ["dispatch:codex"])
-    said = await bot.wait_for(lambda: _said(forge, repo, issue.number, "The daily budget of $1.50"), timeout=30)
-    assert "of repository `acme/widgets` is spent" in said and "resets at" in said and "00:00:00 UTC" in said
+    said = await bot.wait_for(lambda: _said(forge, repo, issue.number, "spent its daily budget of $1.50"), timeout=30)
+    assert "Repository `acme/widgets` spent its daily budget" in said and "resets at" in said
+    assert f"resets at {sentences.format_time(budgets.next_day(time.time()))}" in said
     [second] = [r for r in await bot.store.runs() if r.number == issue.number]
     assert second.state == "queued"
     bot.services.clock.skew = budgets.next_day(time.time()) - time.time() + 1  # past midnight UTC

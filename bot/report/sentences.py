@@ -176,8 +176,8 @@ def budget_reached(cap: str, used: ModelUsage, priced_usd: float | None = None) 
 
 def daily_budget_spent(whose: str, name: str, cap: float, spent: float, resets_at: float) -> str:
     """Why a queued run waits for the next UTC day, for its status comment."""
-    return (f"The daily budget of {usd(cap)} of {whose} `{name}` is spent ({usd(spent)} today): the run starts"
-            f" when it resets at {format_time(resets_at)}, or once the budget is raised.")
+    return (f"{whose.capitalize()} `{name}` spent its daily budget of {usd(cap)} ({usd(spent)} today): the run"
+            f" starts when it resets at {format_time(resets_at)}, or once the budget is raised.")
 
 
 def run_links(run, found: dict[str, str], pull: int | None) -> str:
