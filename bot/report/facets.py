@@ -8,6 +8,7 @@ runs them in order: the review and the pull request first, so the status comment
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from bot.report.links import links
 from bot.report.shown import Pull, Shown, Spell, remember
 from bot.settings import Settings
 from bot.store import AT_WORK, Run, Store
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ class StatusComment:
         return sentences.queue_line(
             frozen=await pools.bot_frozen(self.settings, self.store), pool=run.pool, paused_until=pool.paused_until,
             position=await self.store.queue_position(run.id), limit=pools.limit(self.settings, run.pool),
+            daily=await budgets.hold_line(self.settings, self.store, run, time.time()),
         )
 
 

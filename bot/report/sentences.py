@@ -7,7 +7,7 @@ import re
 import time
 
 from bot.intake.commands import USAGE
-from bot.store import AT_WORK
+from bot.store import AT_WORK, ModelUsage
 
 
 def marker(kind: str, key: str) -> str:
@@ -142,13 +142,42 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
-    """Why a queued run waits, for its status comment."""
+def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,
+               daily: str = "") -> str:
+    """Why a queued run waits, for its status comment (``daily``: a spent daily budget's sentence)."""
     if frozen:
         return "The bot is frozen; the run will start when it is unfrozen."
     if paused_until > time.time():
         return f"Pool `{pool}` is backing off after repeated quick failures until {format_time(paused_until)}."
+    if daily:
+        return daily
     return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
+
+
+def usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def calls(n: int) -> str:
+    return f"{n} model call{'' if n == 1 else 's'}"
+
+
+def budget_reached(cap: str, used: ModelUsage, priced_usd: float | None = None) -> str:
+    """Why a run was stopped at its budget (``cap``: "$2.00", "50,000 tokens", "30 model calls"),
+    with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent (…tokens)". With
+    calls of no price, ``priced_usd`` is what the others cost: "at least" that, or "cost unknown"."""
+    if used.cost_usd is not None:
+        spent = f"{usd(used.cost_usd)} spent"
+    else:
+        spent = f"at least {usd(priced_usd)} spent" if priced_usd else "cost unknown"
+    tokens = f"{used.input_tokens + used.output_tokens:,} tokens"
+    return f"budget of {cap} reached after {calls(used.calls)}, {spent} ({tokens})"
+
+
+def daily_budget_spent(whose: str, name: str, cap: float, spent: float, resets_at: float) -> str:
+    """Why a queued run waits for the next UTC day, for its status comment."""
+    return (f"{whose.capitalize()} `{name}` spent its daily budget of {usd(cap)} ({usd(spent)} today): the run"
+            f" starts when it resets at {format_time(resets_at)}, or once the budget is raised.")
 
 
 def run_links(run, found: dict[str, str], pull: int | None) -> str:
