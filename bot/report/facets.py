@@ -63,7 +63,7 @@ class PullRequest:
                 and shown.pull is None)
 
     async def report(self, run: Run, shown: Shown) -> None:
-        pull = await publish.open_pull(self.forge, run, shown.comment_url)
+        pull = await publish.open_pull(self.forge, run, shown.comment_url, await self.store.usage(run.id))
         await remember(self.store, run.id, shown,
                        pull=Pull(pull["number"], pull.get("html_url") or pull.get("url", "")))
 
