@@ -61,3 +61,11 @@ def progress_line(usage: Usage, elapsed: float) -> str:
     total = usage.total
     used = " · ".join(parts(total)) if total.calls else "no model call yet"
     return f"Working for {duration(elapsed)}: {used}"
+
+
+def brief(usage: Usage) -> str:
+    """For a table cell: ``12 calls · 51,310 tokens · $0.42``; "—" with no model call."""
+    total = usage.total
+    if not total.calls:
+        return "—"
+    return f"{_plural(total.calls, 'call')} · {count(total.input_tokens + total.output_tokens)} tokens · {cost(total.cost_usd)}"
