@@ -273,9 +273,9 @@ def run_page(
         facts.append(("reason", _e(run.reason)))
     if run.question:
         facts.append(("question", f"<pre>{_e(run.question)}</pre>"))
-    if run.started_at:
+    if run.started_at and run.state not in AT_WORK:  # at work, the usage section's live line says it
         end = run.ended_at or now
-        facts.append(("ran for" if run.ended_at else "running for", duration(end - run.started_at)))
+        facts.append(("ran for" if run.ended_at else "worked for", duration(end - run.started_at)))
     facts.append(("links", _outcome_links(links)))
     summary = "<section><h2>Run #%d</h2><dl>%s</dl></section>" % (
         run.id, "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
@@ -333,7 +333,7 @@ def _totals_section(totals: UsageTotals) -> str:
          _e(cost(t.usage.total.cost_usd))]
         for period, listed in (("last day", totals.day), ("last week", totals.week)) for t in listed
     ]
-    headers = ["over the", "repository", "agent", "runs", "model calls", "tokens in", "cached", "out", "cost"]
+    headers = ["period", "repository", "agent", "runs", "model calls", "tokens in", "cached", "out", "cost"]
     return _section("Model usage", None, _table(headers, rows, "No model call in the last week."))
 
 

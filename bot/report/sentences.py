@@ -131,7 +131,7 @@ def status_comment(
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
     if run.state not in AT_WORK and usage and (line := usage_line(usage)):
-        lines += ["", line]
+        lines += ["", line] if lines[-1] else [line]
     lines += egress_lines(run.result.egress)
     if note:
         lines += ["", f"_{note}_"]
