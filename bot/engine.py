@@ -20,7 +20,7 @@ class Engine:
     def __init__(self, services: Services) -> None:
         s = services
         self.runner = Runner(s.settings, s.store, s.executor, s.workspaces,
-                             launch=partial(flow.launch, s), resume=partial(flow.resume, s))
+                             launch=partial(flow.launch, s), resume=partial(flow.resume, s), clock=s.clock)
         self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login)
         self.scheduler = Scheduler(s, self.runner)
         self._services = s

@@ -17,6 +17,8 @@ from bot.gateway.service import Gateway
 from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
+from bot.usage.budgets import Clock
+from bot.usage.metering import Metering
 from bot.workspace import Workspaces
 
 
@@ -29,17 +31,23 @@ class Services:
     workspaces: Workspaces
     images: Images  # what the images hold, for preflight
     gateway: Gateway  # what a container may reach, and its model through it
+    metering: Metering  # what the gateway's model calls use, held to the budgets
+    clock: Clock  # the time budgets count by (a test moves it)
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def create(cls, settings: Settings, store: Store, forge: Forge) -> Services:
-        """The executor, workspaces, images and gateway as the settings say; ``close`` releases them."""
+        """The executor, workspaces, images and gateway (metering every model call) as the settings
+        say; ``close`` releases them."""
         executor = DockerExecutor(settings.docker_url)
+        clock = Clock()
+        metering = Metering(settings, store, clock)
         return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings),
-                   Gateway(settings, store, executor))
+                   Gateway(settings, store, executor, metering), metering, clock)
 
     async def close(self) -> None:
+        await self.metering.close()
         await self.executor.close()
 
     @property

@@ -21,6 +21,7 @@ from bot.report.links import links
 from bot.report.shown import Progress, Pull, Shown, Spell, remember
 from bot.settings import Settings
 from bot.store import AT_WORK, Run, Store, Usage
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class StatusComment:
         return sentences.queue_line(
             frozen=await pools.bot_frozen(self.settings, self.store), pool=run.pool, paused_until=pool.paused_until,
             position=await self.store.queue_position(run.id), limit=pools.limit(self.settings, run.pool),
+            daily=await budgets.hold_line(self.settings, self.store, run, time.time()),
         )
 
 

@@ -8,7 +8,7 @@ import time
 
 from bot.intake.commands import USAGE
 from bot.report import usage as used
-from bot.store import AT_WORK, Usage
+from bot.store import AT_WORK, ModelUsage, Usage
 
 
 def marker(kind: str, key: str) -> str:
@@ -166,13 +166,38 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
-    """Why a queued run waits, for its status comment."""
+def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,
+               daily: str = "") -> str:
+    """Why a queued run waits, for its status comment (``daily``: a spent daily budget's sentence)."""
     if frozen:
         return "The bot is frozen; the run will start when it is unfrozen."
     if paused_until > time.time():
         return f"Pool `{pool}` is backing off after repeated quick failures until {format_time(paused_until)}."
+    if daily:
+        return daily
     return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
+
+
+def usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def calls(n: int) -> str:
+    return f"{n} model call{'' if n == 1 else 's'}"
+
+
+def budget_reached(cap: str, used: ModelUsage) -> str:
+    """Why a run was stopped at its budget (``cap``: "$2.00", "50,000 tokens", "30 model calls"),
+    with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent"."""
+    spent = "cost unknown" if used.cost_usd is None else f"{usd(used.cost_usd)} spent"
+    tokens = f"{used.input_tokens + used.output_tokens:,} tokens"
+    return f"budget of {cap} reached after {calls(used.calls)}, {spent} ({tokens})"
+
+
+def daily_budget_spent(whose: str, name: str, cap: float, spent: float, resets_at: float) -> str:
+    """Why a queued run waits for the next UTC day, for its status comment."""
+    return (f"The daily budget of {usd(cap)} of {whose} `{name}` is spent ({usd(spent)} today): the run starts"
+            f" when it resets at {format_time(resets_at)}, or once the budget is raised.")
 
 
 def run_links(run, found: dict[str, str], pull: int | None) -> str:

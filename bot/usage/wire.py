@@ -1,0 +1,399 @@
+"""Reading what a model's answer reports as it streams past: its model, its tokens and its tool calls,
+in each wire format the gateway forwards (``bot.gateway.observer.Api``).
+
+An answer is one JSON body, server-sent events (``data:`` frames split by a blank line) or ollama's
+lines of JSON. A ``Reader`` is fed the answer chunk by chunk: it looks for frame ends in the new
+bytes only, and parses a frame only if its handler wants it (usage, tool calls), judged on the
+bytes alone. Text deltas are not parsed, and a long one is not even kept: once its first bytes
+show that it is not wanted, the rest of it passes until its end, keeping only a tail (Gemini puts
+its usage after a chunk's text). So the cost per chunk stays small whatever the answer's size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.gateway.observer import Api
+
+log = logging.getLogger(__name__)
+
+HEAD = 512  # bytes of a frame that tell whether it is wanted
+TAIL = 4096  # bytes kept of a frame that is not
+MAX_WHOLE = 16 * 1024 * 1024  # a body that does not stream is read up to this size
+
+
+@dataclass
+class Reading:
+    """What one answer reported; counts the vendor did not send stay 0."""
+
+    model: str = ""
+    input_tokens: int = 0  # all prompt tokens, cached ones included
+    output_tokens: int = 0  # reasoning tokens included
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    tools: list[tuple[str, Any]] = field(default_factory=list)  # (tool name, its arguments) in order
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _json(text: Any) -> Any:
+    """A tool's arguments sent as a JSON string; the string itself when it is not JSON."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Handler:
+    """One wire format: which frames it wants, and what it reads from them."""
+
+    def __init__(self) -> None:
+        self.reading = Reading()
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        """From a whole frame, or the first ``HEAD`` bytes of a long one."""
+        return True
+
+    def frame(self, data: dict[str, Any]) -> None:
+        """A streamed event (SSE data or an NDJSON line)."""
+
+    def whole(self, body: Any) -> None:
+        """The answer as one JSON body (a call that did not stream)."""
+
+    def skipped(self, tail: bytes) -> None:
+        """The last bytes of a frame that was not wanted."""
+
+    def done(self) -> None:
+        """The answer ended: what is still pending is read."""
+
+
+class Responses(Handler):
+    """OpenAI's Responses API: ``response.completed`` (or ``incomplete``, ``failed``) carries the
+    usage; each ``response.output_item.done`` one output item, a tool call among them."""
+
+    WANTED = (b"response.completed", b"response.incomplete", b"response.failed", b"response.output_item.done")
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        head = frame[:HEAD]
+        return any(w in head for w in self.WANTED)
+
+    def frame(self, data: dict[str, Any]) -> None:
+        kind = data.get("type", "")
+        if kind == "response.output_item.done":
+            self._item(data.get("item") or {})
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._response(data.get("response") or {}, items=False)
+
+    def whole(self, body: Any) -> None:
+        if isinstance(body, dict):
+            self._response(body, items=True)
+
+    def _response(self, response: dict[str, Any], *, items: bool) -> None:
+        r = self.reading
+        r.model = response.get("model") or r.model
+        usage = response.get("usage") or {}
+        r.input_tokens = _int(usage.get("input_tokens"))
+        r.output_tokens = _int(usage.get("output_tokens"))
+        r.cached_tokens = _int((usage.get("input_tokens_details") or {}).get("cached_tokens"))
+        r.reasoning_tokens = _int((usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
+        if items:
+            for item in response.get("output") or []:
+                self._item(item)
+
+    def _item(self, item: dict[str, Any]) -> None:
+        kind = item.get("type")
+        if kind == "function_call":
+            self.reading.tools.append((item.get("name", ""), _json(item.get("arguments"))))
+        elif kind == "custom_tool_call":  # codex's freeform apply_patch: the patch as plain text
+            self.reading.tools.append((item.get("name", ""), item.get("input", "")))
+        elif kind == "local_shell_call":
+            self.reading.tools.append(("local_shell", (item.get("action") or {}).get("command")))
+
+
+class Chat(Handler):
+    """Chat Completions: a stream of ``chat.completion.chunk``; tool calls come in pieces by index,
+    the usage in a last chunk (asked for with ``stream_options.include_usage``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._calls: dict[int, list[Any]] = {}  # index -> [name, argument pieces...]
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        return b'"tool_calls"' in frame or b'"usage":{' in frame or b'"usage": {' in frame
+
+    def frame(self, data: dict[str, Any]) -> None:
+        self._usage(data)
+        for choice in data.get("choices") or []:
+            for call in (choice.get("delta") or {}).get("tool_calls") or []:
+                function = call.get("function") or {}
+                pieces = self._calls.setdefault(_int(call.get("index")), [""])
+                pieces[0] = pieces[0] or function.get("name") or ""
+                pieces.append(function.get("arguments") or "")
+
+    def whole(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        self._usage(body)
+        for choice in body.get("choices") or []:
+            for call in (choice.get("message") or {}).get("tool_calls") or []:
+                function = call.get("function") or {}
+                self.reading.tools.append((function.get("name", ""), _json(function.get("arguments"))))
+
+    def _usage(self, data: dict[str, Any]) -> None:
+        r = self.reading
+        r.model = data.get("model") or r.model
+        usage = data.get("usage")
+        if usage:
+            r.input_tokens = _int(usage.get("prompt_tokens"))
+            r.output_tokens = _int(usage.get("completion_tokens"))
+            r.cached_tokens = _int((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+            r.reasoning_tokens = _int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+
+    def done(self) -> None:
+        for _, (name, *pieces) in sorted(self._calls.items()):
+            self.reading.tools.append((name, _json("".join(pieces))))
+
+
+class Messages(Handler):
+    """Anthropic's Messages API: ``message_start`` carries the prompt's usage (fresh, written to
+    and read from the cache), ``message_delta`` the output so far; a ``tool_use`` block's input
+    comes as ``input_json_delta`` pieces."""
+
+    WANTED = (b"message_start", b"message_delta", b"content_block_start", b"content_block_stop",
+              b"input_json_delta")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: dict[int, list[Any]] = {}  # index -> [name, input pieces...]
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        head = frame[:HEAD]
+        return any(w in head for w in self.WANTED)
+
+    def frame(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.reading.model = message.get("model") or self.reading.model
+            self._usage(message.get("usage") or {})
+        elif kind == "message_delta":
+            self._usage(data.get("usage") or {})
+        elif kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self._blocks[_int(data.get("index"))] = [block.get("name", "")]
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "input_json_delta" and _int(data.get("index")) in self._blocks:
+                self._blocks[_int(data.get("index"))].append(delta.get("partial_json") or "")
+        elif kind == "content_block_stop" and _int(data.get("index")) in self._blocks:
+            name, *pieces = self._blocks.pop(_int(data.get("index")))
+            self.reading.tools.append((name, _json("".join(pieces) or "{}")))
+
+    def whole(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        self.reading.model = body.get("model") or self.reading.model
+        self._usage(body.get("usage") or {})
+        for block in body.get("content") or []:
+            if block.get("type") == "tool_use":
+                self.reading.tools.append((block.get("name", ""), block.get("input")))
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        """Anthropic counts the prompt in three parts; a later event's counts replace earlier ones."""
+        r = self.reading
+        if "input_tokens" in usage or "cache_read_input_tokens" in usage:
+            r.cached_tokens = _int(usage.get("cache_read_input_tokens"))
+            r.input_tokens = (_int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens"))
+                              + r.cached_tokens)
+        if "output_tokens" in usage:
+            r.output_tokens = _int(usage.get("output_tokens"))
+
+    def done(self) -> None:
+        for name, *pieces in self._blocks.values():  # cut off before its block ended
+            self.reading.tools.append((name, _json("".join(pieces) or "{}")))
+
+
+class Gemini(Handler):
+    """Gemini: every streamed chunk is a whole ``GenerateContentResponse``; its ``usageMetadata``
+    is the answer's so far (the last one counts), thoughts billed as output."""
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        return b'"functionCall"' in frame or b'"usageMetadata"' in frame
+
+    def frame(self, data: dict[str, Any]) -> None:
+        r = self.reading
+        r.model = data.get("modelVersion") or r.model
+        if isinstance(data.get("usageMetadata"), dict):
+            self._usage(data["usageMetadata"])
+        for candidate in data.get("candidates") or []:
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                call = part.get("functionCall")
+                if isinstance(call, dict):
+                    r.tools.append((call.get("name", ""), call.get("args")))
+
+    def whole(self, body: Any) -> None:
+        for response in body if isinstance(body, list) else [body]:
+            if isinstance(response, dict):
+                self.frame(response)
+
+    def skipped(self, tail: bytes) -> None:
+        """A long text chunk: its usage and model version, if any, follow the text."""
+        for key, read in ((b'"usageMetadata"', self._usage), (b'"modelVersion"', self._model)):
+            at = tail.rfind(key)
+            if at >= 0:
+                value = _value_after(tail, at + len(key))
+                if value is not None:
+                    read(value)
+
+    def _model(self, value: Any) -> None:
+        if isinstance(value, str):
+            self.reading.model = value
+
+    def _usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        r = self.reading
+        r.input_tokens = _int(usage.get("promptTokenCount"))
+        r.reasoning_tokens = _int(usage.get("thoughtsTokenCount"))
+        r.output_tokens = _int(usage.get("candidatesTokenCount")) + r.reasoning_tokens
+        r.cached_tokens = _int(usage.get("cachedContentTokenCount"))
+
+
+class Ollama(Handler):
+    """ollama's own API (``/api/chat``, ``/api/generate``): lines of JSON, the last one ``done``
+    with the counts; a non-streamed answer is that one line."""
+
+    def wanted(self, frame: bytes | bytearray) -> bool:
+        return b'"done":true' in frame or b'"done": true' in frame or b'"tool_calls"' in frame
+
+    def frame(self, data: dict[str, Any]) -> None:
+        r = self.reading
+        r.model = data.get("model") or r.model
+        for call in (data.get("message") or {}).get("tool_calls") or []:
+            function = call.get("function") or {}
+            r.tools.append((function.get("name", ""), function.get("arguments")))
+        if data.get("done"):
+            r.input_tokens = _int(data.get("prompt_eval_count"))
+            r.output_tokens = _int(data.get("eval_count"))
+
+    def whole(self, body: Any) -> None:
+        if isinstance(body, dict):
+            self.frame(body)
+
+
+HANDLERS: dict[Api, type[Handler]] = {
+    Api.OPENAI_RESPONSES: Responses, Api.CHAT_COMPLETIONS: Chat, Api.ANTHROPIC_MESSAGES: Messages,
+    Api.GEMINI: Gemini, Api.OLLAMA: Ollama,
+}
+
+
+def _value_after(text: bytes, at: int) -> Any:
+    """The JSON value after ``"key"`` at ``at`` (its colon, then the value), or None."""
+    colon = text.find(b":", at)
+    if colon < 0:
+        return None
+    try:
+        return json.JSONDecoder().raw_decode(text[colon + 1:].decode(errors="replace").lstrip())[0]
+    except ValueError:
+        return None
+
+
+class Reader:
+    """Feeds one answer's chunks to its format's handler, frame by frame."""
+
+    def __init__(self, api: Api) -> None:
+        self.handler = HANDLERS[api]()
+        self._lines = api is Api.OLLAMA
+        self._mode = ""  # "sse", "lines" or "whole", from the first bytes
+        self._sep = b""
+        self._pending = bytearray()  # the current frame so far (or, when whole, the body)
+        self._skipping = False  # the current frame is not wanted: only its tail is kept
+        self._too_big = False
+
+    @property
+    def reading(self) -> Reading:
+        return self.handler.reading
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._mode:
+            start = chunk.lstrip()
+            if not start:
+                return
+            whole = start[:1] in (b"{", b"[")
+            self._mode = "lines" if self._lines else ("whole" if whole else "sse")
+            self._sep = b"\n" if self._mode == "lines" else b""  # SSE: told by its first line's end
+        if self._mode == "whole":
+            if len(self._pending) + len(chunk) > MAX_WHOLE:
+                self._too_big = True
+                self._pending.clear()
+            elif not self._too_big:
+                self._pending += chunk
+            return
+        self._frames(chunk)
+
+    def _frames(self, chunk: bytes) -> None:
+        """Each frame that ends in ``chunk`` handled, the rest kept: a separator is looked for in the
+        new bytes only (and the few before them it may start in)."""
+        pending = self._pending
+        if not self._sep:  # Google ends SSE lines with CRLF, others with LF
+            first = chunk.find(b"\n")
+            if first < 0:
+                pending += chunk
+                return
+            self._sep = b"\r\n\r\n" if (chunk[first - 1:first] if first else pending[-1:]) == b"\r" else b"\n\n"
+        sep = self._sep
+        look = max(0, len(pending) - len(sep) + 1)
+        pending += chunk
+        start = 0
+        while (end := pending.find(sep, look)) >= 0:
+            self._end(pending[start:end])
+            start = look = end + len(sep)
+        del pending[:start]
+        if not self._skipping and len(pending) > HEAD and not self.handler.wanted(pending[:HEAD]):
+            self._skipping = True  # a long frame it does not want: only its tail is kept
+        if self._skipping and len(pending) > 2 * TAIL:
+            del pending[:-TAIL]
+
+    def _end(self, frame: bytearray) -> None:
+        skipping, self._skipping = self._skipping, False
+        if skipping:
+            self.handler.skipped(bytes(frame[-TAIL:]))
+        elif frame.strip() and self.handler.wanted(frame):
+            self._parse(frame)
+
+    def _parse(self, frame: bytearray) -> None:
+        if self._mode == "sse":
+            data = b"".join(line[5:].lstrip() for line in frame.splitlines() if line.startswith(b"data:"))
+            if not data or data == b"[DONE]":
+                return
+        else:
+            data = frame
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(parsed, dict):
+            self.handler.frame(parsed)
+
+    def finish(self) -> Reading:
+        """What the answer reported, once it ended (or was cut off)."""
+        if self._mode == "whole":
+            if self._too_big:
+                log.warning("an answer over %d bytes that did not stream: its usage was not read", MAX_WHOLE)
+            elif self._pending:
+                try:
+                    self.handler.whole(json.loads(bytes(self._pending)))
+                except ValueError:
+                    pass
+        elif self._pending.strip():  # the last frame, with no blank line after it
+            self._end(self._pending)
+        self.handler.done()
+        return self.handler.reading

@@ -1,0 +1,243 @@
+"""Usage, cost and budgets (issue #15): the gateway's meter on each wire format's real shapes,
+prices, action lines, and (with the real CLIs in the real image, through the gateway, against the
+scripted model) a run's totals and its budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.gateway.observer import Api
+from bot.settings import Budget, Budgets, Price
+from bot.store import ModelUsage
+from bot.usage import actions, budgets, prices
+from bot.usage.wire import Reader
+
+
+def sse(*events: tuple[str | None, dict | str], crlf: bool = False) -> bytes:
+    end = "\r\n" if crlf else "\n"
+    out = ""
+    for name, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        out += (f"event: {name}{end}" if name else "") + f"data: {payload}{end}{end}"
+    return out.encode()
+
+
+def read(api: Api, body: bytes, size: int | None = None):
+    """The reading of ``body`` fed in ``size``-byte chunks (all at once without)."""
+    reader = Reader(api)
+    step = size or len(body)
+    for at in range(0, len(body), step):
+        reader.feed(body[at:at + step])
+    return reader.finish()
+
+
+LONG = "x" * 200_000  # a long text delta: passed over, not parsed
+
+RESPONSES_STREAM = sse(
+    ("response.created", {"type": "response.created", "sequence_number": 0, "response": {
+        "id": "resp_1", "object": "response", "status": "in_progress", "model": "gpt-5-2025-08-07",
+        "output": [], "usage": None}}),
+    ("response.output_item.added", {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                                    "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+    ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_1",
+                                    "output_index": 0, "content_index": 0, "delta": LONG}),
+    ("response.output_item.done", {"type": "response.output_item.done", "sequence_number": 3, "output_index": 1,
+                                   "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1",
+                                            "name": "exec_command", "arguments": "{\"cmd\": \"pytest -q\"}",
+                                            "status": "completed"}}),
+    ("response.output_item.done", {"type": "response.output_item.done", "sequence_number": 4, "output_index": 2,
+                                   "item": {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_2",
+                                            "name": "apply_patch", "status": "completed",
+                                            "input": "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x\n+y\n"
+                                                     "*** End Patch\n"}}),
+    ("response.completed", {"type": "response.completed", "sequence_number": 5, "response": {
+        "id": "resp_1", "object": "response", "status": "completed", "model": "gpt-5-2025-08-07", "output": [],
+        "usage": {"input_tokens": 5200, "input_tokens_details": {"cached_tokens": 4096}, "output_tokens": 830,
+                  "output_tokens_details": {"reasoning_tokens": 512}, "total_tokens": 6030}}}),
+)
+
+MESSAGES_STREAM = sse(
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5-20250929",
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 25, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 2000,
+                  "output_tokens": 1}}}),
+    ("ping", {"type": "ping"}),
+    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": LONG}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "tool_use", "id": "toolu_1", "name": "Edit", "input": {}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {
+        "type": "input_json_delta", "partial_json": "{\"file_path\": \"/workspace/repo/src/x.py\", "}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {
+        "type": "input_json_delta", "partial_json": "\"old_string\": \"a\", \"new_string\": \"b\"}"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                       "usage": {"output_tokens": 89}}),
+    ("message_stop", {"type": "message_stop"}),
+)
+
+GEMINI_STREAM = sse(
+    (None, {"candidates": [{"content": {"parts": [{"text": LONG}], "role": "model"}, "index": 0}],
+            "usageMetadata": {"promptTokenCount": 900, "totalTokenCount": 900}, "modelVersion": "gemini-2.5-pro"}),
+    (None, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "run_shell_command",
+                                                                    "args": {"command": "ls -la"}}}],
+                                        "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 1000, "candidatesTokenCount": 40, "cachedContentTokenCount": 600,
+                              "thoughtsTokenCount": 120, "totalTokenCount": 1160},
+            "modelVersion": "gemini-2.5-pro", "responseId": "r1"}),
+    crlf=True,
+)
+
+CHAT_STREAM = sse(
+    (None, {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": LONG}, "finish_reason": None}],
+            "usage": None}),
+    (None, {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                              "function": {"name": "read", "arguments": ""}}]},
+                         "finish_reason": None}], "usage": None}),
+    (None, {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {
+                "arguments": "{\"filePath\": \"/workspace/repo/README.md\"}"}}]}, "finish_reason": None}],
+            "usage": None}),
+    (None, {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": None}),
+    (None, {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [], "usage": {"prompt_tokens": 82, "completion_tokens": 18, "total_tokens": 100,
+                                     "prompt_tokens_details": {"cached_tokens": 64},
+                                     "completion_tokens_details": {"reasoning_tokens": 7}}}),
+    (None, "[DONE]"),
+)
+
+OLLAMA_STREAM = b"".join(json.dumps(line).encode() + b"\n" for line in (
+    {"model": "devstral-24b", "created_at": "2025-08-04T08:52:19Z", "message": {"role": "assistant", "content": LONG},
+     "done": False},
+    {"model": "devstral-24b", "created_at": "2025-08-04T08:52:20Z", "message": {
+        "role": "assistant", "content": "", "tool_calls": [{"function": {"name": "bash",
+                                                                        "arguments": {"command": "make test"}}}]},
+     "done": False},
+    {"model": "devstral-24b", "created_at": "2025-08-04T08:52:21Z", "message": {"role": "assistant", "content": ""},
+     "done": True, "done_reason": "stop", "total_duration": 4883583458, "load_duration": 1334875,
+     "prompt_eval_count": 26, "prompt_eval_duration": 342546000, "eval_count": 282, "eval_duration": 4535599000},
+))
+
+# (api, body, model, input, output, cached, reasoning, tool calls)
+STREAMS = [
+    (Api.OPENAI_RESPONSES, RESPONSES_STREAM, "gpt-5-2025-08-07", 5200, 830, 4096, 512,
+     [("exec_command", {"cmd": "pytest -q"}),
+      ("apply_patch", "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x\n+y\n*** End Patch\n")]),
+    (Api.ANTHROPIC_MESSAGES, MESSAGES_STREAM, "claude-sonnet-4-5-20250929", 2125, 89, 2000, 0,
+     [("Edit", {"file_path": "/workspace/repo/src/x.py", "old_string": "a", "new_string": "b"})]),
+    (Api.GEMINI, GEMINI_STREAM, "gemini-2.5-pro", 1000, 160, 600, 120,
+     [("run_shell_command", {"command": "ls -la"})]),
+    (Api.CHAT_COMPLETIONS, CHAT_STREAM, "gpt-4o-mini-2024-07-18", 82, 18, 64, 7,
+     [("read", {"filePath": "/workspace/repo/README.md"})]),
+    (Api.OLLAMA, OLLAMA_STREAM, "devstral-24b", 26, 282, 0, 0, [("bash", {"command": "make test"})]),
+]
+
+
+@pytest.mark.parametrize("api, body, model, inp, out, cached, reasoning, tools", STREAMS, ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("size", [None, 1, 7, 4096])
+def test_a_streamed_answer_is_read_whatever_its_chunks(api, body, model, inp, out, cached, reasoning, tools, size):
+    if size == 1 and len(body) > 50_000:
+        body = body.replace(LONG.encode(), b"x" * 3000)  # byte by byte: a shorter text, the same frames
+    r = read(api, body, size)
+    assert (r.model, r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens) == (
+        model, inp, out, cached, reasoning)
+    assert r.tools == tools
+
+
+WHOLE = [
+    (Api.OPENAI_RESPONSES, {"id": "resp_2", "object": "response", "status": "completed", "model": "gpt-5-2025-08-07",
+                            "output": [{"type": "reasoning", "id": "rs_1", "summary": []},
+                                       {"type": "function_call", "name": "shell", "call_id": "c",
+                                        "arguments": "{\"command\": [\"bash\", \"-lc\", \"cat README.md\"]}"}],
+                            "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 100},
+                                      "output_tokens": 50, "output_tokens_details": {"reasoning_tokens": 20},
+                                      "total_tokens": 350}},
+     ("gpt-5-2025-08-07", 300, 50, 100, 20), "ran `cat README.md`"),
+    (Api.ANTHROPIC_MESSAGES, {"id": "msg_2", "type": "message", "role": "assistant",
+                              "model": "claude-haiku-4-5-20251001",
+                              "content": [{"type": "text", "text": "Reading."},
+                                          {"type": "tool_use", "id": "toolu_2", "name": "Read",
+                                           "input": {"file_path": "/workspace/repo/README.md"}}],
+                              "stop_reason": "tool_use", "stop_sequence": None,
+                              "usage": {"input_tokens": 10, "cache_creation_input_tokens": 0,
+                                        "cache_read_input_tokens": 90, "output_tokens": 12}},
+     ("claude-haiku-4-5-20251001", 100, 12, 90, 0), "read README.md"),
+    (Api.GEMINI, {"candidates": [{"content": {"parts": [{"functionCall": {"name": "write_file", "args": {
+        "file_path": "/workspace/repo/HELLO.md", "content": "hi"}}}], "role": "model"}, "finishReason": "STOP"}],
+                  "usageMetadata": {"promptTokenCount": 70, "candidatesTokenCount": 5, "totalTokenCount": 75},
+                  "modelVersion": "gemini-2.5-flash"},
+     ("gemini-2.5-flash", 70, 5, 0, 0), "wrote HELLO.md"),
+    (Api.CHAT_COMPLETIONS, {"id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
+                            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                                "role": "assistant", "content": None, "tool_calls": [{
+                                    "id": "call_9", "type": "function", "function": {
+                                        "name": "bash", "arguments": "{\"command\": \"git status\"}"}}]}}],
+                            "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}},
+     ("gpt-4o-2024-08-06", 40, 9, 0, 0), "ran `git status`"),
+    (Api.OLLAMA, {"model": "devstral-24b", "created_at": "2025-08-04T08:52:21Z",
+                  "message": {"role": "assistant", "content": "done"}, "done": True, "prompt_eval_count": 11,
+                  "eval_count": 3},
+     ("devstral-24b", 11, 3, 0, 0), None),
+]
+
+
+@pytest.mark.parametrize("api, body, counts, action", WHOLE, ids=lambda v: str(v)[:20])
+def test_an_answer_that_does_not_stream_is_read_once_it_ended(api, body, counts, action):
+    r = read(api, json.dumps(body).encode(), 100)
+    assert (r.model, r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens) == counts
+    assert actions.lines(r.tools, []) == ([action] if action else [])
+
+
+def test_a_stream_cut_off_keeps_what_it_reported_so_far():
+    cut = MESSAGES_STREAM[:MESSAGES_STREAM.index(b"event: message_delta")]
+    r = read(Api.ANTHROPIC_MESSAGES, cut, 1000)
+    assert (r.input_tokens, r.output_tokens) == (2125, 1)
+    assert [name for name, _ in r.tools] == ["Edit"]
+
+
+def test_action_lines_are_short_masked_and_name_paths_in_the_working_copy():
+    secret = "sk-live-0123456789abcdef"
+    lines = actions.lines([
+        ("exec_command", {"cmd": f"curl -H 'Authorization: Bearer {secret}' https://example.com/{'a' * 100}"}),
+        ("Write", {"file_path": "/workspace/repo/docs/NOTES.md", "content": "x"}),
+        ("apply_patch", {"input": "*** Begin Patch\n*** Add File: a.py\n+x\n*** Update File: b.py\n*** End Patch"}),
+        ("Grep", {"pattern": "TODO"}),
+        ("mystery_tool", {}),
+    ], [secret])
+    assert secret not in lines[0] and secret[:12] not in lines[0] and lines[0].startswith("ran `curl")
+    assert len(lines[0]) == actions.WIDTH and lines[0].endswith("…")
+    assert lines[1:] == ["wrote docs/NOTES.md", "applied a patch to a.py (+1 more)", "searched `TODO`",
+                         "used mystery_tool"]
+
+
+def test_a_model_is_priced_by_its_name_or_the_name_it_is_a_dated_snapshot_of():
+    table = {"claude-sonnet-4-5": Price(input=3, output=15, cached=0.3), "claude-sonnet-4": Price(input=1, output=1,
+                                                                                                   cached=1),
+             "gpt-5": Price(input=1.25, output=10, cached=0.125)}
+    assert prices.price_of(table, "claude-sonnet-4-5-20250929") is table["claude-sonnet-4-5"]
+    assert prices.price_of(table, "anthropic/claude-sonnet-4-5") is table["claude-sonnet-4-5"]
+    assert prices.price_of(table, "gpt-5-2025-08-07") is table["gpt-5"]
+    assert prices.price_of(table, "gpt-5-codex") is None  # another model, not a snapshot: cost unknown
+    assert prices.price_of(table, "claude-sonnet-4-5-haiku") is None
+    usage = ModelUsage("gpt-5", 1, input_tokens=1_000_000, output_tokens=100_000, cached_tokens=400_000)
+    assert prices.cost(table["gpt-5"], usage) == pytest.approx(0.6 * 1.25 + 0.4 * 0.125 + 0.1 * 10)
+    assert prices.cost(None, usage) is None
+
+
+def test_a_runs_caps_are_its_agents_else_its_pools_else_the_top_levels_and_the_first_reached_says_why():
+    caps = Budgets(run_usd=2.0, run_calls=50, agents={"codex": Budget(run_usd=5.0)},
+                   pools={"cheap": Budget(run_usd=1.0, run_tokens=1000)})
+    assert caps.for_run("codex", "cheap") == Budget(run_usd=5.0, run_tokens=1000, run_calls=50)
+    assert caps.for_run("claude", "claude") == Budget(run_usd=2.0, run_calls=50)
+    used = ModelUsage("", calls=31, input_tokens=900, output_tokens=100, cost_usd=2.04)
+    assert budgets.reached(caps.for_run("claude", "claude"), used) == (
+        "budget of $2.00 reached after 31 model calls, $2.04 spent (1,000 tokens)")
+    assert budgets.reached(caps.for_run("codex", "cheap"), used).startswith("budget of 1,000 tokens reached")
+    assert budgets.reached(Budget(run_calls=32), used) == ""
