@@ -16,6 +16,8 @@ from bot.report import sentences
 from bot.report import usage as words
 from bot.store import ModelUsage, Usage, utc_day
 
+from tests.fakemodel import FakeModel
+
 from .browser import ARTIFACTS, Browser
 from .helpers import bot_comments, dispatch, ended, reported
 from .test_metrics import scrape, value
@@ -173,6 +175,51 @@ async def test_the_dashboard_run_page_shows_the_progress_live(world, engine_bot,
     await ended(bot)
 
 
+# A Messages call with claude's file and shell tools on offer, sent by the scripted agent through the
+# gateway (busybox nc; stdin held open until the answer is in), four times with pauses between.
+GATEWAY_SCRIPT = r"""
+url=$ANTHROPIC_BASE_URL; hostport=${url#http://}; hostport=${hostport%%/*}; path=/${url#http://*/}
+body='{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"go"}],"tools":[{"name":"Write","input_schema":{"type":"object"}},{"name":"Bash","input_schema":{"type":"object"}}]}'
+for i in 1 2 3 4; do
+  { printf 'POST %s/v1/messages HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$path" "$hostport" "${#body}" "$body"; sleep 1; } | nc -w 3 "${hostport%:*}" "${hostport#*:}" >/dev/null
+  sleep 1.2
+done
+echo "- notes" >>AGENT_NOTES.md && git add AGENT_NOTES.md && git commit -q -m "docs: notes"
+echo "four calls made"
+"""
+
+
+@pytest.mark.docker
+async def test_calls_metered_by_the_gateway_show_as_progress_then_as_the_usage_line(world, engine_bot):
+    """The real path: the agent's calls pass the gateway, which meters them into the store; the
+    reporter shows them while the run works and sums them at its end."""
+    model = FakeModel(workdir="/workspace/repo")
+    await model.start()
+    try:
+        price = {"input": 3.0, "output": 15.0, "cached": 0.3}
+        bot = await engine_bot(base_urls={"claude": model.url}, progress_interval=INTERVAL,
+                               prices={"claude-sonnet-4-5": price})
+        forge, repo = world["forge"], world["repo"]
+        script = f"BEGIN-SCRIPT\n{GATEWAY_SCRIPT.strip()}\nEND-SCRIPT"  # the prompt quotes it, the agent unquotes it
+        issue = await forge.create_issue(repo, world["bob"], title="Call the model", body=script)
+        await forge.create_comment(repo, issue.number, world["bob"], "/dispatch claude scenario:script")
+        [run] = await ended(bot)
+        run = await reported(bot, run.id)
+        assert run.state == "completed", (run.reason, run.result.log_tail)
+    finally:
+        await model.close()
+    assert len(model.calls("/v1/messages")) == 4, run.result.log_tail
+    usage = await bot.store.usage(run.id)
+    assert usage.total.calls == 4 and usage.total.input_tokens == 400 and usage.total.output_tokens == 40
+    progress = [b for b in comment_writes(world, run.id) if "🤖 running" in b and "model call" in b]
+    assert len(set(progress)) >= 2, progress
+    assert any("Last actions:" in b and "HELLO.md" in b for b in progress), progress[-1]
+    [final] = bot_comments(world, issue.number)
+    assert "Usage: 4 model calls · 400 tokens in · 40 out · <$0.01 · " in final.body, final.body
+    keep("gateway-progress-comment.md", progress[-1])
+    keep("gateway-final-comment.md", final.body)
+
+
 # Words ----------------------------------------------------------------------------------------
 
 
@@ -190,8 +237,13 @@ def test_the_usage_line_says_cost_unknown_when_any_model_has_no_price():
     assert words.usage_line(Usage()) == "" and words.brief(Usage()) == "—"
     assert words.cost(0.001) == "<$0.01" and words.cost(0.0) == "$0.00"
     assert words.progress_line(Usage((ModelUsage("m", 1, 1, 1),)), 3725) == (
-        "Working for 1h02m: 1 model call · 1 tokens in · 1 out · cost unknown · 0s waiting on the model"
+        "Working for 1h02m: 1 model call · 1 tokens in · 1 out · cost unknown · 0.0s waiting on the model"
     )
+
+
+def test_a_run_of_the_same_action_is_said_once_with_its_count():
+    usage = Usage((), ("read a.py", "wrote a.py", "wrote a.py", "wrote a.py", "read a.py"))
+    assert words.actions(usage) == ["read a.py", "wrote a.py (×3)", "read a.py"]
 
 
 def test_the_agents_actions_are_fenced_so_they_mention_nobody_and_add_no_markup():

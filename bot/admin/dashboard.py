@@ -244,7 +244,7 @@ async def _relay_usage(d: Dashboard, run_id: int, response: web.StreamResponse) 
         usage = await d.store.usage(run_id)
         now = time.time()
         view = json.dumps({"line": pages.usage_headline(run, usage, now), "models": pages.usage_rows(usage),
-                           "actions": list(usage.actions)})
+                           "actions": pages.usage_actions(usage)})
         if view != sent:
             await response.write(_event(view, "usage"))
             sent = view

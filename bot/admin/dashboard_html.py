@@ -13,6 +13,7 @@ import html
 from collections.abc import Iterable
 
 from bot.admin.usage import UsageTotals
+from bot.report.usage import actions as usage_actions
 from bot.report.usage import brief, cost, count, duration, progress_line, usage_line
 from bot.store.pools import PoolView
 from bot.store import AT_WORK, Run, StateChange, Usage
@@ -317,7 +318,7 @@ def _usage_section(run: Run, usage: Usage, now: float, live: bool) -> str:
     src = f' data-src="/runs/{run.id}/usage"' if live else ""
     head = "".join(f"<th>{_e(h)}</th>" for h in USAGE_HEADERS)
     rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in usage_rows(usage))
-    actions = "\n".join(usage.actions) or "None yet."
+    actions = "\n".join(usage_actions(usage)) or "None yet."
     return (
         f'<section id="usage"{src}><h2>Model usage</h2>'
         f'<div class="headline" id="usage-line">{_e(usage_headline(run, usage, now))}</div>'

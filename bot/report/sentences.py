@@ -153,7 +153,7 @@ def progress_lines(usage: Usage, elapsed: float) -> list[str]:
     mentions nobody)."""
     lines = [f"**{used.progress_line(usage, elapsed)}**"]
     if usage.actions:
-        lines += ["", "Last actions:", fenced("\n".join(usage.actions))]
+        lines += ["", "Last actions:", fenced("\n".join(used.actions(usage)))]
     return lines
 
 

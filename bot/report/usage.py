@@ -33,7 +33,7 @@ def cost(usd: float | None) -> str:
     return f"${usd:,.2f}"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{count(n)} {word}{'' if n == 1 else 's'}"
 
 
@@ -45,8 +45,9 @@ def parts(total: ModelUsage) -> list[str]:
     tokens_out = f"{count(total.output_tokens)} out"
     if total.reasoning_tokens:
         tokens_out += f" ({count(total.reasoning_tokens)} reasoning)"
-    return [_plural(total.calls, "model call"), tokens_in, tokens_out, cost(total.cost_usd),
-            f"{duration(total.wait_seconds)} waiting on the model"]
+    waited = f"{total.wait_seconds:.1f}s" if total.wait_seconds < 10 else duration(total.wait_seconds)
+    return [plural(total.calls, "model call"), tokens_in, tokens_out, cost(total.cost_usd),
+            f"{waited} waiting on the model"]
 
 
 def usage_line(usage: Usage) -> str:
@@ -68,4 +69,15 @@ def brief(usage: Usage) -> str:
     total = usage.total
     if not total.calls:
         return "—"
-    return f"{_plural(total.calls, 'call')} · {count(total.input_tokens + total.output_tokens)} tokens · {cost(total.cost_usd)}"
+    return f"{plural(total.calls, 'call')} · {count(total.input_tokens + total.output_tokens)} tokens · {cost(total.cost_usd)}"
+
+
+def actions(usage: Usage) -> list[str]:
+    """The agent's last actions, oldest first, a run of the same one said once: ``wrote a.py (×3)``."""
+    shown: list[tuple[str, int]] = []
+    for action in usage.actions:
+        if shown and shown[-1][0] == action:
+            shown[-1] = (action, shown[-1][1] + 1)
+        else:
+            shown.append((action, 1))
+    return [f"{action} (×{n})" if n > 1 else action for action, n in shown]
