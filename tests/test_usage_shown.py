@@ -220,6 +220,21 @@ async def test_calls_metered_by_the_gateway_show_as_progress_then_as_the_usage_l
     keep("gateway-final-comment.md", final.body)
 
 
+async def test_the_dashboard_says_which_daily_budget_keeps_a_queued_run_waiting(world, make_bot):
+    budgets = {"daily_usd": 0.01, "pools": {"codex": {"daily_usd": 1.0}}}
+    bot = await make_bot(frozen=True, read_token=ADMIN_TOKEN, budgets=budgets)
+    await dispatch(world, "/dispatch codex spend it", title="Spend")
+    await bot.settle()
+    [run] = await bot.store.runs()
+    now = time.time()
+    await bot.store.add_usage(run.id, call(0, cost=0.02), day=utc_day(now), at=now)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
+        async with session.get(f"{bot.url}/") as resp:
+            body = await resp.text()
+    assert "daily budget of repository acme/widgets spent: $0.02 of $0.01; waits until " in body
+    assert "<td>$0.02 of $1.00 today</td>" in body  # the pool's own budget, not spent
+
+
 # Words ----------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,8 @@ from bot.store.pools import pools_view
 from bot.admin.tokens import authorized, matches
 from bot.settings import Settings
 from bot.store import ACTIVE, LIVE, Run, Store
+from bot.store.policy import Hold
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +169,15 @@ async def index(request: web.Request) -> web.StreamResponse:
     links = await _links(d, [*shown, *active, *recent])
     usage = await d.store.usages([r.id for r in (*active, *recent)])
     totals = await usage_totals(d.store, now)
+    holds = await _holds(d, shown, now)
     return _html(lambda nonce: pages.main_page(
         now=now,
         frozen=view.frozen,
         max_running=view.max_running,
         pools=view.pools,
         queue=[(i, r, links[r.id]) for i, r in enumerate(shown, start=1)],
+        holds=holds,
+        resets_at=budgets.next_day(now),
         queued_total=sum(p.queued for p in view.pools),
         active=[(r, links[r.id]) for r in active],
         recent=[(r, links[r.id]) for r in recent],
@@ -201,6 +206,19 @@ async def _run(request: web.Request) -> Run:
     if run is None:
         raise web.HTTPNotFound(text="no such run")
     return run
+
+
+async def _holds(d: Dashboard, runs: list[Run], now: float) -> dict[int, Hold]:
+    """The spent daily budget that keeps each queued run waiting, if one does (asked once per
+    repository and pool)."""
+    if budgets.daily(d.settings) is None:
+        return {}
+    found: dict[tuple[str, str, str], Hold | None] = {}
+    for run in runs:
+        key = (run.owner, run.repo, run.pool)
+        if key not in found:
+            found[key] = await budgets.hold(d.settings, d.store, run, now)
+    return {run.id: hold for run in runs if (hold := found[(run.owner, run.repo, run.pool)]) is not None}
 
 
 async def _links(d: Dashboard, runs: list[Run]) -> dict[int, dict[str, str]]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from bot.admin.usage import UsageTotals
 from bot.report.usage import actions as usage_actions
 from bot.report.usage import brief, cost, count, duration, progress_line, usage_line
+from bot.store.policy import Hold
 from bot.store.pools import PoolView
 from bot.store import AT_WORK, Run, StateChange, Usage
 
@@ -56,6 +57,7 @@ pre { margin: 0; padding: 10px 14px; white-space: pre-wrap; overflow-wrap: anywh
 pre.log { background: #0d1117; color: #e6edf3; border-radius: 0 0 6px 6px; min-height: 4.5em; max-height: 560px;
           overflow-y: auto; }
 #log-state { color: var(--muted); font-weight: normal; font-size: 12px; margin-left: 8px; }
+.hold { color: #a40e26; font-size: 12px; }
 .headline { padding: 10px 14px; font-weight: 600; }
 h3 { font-size: 13px; color: var(--muted); margin: 0; padding: 8px 14px 0; }
 pre.actions { background: var(--bg); border-top: 1px solid #eaeef2; }
@@ -177,6 +179,8 @@ def main_page(
     max_running: int,
     pools: list[PoolView],
     queue: list[tuple[int, Run, Links]],
+    holds: dict[int, Hold],
+    resets_at: float,
     queued_total: int,
     active: list[tuple[Run, Links]],
     recent: list[tuple[Run, Links]],
@@ -201,10 +205,15 @@ def main_page(
             flags.append('<span class="pill frozen">frozen</span>')
         if p.backoff_until:
             flags.append(f'<span class="pill paused">backing off until {_e(_when(p.backoff_until))}</span>')
+        if p.daily_spent:
+            flags.append(f'<span class="pill paused">daily budget spent until {_e(_when(resets_at))}</span>')
+        daily = "—" if p.daily_usd is None else f"{cost(p.spent_today_usd or 0.0)} of {cost(p.daily_usd)} today"
         pool_rows.append([
-            _e(p.name), f'<span class="num">{p.active} / {p.limit}</span>', str(p.queued), " ".join(flags) or "—",
+            _e(p.name), f'<span class="num">{p.active} / {p.limit}</span>', str(p.queued), _e(daily),
+            " ".join(flags) or "—",
         ])
-    pools_table = _table(["pool", "active / limit", "queued", "state"], pool_rows, "No pool has been used yet.")
+    pools_table = _table(["pool", "active / limit", "queued", "daily budget", "state"], pool_rows,
+                         "No pool has been used yet.")
     pools_html = _section("Pools", len(pools), pools_table)
     active_rows = [
         [
@@ -220,7 +229,7 @@ def main_page(
     )
     queue_rows = [
         [str(position), _run_ref(run), _e(run.agent_spec), _e(run.pool), _target(run, links),
-         f'<div class="task">{_short(run.task)}</div>', duration(now - run.created_at)]
+         f'<div class="task">{_short(run.task)}</div>', duration(now - run.created_at) + _held(holds.get(run.id), resets_at)]
         for position, run, links in queue
     ]
     more = queued_total - len(queue)
@@ -243,6 +252,13 @@ def main_page(
     recent_html = _section("Recent outcomes", None, recent_table)
     body = overview + pools_html + active_html + queue_html + recent_html + _totals_section(totals)
     return _page("overview", body, nonce, refresh=10)
+
+
+def _held(hold: Hold | None, resets_at: float) -> str:
+    if hold is None:
+        return ""
+    return (f'<div class="hold">daily budget of {_e(hold.whose)} {_e(hold.name)} spent: '
+            f'{_e(cost(hold.spent))} of {_e(cost(hold.cap))}; waits until {_e(_when(resets_at))}</div>')
 
 
 def _outcome_links(links: Links) -> str:
