@@ -5,14 +5,22 @@ scripted model) a run's totals and its budgets."""
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 
+import aiohttp
 import pytest
 
 from bot.gateway.observer import Api
-from bot.settings import Budget, Budgets, Price
-from bot.store import ModelUsage
+from bot.runs.containers import RUN_LABEL
+from bot.settings import Budget, Budgets, Price, Settings
+from bot.store import TERMINAL, ModelUsage, RunRequest, SqliteStore, utc_day
+from bot.store.pools import pools_view
 from bot.usage import actions, budgets, prices
+from bot.usage.metering import Metering
 from bot.usage.wire import Reader
+from tests import test_real_agents
+from tests.fakemodel import Append, FakeModel, Script, Tokens, hello
 
 
 def sse(*events: tuple[str | None, dict | str], crlf: bool = False) -> bytes:
@@ -241,3 +249,214 @@ def test_a_runs_caps_are_its_agents_else_its_pools_else_the_top_levels_and_the_f
         "budget of $2.00 reached after 31 model calls, $2.04 spent (1,000 tokens)")
     assert budgets.reached(caps.for_run("codex", "cheap"), used).startswith("budget of 1,000 tokens reached")
     assert budgets.reached(Budget(run_calls=32), used) == ""
+    unknown = replace(used, cost_usd=None)
+    assert budgets.reached(Budget(run_calls=31), unknown).endswith("31 model calls, cost unknown (1,000 tokens)")
+    assert budgets.reached(Budget(run_usd=2.0), unknown, 2.04).endswith(", at least $2.04 spent (1,000 tokens)")
+
+
+# The scripted model's usage, read back by the meter ---------------------------------------------
+
+FAKE_TOKENS = Tokens(input=1200, output=80, cached=400, reasoning=30)
+
+
+@pytest.fixture
+async def fake():
+    m = FakeModel(Script(steps=(), final="done", tokens=(FAKE_TOKENS,)), workdir="/w/repo")
+    await m.start()
+    yield m
+    await m.close()
+
+
+# (api, path, body): streamed and not, in each wire format the fake speaks
+FAKE_CALLS = [
+    (Api.OPENAI_RESPONSES, "/v1/responses", {"model": "gpt-5", "stream": True,
+                                             "tools": [{"type": "function", "name": "exec_command"}], "input": []}),
+    (Api.ANTHROPIC_MESSAGES, "/v1/messages", {"model": "claude-sonnet-4-5", "stream": True,
+                                              "tools": [{"name": "Bash"}], "messages": []}),
+    (Api.ANTHROPIC_MESSAGES, "/v1/messages", {"model": "claude-sonnet-4-5", "tools": [{"name": "Bash"}],
+                                              "messages": []}),
+    (Api.GEMINI, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+     {"tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}], "contents": []}),
+    (Api.GEMINI, "/v1beta/models/gemini-2.5-pro:generateContent",
+     {"tools": [{"functionDeclarations": [{"name": "run_shell_command"}]}], "contents": []}),
+    (Api.CHAT_COMPLETIONS, "/v1/chat/completions", {"model": "gpt-4o", "stream": True,
+                                                    "stream_options": {"include_usage": True},
+                                                    "tools": [{"type": "function", "function": {"name": "bash"}}],
+                                                    "messages": []}),
+]
+
+
+@pytest.mark.parametrize("api, path, body", FAKE_CALLS, ids=lambda v: str(v)[:40])
+async def test_the_scripted_models_usage_reads_back_as_scripted(fake, api, path, body):
+    async with aiohttp.ClientSession() as session, session.post(fake.url + path, json=body) as resp:
+        answer = await resp.read()
+    r = read(api, answer, 64)
+    [sent] = fake.sent
+    assert (r.input_tokens, r.output_tokens, r.cached_tokens, r.reasoning_tokens) == (
+        sent.tokens.input, sent.tokens.output, sent.tokens.cached, sent.tokens.reasoning)
+    assert sent.tokens == (FAKE_TOKENS if api is not Api.ANTHROPIC_MESSAGES else replace(FAKE_TOKENS, reasoning=0))
+
+
+async def test_a_streamed_chat_call_is_asked_for_its_usage_and_reports_it(fake, tmp_path):
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": '"stream": true'}],
+                       "tools": [{"type": "function", "function": {"name": "bash"}}]}).encode()
+    metering = Metering(Settings(data_dir=tmp_path), None, budgets.Clock())
+    asked = metering.request(Api.CHAT_COMPLETIONS, body)
+    assert json.loads(asked)["stream_options"] == {"include_usage": True}
+    assert json.loads(asked)["messages"] == json.loads(body)["messages"]
+    assert metering.request(Api.CHAT_COMPLETIONS, asked) == asked  # said once, never twice
+    assert metering.request(Api.OPENAI_RESPONSES, body) == body
+    async with aiohttp.ClientSession() as session:
+        for sent in (body, asked):
+            async with session.post(fake.url + "/v1/chat/completions", data=sent) as resp:
+                reading = read(Api.CHAT_COMPLETIONS, await resp.read())
+        assert reading.input_tokens == FAKE_TOKENS.input
+    assert len(fake.sent) == 1  # without being asked, a stream reports no usage
+
+
+async def test_the_pools_view_shows_a_spent_daily_budget(tmp_path):
+    settings = Settings(data_dir=tmp_path, budgets={"pools": {"fast": {"daily_usd": 1.0}}})
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        run = await store.request_run(RunRequest(
+            owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="", pool="fast",
+            review=False, task="t", trigger="comment", requested_by="bob"), trigger_key="k")
+        view = {p.name: p for p in (await pools_view(settings, store)).pools}
+        assert (view["fast"].daily_usd, view["fast"].spent_today_usd, view["fast"].daily_spent) == (1.0, 0.0, False)
+        await store.add_usage(run.id, ModelUsage("m", 1, cost_usd=1.25), day=utc_day(time.time()), at=time.time())
+        view = {p.name: p for p in (await pools_view(settings, store)).pools}
+        assert (view["fast"].spent_today_usd, view["fast"].daily_spent) == (1.25, True)
+    finally:
+        await store.close()
+
+
+# The real CLIs through the gateway, against the scripted model ----------------------------------
+# (tests/test_real_agents.py's bot: the real image, every CLI pointed at the fake model)
+
+model, real_bot = test_real_agents.model, test_real_agents.real_bot  # the same fixtures
+TURNS = (Tokens(1200, 80, 400, 30), Tokens(1500, 60, 1000, 0), Tokens(1800, 120, 1200, 50))
+# Six edits: more turns than any budget below allows.
+LONG_TASK = Script(steps=tuple(Append("NOTES.md", f"line {n}\n") for n in range(6)), final="Wrote NOTES.md",
+                   tokens=(Tokens(1000, 100),))
+
+
+async def ran(bot, forge, repo, bob, agent: str, title: str):
+    """A labelled issue's run, once it ended and the Forge shows it."""
+    issue = await forge.create_issue(repo, bob, title=title, body="Do it.")
+    await forge.set_labels(repo, issue.number, bob, [f"dispatch:{agent}"])
+
+    async def reported():
+        [run] = [r for r in await bot.store.runs() if r.number == issue.number] or [None]
+        if run is None or run.state not in TERMINAL:
+            return None
+        return run if (await bot.store.reported(run.id)).get("version") == run.version else None
+
+    return await bot.wait_for(reported, timeout=120), issue
+
+
+def summed(sent) -> tuple[int, int, int, int, int]:
+    return (len(sent), sum(s.tokens.input for s in sent), sum(s.tokens.output for s in sent),
+            sum(s.tokens.cached for s in sent), sum(s.tokens.reasoning for s in sent))
+
+
+async def metered(bot, run_id: int, calls: int):
+    """The run's usage once all its calls are written (they are written behind the answers)."""
+    return await bot.wait_for(lambda: _with_calls(bot, run_id, calls), timeout=10)
+
+
+async def _with_calls(bot, run_id, calls):
+    usage = await bot.store.usage(run_id)
+    return usage if usage.total.calls >= calls else None
+
+
+def status_of(forge, repo, number) -> str:
+    return "\n".join(c.body for c in forge.comments(repo, number) if c.poster.login == "dispatchbot")
+
+
+@pytest.mark.docker
+async def test_each_real_clis_run_totals_what_the_model_reported(world, real_bot, model):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await real_bot()
+    model.script = Script(steps=hello().steps, final="Created and edited HELLO.md", tokens=TURNS)
+    for agent in ("codex", "claude", "gemini", "opencode"):
+        before = len(model.sent)
+        run, _ = await ran(bot, forge, repo, bob, agent, f"Say hello with {agent}")
+        assert run.state == "completed", (agent, run.reason, run.result.log_tail)
+        sent = model.sent[before:]
+        usage = await metered(bot, run.id, len(sent))
+        total = usage.total
+        assert (total.calls, total.input_tokens, total.output_tokens, total.cached_tokens,
+                total.reasoning_tokens) == summed(sent), agent
+        assert {m.model for m in usage.by_model} == {s.model for s in sent}, agent
+        assert total.cost_usd is None  # no prices configured: cost unknown, never made up
+        assert 0 < total.wait_seconds < time.time() - run.started_at
+        assert any("HELLO.md" in action for action in usage.actions), (agent, usage.actions)
+
+
+@pytest.mark.docker
+async def test_a_budget_in_usd_tokens_or_calls_stops_a_real_cli_at_the_call_that_reached_it(world, real_bot, model):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await real_bot(
+        default_models={"codex": "fake-coder", "claude": "claude-sonnet-4-5"},
+        prices={"claude-sonnet-4-5": {"input": 1000.0, "output": 0.0, "cached": 0.0}},  # $1 a call
+        budgets={"agents": {"codex": {"run_tokens": 2500}, "claude": {"run_usd": 2.5},
+                            "gemini": {"run_calls": 2}}},
+    )
+    model.script = LONG_TASK
+    price = bot.settings.prices["claude-sonnet-4-5"]
+    for agent, cap, crossed in (
+        ("codex", "budget of 2,500 tokens", lambda s: sum(t.tokens.input + t.tokens.output for t in s) >= 2500),
+        ("claude", "budget of $2.50", lambda s: sum(prices.cost(price if t.model.startswith("claude-sonnet-4-5")
+                                                                 else None, _usage(t)) or 0 for t in s) >= 2.5),
+        ("gemini", "budget of 2 model calls", lambda s: len(s) >= 2),
+    ):
+        before = len(model.sent)
+        run, issue = await ran(bot, forge, repo, bob, agent, f"Write notes with {agent}")
+        sent = model.sent[before:]
+        assert run.state == "failed" and run.reason.startswith(f"{cap} reached after {len(sent)} model calls"), (
+            agent, run.reason, run.result.log_tail)
+        assert crossed(sent) and not crossed(sent[:-1]), agent  # the last call answered reached it
+        assert f"Reason: {run.reason}" in status_of(forge, repo, issue.number)
+        usage = await metered(bot, run.id, len(sent))
+        assert summed(sent)[:3] == (usage.total.calls, usage.total.input_tokens, usage.total.output_tokens)
+        ws = bot.services.workspaces.directory(run.owner, run.repo, run.workspace_key)
+        assert (ws.root / "repo" / "NOTES.md").exists(), agent  # its workspace is kept for /retry
+        await bot.wait_for(lambda run_id=run.id: _stopped(bot, run_id), timeout=30)  # its container is stopped
+
+
+async def _stopped(bot, run_id: int) -> bool:
+    return not [c for c in await bot.engine.runner.containers() if c.labels.get(RUN_LABEL) == str(run_id) and c.running]
+
+
+def _usage(sent) -> ModelUsage:
+    return ModelUsage(sent.model, 1, sent.tokens.input, sent.tokens.output, sent.tokens.cached)
+
+
+@pytest.mark.docker
+async def test_a_spent_daily_budget_queues_the_next_run_until_the_utc_day_is_over(world, real_bot, model):
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await real_bot(prices={"fake-coder": {"input": 1000.0, "output": 0.0, "cached": 0.0}},  # $1 a call
+                         budgets={"daily_usd": 1.5}, schedule={"drain": 0.5})
+    model.script = replace(hello(), tokens=(Tokens(1000, 10),))
+    first, _ = await ran(bot, forge, repo, bob, "codex", "Say hello")
+    assert first.state == "completed", (first.reason, first.result.log_tail)
+    assert await bot.store.spent(utc_day(bot.services.clock.now()), repo="acme/widgets") >= 1.5
+    issue = await forge.create_issue(repo, bob, title="Say hello again", body="Again.")
+    await forge.set_labels(repo, issue.number, bob, ["dispatch:codex"])
+    said = await bot.wait_for(lambda: _said(forge, repo, issue.number, "The daily budget of $1.50"), timeout=30)
+    assert "of repository `acme/widgets` is spent" in said and "resets at" in said and "00:00:00 UTC" in said
+    [second] = [r for r in await bot.store.runs() if r.number == issue.number]
+    assert second.state == "queued"
+    bot.services.clock.skew = budgets.next_day(time.time()) - time.time() + 1  # past midnight UTC
+    started = await bot.wait_for(lambda: _state(bot, second.id, "completed"), timeout=120)
+    assert started.attempts == 1
+
+
+async def _said(forge, repo, number, text):
+    body = status_of(forge, repo, number)
+    return body if text in body else None
+
+
+async def _state(bot, run_id, state):
+    run = await bot.store.get(run_id)
+    return run if run.state == state else None

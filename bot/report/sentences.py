@@ -186,10 +186,14 @@ def calls(n: int) -> str:
     return f"{n} model call{'' if n == 1 else 's'}"
 
 
-def budget_reached(cap: str, used: ModelUsage) -> str:
+def budget_reached(cap: str, used: ModelUsage, priced_usd: float | None = None) -> str:
     """Why a run was stopped at its budget (``cap``: "$2.00", "50,000 tokens", "30 model calls"),
-    with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent"."""
-    spent = "cost unknown" if used.cost_usd is None else f"{usd(used.cost_usd)} spent"
+    with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent (…tokens)". With
+    calls of no price, ``priced_usd`` is what the others cost: "at least" that, or "cost unknown"."""
+    if used.cost_usd is not None:
+        spent = f"{usd(used.cost_usd)} spent"
+    else:
+        spent = f"at least {usd(priced_usd)} spent" if priced_usd else "cost unknown"
     tokens = f"{used.input_tokens + used.output_tokens:,} tokens"
     return f"budget of {cap} reached after {calls(used.calls)}, {spent} ({tokens})"
 

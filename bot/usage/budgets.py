@@ -26,14 +26,17 @@ class Clock:
         return time.time() + self.skew
 
 
-def reached(budget: Budget, used: ModelUsage) -> str:
-    """Why a run may make no more model calls ("" while it may): the first cap its usage reached."""
-    if budget.run_usd is not None and used.cost_usd is not None and used.cost_usd >= budget.run_usd:
-        return sentences.budget_reached(sentences.usd(budget.run_usd), used)
+def reached(budget: Budget, used: ModelUsage, priced_usd: float | None = None) -> str:
+    """Why a run may make no more model calls ("" while it may): the first cap its usage reached.
+    ``used.cost_usd`` is None when some calls had no price; ``priced_usd`` is what the priced ones
+    cost, which is what a cap in USD counts then."""
+    spent = used.cost_usd if used.cost_usd is not None else priced_usd
+    if budget.run_usd is not None and spent is not None and spent >= budget.run_usd:
+        return sentences.budget_reached(sentences.usd(budget.run_usd), used, spent)
     if budget.run_tokens is not None and used.input_tokens + used.output_tokens >= budget.run_tokens:
-        return sentences.budget_reached(f"{budget.run_tokens:,} tokens", used)
+        return sentences.budget_reached(f"{budget.run_tokens:,} tokens", used, spent)
     if budget.run_calls is not None and used.calls >= budget.run_calls:
-        return sentences.budget_reached(sentences.calls(budget.run_calls), used)
+        return sentences.budget_reached(sentences.calls(budget.run_calls), used, spent)
     return ""
 
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from bot.gateway.observer import Api, Call, Grant, Meter, NoObserver
 from bot.settings import Settings
@@ -38,11 +38,20 @@ _STREAMED = re.compile(rb'"stream"\s*:\s*true')
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+)")
 
 
-def known_cost(usage: Usage) -> ModelUsage:
-    """A run's totals, its cost the sum of what is known (a budget in USD counts the priced calls)."""
-    total = usage.total
-    return ModelUsage(total.model, total.calls, total.input_tokens, total.output_tokens, total.cached_tokens,
-                      total.reasoning_tokens, sum(m.cost_usd or 0.0 for m in usage.by_model), total.wait_seconds)
+@dataclass
+class Totals:
+    """A run's usage so far (its cost None once a call had no price), and what its priced calls cost."""
+
+    used: ModelUsage
+    priced_usd: float
+
+    @classmethod
+    def of(cls, usage: Usage) -> Totals:
+        return cls(usage.total, sum(m.cost_usd or 0.0 for m in usage.by_model))
+
+    def add(self, call: ModelUsage) -> None:
+        self.used = self.used + call
+        self.priced_usd += call.cost_usd or 0.0
 
 
 class CallMeter:
@@ -66,7 +75,7 @@ class Metering:
     def __init__(self, settings: Settings, store: Store, clock: budgets.Clock) -> None:
         self.settings, self.store, self.clock = settings, store, clock
         self._secrets = settings.secrets()
-        self._used: dict[int, ModelUsage] = {}  # run id -> its totals so far
+        self._used: dict[int, Totals] = {}  # run id -> its totals so far
         self._writes: asyncio.Queue[tuple[int, ModelUsage, str, float, list[str]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -75,7 +84,8 @@ class Metering:
     async def admit(self, grant: Grant, api: Api, body: bytes) -> str | None:
         if api is Api.OTHER:
             return None
-        reason = budgets.reached(self.settings.budgets.for_run(grant.agent, grant.pool), await self._totals(grant.run_id))
+        totals = await self._totals(grant.run_id)
+        reason = budgets.reached(self.settings.budgets.for_run(grant.agent, grant.pool), totals.used, totals.priced_usd)
         if not reason:
             return None
         if await self.store.transition(grant.run_id, "failed", reason=reason, expect=("running",)):
@@ -105,19 +115,19 @@ class Metering:
                            reading.reasoning_tokens, None, waited)
         cost = prices.cost(prices.price_of(self.settings.prices, model), usage)
         usage = replace(usage, cost_usd=cost)
-        before = self._used.get(grant.run_id)
-        if before is not None:  # read at its admission
-            self._used[grant.run_id] = before + replace(usage, cost_usd=cost or 0.0)
+        totals = self._used.get(grant.run_id)
+        if totals is not None:  # read at its admission
+            totals.add(usage)
         at = self.clock.now()
         self._writes.put_nowait((grant.run_id, usage, utc_day(at), at, actions.lines(reading.tools, self._secrets)))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="usage-writer")
 
-    async def _totals(self, run_id: int) -> ModelUsage:
+    async def _totals(self, run_id: int) -> Totals:
         if run_id not in self._used:
             if len(self._used) >= MAX_RUNS:
                 self._used.clear()
-            self._used[run_id] = known_cost(await self.store.usage(run_id))
+            self._used[run_id] = Totals.of(await self.store.usage(run_id))
         return self._used[run_id]
 
     async def _write(self) -> None:
