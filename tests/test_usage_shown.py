@@ -20,9 +20,12 @@ from tests.fakemodel import FakeModel
 
 from .browser import ARTIFACTS, Browser
 from .helpers import bot_comments, dispatch, ended, reported
+from .test_client import cli
+from .test_mcp import TOKEN as ADMIN_TOKEN
+from .test_mcp import call as mcp_call
+from .test_mcp import http_session
 from .test_metrics import scrape, value
 
-ADMIN_TOKEN = "admin-token-for-usage-tests"
 INTERVAL = 1.0  # seconds: progress_interval in these tests
 
 
@@ -102,6 +105,9 @@ async def test_progress_is_edited_at_most_every_interval_and_the_end_shows_the_u
     assert shown["total"]["calls"] == total.calls == 8
     assert shown["total"]["input_tokens"] == total.input_tokens
     assert shown["by_model"][0]["model"] == "gpt-5" and shown["actions"][-1] == "$ pytest -q tests/test_7.py"
+    async with http_session(bot) as session:
+        [status] = (await mcp_call(session, "agentic_status", run_id=run.id))["runs"]
+    assert status["usage"] == shown  # MCP's agentic_status
     [today] = totals["day"]
     assert (today["repo"], today["agent"], today["runs"]) == ("acme/widgets", "codex", 1)
     assert today["usage"]["line"] == shown["line"]
@@ -233,6 +239,25 @@ async def test_the_dashboard_says_which_daily_budget_keeps_a_queued_run_waiting(
             body = await resp.text()
     assert "daily budget of repository acme/widgets spent: $0.02 of $0.01; waits until " in body
     assert "<td>$0.02 of $1.00 today</td>" in body  # the pool's own budget, not spent
+
+
+async def test_the_cli_shows_a_runs_usage_by_model_and_its_last_actions(world, make_bot):
+    bot = await make_bot(frozen=True, admin_token=ADMIN_TOKEN)
+    await dispatch(world, "/dispatch codex count it", title="Count")
+    await bot.settle()
+    [run] = await bot.store.runs()
+    now = time.time()
+    await bot.store.add_usage(run.id, call(0), day=utc_day(now), at=now, actions=("read src/app.py",))
+    await bot.store.add_usage(run.id, call(1, model="local-model", cost=None), day=utc_day(now), at=now)
+    code, out, err = await cli(bot.url, "show", str(run.id))
+    assert code == 0, err
+    line = words.usage_line(await bot.store.usage(run.id))
+    assert f"usage: {line}" in out and "cost unknown" in line
+    rows = out.split("usage: ", 1)[1].splitlines()
+    assert rows[1].split() == ["MODEL", "CALLS", "INPUT_TOKENS", "CACHED_TOKENS", "OUTPUT_TOKENS",
+                               "REASONING_TOKENS", "COST_USD", "WAIT_SECONDS"]
+    assert rows[2].split()[:3] == ["gpt-5", "1", "10000"] and rows[3].split()[6] == "-"  # no price, no cost
+    assert out.rstrip().endswith("last actions:\n  read src/app.py")
 
 
 # Words ----------------------------------------------------------------------------------------
