@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from bot.admin.usage import UsageTotals
 from bot.report.usage import actions as usage_actions
-from bot.report.usage import brief, cost, count, duration, progress_line, usage_line
+from bot.report.usage import brief, cost, count, duration, progress_line, usage_line, waited
 from bot.store.policy import Hold
 from bot.store.pools import PoolView
 from bot.store import AT_WORK, Run, StateChange, Usage
@@ -325,7 +325,7 @@ def usage_rows(usage: Usage) -> list[list[str]]:
     """Each model's share, as text (the live script fills the same cells)."""
     return [
         [m.model or "—", count(m.calls), count(m.input_tokens), count(m.cached_tokens), count(m.output_tokens),
-         count(m.reasoning_tokens), cost(m.cost_usd), duration(m.wait_seconds)]
+         count(m.reasoning_tokens), cost(m.cost_usd), waited(m.wait_seconds)]
         for m in usage.by_model
     ]
 

@@ -20,6 +20,11 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def waited(seconds: float) -> str:
+    """Time waiting on the model: under 10 s to a tenth (a call's wait is often under a second)."""
+    return f"{seconds:.1f}s" if seconds < 10 else duration(seconds)
+
+
 def count(n: int) -> str:
     return f"{n:,}"
 
@@ -45,9 +50,8 @@ def parts(total: ModelUsage) -> list[str]:
     tokens_out = f"{count(total.output_tokens)} out"
     if total.reasoning_tokens:
         tokens_out += f" ({count(total.reasoning_tokens)} reasoning)"
-    waited = f"{total.wait_seconds:.1f}s" if total.wait_seconds < 10 else duration(total.wait_seconds)
     return [plural(total.calls, "model call"), tokens_in, tokens_out, cost(total.cost_usd),
-            f"{waited} waiting on the model"]
+            f"{waited(total.wait_seconds)} waiting on the model"]
 
 
 def usage_line(usage: Usage) -> str:
