@@ -67,8 +67,12 @@ def comment_writes(world, run_id: int) -> list[str]:
 
 
 @pytest.mark.docker
-async def test_progress_is_edited_at_most_every_interval_and_the_end_shows_the_usage_line(world, engine_bot):
-    bot = await engine_bot(progress_interval=INTERVAL, admin_token=ADMIN_TOKEN)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_progress_is_edited_at_most_every_interval_and_the_end_shows_the_usage_line(
+    world, engine_bot, backend, request
+):
+    store = {"store_url": request.getfixturevalue("postgres_url")} if backend == "postgres" else {}
+    bot = await engine_bot(progress_interval=INTERVAL, admin_token=ADMIN_TOKEN, **store)
     issue = await dispatch(world, "/dispatch codex tidy the tests scenario:slow-ok:9")
     run = await bot.wait_for(lambda: running(bot))
     first = time.time()
