@@ -127,3 +127,15 @@ async def test_replicas_claiming_at_once_under_a_spent_budget_start_nothing(stor
     claims = await asyncio.gather(*(store.claim(**LIMITS, daily=Daily(repo_usd=3.0), now=NOON, replica=f"r{i}")
                                     for i in range(5)))
     assert [c for c in claims if c] == []
+
+
+async def test_usage_stays_with_the_summary_row_through_compaction_and_pruning(store):
+    run = await store.request_run(request(), trigger_key="k")
+    await store.add_usage(run.id, call(), day=DAY, at=NOON, actions=["ran `make`"])
+    await store.transition(run.id, "cancelled")
+    await store.set_reported(run.id, "version", (await store.get(run.id)).version)
+    assert await store.compact("acme", "widgets", "issue-1") == 1
+    await store.prune(bodies=0, deliveries=0, now=NOON + 365 * 86400)
+    usage = await store.usage(run.id)
+    assert usage.total.calls == 1 and usage.actions == ("ran `make`",)
+    assert await store.usages([]) == {}

@@ -11,13 +11,13 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from bot.gateway.observer import Api
+from bot.gateway.observer import Api, Call, Grant
 from bot.runs.containers import RUN_LABEL
 from bot.settings import Budget, Budgets, Price, Settings
 from bot.store import TERMINAL, ModelUsage, RunRequest, SqliteStore, utc_day
 from bot.store.pools import pools_view
 from bot.usage import actions, budgets, prices
-from bot.usage.metering import Metering
+from bot.usage.metering import Metering, model_call
 from bot.usage.wire import Reader
 from tests import test_real_agents
 from tests.fakemodel import Append, FakeModel, Script, Tokens, hello
@@ -404,6 +404,7 @@ async def test_a_budget_in_usd_tokens_or_calls_stops_a_real_cli_at_the_call_that
     )
     model.script = LONG_TASK
     price = bot.settings.prices["claude-sonnet-4-5"]
+    stopped = {}
     for agent, cap, crossed in (
         ("codex", "budget of 2,500 tokens", lambda s: sum(t.tokens.input + t.tokens.output for t in s) >= 2500),
         ("claude", "budget of $2.50", lambda s: sum(prices.cost(price if t.model.startswith("claude-sonnet-4-5")
@@ -422,6 +423,18 @@ async def test_a_budget_in_usd_tokens_or_calls_stops_a_real_cli_at_the_call_that
         ws = bot.services.workspaces.directory(run.owner, run.repo, run.workspace_key)
         assert (ws.root / "repo" / "NOTES.md").exists(), agent  # its workspace is kept for /retry
         await bot.wait_for(lambda run_id=run.id: _stopped(bot, run_id), timeout=30)  # its container is stopped
+        stopped[agent] = (run, issue, len(sent))
+    run, issue, calls = stopped["codex"]  # /retry starts again, with a fresh budget
+    before = len(model.sent)
+    await forge.create_comment(repo, issue.number, bob, "/retry")
+    again = await bot.wait_for(lambda: _retried(bot, run.id), timeout=120)
+    assert again.reason.startswith(f"budget of 2,500 tokens reached after {calls} model calls")
+    assert len(model.sent) - before == calls
+
+
+async def _retried(bot, run_id: int):
+    found = [r for r in await bot.store.runs() if r.retry_of == run_id and r.state in TERMINAL]
+    return found[0] if found else None
 
 
 async def _stopped(bot, run_id: int) -> bool:
@@ -460,3 +473,13 @@ async def _said(forge, repo, number, text):
 async def _state(bot, run_id, state):
     run = await bot.store.get(run_id)
     return run if run.state == state else None
+
+
+def test_only_a_posted_call_answered_by_the_model_counts():
+    grant = Grant(1, "local", "", "acme/widgets", "local")
+    assert model_call(Call(grant, Api.OLLAMA, "POST", "/api/chat", 200))
+    assert model_call(Call(grant, Api.ANTHROPIC_MESSAGES, "POST", "/v1/messages", 200))
+    assert not model_call(Call(grant, Api.OLLAMA, "GET", "/api/tags", 200))  # a probe
+    assert not model_call(Call(grant, Api.OLLAMA, "POST", "/api/show", 200))
+    assert not model_call(Call(grant, Api.OLLAMA, "HEAD", "/api/hello", 200))  # claude's
+    assert not model_call(Call(grant, Api.ANTHROPIC_MESSAGES, "POST", "/v1/messages", 429))

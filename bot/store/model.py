@@ -349,6 +349,15 @@ def kept_actions(old: Sequence[str], new: Sequence[str]) -> list[str]:
     return [*old, *new][-MAX_ACTIONS:]
 
 
+def usages(sums: Iterable[Mapping[str, Any]], actions: Iterable[Mapping[str, Any]]) -> dict[int, Usage]:
+    """Runs' usage from rows of sums per (run_id, model) and rows of (run_id, actions as JSON)."""
+    models: dict[int, list[ModelUsage]] = {}
+    for row in sums:
+        models.setdefault(row["run_id"], []).append(model_usage(row))
+    kept = {row["run_id"]: tuple(json.loads(row["actions"])) for row in actions}
+    return {run_id: Usage(tuple(models.get(run_id, ())), kept.get(run_id, ())) for run_id in sorted(set(models) | set(kept))}
+
+
 @dataclass(frozen=True)
 class UsageTotal:
     """What the runs of one repository and agent used over a while, by model."""

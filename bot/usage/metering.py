@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_RUNS = 10_000  # runs whose totals are kept in memory; past it they are read from the store again
 _STREAMED = re.compile(rb'"stream"\s*:\s*true')
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+)")
+OLLAMA_CALLS = ("/api/chat", "/api/generate")
 
 
 @dataclass
@@ -66,9 +67,8 @@ class CallMeter:
         self.reader.feed(chunk)
 
     def finish(self, call: Call, complete: bool) -> None:
-        if not 200 <= call.status < 300:  # refused or failed upstream: nothing used, nothing billed
-            return
-        self.metering.record(self.grant, call, self.reader.finish(), time.monotonic() - self.started)
+        if model_call(call):
+            self.metering.record(self.grant, call, self.reader.finish(), time.monotonic() - self.started)
 
 
 class Metering:
@@ -144,6 +144,14 @@ class Metering:
         """Write what is still queued."""
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+
+
+def model_call(call: Call) -> bool:
+    """Whether a call asked the model for an answer and got one: a POST answered 2xx (a refused or
+    failed call used nothing), and of ollama's own API a chat or a generation, not its probes."""
+    if call.method != "POST" or not 200 <= call.status < 300:
+        return False
+    return call.api is not Api.OLLAMA or call.path.endswith(OLLAMA_CALLS)
 
 
 def _path_model(call: Call) -> str:

@@ -57,9 +57,16 @@ class Handler:
     def __init__(self) -> None:
         self.reading = Reading()
 
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        """From a whole frame, or the first ``HEAD`` bytes of a long one."""
-        return True
+    WANTED: tuple[bytes, ...] = ()  # what a wanted frame holds somewhere
+    HEAD_ONLY = False  # ... in its first ``HEAD`` bytes (where its type is)
+    TAILS = False  # a frame not wanted has something to read in its last bytes
+
+    def wanted(self, buf: bytearray, start: int, end: int) -> bool:
+        """Whether the frame ``buf[start:end]`` (a whole one, or the head of a long one) is to be
+        parsed: looked for in place, never copied."""
+        if self.HEAD_ONLY:
+            end = min(end, start + HEAD)
+        return any(buf.find(w, start, end) >= 0 for w in self.WANTED)
 
     def frame(self, data: dict[str, Any]) -> None:
         """A streamed event (SSE data or an NDJSON line)."""
@@ -68,7 +75,7 @@ class Handler:
         """The answer as one JSON body (a call that did not stream)."""
 
     def skipped(self, tail: bytes) -> None:
-        """The last bytes of a frame that was not wanted."""
+        """The last bytes of a frame that was not wanted (with ``TAILS``)."""
 
     def done(self) -> None:
         """The answer ended: what is still pending is read."""
@@ -79,10 +86,7 @@ class Responses(Handler):
     usage; each ``response.output_item.done`` one output item, a tool call among them."""
 
     WANTED = (b"response.completed", b"response.incomplete", b"response.failed", b"response.output_item.done")
-
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        head = frame[:HEAD]
-        return any(w in head for w in self.WANTED)
+    HEAD_ONLY = True
 
     def frame(self, data: dict[str, Any]) -> None:
         kind = data.get("type", "")
@@ -125,8 +129,7 @@ class Chat(Handler):
         super().__init__()
         self._calls: dict[int, list[Any]] = {}  # index -> [name, argument pieces...]
 
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        return b'"tool_calls"' in frame or b'"usage":{' in frame or b'"usage": {' in frame
+    WANTED = (b'"tool_calls"', b'"usage":{', b'"usage": {')
 
     def frame(self, data: dict[str, Any]) -> None:
         self._usage(data)
@@ -168,14 +171,11 @@ class Messages(Handler):
 
     WANTED = (b"message_start", b"message_delta", b"content_block_start", b"content_block_stop",
               b"input_json_delta")
+    HEAD_ONLY = True
 
     def __init__(self) -> None:
         super().__init__()
         self._blocks: dict[int, list[Any]] = {}  # index -> [name, input pieces...]
-
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        head = frame[:HEAD]
-        return any(w in head for w in self.WANTED)
 
     def frame(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -225,8 +225,8 @@ class Gemini(Handler):
     """Gemini: every streamed chunk is a whole ``GenerateContentResponse``; its ``usageMetadata``
     is the answer's so far (the last one counts), thoughts billed as output."""
 
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        return b'"functionCall"' in frame or b'"usageMetadata"' in frame
+    WANTED = (b'"functionCall"',)  # any other chunk is read from its tail: usage, model version
+    TAILS = True
 
     def frame(self, data: dict[str, Any]) -> None:
         r = self.reading
@@ -245,7 +245,7 @@ class Gemini(Handler):
                 self.frame(response)
 
     def skipped(self, tail: bytes) -> None:
-        """A long text chunk: its usage and model version, if any, follow the text."""
+        """A text chunk: its usage and model version, if any, follow the text."""
         for key, read in ((b'"usageMetadata"', self._usage), (b'"modelVersion"', self._model)):
             at = tail.rfind(key)
             if at >= 0:
@@ -271,8 +271,7 @@ class Ollama(Handler):
     """ollama's own API (``/api/chat``, ``/api/generate``): lines of JSON, the last one ``done``
     with the counts; a non-streamed answer is that one line."""
 
-    def wanted(self, frame: bytes | bytearray) -> bool:
-        return b'"done":true' in frame or b'"done": true' in frame or b'"tool_calls"' in frame
+    WANTED = (b'"done":true', b'"done": true', b'"tool_calls"')
 
     def frame(self, data: dict[str, Any]) -> None:
         r = self.reading
@@ -304,6 +303,18 @@ def _value_after(text: bytes, at: int) -> Any:
         return json.JSONDecoder().raw_decode(text[colon + 1:].decode(errors="replace").lstrip())[0]
     except ValueError:
         return None
+
+
+def _separator(buf: bytearray, sep: bytes, look: int) -> int:
+    """Where the first ``sep`` (``\\n``, ``\\n\\n`` or ``\\r\\n\\r\\n``) at or after ``look`` starts, or -1.
+    By its newlines: a one-byte search runs at memchr's speed, a longer one byte by byte."""
+    while (at := buf.find(b"\n", look)) >= 0:
+        if sep == b"\n" or (sep == b"\n\n" and buf[at + 1:at + 2] == b"\n"):
+            return at
+        if sep == b"\r\n\r\n" and at and buf[at - 1:at + 3] == sep:
+            return at - 1
+        look = at + 1
+    return -1
 
 
 class Reader:
@@ -353,21 +364,22 @@ class Reader:
         look = max(0, len(pending) - len(sep) + 1)
         pending += chunk
         start = 0
-        while (end := pending.find(sep, look)) >= 0:
-            self._end(pending[start:end])
+        while (end := _separator(pending, sep, look)) >= 0:
+            self._end(pending, start, end)
             start = look = end + len(sep)
         del pending[:start]
-        if not self._skipping and len(pending) > HEAD and not self.handler.wanted(pending[:HEAD]):
+        if not self._skipping and len(pending) > HEAD and not self.handler.wanted(pending, 0, HEAD):
             self._skipping = True  # a long frame it does not want: only its tail is kept
         if self._skipping and len(pending) > 2 * TAIL:
             del pending[:-TAIL]
 
-    def _end(self, frame: bytearray) -> None:
+    def _end(self, buf: bytearray, start: int, end: int) -> None:
+        """The frame ``buf[start:end]`` ended: parsed if wanted, else its tail read if its handler reads tails."""
         skipping, self._skipping = self._skipping, False
-        if skipping:
-            self.handler.skipped(bytes(frame[-TAIL:]))
-        elif frame.strip() and self.handler.wanted(frame):
-            self._parse(frame)
+        if not skipping and self.handler.wanted(buf, start, end):
+            self._parse(buf[start:end])
+        elif self.handler.TAILS:
+            self.handler.skipped(bytes(buf[max(start, end - TAIL):end]))
 
     def _parse(self, frame: bytearray) -> None:
         if self._mode == "sse":
@@ -394,6 +406,6 @@ class Reader:
                 except ValueError:
                     pass
         elif self._pending.strip():  # the last frame, with no blank line after it
-            self._end(self._pending)
+            self._end(self._pending, 0, len(self._pending))
         self.handler.done()
         return self.handler.reading

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from bot.store.model import USAGE_SUMS, ModelUsage, Usage, UsageTotal, kept_actions, model_usage, usage_row
-from bot.store.model import usage_totals
+from bot.store.model import USAGE_SUMS, ModelUsage, Usage, UsageTotal, kept_actions, usage_row, usage_totals, usages
 from bot.store.sqlite.rows import Session, marks
 from bot.store.sqlite.views import Views
 
@@ -49,14 +48,8 @@ class UsageRecords(Views):
             f"SELECT run_id, model, {_SUMS} FROM usage WHERE run_id IN ({marks(ids)})"
             " GROUP BY run_id, model ORDER BY run_id, model", ids,
         )
-        actions = {r["run_id"]: json.loads(r["actions"]) for r in await self._all(
-            f"SELECT run_id, actions FROM run_actions WHERE run_id IN ({marks(ids)})", ids
-        )}
-        models: dict[int, list[ModelUsage]] = {}
-        for row in found:
-            models.setdefault(row["run_id"], []).append(model_usage(row))
-        return {run_id: Usage(tuple(models.get(run_id, ())), tuple(actions.get(run_id, ())))
-                for run_id in sorted(set(models) | set(actions))}
+        actions = await self._all(f"SELECT run_id, actions FROM run_actions WHERE run_id IN ({marks(ids)})", ids)
+        return usages(found, actions)
 
     async def usage_totals(self, since: float) -> list[UsageTotal]:
         """Per repository and agent, what runs used on the days they called a model since ``since``
