@@ -268,6 +268,21 @@ async def test_the_cli_shows_a_runs_usage_by_model_and_its_last_actions(world, m
     assert out.rstrip().endswith("last actions:\n  read src/app.py")
 
 
+async def test_the_agents_actions_are_escaped_on_the_run_page(world, make_bot):
+    bot = await make_bot(frozen=True, read_token=ADMIN_TOKEN)
+    await dispatch(world, "/dispatch codex escape it", title="Escape")
+    await bot.settle()
+    [run] = await bot.store.runs()
+    now = time.time()
+    hostile = '$ echo "<script>alert(1)</script>" <img src=x onerror=alert(2)>'
+    await bot.store.add_usage(run.id, call(0, model="<b>m</b>"), day=utc_day(now), at=now, actions=(hostile,))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
+        async with session.get(f"{bot.url}/runs/{run.id}") as resp:
+            body = await resp.text()
+    assert "<script>alert" not in body and "<img" not in body and "<b>m</b>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;b&gt;m&lt;/b&gt;" in body
+
+
 # Words ----------------------------------------------------------------------------------------
 
 

@@ -58,6 +58,7 @@ pre.log { background: #0d1117; color: #e6edf3; border-radius: 0 0 6px 6px; min-h
           overflow-y: auto; }
 #log-state { color: var(--muted); font-weight: normal; font-size: 12px; margin-left: 8px; }
 .hold { color: #a40e26; font-size: 12px; }
+table.models:has(tbody:empty) { display: none; }
 .headline { padding: 10px 14px; font-weight: 600; }
 h3 { font-size: 13px; color: var(--muted); margin: 0; padding: 8px 14px 0; }
 pre.actions { background: var(--bg); border-top: 1px solid #eaeef2; }
@@ -331,15 +332,19 @@ def usage_rows(usage: Usage) -> list[list[str]]:
 
 
 def _usage_section(run: Run, usage: Usage, now: float, live: bool) -> str:
+    """The run's usage by model and the agent's last actions; while it lives, kept up to date by
+    ``USAGE_SCRIPT`` from ``/runs/<id>/usage``."""
     src = f' data-src="/runs/{run.id}/usage"' if live else ""
     head = "".join(f"<th>{_e(h)}</th>" for h in USAGE_HEADERS)
     rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in usage_rows(usage))
     actions = "\n".join(usage_actions(usage)) or "None yet."
+    actions_html = (f'<h3>Last actions of the agent</h3><pre class="actions" id="usage-actions">{_e(actions)}</pre>'
+                    if live or usage.actions else "")
     return (
         f'<section id="usage"{src}><h2>Model usage</h2>'
         f'<div class="headline" id="usage-line">{_e(usage_headline(run, usage, now))}</div>'
-        f'<table><thead><tr>{head}</tr></thead><tbody id="usage-rows">{rows}</tbody></table>'
-        f'<h3>Last actions of the agent</h3><pre class="actions" id="usage-actions">{_e(actions)}</pre></section>'
+        f'<table class="models"><thead><tr>{head}</tr></thead><tbody id="usage-rows">{rows}</tbody></table>'
+        f"{actions_html}</section>"
     )
 
 
