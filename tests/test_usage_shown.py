@@ -225,6 +225,7 @@ async def test_calls_metered_by_the_gateway_show_as_progress_then_as_the_usage_l
     assert len(model.calls("/v1/messages")) == 4, run.result.log_tail
     usage = await bot.store.usage(run.id)
     assert usage.total.calls == 4 and usage.total.input_tokens == 400 and usage.total.output_tokens == 40
+    assert 0 < usage.total.wait_seconds < 10, usage.total  # the gateway timed the answers
     progress = [b for b in comment_writes(world, run.id) if "🤖 running" in b and "model call" in b]
     assert len(set(progress)) >= 2, progress
     assert any("Last actions:" in b and "HELLO.md" in b for b in progress), progress[-1]
@@ -299,6 +300,7 @@ def test_the_usage_line_says_cost_unknown_when_any_model_has_no_price():
     )
     assert words.usage_line(Usage()) == "" and words.brief(Usage()) == "—"
     assert words.cost(0.001) == "<$0.01" and words.cost(0.0) == "$0.00"
+    assert words.waited(0.02) == "<0.1s" and words.waited(0.0) == "0.0s" and words.waited(75) == "1m15s"
     assert words.progress_line(Usage((ModelUsage("m", 1, 1, 1),)), 3725) == (
         "Working for 1h02m: 1 model call · 1 tokens in · 1 out · cost unknown · 0.0s waiting on the model"
     )

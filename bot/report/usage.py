@@ -22,6 +22,8 @@ def duration(seconds: float) -> str:
 
 def waited(seconds: float) -> str:
     """Time waiting on the model: under 10 s to a tenth (a call's wait is often under a second)."""
+    if 0 < seconds < 0.05:
+        return "<0.1s"
     return f"{seconds:.1f}s" if seconds < 10 else duration(seconds)
 
 
