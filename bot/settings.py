@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -164,6 +164,8 @@ class Price(BaseModel):
     """What a model costs, in USD per million tokens: prompt tokens read fresh, those read from the
     vendor's cache, and output tokens (reasoning included)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt price or cap is an error, never no cap
+
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached: float = Field(ge=0)
@@ -171,7 +173,9 @@ class Price(BaseModel):
 
 class Budget(BaseModel):
     """Caps; unset means none. Per run: its cost, its tokens (input and output) and its model calls.
-    ``daily_usd``: what a repository (top level, or ``repos``) or a pool (``pools``) may spend per UTC day."""
+    ``daily_usd``: what each repository (top level) or a pool (``pools``) may spend per UTC day."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt price or cap is an error, never no cap
 
     run_usd: float | None = Field(None, gt=0)
     run_tokens: int | None = Field(None, gt=0)

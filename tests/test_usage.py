@@ -483,3 +483,12 @@ def test_only_a_posted_call_answered_by_the_model_counts():
     assert not model_call(Call(grant, Api.OLLAMA, "POST", "/api/show", 200))
     assert not model_call(Call(grant, Api.OLLAMA, "HEAD", "/api/hello", 200))  # claude's
     assert not model_call(Call(grant, Api.ANTHROPIC_MESSAGES, "POST", "/v1/messages", 429))
+
+
+def test_a_misspelt_cap_or_price_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="run_usdd"):
+        Settings(budgets={"agents": {"codex": {"run_usdd": 2.0}}})
+    with pytest.raises(ValueError, match="cached"):
+        Settings(prices={"gpt-5": {"input": 1.25, "output": 10.0}})
+    with pytest.raises(ValueError, match="greater than 0"):
+        Settings(budgets={"run_calls": 0})
