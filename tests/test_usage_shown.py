@@ -235,26 +235,33 @@ async def test_calls_metered_by_the_gateway_show_as_progress_then_as_the_usage_l
     keep("gateway-final-comment.md", final.body)
 
 
-async def test_the_dashboard_says_which_daily_budget_keeps_a_queued_run_waiting(world, make_bot):
-    budgets = {"daily_usd": 0.01, "pools": {"codex": {"daily_usd": 1.0}}}
-    bot = await make_bot(frozen=True, read_token=ADMIN_TOKEN, budgets=budgets)
-    await dispatch(world, "/dispatch codex spend it", title="Spend")
+async def queued_run(world, make_bot, **settings):
+    """A frozen bot (its admin token opens the API and the dashboard) with one queued run, for usage added by hand."""
+    bot = await make_bot(frozen=True, admin_token=ADMIN_TOKEN, **settings)
+    await dispatch(world, "/dispatch codex count it", title="Count")
     await bot.settle()
     [run] = await bot.store.runs()
+    return bot, run
+
+
+async def page(bot, path: str) -> str:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
+        async with session.get(bot.url + path) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+
+async def test_the_dashboard_says_which_daily_budget_keeps_a_queued_run_waiting(world, make_bot):
+    bot, run = await queued_run(world, make_bot, budgets={"daily_usd": 0.01, "pools": {"codex": {"daily_usd": 1.0}}})
     now = time.time()
     await bot.store.add_usage(run.id, call(0, cost=0.02), day=utc_day(now), at=now)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
-        async with session.get(f"{bot.url}/") as resp:
-            body = await resp.text()
+    body = await page(bot, "/")
     assert "daily budget of repository acme/widgets spent: $0.02 of $0.01; waits until " in body
     assert "<td>$0.02 of $1.00 today</td>" in body  # the pool's own budget, not spent
 
 
 async def test_the_cli_shows_a_runs_usage_by_model_and_its_last_actions(world, make_bot):
-    bot = await make_bot(frozen=True, admin_token=ADMIN_TOKEN)
-    await dispatch(world, "/dispatch codex count it", title="Count")
-    await bot.settle()
-    [run] = await bot.store.runs()
+    bot, run = await queued_run(world, make_bot)
     now = time.time()
     await bot.store.add_usage(run.id, call(0), day=utc_day(now), at=now, actions=("read src/app.py",))
     await bot.store.add_usage(run.id, call(1, model="local-model", cost=None), day=utc_day(now), at=now)
@@ -270,16 +277,11 @@ async def test_the_cli_shows_a_runs_usage_by_model_and_its_last_actions(world, m
 
 
 async def test_the_agents_actions_are_escaped_on_the_run_page(world, make_bot):
-    bot = await make_bot(frozen=True, read_token=ADMIN_TOKEN)
-    await dispatch(world, "/dispatch codex escape it", title="Escape")
-    await bot.settle()
-    [run] = await bot.store.runs()
+    bot, run = await queued_run(world, make_bot)
     now = time.time()
     hostile = '$ echo "<script>alert(1)</script>" <img src=x onerror=alert(2)>'
     await bot.store.add_usage(run.id, call(0, model="<b>m</b>"), day=utc_day(now), at=now, actions=(hostile,))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
-        async with session.get(f"{bot.url}/runs/{run.id}") as resp:
-            body = await resp.text()
+    body = await page(bot, f"/runs/{run.id}")
     assert "<script>alert" not in body and "<img" not in body and "<b>m</b>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;b&gt;m&lt;/b&gt;" in body
 
