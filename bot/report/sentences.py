@@ -7,7 +7,8 @@ import re
 import time
 
 from bot.intake.commands import USAGE
-from bot.store import AT_WORK, ModelUsage
+from bot.report import usage as used
+from bot.store import AT_WORK, ModelUsage, Usage
 
 
 def marker(kind: str, key: str) -> str:
@@ -95,8 +96,12 @@ def status_asked(login: str, at: float) -> str:
     return f"Shown afresh at {format_time(at)} for @{login}'s `/status`."
 
 
-def status_comment(run, *, queue: str = "", links: str = "", note: str = "", asked: str = "") -> str:
-    """The one comment that shows a run's state; edited in place as the run moves on."""
+def status_comment(
+    run, *, queue: str = "", links: str = "", note: str = "", asked: str = "", usage: Usage | None = None,
+    now: float = 0.0,
+) -> str:
+    """The one comment that shows a run's state; edited in place as the run moves on: while the agent
+    works, its progress as of ``now``; once it is done, the outcome and the usage line."""
     lines = [
         f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
         "",
@@ -107,6 +112,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines.append(queue)
     if run.started_at and run.state in AT_WORK:
         lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
+        lines += ["", *progress_lines(usage or Usage(), now - run.started_at)]
     if run.state == "completed":
         lines.append(links or "The agent finished with no changes.")
         lines += _summary_lines(run)
@@ -124,6 +130,8 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
+    if run.state not in AT_WORK and usage and (line := usage_line(usage)):
+        lines += ["", line] if lines[-1] else [line]
     lines += egress_lines(run.result.egress)
     if note:
         lines += ["", f"_{note}_"]
@@ -131,6 +139,22 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def usage_line(usage: Usage) -> str:
+    """What a run's model calls used, for its final comment and its pull request; "" with no call."""
+    line = used.usage_line(usage)
+    return f"Usage: {line}." if line else ""
+
+
+def progress_lines(usage: Usage, elapsed: float) -> list[str]:
+    """A working run's progress: time, calls, tokens and cost so far, and the agent's last actions
+    (its model's text, masked and shortened by the gateway: fenced, so it adds no markup and
+    mentions nobody)."""
+    lines = [f"**{used.progress_line(usage, elapsed)}**"]
+    if usage.actions:
+        lines += ["", "Last actions:", fenced("\n".join(used.actions(usage)))]
+    return lines
 
 
 def fenced(text: str) -> str:
