@@ -178,29 +178,21 @@ def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | 
     return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
 
 
-def usd(amount: float) -> str:
-    return f"${amount:,.2f}"
-
-
-def calls(n: int) -> str:
-    return f"{n} model call{'' if n == 1 else 's'}"
-
-
-def budget_reached(cap: str, used: ModelUsage, priced_usd: float | None = None) -> str:
+def budget_reached(cap: str, so_far: ModelUsage, priced_usd: float | None = None) -> str:
     """Why a run was stopped at its budget (``cap``: "$2.00", "50,000 tokens", "30 model calls"),
     with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent (…tokens)". With
     calls of no price, ``priced_usd`` is what the others cost: "at least" that, or "cost unknown"."""
-    if used.cost_usd is not None:
-        spent = f"{usd(used.cost_usd)} spent"
+    if so_far.cost_usd is not None:
+        spent = f"{used.cost(so_far.cost_usd)} spent"
     else:
-        spent = f"at least {usd(priced_usd)} spent" if priced_usd else "cost unknown"
-    tokens = f"{used.input_tokens + used.output_tokens:,} tokens"
-    return f"budget of {cap} reached after {calls(used.calls)}, {spent} ({tokens})"
+        spent = f"at least {used.cost(priced_usd)} spent" if priced_usd else "cost unknown"
+    tokens = used.plural(so_far.input_tokens + so_far.output_tokens, "token")
+    return f"budget of {cap} reached after {used.plural(so_far.calls, 'model call')}, {spent} ({tokens})"
 
 
 def daily_budget_spent(whose: str, name: str, cap: float, spent: float, resets_at: float) -> str:
     """Why a queued run waits for the next UTC day, for its status comment."""
-    return (f"{whose.capitalize()} `{name}` spent its daily budget of {usd(cap)} ({usd(spent)} today): the run"
+    return (f"{whose.capitalize()} `{name}` spent its daily budget of {used.cost(cap)} ({used.cost(spent)} today): the run"
             f" starts when it resets at {format_time(resets_at)}, or once the budget is raised.")
 
 

@@ -11,6 +11,7 @@ import calendar
 import time
 
 from bot.report import sentences
+from bot.report import usage as words
 from bot.settings import Budget, Settings
 from bot.store import ModelUsage, Run, Store, utc_day
 from bot.store.policy import Daily, Hold, Spent, daily_hold
@@ -32,11 +33,11 @@ def reached(budget: Budget, used: ModelUsage, priced_usd: float | None = None) -
     cost, which is what a cap in USD counts then."""
     spent = used.cost_usd if used.cost_usd is not None else priced_usd
     if budget.run_usd is not None and spent is not None and spent >= budget.run_usd:
-        return sentences.budget_reached(sentences.usd(budget.run_usd), used, spent)
+        return sentences.budget_reached(words.cost(budget.run_usd), used, spent)
     if budget.run_tokens is not None and used.input_tokens + used.output_tokens >= budget.run_tokens:
-        return sentences.budget_reached(f"{budget.run_tokens:,} tokens", used, spent)
+        return sentences.budget_reached(words.plural(budget.run_tokens, "token"), used, spent)
     if budget.run_calls is not None and used.calls >= budget.run_calls:
-        return sentences.budget_reached(sentences.calls(budget.run_calls), used, spent)
+        return sentences.budget_reached(words.plural(budget.run_calls, "model call"), used, spent)
     return ""
 
 
