@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import socket
 import subprocess
@@ -19,9 +20,12 @@ import pytest
 from aiohttp import web
 
 from bot.gateway import firewall
-from bot.gateway.service import network_names
+from bot.executor.docker import DockerExecutor
+from bot.gateway.service import dismantle, network_names
+from bot.settings import Settings
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -324,3 +328,44 @@ async def test_the_network_and_its_firewall_go_when_the_bot_stops(world, make_bo
     assert bridge not in subprocess.run(["ip6tables", "-S"], capture_output=True, text=True).stdout
 
 
+
+
+async def test_refused_connections_survive_a_restart_of_the_bot_in_the_middle_of_a_run(world, real_agent_image):
+    """Two refusals, kill -9 of the bot, a restart that re-adopts the run, a third refusal: the run's
+    record has all three, because the first two reached the store while the run was going."""
+    from tests.harness import free_port
+    from tests.process import BotProcess
+    from tests.test_crash_engine import our_containers
+
+    script = ("curl -s -m 5 -o /dev/null https://paste.example.org/ || true;"
+              "curl -s -m 5 -o /dev/null https://paste.example.org/again || true;"
+              "sleep 25; curl -s -m 5 -o /dev/null https://later.example.org/ || true")
+    env = {"DISPATCHBOT_IMAGE": real_agent_image.tag, "DISPATCHBOT_LIMITS": json.dumps({"timeout": 120.0, "grace": 1.0}),
+           "DISPATCHBOT_AGENTS": json.dumps({"probe": {"argv": ["sh", "-c", script]}}),
+           # the same ports after the restart: the re-adopted container keeps its proxy address
+           "DISPATCHBOT_GATEWAY__PORT": str(free_port()), "DISPATCHBOT_GATEWAY__PROXY_PORT": str(free_port())}
+    bot = BotProcess(world["forge"].url, world["bot"].token, world["tmp"] / "data", **env)
+    await bot.start()
+
+    def record() -> tuple[str, dict]:
+        rows = bot.query("SELECT state, result FROM runs ORDER BY id DESC LIMIT 1")
+        return (rows[0][0], json.loads(rows[0][1]).get("egress", {})) if rows else ("", {})
+
+    try:
+        world["forge"].add_hook(world["repo"], url=bot.url + "/webhook", secret=bot.secret)
+        await dispatch(world, "probe")
+        await wait_for(lambda: record()[1].get("blocked") == {"paste.example.org:443": 2}, timeout=60)
+        assert record()[0] == "running"  # kept while the run goes on, not only at its end
+        bot.kill()
+        await bot.start()
+        await wait_for(lambda: record()[0] == "completed", timeout=90)
+        assert record()[1]["blocked"] == {"paste.example.org:443": 2, "later.example.org:443": 1}
+    finally:
+        await bot.stop()
+        for container in our_containers(bot.data_dir):
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        executor = DockerExecutor()
+        try:
+            await dismantle(executor, Settings(data_dir=bot.data_dir))
+        finally:
+            await executor.close()
