@@ -24,7 +24,7 @@ from bot.gateway.grants import Grants, Holder, load_key
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
 from bot.gateway.proxy import Proxy
-from bot.gateway.vendors import KEY_VENDORS, VENDORS
+from bot.gateway.vendors import VENDORS, key_vendors
 from bot.runs.agents import HOME, Agent, resolve
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -174,7 +174,7 @@ class Gateway:
         own = [f"{self.address}:{self.port}"]  # the gateway itself, for a CLI that proxies every call
         if holder.role == "agent":
             agent = resolve(self.settings, holder.grant.agent)
-            if has_credentials(agent):
+            if credentials_inside(agent, self.environ):
                 return own + vendor_hosts(agent)
         return own + self.settings.gateway.allow + self.settings.egress_allow.get(holder.grant.repo, [])
 
@@ -191,12 +191,12 @@ class Gateway:
         inside = False
         if role == "agent":
             keys = agent.keys(self.environ)
-            inside = has_credentials(agent)
+            inside = credentials_inside(agent, self.environ)
             if agent.point is not None and (keys or agent.endpoint or not inside):
                 agent = agent.pointed_at(f"http://{self.address}:{self.port}/{agent.name}/{token}")
                 env |= agent.container_env({name: token for name in keys})
-            else:
-                env |= agent.container_env({})
+            else:  # a CLI the gateway cannot stand in for keeps its own keys (and says so)
+                env |= agent.container_env(keys if agent.point is None else {})
         record: dict[str, object] = {"mode": self.settings.egress}
         if inside:
             record["credentials_inside"] = True
@@ -219,13 +219,15 @@ async def dismantle(executor: DockerExecutor, settings: Settings) -> bool:
     return True
 
 
-def has_credentials(agent: Agent) -> bool:
-    return any(os.path.isdir(d) for d in agent.credentials)
+def credentials_inside(agent: Agent, environ: Mapping[str, str]) -> bool:
+    """A login the gateway cannot keep out of the container: credential dirs, or the keys of a CLI
+    that cannot be pointed at the gateway (coderabbit; a custom agent without ``base_url_env``)."""
+    return any(os.path.isdir(d) for d in agent.credentials) or (agent.point is None and bool(agent.keys(environ)))
 
 
 def vendor_hosts(agent: Agent) -> list[str]:
     """What a CLI logged in with its own credentials talks to: its vendors, or its own model API."""
-    hosts = [h for k in agent.env if k in KEY_VENDORS for h in VENDORS[KEY_VENDORS[k]].hosts]
+    hosts = [h for v in dict.fromkeys(key_vendors(agent).values()) for h in VENDORS[v].hosts]
     if agent.endpoint:
         url = urlsplit(agent.endpoint)
         hosts.append(f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}")
