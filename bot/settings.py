@@ -76,6 +76,12 @@ class CustomAgent(BaseModel):
     cli_endpoint: str = ""  # where the CLI sends its requests by default, shown by ``doctor``
     install: str = ""  # how to get the CLI into an image that lacks it, in the preflight's refusal
     prints_final_message: bool | None = None  # its stdout ends with its final message: the run's summary
+    # Its model API, for the gateway: the vendor whose API and key header its ``env`` keys are for
+    # (unset: by the key's name, ANTHROPIC_API_KEY and so on), and the variable its CLI takes a base
+    # URL from. With one, the CLI gets the gateway's URL and a run token for each key; without one,
+    # its keys are inside its container, which reaches only the vendor's hosts (and says so).
+    vendor: Literal["", "anthropic", "openai", "gemini"] = ""
+    base_url_env: str = ""
 
     @field_validator("env")
     @classmethod

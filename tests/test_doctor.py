@@ -69,6 +69,13 @@ def test_doctor_says_a_credentials_dir_puts_the_credentials_inside_the_container
     assert "inside the container" not in sections(res.stdout)["codex"]
 
 
+def test_doctor_says_coderabbits_key_is_inside_the_container(tmp_path, agent_image):
+    """Its CLI takes no base URL: the gateway cannot stand in for its key."""
+    res = doctor(tmp_path, DISPATCHBOT_IMAGE=agent_image, CODERABBIT_API_KEY=KEY)
+    assert "its credentials are inside the container (its CLI cannot be pointed at the gateway" in sections(
+        res.stdout)["coderabbit"]
+
+
 def test_doctor_fails_when_the_default_image_is_missing(tmp_path):
     res = doctor(tmp_path, DISPATCHBOT_IMAGE="dispatchbot-no-such-image:1", OPENAI_API_KEY=KEY)
     assert res.returncode == 1

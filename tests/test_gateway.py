@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import socket
 import subprocess
@@ -19,9 +20,12 @@ import pytest
 from aiohttp import web
 
 from bot.gateway import firewall
-from bot.gateway.service import network_names
+from bot.executor.docker import DockerExecutor
+from bot.gateway.service import dismantle, network_names
+from bot.settings import Settings
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -303,8 +307,8 @@ async def test_a_run_with_its_credentials_inside_reaches_only_its_vendors_hosts(
     assert not (await connect(gateway, qa, "pypi.org:443")).startswith(b"HTTP/1.1 403")  # QA: the registries
     run = await finished(bot)
     assert run.result.egress["credentials_inside"] is True
-    assert "credentials (its credential files) were inside its container" in status(world["forge"], world["repo"],
-                                                                                    issue.number)
+    assert "credentials (its credential files, or a key its CLI cannot take from the gateway) were inside its " \
+           "container" in status(world["forge"], world["repo"], issue.number)
 
 
 async def _running(bot):
@@ -324,3 +328,88 @@ async def test_the_network_and_its_firewall_go_when_the_bot_stops(world, make_bo
     assert bridge not in subprocess.run(["ip6tables", "-S"], capture_output=True, text=True).stdout
 
 
+
+
+async def test_refused_connections_survive_a_restart_of_the_bot_in_the_middle_of_a_run(world, real_agent_image):
+    """Two refusals, kill -9 of the bot, a restart that re-adopts the run, a third refusal: the run's
+    record has all three, because the first two reached the store while the run was going."""
+    from tests.harness import free_port
+    from tests.process import BotProcess
+    from tests.test_crash_engine import our_containers
+
+    script = ("curl -s -m 5 -o /dev/null https://paste.example.org/ || true;"
+              "curl -s -m 5 -o /dev/null https://paste.example.org/again || true;"
+              "sleep 25; curl -s -m 5 -o /dev/null https://later.example.org/ || true")
+    env = {"DISPATCHBOT_IMAGE": real_agent_image.tag, "DISPATCHBOT_LIMITS": json.dumps({"timeout": 120.0, "grace": 1.0}),
+           "DISPATCHBOT_AGENTS": json.dumps({"probe": {"argv": ["sh", "-c", script]}}),
+           # the same ports after the restart: the re-adopted container keeps its proxy address
+           "DISPATCHBOT_GATEWAY__PORT": str(free_port()), "DISPATCHBOT_GATEWAY__PROXY_PORT": str(free_port())}
+    bot = BotProcess(world["forge"].url, world["bot"].token, world["tmp"] / "data", **env)
+    await bot.start()
+
+    def record() -> tuple[str, dict]:
+        rows = bot.query("SELECT state, result FROM runs ORDER BY id DESC LIMIT 1")
+        return (rows[0][0], json.loads(rows[0][1]).get("egress", {})) if rows else ("", {})
+
+    try:
+        world["forge"].add_hook(world["repo"], url=bot.url + "/webhook", secret=bot.secret)
+        await dispatch(world, "probe")
+        await wait_for(lambda: record()[1].get("blocked") == {"paste.example.org:443": 2}, timeout=60)
+        assert record()[0] == "running"  # kept while the run goes on, not only at its end
+        bot.kill()
+        await bot.start()
+        await wait_for(lambda: record()[0] == "completed", timeout=90)
+        assert record()[1]["blocked"] == {"paste.example.org:443": 2, "later.example.org:443": 1}
+    finally:
+        await bot.stop()
+        for container in our_containers(bot.data_dir):
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        executor = DockerExecutor()
+        try:
+            await dismantle(executor, Settings(data_dir=bot.data_dir))
+        finally:
+            await executor.close()
+
+
+async def test_a_custom_agent_gets_a_run_token_for_its_key_and_the_gateway_sends_the_real_one(
+        world, make_bot, real_agent_image, monkeypatch):
+    """``vendor`` and ``base_url_env`` in its config: the CLI's key variable holds a run token, its
+    base URL is the gateway, and the model behind ``base_urls.<agent>`` receives the real key."""
+    monkeypatch.setenv("MINE_KEY", DECOY)
+    model = FakeModel()
+    await model.start()
+    script = ('curl -s -o /dev/null -w "model %{http_code}\\n" -X POST "$MINE_URL/v1/messages" '
+              '-H "x-api-key: $MINE_KEY" -H "content-type: application/json" '
+              '-d \'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}\'; echo "key $MINE_KEY"')
+    try:
+        bot = await make_bot(image=real_agent_image.tag, base_urls={"mine": model.url}, agents={"mine": {
+            "argv": ["sh", "-c", script], "env": ["MINE_KEY"], "vendor": "anthropic", "base_url_env": "MINE_URL"}})
+        await dispatch(world, "mine")
+        run = await finished(bot)
+        assert "key dbr-" in run.result.log_tail and DECOY not in run.result.log_tail, run.result.log_tail
+        assert {r.headers.get("x-api-key") for r in model.calls("/v1/messages")} == {DECOY}
+        assert "credentials_inside" not in run.result.egress
+    finally:
+        await model.close()
+
+
+async def test_an_agent_whose_cli_takes_no_base_url_keeps_its_key_and_reaches_only_its_vendors_hosts(
+        world, make_bot, real_agent_image, monkeypatch):
+    """As coderabbit's CLI (it takes no base URL): its key is inside its container, its proxy reaches its
+    vendor's hosts and no registry, and the status comment and doctor say so."""
+    from bot.gateway.service import vendor_hosts
+    from bot.runs.agents import resolve
+
+    assert "api.coderabbit.ai" in vendor_hosts(resolve(Settings(), "coderabbit"))
+    monkeypatch.setenv("MINE_KEY", DECOY)
+    script = ("curl -s -m 5 -o /dev/null https://pypi.org/simple/ || true;"
+              "curl -s -m 5 -o /dev/null https://api.anthropic.com/ || true; echo \"key $MINE_KEY\"")
+    bot = await make_bot(image=real_agent_image.tag, agents={"mine": {
+        "argv": ["sh", "-c", script], "env": ["MINE_KEY"], "vendor": "anthropic"}})
+    issue = await dispatch(world, "mine")
+    run = await finished(bot)
+    assert "key " in run.result.log_tail and "key dbr-" not in run.result.log_tail, run.result.log_tail
+    assert run.result.egress["credentials_inside"] is True
+    assert run.result.egress["blocked"] == {"pypi.org:443": 1}  # api.anthropic.com was let through
+    assert "a key its CLI cannot take from the gateway) were inside its container" in status(
+        world["forge"], world["repo"], issue.number)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bot.runs import preflight
 from bot.runs.agents import PRESETS, Agent, known_agents, resolve
 from bot.executor.docker import DockerExecutor, ExecutorError, ImageInfo
+from bot.gateway.service import credentials_inside
 from bot.image.recipe import RECIPE_LABEL
 from bot.settings import Settings
 
@@ -50,9 +51,10 @@ def auth(settings: Settings, agent: Agent, environ: Mapping[str, str]) -> str:
     parts = [f"{k} {'set' if environ.get(k) else 'not set'}" for k in agent.env] or ["no key needed"]
     setting = preflight.credentials_setting(settings, agent)
     parts += [f"{setting} {d} ({'present' if os.path.isdir(d) else 'missing'})" for d in agent.credentials]
-    if any(os.path.isdir(d) for d in agent.credentials):
-        parts.append("its credentials are inside the container (the gateway cannot keep a login out; "
-                     "its proxy reaches only the vendor's hosts)")
+    if credentials_inside(agent, environ):
+        why = "the gateway cannot keep a login out" if any(os.path.isdir(d) for d in agent.credentials) else \
+            "its CLI cannot be pointed at the gateway"
+        parts.append(f"its credentials are inside the container ({why}; its proxy reaches only the vendor's hosts)")
     return ", ".join(parts)
 
 

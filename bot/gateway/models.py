@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from bot.gateway.grants import Grants, Holder
 from bot.gateway.observer import Call, Observer
-from bot.gateway.vendors import AUTH_HEADERS, KEY_VENDORS, VENDORS, api_of, vendor_of_header
+from bot.gateway.vendors import AUTH_HEADERS, VENDORS, api_of, key_vendors, vendor_of_header
 from bot.runs.agents import UnknownAgent, resolve
 from bot.settings import Settings
 
@@ -54,12 +54,12 @@ def upstream_for(settings: Settings, agent_name: str, headers: Mapping[str, str]
         return None
     if agent.name == "local":
         return Upstream(agent.endpoint, "", "")
-    vendors = tuple(dict.fromkeys(KEY_VENDORS[k] for k in agent.env if k in KEY_VENDORS))
-    chosen = vendor_of_header(headers, vendors)
+    keys = key_vendors(agent)
+    chosen = vendor_of_header(headers, tuple(dict.fromkeys(keys.values())))
     if chosen is None:
         return None
     vendor = VENDORS[chosen]
-    key = next((environ[k] for k in agent.env if KEY_VENDORS.get(k) == chosen and environ.get(k)), "")
+    key = next((environ[k] for k, v in keys.items() if v == chosen and environ.get(k)), "")
     url = agent.endpoint or vendor.upstream
     return Upstream(url.rstrip("/"), vendor.header, vendor.prefix + key if key else "")
 

@@ -44,11 +44,13 @@ def _answer(status: str, text: str = "", extra: str = "") -> bytes:
 
 
 class Proxy:
-    def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], connect_timeout: float) -> None:
+    def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], connect_timeout: float,
+                 refused: Callable[[], None] = lambda: None) -> None:
         self.grants = grants
         self.allowlist = allowlist
         self.connect_timeout = connect_timeout
-        self.blocked: dict[int, Counter[str]] = {}
+        self.refused = refused  # told after each refusal, to keep the counts where a restart finds them
+        self.blocked: dict[int, Counter[str]] = {}  # counted since last taken
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
@@ -85,6 +87,7 @@ class Proxy:
             destination = f"{host}:{port}"
             self.blocked.setdefault(holder.grant.run_id, Counter())[destination] += 1
             log.info("run %s: refused a connection to %s", holder.grant.run_id, destination)
+            self.refused()
             writer.write(_answer("403 Forbidden", f"{destination} is not on this run's allowlist"))
             return
         try:
@@ -115,7 +118,7 @@ class Proxy:
         return await self.grants.check(token)
 
     def take_blocked(self, run_id: int) -> dict[str, int]:
-        """The refused destinations of a run so far (and forget them: the run's record keeps them)."""
+        """The refused destinations of a run since last taken (and forget them: the run's record keeps them)."""
         return dict(self.blocked.pop(run_id, Counter()))
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,13 +24,16 @@ from bot.gateway.grants import Grants, Holder, load_key
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
 from bot.gateway.proxy import Proxy
-from bot.gateway.vendors import KEY_VENDORS, VENDORS
+from bot.gateway.vendors import VENDORS, key_vendors
 from bot.runs.agents import HOME, Agent, resolve
 from bot.settings import Settings
 from bot.store import Run, Store
 
 log = logging.getLogger(__name__)
 
+# Refused connections are written to their runs' records this long after the first of a burst:
+# a script retrying in a loop costs one write per run and second, and a restart loses at most this.
+FLUSH_DELAY = 1.0
 
 
 class GatewayError(Exception):
@@ -60,8 +63,9 @@ class Gateway:
         self.settings = settings
         self.executor = executor
         self.environ = environ
+        self.store = store
         self.grants = Grants(load_key(settings.data_dir), store)
-        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway.connect_timeout)
+        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway.connect_timeout, self._refused)
         self.models = ModelProxy(settings, self.grants, observer or NoObserver(), self._upstream_failed, environ)
         self.network, self.bridge = network_names(settings)
         self.address = ""
@@ -70,6 +74,8 @@ class Gateway:
         self._proxy_server = None
         self._failures: dict[int, str] = {}
         self._lock = asyncio.Lock()
+        self._records = asyncio.Lock()  # one writer of a run's egress record at a time
+        self._flusher: asyncio.Task[None] | None = None
 
     async def ready(self) -> None:
         """Started, once: at the bot's start, or at the first container when Docker was away then.
@@ -109,6 +115,9 @@ class Gateway:
         (a run the next start re-adopts keeps its closed network)."""
         await self._close_listeners()
         await self.models.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.flush()
         if self.address:
             await dismantle(self.executor, self.settings)
 
@@ -119,15 +128,43 @@ class Gateway:
     def _upstream_failed(self, run_id: int, reason: str) -> None:
         self._failures[run_id] = reason
 
-    def record(self, run: Run) -> dict[str, object]:
-        """The run's egress record so far: its access, plus refused connections and upstream trouble."""
+    def _refused(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(FLUSH_DELAY)
+        try:
+            await self.flush()
+        except Exception:  # the next refusal or the run's end tries again with what is still counted
+            log.exception("could not keep the refused connections in the store")
+
+    async def flush(self) -> None:
+        """Refused connections counted so far go into their runs' egress records in the store, so a
+        restart of the bot in the middle of a run does not lose them."""
+        async with self._records:
+            for run_id in list(self.proxy.blocked):
+                run = await self.store.get(run_id)
+                if run is not None:
+                    await self.store.update(run_id, result=replace(run.result, egress=self._merged(run)))
+
+    async def keep_record(self, run: Run) -> Run:
+        """The run, with the gateway's record of its containers so far kept in its result."""
+        async with self._records:
+            current = await self.store.get(run.id) or run
+            result = replace(current.result, egress=self._merged(current, final=True))
+            return await self.store.update(run.id, result=result) or current
+
+    def _merged(self, run: Run, final: bool = False) -> dict[str, object]:
+        """The run's stored egress record with the refused connections counted since (and, when
+        ``final``, an upstream the gateway could not reach)."""
         record = dict(run.result.egress)
         blocked = dict(record.get("blocked") or {})  # type: ignore[call-overload]
         for destination, count in self.proxy.take_blocked(run.id).items():
             blocked[destination] = blocked.get(destination, 0) + count
         if blocked:
             record["blocked"] = blocked
-        if failure := self._failures.pop(run.id, ""):
+        if final and (failure := self._failures.pop(run.id, "")):
             record["upstream"] = failure
         return record
 
@@ -137,7 +174,7 @@ class Gateway:
         own = [f"{self.address}:{self.port}"]  # the gateway itself, for a CLI that proxies every call
         if holder.role == "agent":
             agent = resolve(self.settings, holder.grant.agent)
-            if has_credentials(agent):
+            if credentials_inside(agent, self.environ):
                 return own + vendor_hosts(agent)
         return own + self.settings.gateway.allow + self.settings.egress_allow.get(holder.grant.repo, [])
 
@@ -154,12 +191,12 @@ class Gateway:
         inside = False
         if role == "agent":
             keys = agent.keys(self.environ)
-            inside = has_credentials(agent)
+            inside = credentials_inside(agent, self.environ)
             if agent.point is not None and (keys or agent.endpoint or not inside):
                 agent = agent.pointed_at(f"http://{self.address}:{self.port}/{agent.name}/{token}")
                 env |= agent.container_env({name: token for name in keys})
-            else:
-                env |= agent.container_env({})
+            else:  # a CLI the gateway cannot stand in for keeps its own keys (and says so)
+                env |= agent.container_env(keys if agent.point is None else {})
         record: dict[str, object] = {"mode": self.settings.egress}
         if inside:
             record["credentials_inside"] = True
@@ -182,13 +219,15 @@ async def dismantle(executor: DockerExecutor, settings: Settings) -> bool:
     return True
 
 
-def has_credentials(agent: Agent) -> bool:
-    return any(os.path.isdir(d) for d in agent.credentials)
+def credentials_inside(agent: Agent, environ: Mapping[str, str]) -> bool:
+    """A login the gateway cannot keep out of the container: credential dirs, or the keys of a CLI
+    that cannot be pointed at the gateway (coderabbit; a custom agent without ``base_url_env``)."""
+    return any(os.path.isdir(d) for d in agent.credentials) or (agent.point is None and bool(agent.keys(environ)))
 
 
 def vendor_hosts(agent: Agent) -> list[str]:
     """What a CLI logged in with its own credentials talks to: its vendors, or its own model API."""
-    hosts = [h for k in agent.env if k in KEY_VENDORS for h in VENDORS[KEY_VENDORS[k]].hosts]
+    hosts = [h for v in dict.fromkeys(key_vendors(agent).values()) for h in VENDORS[v].hosts]
     if agent.endpoint:
         url = urlsplit(agent.endpoint)
         hosts.append(f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}")

@@ -4,8 +4,12 @@ hosts a CLI logged in with its own credentials (an OAuth subscription) needs to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.gateway.observer import Api
+
+if TYPE_CHECKING:
+    from bot.runs.agents import Agent
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ VENDORS: dict[str, Vendor] = {
                      hosts=("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com",
                             "oauth2.googleapis.com", "accounts.google.com")),
     "ollama": Vendor("ollama", "", ""),
+    # coderabbit's CLI takes no base URL: its key stays inside its container, which reaches these only.
+    "coderabbit": Vendor("coderabbit", "https://api.coderabbit.ai", "", hosts=("api.coderabbit.ai", "app.coderabbit.ai")),
 }
 
 # The bot's environment variable holding a key -> the vendor it is for.
@@ -34,7 +40,13 @@ KEY_VENDORS: dict[str, str] = {
     "OPENAI_API_KEY": "openai",
     "GEMINI_API_KEY": "gemini",
     "GOOGLE_API_KEY": "gemini",
+    "CODERABBIT_API_KEY": "coderabbit",
 }
+
+
+def key_vendors(agent: Agent) -> dict[str, str]:
+    """The agent's key variables -> the vendor each is for: its declared vendor, else by the key's name."""
+    return {k: agent.vendor or KEY_VENDORS[k] for k in agent.env if agent.vendor or k in KEY_VENDORS}
 
 # Every header that may carry a key or a login, removed before a call goes upstream.
 AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")

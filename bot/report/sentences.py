@@ -217,7 +217,8 @@ def egress_lines(record: dict) -> list[str]:
         lines.append("Egress is open (`egress = \"open\"`): this run's containers could reach the network, "
                      "not only the model gateway.")
     if record.get("credentials_inside"):
-        lines.append("This agent's credentials (its credential files) were inside its container.")
+        lines.append("This agent's credentials (its credential files, or a key its CLI cannot take from the "
+                     "gateway) were inside its container.")
     if record.get("upstream"):
         lines.append(f"Model gateway: {record['upstream']}.")
     if blocked := record.get("blocked"):

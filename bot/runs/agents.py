@@ -76,6 +76,7 @@ class Agent:
     cli_endpoint: str = ""  # where the CLI sends its requests when nothing points it elsewhere (doctor)
     install: str = ""  # how to get the CLI into an image that lacks it
     prints_final_message: bool = False  # its stdout ends with its final message (the run's summary)
+    vendor: str = ""  # whose API its keys are for, when their names do not say (a custom agent)
     # base URL -> (options inserted after argv[:2], environment): how the CLI is pointed at a model API
     point: Callable[[str], tuple[list[str], dict[str, str]]] | None = field(default=None, hash=False)
 
@@ -279,6 +280,7 @@ def _preset(settings: Settings, name: str, model: str, preset: _Preset) -> Agent
 def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> Agent:
     model = _checked_model(model or custom.model or settings.default_models.get(name, ""))
     cli = CLIS.get(custom.argv[0] if custom.argv else "", Cli())
+    variable = custom.base_url_env
     return Agent(
         name=name,
         model=model,
@@ -291,6 +293,9 @@ def _custom(settings: Settings, name: str, model: str, custom: CustomAgent) -> A
         cli_endpoint=custom.cli_endpoint or cli.endpoint,
         install=custom.install or cli.install,
         prints_final_message=cli.prints_final_message if custom.prints_final_message is None else custom.prints_final_message,
+        endpoint=settings.base_urls.get(name, "").rstrip("/"),
+        vendor=custom.vendor,
+        point=(lambda url: ([], {variable: url})) if variable else None,
     )
 
 

@@ -66,14 +66,7 @@ async def wait(
             await asyncio.sleep(RECONNECT_DELAY)
     await _keep_logs(settings, executor, run, ws)
     await executor.remove(run.container_id)
-    return await keep_record(store, gateway, run), exit, watch.reason
-
-
-async def keep_record(store: Store, gateway: Gateway, run: Run) -> Run:
-    """The run with the gateway's record of its containers so far in its result."""
-    current = await store.get(run.id) or run
-    result = replace(current.result, egress=gateway.record(current))
-    return await store.update(run.id, result=result) or current
+    return await gateway.keep_record(run), exit, watch.reason
 
 
 async def _keep_logs(settings: Settings, executor: DockerExecutor, run: Run, ws: Workspace) -> None:

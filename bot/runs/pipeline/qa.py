@@ -16,7 +16,6 @@ from bot.gateway.service import Gateway
 from bot.runs.containers import ROLE_LABEL, container_spec, containers
 from bot.runs.disk import Watch
 from bot.logs import mask, tail
-from bot.runs.pipeline.agent import keep_record
 from bot.runs.pipeline.judge import failure
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -46,7 +45,7 @@ async def run_qa(
             text = (await executor.logs(container, limit=settings.limits.log_bytes)).decode(errors="replace")
         finally:
             await executor.remove(container)
-            await keep_record(store, gateway, run)
+            await gateway.keep_record(run)
         text = mask(text, settings.secrets())
         if watch.reason:  # see bot.runs.disk: what it wrote must not weigh on the next run
             await remove_workspace(ws)
