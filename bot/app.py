@@ -73,7 +73,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await engine.start()
             intake = app[INTAKE] = Intake(services, app[ROUTER])
             await intake.start()
-            engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver)
+            engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver, cluster=True)
             yield
         finally:
             if intake is not None:

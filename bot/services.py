@@ -17,6 +17,7 @@ from bot.gateway.service import Gateway
 from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
+from bot.upkeep.replicas import own_id
 from bot.workspace import Workspaces
 
 
@@ -29,6 +30,7 @@ class Services:
     workspaces: Workspaces
     images: Images  # what the images hold, for preflight
     gateway: Gateway  # what a container may reach, and its model through it
+    replica: str  # this replica's name in the store: it owns the runs it claims (``upkeep.replicas``)
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -37,7 +39,7 @@ class Services:
         """The executor, workspaces, images and gateway as the settings say; ``close`` releases them."""
         executor = DockerExecutor(settings.docker_url)
         return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings),
-                   Gateway(settings, store, executor))
+                   Gateway(settings, store, executor), own_id(settings))
 
     async def close(self) -> None:
         await self.executor.close()

@@ -10,6 +10,11 @@ is worked on by one task at a time, side by side with the others, so one hanging
 its own; a pass (the loop's, or one asked for with ``sync``) waits for its tasks, and two passes at
 once share the tasks at the same keys instead of writing twice. While the Forge gives no answer the loop only probes it; once it answers again,
 everything waiting out a backoff is retried at once.
+
+Across replicas, a task holds the store's leases on its keys while it works (``leases.exclusive``),
+so each run and each issue's outbox is worked on by one replica at a time in the cluster: a
+replica that finds a key held leaves that work to its holder, which does whatever became due
+meanwhile once its task ends. Stray stopwatches are looked for on one replica per interval.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from bot.report.outbox import Outbox
 from bot.report.shown import remember, shown
 from bot.settings import Settings
 from bot.store import AT_WORK, OutboxItem, Run, Store
+from bot.store.leases import cluster_turn, exclusive
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,10 @@ CONCURRENCY = 8  # runs and issues worked on at once
 
 
 class Reporter:
-    def __init__(self, settings: Settings, store: Store, forge: Forge, login: Callable[[], Awaitable[str]]) -> None:
-        self.store, self.forge = store, forge
+    def __init__(
+        self, settings: Settings, store: Store, forge: Forge, login: Callable[[], Awaitable[str]], replica: str
+    ) -> None:
+        self.store, self.forge, self.replica = store, forge, replica
         self._every = settings.schedule
         labels = Labels(forge)
         comment = facets.StatusComment(settings, forge, store, login)
@@ -73,7 +81,8 @@ class Reporter:
             try:
                 if time.monotonic() - reconciled >= self._every.reconcile:
                     reconciled = time.monotonic()
-                    await self.reconcile()
+                    if await cluster_turn(self.store, "stopwatches", self.replica, self._every.reconcile):
+                        await self.reconcile()
                 await self.sync()
             except Exception:
                 log.exception("reporting failed")
@@ -137,7 +146,7 @@ class Reporter:
         if (task := self._work.get(keys[0])) is not None or any(k in self._work for k in keys):
             work.close()  # never started
             return task
-        task = asyncio.create_task(work, name=f"report-{keys[0]}")
+        task = asyncio.create_task(self._leased(keys, work), name=f"report-{keys[0]}")
         self._work.update(dict.fromkeys(keys, task))
 
         def done(t: asyncio.Task[bool]) -> None:
@@ -155,6 +164,15 @@ class Reporter:
 
         task.add_done_callback(done)
         return task
+
+    async def _leased(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> bool:
+        """``work`` while this replica holds the keys' leases; nothing if another replica is at them."""
+        names = ["report:" + ":".join(map(str, key)) for key in keys]
+        try:
+            async with exclusive(self.store, names, self.replica) as held:
+                return await work if held else False
+        finally:
+            work.close()  # a no-op once it ran; else it never starts
 
     def _backoff(self, key: Hashable) -> float:
         """Seconds to wait before trying ``key`` again, growing with its failures since the Forge
