@@ -19,7 +19,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 TURN = 1.5  # a job's lease lasts this many intervals: its holder takes it again before it ends
-HELD = 60.0  # seconds a work lease lasts unless renewed (a third of it between renewals)
+HELD = 30.0  # seconds a work lease lasts unless renewed (a third of it between renewals)
 
 
 class _Store(Protocol):
