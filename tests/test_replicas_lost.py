@@ -61,7 +61,9 @@ async def reported(cluster: Cluster, run_id: int, state: str, *, down: tuple = (
 
 async def test_a_replica_killed_while_its_agent_runs_and_back_within_the_ttl_re_adopts_its_run(world, replicas):  # noqa: F811
     forge, repo = world["forge"], world["repo"]
-    cluster = await replicas(DISPATCHBOT_REPLICA__TTL="120", DISPATCHBOT_REPLICA__HEARTBEAT="1")
+    # Adoption every 2 s: the live replica looks at the dead one's run many times meanwhile.
+    cluster = await replicas(DISPATCHBOT_REPLICA__TTL="120", DISPATCHBOT_REPLICA__HEARTBEAT="1",
+                             DISPATCHBOT_SCHEDULE__RECONCILE="2")
     first = await labelled(world, "Slow notes scenario:slow-ok:20")
     run, owner = await running_on(cluster, first.number)
     [other] = [r for r in cluster.replicas if r is not owner]
@@ -73,7 +75,7 @@ async def test_a_replica_killed_while_its_agent_runs_and_back_within_the_ttl_re_
     [quick] = await of_issue(cluster, second.number, "completed", down=(owner,))
     assert sent_to(cluster, since) == {other.name}
     assert quick.replica == other.name
-    assert (await (await cluster.store()).get(run.id)).state == "running"  # nobody gave up on the first
+    assert (await (await cluster.store()).get(run.id)).state == "running"  # nobody took or gave up on the first
 
     await owner.start()  # within the TTL: it is still the owner, and picks its run up where it was
     done = await reported(cluster, run.id, "completed")
