@@ -24,7 +24,7 @@ class Engine:
                              launch=partial(flow.launch, s), resume=partial(flow.resume, s), replica=s.replica)
         self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login, s.replica)
         self.heartbeat = Heartbeat(s.settings, s.store, s.replica)
-        self.scheduler = Scheduler(s, self.runner)
+        self.scheduler = Scheduler(s, self.runner, self.heartbeat)
         self._services = s
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 from bot.settings import Settings
 from bot.store import Run, Store
@@ -38,15 +39,35 @@ def own_id(settings: Settings) -> str:
 
 
 class Heartbeat:
-    """Tells the store every ``replica.heartbeat`` seconds that this replica is alive, and its limit."""
+    """Tells the store every ``replica.heartbeat`` seconds that this replica is alive, and its limit.
+
+    It also knows since when its beats have gone through on time, one after the other
+    (``steady_since``): a replica cut off from the store (PostgreSQL away, a network split) is no
+    judge of who else was, since they may have been cut off with it, and their beats land a moment
+    after its own.
+    """
 
     def __init__(self, settings: Settings, store: Store, replica: str) -> None:
         self.settings, self.store, self.replica = settings, store, replica
+        self.steady_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
         s = self.settings
-        await self.store.heartbeat(self.replica, socket.gethostname(), s.replica.max_running or s.max_running)
+        began = time.monotonic()
+        try:
+            await self.store.heartbeat(self.replica, socket.gethostname(), s.replica.max_running or s.max_running)
+        except BaseException:
+            self.steady_since = None
+            raise
+        if time.monotonic() - began > s.replica.heartbeat:  # it waited out an outage
+            self.steady_since = None
+        elif self.steady_since is None:
+            self.steady_since = time.monotonic()
+
+    def steady_for(self, seconds: float) -> bool:
+        """Whether its beats have gone through on time for the last ``seconds``."""
+        return self.steady_since is not None and time.monotonic() - self.steady_since >= seconds
 
     async def start(self) -> None:
         """Beat once now (a replica coming back is alive again before it adopts), then on its cadence."""
@@ -68,9 +89,13 @@ class Heartbeat:
                 log.exception("could not heartbeat in the store")
 
 
-async def reclaim_lost(store: Store, ttl: float) -> list[Run]:
+async def reclaim_lost(store: Store, heartbeat: Heartbeat, ttl: float) -> list[Run]:
     """Give up on the replicas silent for ``ttl`` seconds: their runs fail with the reason, or
-    queue again once if their agent had not started; the runs changed."""
+    queue again once if their agent had not started; the runs changed. Only once this replica's
+    own beats have gone through for a whole TTL: after an outage of the store (or a start of the
+    whole cluster), every live replica has had that long to be heard again."""
+    if not heartbeat.steady_for(ttl):
+        return []
     changed = await store.reclaim_lost(ttl)
     for run in changed:
         log.warning("run %s is %s: %s", run.id, run.state, run.reason)

@@ -32,9 +32,10 @@ MIN_AGE = 30.0
 
 
 class Scheduler:
-    def __init__(self, services: Services, runner: Runner) -> None:
+    def __init__(self, services: Services, runner: Runner, heartbeat: replicas.Heartbeat) -> None:
         self.services = services
         self.runner = runner  # what it supervises is never reaped
+        self.heartbeat = heartbeat  # whether this replica may judge others lost
         self._scheduler = AsyncIOScheduler()
         every = services.settings.schedule
         self.add("sweep", self.sweep, every.sweep)
@@ -114,7 +115,7 @@ class Scheduler:
 
 
     async def reclaim_lost(self) -> list[Run]:
-        return await replicas.reclaim_lost(self.services.store, self.services.settings.replica.ttl)
+        return await replicas.reclaim_lost(self.services.store, self.heartbeat, self.services.settings.replica.ttl)
 
 
 def _ended(run) -> float:
