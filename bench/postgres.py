@@ -3,9 +3,13 @@
 1. Webhook acknowledgement: the real bot (``python -m bot.cli serve``, frozen, a Forge that is never
    contacted) on each store, signed deliveries sent on schedule at ``--rate`` (default 500/s) for
    ``--duration`` s by bench/webhook.py's load generator; p50/p99 from send to full answer, and
-   whether every 202 was stored. The target: p99 < 10 ms.
+   whether every 202 was stored. The target: p99 < 10 ms. And where the CPU went meanwhile, per
+   delivery (the bot, the PostgreSQL server) and in cores busy (this load generator, the rest of
+   the machine): on two cores shared with other work the answers wait behind whatever else runs,
+   so the rest's share says how far a p99 is the machine's and how far the bot's.
 2. Claim: ``Store.claim`` over ``--runs`` queued runs, each call starting one (the decision reads
-   every live run, so its cost grows with the queue).
+   every live run, so its cost grows with the queue); before it, the floor of any store call
+   (``ping``: one round trip to PostgreSQL, one hop to SQLite's thread).
 3. Drain: ``--runs`` queued runs in three pools, taken to ``completed`` by workers that claim and
    walk each run through its states (no containers: the store's part alone). SQLite: one
    process. PostgreSQL: two replica processes on one database, each with its own
@@ -67,7 +71,10 @@ async def stored_ids(location: str | Path) -> set[str]:
         return {r[0] for r in db.execute("SELECT id FROM deliveries")}
 
 
-async def ack(tmp: Path, store_url: str, args: argparse.Namespace) -> dict:
+async def ack(tmp: Path, store_url: str, args: argparse.Namespace, postgres: PostgresServer) -> dict:
+    """The webhook's answers at ``--rate``, and where the CPU went meanwhile: the bot's, the
+    PostgreSQL server's, the load generator's (this process) and the rest of the machine's (other
+    work on a shared machine, which the answers wait behind)."""
     port = webhook.free_port()
     env = webhook.server_env() | {
         "DISPATCHBOT_FORGE_URL": "http://127.0.0.1:9", "DISPATCHBOT_FORGE_TOKEN": "bench-forge-token",
@@ -86,15 +93,21 @@ async def ack(tmp: Path, store_url: str, args: argparse.Namespace) -> dict:
             await server.wait_up(session, "/healthz")
         client = webhook.Client(port)
         await webhook.closed_loop(client, server, webhook.make_deliveries(300, 1), 4, 60.0, 202)
+        postgres_since = postgres.cpu_seconds()
         result = await webhook.open_loop(
             client, server, webhook.make_deliveries(round(args.rate * args.duration), 10_000_000), args.rate, 202
         )
+        postgres_cpu = postgres.cpu_seconds() - postgres_since
         await asyncio.sleep(1.0)
         stored = await stored_ids(store_url or tmp / "data" / "dispatchbot.sqlite3")
     finally:
         server.stop()
+    sent = len(result.latencies) or 1
     return {"p50": result.ms(50), "p99": result.ms(99), "max": result.ms(100), "errors": sum(result.errors.values()),
-            "requests": result.requests, "all_stored": set(result.accepted) <= stored}
+            "requests": result.requests, "all_stored": set(result.accepted) <= stored,
+            "bot_ms": 1000 * result.server_cpu / sent, "postgres_ms": 1000 * postgres_cpu / sent,
+            "loadgen_cores": result.loadgen_cpu / result.elapsed,
+            "rest_cores": max(0.0, result.other_cpu - postgres_cpu) / result.elapsed}
 
 
 # 2. Claim and 3. drain ----------------------------------------------------------------------------
@@ -116,18 +129,24 @@ async def queue(location: str | Path, runs: int) -> None:
         await store.close()
 
 
-async def claim_times(location: str | Path, runs: int) -> list[float]:
-    """Each claim starts one more run: ms per claim, over a queue from ``runs`` down."""
+async def claim_times(location: str | Path, runs: int) -> dict[str, list[float]]:
+    """Each claim starts one more run: ms per claim, over a queue from ``runs`` down. And first
+    the floor of any store call: ``ping`` (one trivial query, one round trip), ms each."""
     await queue(location, runs)
     store = await open_store(location)
     try:
+        pings = []
+        for _ in range(500):
+            since = time.perf_counter()
+            await store.ping()
+            pings.append(1000 * (time.perf_counter() - since))
         times = []
         for n in range(1, min(runs, 200) + 1):
             since = time.perf_counter()
             claimed = await store.claim(max_running=n, pool_limits={}, spawn_intervals={})
             times.append(1000 * (time.perf_counter() - since))
             assert len(claimed) == 1, claimed
-        return times
+        return {"ping": pings, "claim": times}
     finally:
         await store.close()
 
@@ -224,6 +243,7 @@ async def drain(location: str | Path, runs: int, replicas: int) -> dict:
 
 
 async def run(args: argparse.Namespace) -> None:
+    started_at = loadavg()
     server = PostgresServer()
     server.start()
     try:
@@ -233,7 +253,7 @@ async def run(args: argparse.Namespace) -> None:
             for name, url in (("sqlite", ""), ("postgresql", server.create_database())):
                 print(f"{name}: webhook at {args.rate:g}/s for {args.duration:g} s", file=sys.stderr)
                 (tmp / name).mkdir()
-                figures[name] = {"ack": await ack(tmp / name, url, args)}
+                figures[name] = {"ack": await ack(tmp / name, url, args, server)}
                 for what, call in (("claim", claim_times), ("drain", drain)):
                     print(f"{name}: {what}", file=sys.stderr)
                     location = server.create_database() if name == "postgresql" else tmp / name / f"{what}.sqlite3"
@@ -243,11 +263,16 @@ async def run(args: argparse.Namespace) -> None:
                         figures[name][what] = await call(location, args.runs, 1 if name == "sqlite" else 2)
     finally:
         server.close()
-    report(figures, args)
+    report(figures, args, (started_at, loadavg()))
 
 
-def report(figures: dict, args: argparse.Namespace) -> None:
-    print(f"\nSQLite against PostgreSQL ({os.cpu_count()} cores, PostgreSQL on the same machine)")
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(figures: dict, args: argparse.Namespace, load: tuple[str, str]) -> None:
+    print(f"\nSQLite against PostgreSQL ({os.cpu_count()} cores, PostgreSQL on the same machine;"
+          f" load average {load[0]} at the start, {load[1]} at the end)")
     print(f"  {'':<44}{'SQLite':>14}{'PostgreSQL':>14}")
 
     def row(label: str, get) -> None:
@@ -257,7 +282,13 @@ def report(figures: dict, args: argparse.Namespace) -> None:
     row(f"webhook ack p99 ms at {args.rate:g}/s", lambda f: f"{f['ack']['p99']:.2f}")
     row("webhook ack max ms", lambda f: f"{f['ack']['max']:.2f}")
     row("webhook errors / every 202 stored", lambda f: f"{f['ack']['errors']} / {f['ack']['all_stored']}")
-    row(f"claim p50 / p99 ms, {args.runs} queued", lambda f: f"{pct(f['claim'], 50):.1f} / {pct(f['claim'], 99):.1f}")
+    row("webhook CPU ms per delivery: bot / PostgreSQL",
+        lambda f: f"{f['ack']['bot_ms']:.2f} / {f['ack']['postgres_ms']:.2f}")
+    row("webhook cores busy: load generator / rest", lambda f: f"{f['ack']['loadgen_cores']:.2f} / {f['ack']['rest_cores']:.2f}")
+    row("store call floor: ping p50 / p99 ms",
+        lambda f: f"{pct(f['claim']['ping'], 50):.2f} / {pct(f['claim']['ping'], 99):.2f}")
+    row(f"claim p50 / p99 ms, {args.runs} queued",
+        lambda f: f"{pct(f['claim']['claim'], 50):.1f} / {pct(f['claim']['claim'], 99):.1f}")
     row(f"drain of {args.runs} runs: replicas", lambda f: "1" if len(f["drain"]["per_replica"]) == 1 else
         "+".join(str(n) for n in f["drain"]["per_replica"]))
     row("drain: wall s", lambda f: f"{f['drain']['wall']:.1f}")

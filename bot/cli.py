@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -119,9 +120,20 @@ def serve(settings: Settings) -> int:
     logging.getLogger("dispatchbot").info(
         "serving on %s:%s for %s; data in %s", settings.host, settings.port, settings.forge_url, settings.data_dir
     )
+    app = create_app(settings)
+    app.on_startup.append(_freeze_heap)  # after the services started (the app's cleanup context)
     # No access log: refused deliveries are logged by the app, and a line per delivery costs throughput.
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
+
+
+async def _freeze_heap(_app: object) -> None:
+    """Keep what startup built (modules, settings, schemas: about 90,000 objects, all alive for the
+    whole process) out of the garbage collector's full passes. Under a stream of webhooks such a
+    pass comes every few seconds and holds the event loop 15 to 80 ms scanning them, which is the
+    tail of the webhook's answer times; with them frozen it scans only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ class Engine:
     def __init__(self, services: Services) -> None:
         s = services
         self.runner = Runner(s.settings, s.store, s.executor, s.workspaces,
-                             launch=partial(flow.launch, s), resume=partial(flow.resume, s), replica=s.replica)
+                             launch=partial(flow.launch, s), resume=partial(flow.resume, s), clock=s.clock,
+                             replica=s.replica)
         self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login, s.replica)
         self.heartbeat = Heartbeat(s.settings, s.store, s.replica)
         self.scheduler = Scheduler(s, self.runner, self.heartbeat)

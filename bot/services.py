@@ -18,6 +18,8 @@ from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
 from bot.upkeep.replicas import own_id
+from bot.usage.budgets import Clock
+from bot.usage.metering import Metering
 from bot.workspace import Workspaces
 
 
@@ -30,18 +32,24 @@ class Services:
     workspaces: Workspaces
     images: Images  # what the images hold, for preflight
     gateway: Gateway  # what a container may reach, and its model through it
+    metering: Metering  # what the gateway's model calls use, held to the budgets
+    clock: Clock  # the time budgets count by (a test moves it)
     replica: str  # this replica's name in the store: it owns the runs it claims (``upkeep.replicas``)
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def create(cls, settings: Settings, store: Store, forge: Forge) -> Services:
-        """The executor, workspaces, images and gateway as the settings say; ``close`` releases them."""
+        """The executor, workspaces, images and gateway (metering every model call) as the settings
+        say; ``close`` releases them."""
         executor = DockerExecutor(settings.docker_url)
+        clock = Clock()
+        metering = Metering(settings, store, clock)
         return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings),
-                   Gateway(settings, store, executor), own_id(settings))
+                   Gateway(settings, store, executor, metering), metering, clock, own_id(settings))
 
     async def close(self) -> None:
+        await self.metering.close()
         await self.executor.close()
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -182,6 +182,49 @@ class Gateway(BaseModel):
     read_timeout: float = 600.0
 
 
+class Price(BaseModel):
+    """What a model costs, in USD per million tokens: prompt tokens read fresh, those read from the
+    vendor's cache, and output tokens (reasoning included)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt price or cap is an error, never no cap
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached: float = Field(ge=0)
+
+
+class Budget(BaseModel):
+    """Caps; unset means none. Per run: its cost, its tokens (input and output) and its model calls.
+    ``daily_usd``: what each repository (top level) or a pool (``pools``) may spend per UTC day."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt price or cap is an error, never no cap
+
+    run_usd: float | None = Field(None, gt=0)
+    run_tokens: int | None = Field(None, gt=0)
+    run_calls: int | None = Field(None, gt=0)
+    daily_usd: float | None = Field(None, gt=0)
+
+
+class Budgets(Budget):
+    """The top-level caps, and overrides: a run's caps are its agent's, else its pool's, else these,
+    each cap on its own. The top level's ``daily_usd`` holds for each repository; a pool's daily cap
+    is set in ``pools`` only (an agent's ``daily_usd`` means nothing)."""
+
+    agents: dict[str, Budget] = {}
+    pools: dict[str, Budget] = {}
+
+    def for_run(self, agent: str, pool: str) -> Budget:
+        """The per-run caps of a run of ``agent`` in ``pool`` (``daily_usd`` is not among them)."""
+        layers = (self.agents.get(agent), self.pools.get(pool), self)
+        caps = {name: next((getattr(b, name) for b in layers if b and getattr(b, name) is not None), None)
+                for name in ("run_usd", "run_tokens", "run_calls")}
+        return Budget(**caps)
+
+    def daily_for_pool(self, pool: str) -> float | None:
+        override = self.pools.get(pool)
+        return override.daily_usd if override else None
+
+
 class GitIdentity(BaseModel):
     name: str = "dispatchbot"
     email: str = "dispatchbot@localhost"
@@ -274,6 +317,12 @@ class Settings(BaseSettings):
     max_harvest_bytes: int = MAX_HARVEST_BYTES  # of its git objects taken in, and of the files read
     template_vars: dict[str, str] = {}
     templates_dir: Path | None = None
+
+    # What model calls cost and may cost (see ``Price`` and ``Budgets``), and how often a working
+    # run's status comment shows its progress (seconds, at most).
+    prices: dict[str, Price] = {}
+    budgets: Budgets = Budgets()
+    progress_interval: float = Field(20.0, gt=0)
 
     labels: Labels = Labels()
     sweep: Sweep = Sweep()

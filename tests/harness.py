@@ -29,6 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def serve_locally(app: web.Application, port: int) -> web.AppRunner:
+    """Serve ``app`` on the loopback ``port``; the runner's ``cleanup()`` stops it."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
 class BotHarness:
     def __init__(self, forge, token: str, data_dir: Path, **overrides) -> None:
         self.secret = SECRET
@@ -45,9 +53,7 @@ class BotHarness:
 
     async def start(self) -> None:
         self.app = create_app(self.settings)
-        self._runner = web.AppRunner(self.app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await serve_locally(self.app, self.port)
 
     async def stop(self) -> None:
         """Stop the app, then remove whatever container a failed test left behind."""

@@ -62,6 +62,25 @@ class PostgresServer:
         self.stop()
         self.start()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far: the postmaster, its live children (backends,
+        WAL writer, ...) and those it reaped (from /proc; for the benchmarks)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            pid, parent = int(entry.name), int(fields[1])
+            if pid == postmaster:
+                ticks += sum(map(int, fields[11:15]))  # utime, stime, and of reaped children
+            elif parent == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def url(self, database: str) -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 

@@ -39,7 +39,7 @@ from bot.runs.containers import INSTANCE_LABEL, ROLE_LABEL
 from bot.settings import Settings
 from bot.store import Run, open_store
 
-from .harness import AGENT_KEYS, SECRET, free_port
+from .harness import AGENT_KEYS, SECRET, free_port, serve_locally
 from .helpers import wait_for
 from .postgres import PostgresServer
 from .process import BotProcess
@@ -105,9 +105,7 @@ class Balancer:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/webhook", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await serve_locally(app, self.port)
 
     async def stop(self) -> None:
         if self._runner:

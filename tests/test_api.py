@@ -17,6 +17,7 @@ from tests.process import BotProcess
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NO_DAILY_BUDGET = {"daily_usd": None, "spent_today_usd": None, "daily_spent": False}
 
 ROUTES = [
     ("GET", "/api/runs"), ("GET", "/api/runs/1"), ("GET", "/api/runs/1/log"), ("POST", "/api/runs/1/cancel"),
@@ -124,7 +125,7 @@ async def test_freeze_and_thaw_globally_and_per_pool(api_bot, world):
     status, view = await call(api_bot, "POST", "/api/freeze", {"pool": "gemini"})
     assert status == 200
     assert view["pools"] == [{"name": "gemini", "limit": 4, "active": 0, "queued": 1, "frozen": True,
-                              "backoff_until": None}]
+                              "backoff_until": None, **NO_DAILY_BUDGET}]
     status, view = await call(api_bot, "POST", "/api/thaw")
     assert status == 200 and view["frozen"] is False and view["pools"][0]["frozen"] is True
     assert await api_bot.store.flag("frozen") == "0" and (await api_bot.store.pool("gemini")).frozen is True
@@ -240,7 +241,7 @@ async def test_freeze_survives_a_restart_and_nothing_starts_until_thawed(world, 
         await bot.start()
         _, view = await call(bot, "GET", "/api/pools")
         assert view["frozen"] and view["pools"] == [{"name": "codex", "limit": 4, "active": 0, "queued": 2,
-                                                     "frozen": True, "backoff_until": None}]
+                                                     "frozen": True, "backoff_until": None, **NO_DAILY_BUDGET}]
         assert (await call(bot, "POST", "/api/poke")) == (200, [])
         await call(bot, "POST", "/api/thaw")
         assert (await call(bot, "POST", "/api/poke")) == (200, [])  # the pool is still frozen

@@ -53,7 +53,14 @@ def test_any_text_parses_without_exception(text):
 
 agents = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
 models = st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True))
-texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200).map(str.strip).filter(
+def _as_typed(text: str) -> str:
+    """A command's text as parsing keeps it: whitespace around it and at the end of its first line
+    (the command's own line) is not part of it."""
+    first, newline, rest = text.strip().partition("\n")
+    return (first.rstrip() + newline + rest).strip()
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200).map(_as_typed).filter(
     lambda t: not any(COMMAND_RE.match(line) or FENCE_RE.match(line) for line in t.replace("\r", "\n").split("\n"))
     and "\r" not in t
 )

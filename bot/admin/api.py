@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.admin import operations as ops
 from bot.admin import tokens
+from bot.admin.usage import usage_totals
 from bot.runs.runner import Runner
 from bot.services import Services
 from bot.settings import Settings
@@ -77,6 +78,7 @@ def create_api(get_services: ServicesGetter, get_runner: RunnerGetter, token: st
     api.router.add_post("/runs/{id}/cancel", cancel_run)
     api.router.add_post("/runs/{id}/retry", retry_run)
     api.router.add_post("/runs/{id}/answer", answer_run)
+    api.router.add_get("/usage", usage)
     api.router.add_get("/pools", pools)
     api.router.add_get("/replicas", replicas)
     api.router.add_post("/freeze", freeze)
@@ -180,6 +182,11 @@ class _Answer(BaseModel):
 async def answer_run(request: web.Request) -> web.Response:
     answer = _Answer.model_validate(await _body(request))
     return _json(await ops.answer_run(_services(request), _run_id(request), answer.text))
+
+
+async def usage(request: web.Request) -> web.Response:
+    """What each repository's runs of each agent used over the last day and the last week."""
+    return _json(await usage_totals(_services(request).store))
 
 
 class _PoolChoice(BaseModel):

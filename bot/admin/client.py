@@ -247,10 +247,23 @@ def _render(command: str, answer: Any) -> str:
         lines += ["", "transitions:"] + [f"  {t['from_state'] or '-'} -> {t['to_state']}  {t['reason']}"
                                          for t in answer["transitions"]]
         lines += ["", "links:"] + [f"  {k}: {v}" for k, v in answer["links"].items()]
+        lines += _usage_lines(answer.get("usage"))
         if answer["log_tail"]:
             lines += ["", "log tail:", answer["log_tail"].rstrip()]
         return "\n".join(lines)
     return _fields(answer, ["id", "state", "agent", "repo", "number", "reason"])
+
+
+def _usage_lines(usage: dict[str, Any] | None) -> list[str]:
+    """A run's usage: the line in words, each model's share, the agent's last actions."""
+    if not usage or not usage["total"]["calls"]:
+        return []
+    models = _table(usage["by_model"], ["model", "calls", "input_tokens", "cached_tokens", "output_tokens",
+                                        "reasoning_tokens", "cost_usd", "wait_seconds"])
+    lines = ["", f"usage: {usage['line']}", *(f"  {row}" for row in models.splitlines())]
+    if usage["actions"]:
+        lines += ["", "last actions:", *(f"  {a}" for a in usage["actions"])]
+    return lines
 
 
 def _cell(value: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -27,11 +28,14 @@ from bot.report.links import links as forge_links
 from bot.report.shown import Shown
 from bot.logs import mask
 from bot.admin.metrics import CONTENT_TYPE, METRICS
+from bot.admin.usage import usage_totals
 from bot.store.pools import pools_view
 from bot.admin.replicas import replicas_view
 from bot.admin.tokens import authorized, matches
 from bot.settings import Settings
 from bot.store import ACTIVE, LIVE, Run, Store
+from bot.store.policy import Hold
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/", _guarded(index))
         app.router.add_get("/runs/{run_id:\\d+}", _guarded(run_page))
         app.router.add_get("/runs/{run_id:\\d+}/log", _guarded(run_log))
+        app.router.add_get("/runs/{run_id:\\d+}/usage", _guarded(run_usage))
     else:
         log.info("the dashboard is off: set read_token or admin_token to open it")
     if settings.metrics_public:
@@ -165,6 +170,9 @@ async def index(request: web.Request) -> web.StreamResponse:
     view = await pools_view(s, d.store)
     cluster = await replicas_view(s, d.store, d.replica)
     links = await _links(d, [*shown, *active, *recent])
+    usage = await d.store.usages([r.id for r in (*active, *recent)])
+    totals = await usage_totals(d.store, now)
+    holds = await _holds(d, shown, now)
     return _html(lambda nonce: pages.main_page(
         now=now,
         frozen=view.frozen,
@@ -172,9 +180,13 @@ async def index(request: web.Request) -> web.StreamResponse:
         pools=view.pools,
         replicas=cluster.replicas,
         queue=[(i, r, links[r.id]) for i, r in enumerate(shown, start=1)],
+        holds=holds,
+        resets_at=budgets.next_day(now),
         queued_total=sum(p.queued for p in view.pools),
         active=[(r, links[r.id]) for r in active],
         recent=[(r, links[r.id]) for r in recent],
+        usage=usage,
+        totals=totals,
         nonce=nonce,
     ))
 
@@ -186,9 +198,10 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     history = await d.store.history(run.id)
     log_tail = run.result.log_tail or run.result.qa_log
     position = await d.store.queue_position(run.id) if run.state == "queued" else None
+    usage = await d.store.usage(run.id)
     return _html(lambda nonce: pages.run_page(
         run=run, links=links[run.id], history=history, log_tail=log_tail, live=run.state in LIVE,
-        position=position, now=time.time(), nonce=nonce,
+        position=position, usage=usage, now=time.time(), nonce=nonce,
     ))
 
 
@@ -199,13 +212,66 @@ async def _run(request: web.Request) -> Run:
     return run
 
 
+async def _holds(d: Dashboard, runs: list[Run], now: float) -> dict[int, Hold]:
+    """The spent daily budget that keeps each queued run waiting, if one does (asked once per
+    repository and pool)."""
+    if budgets.daily(d.settings) is None:
+        return {}
+    found: dict[tuple[str, str, str], Hold | None] = {}
+    for run in runs:
+        key = (run.owner, run.repo, run.pool)
+        if key not in found:
+            found[key] = await budgets.hold(d.settings, d.store, run, now)
+    return {run.id: hold for run in runs if (hold := found[(run.owner, run.repo, run.pool)]) is not None}
+
+
 async def _links(d: Dashboard, runs: list[Run]) -> dict[int, dict[str, str]]:
     """Each run's place on the Forge, from what the reporter stored when it showed it there."""
     reported = await d.store.reported_facets({r.id for r in runs}, ("comment_url", "pull", "review"))
     return {run.id: forge_links(run, Shown.of(reported.get(run.id, {})), d.settings.forge_url or "") for run in runs}
 
 
-# The live log ---------------------------------------------------------------------------------
+# The live log and usage ---------------------------------------------------------------------
+
+
+async def _stream(request: web.Request, relay: Callable[[Dashboard, int, web.StreamResponse], Awaitable[None]]
+                  ) -> web.StreamResponse:
+    """Server-Sent Events from ``relay`` while the run lives; at most ``MAX_STREAMS`` at once."""
+    d = request.app[DASHBOARD]
+    run = await _run(request)
+    if len(d.streams) >= MAX_STREAMS:
+        raise web.HTTPServiceUnavailable(text=f"{MAX_STREAMS} live views are open already; try again later")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    task = asyncio.current_task()
+    d.streams.add(task)
+    try:
+        await relay(d, run.id, response)
+    finally:
+        d.streams.discard(task)
+    return response
+
+
+async def run_usage(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the run's usage and progress, as the status comment words it, each time
+    it changes (the gateway metered a call, the run moved, or the clock passed a second), then ``end``."""
+    return await _stream(request, _relay_usage)
+
+
+async def _relay_usage(d: Dashboard, run_id: int, response: web.StreamResponse) -> None:
+    changes = d.store.subscribe("usage", "runs")  # before the first look, so no change falls in between
+    sent = ""
+    while (run := await d.store.get(run_id)) is not None and run.state in LIVE:
+        usage = await d.store.usage(run_id)
+        now = time.time()
+        view = json.dumps({"line": pages.usage_headline(run, usage, now), "models": pages.usage_rows(usage),
+                           "actions": pages.usage_actions(usage)})
+        if view != sent:
+            await response.write(_event(view, "usage"))
+            sent = view
+        await changes.wait(1.0)  # the elapsed time moves on by the second
+    await response.write(_event(run.state if run else "gone", "end"))
 
 
 async def run_log(request: web.Request) -> web.StreamResponse:
@@ -215,20 +281,7 @@ async def run_log(request: web.Request) -> web.StreamResponse:
     from its last lines; between containers (queued, preparing, QA) it waits for the store to
     say that runs changed. Lines are masked like every other log the bot keeps.
     """
-    d = request.app[DASHBOARD]
-    run = await _run(request)
-    if len(d.streams) >= MAX_STREAMS:
-        raise web.HTTPServiceUnavailable(text=f"{MAX_STREAMS} live logs are open already; try again later")
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    task = asyncio.current_task()
-    d.streams.add(task)
-    try:
-        await _relay(d, run.id, response)
-    finally:
-        d.streams.discard(task)
-    return response
+    return await _stream(request, _relay)
 
 
 async def _relay(d: Dashboard, run_id: int, response: web.StreamResponse) -> None:

@@ -71,7 +71,7 @@ class StatusInput(BaseModel):
 
 class StatusOutput(BaseModel):
     runs: list[ops.RunSummary] = Field(description="the run asked for (with its transitions, links and log "
-                                                   "tail), or every live run")
+                                                   "tail), or every live run; each with its usage")
 
 
 class CancelInput(BaseModel):
@@ -102,7 +102,9 @@ TOOLS = [
     ),
     types.Tool(
         name="agentic_status",
-        description="The state of one dispatched run (transitions, Forge links, log tail), or of all active runs.",
+        description="The state of one dispatched run (transitions, Forge links, log tail), or of all active runs; "
+                    "each with what its model calls used so far (calls, tokens, cost, by model) and the agent's "
+                    "last actions.",
         inputSchema=StatusInput.model_json_schema(), outputSchema=StatusOutput.model_json_schema(),
     ),
     types.Tool(

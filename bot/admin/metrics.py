@@ -1,7 +1,8 @@
 """``GET /metrics``: the bot in Prometheus' text format, one registry per application.
 
 What is state (runs queued and active per pool and per replica, the replicas alive and lost, the
-outbox and delivery backlogs) is read from the store when scraped, so any replica shows the cluster. What is an event is counted where it happens, once: the front door counts
+outbox and delivery backlogs) is read from the store when scraped; so are the model calls, tokens and cost the gateway metered, summed per agent
+and model from the store's usage records, so that every replica sharing a store shows the cluster's. What is an event is counted where it happens, once: the front door counts
 deliveries, the Forge client its calls by status class, the executor its failed starts. Runs are
 counted from the store's transition log, the one record of every state change: each scrape reads
 the transitions since the last one, so no code path that moves a run can forget to count it.
@@ -22,7 +23,7 @@ from bot.admin.replicas import ReplicasView, replicas_view
 from bot.executor.docker import DockerExecutor
 from bot.forge.client import Forge
 from bot.settings import Settings
-from bot.store import ACTIVE, TERMINAL, Census, Store
+from bot.store import ACTIVE, TERMINAL, Census, ModelUsage, Store, UsageTotal
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PAGE = 5000  # transitions read per query while catching up
@@ -75,6 +76,7 @@ class Metrics:
             await self._count_transitions()
             self._state.census = await self._store.census()
             self._state.replicas = await replicas_view(self._settings, self._store, "")
+            self._state.usage = by_agent_and_model(await self._store.usage_totals(0.0))
             return generate_latest(self.registry)  # no await in between: this scrape's census
 
     async def _count_transitions(self) -> None:
@@ -91,6 +93,16 @@ class Metrics:
             self._cursor = (events[-1].at, events[-1].id)
 
 
+def by_agent_and_model(totals: list[UsageTotal]) -> dict[tuple[str, str], ModelUsage]:
+    """All repositories' usage, per agent and model."""
+    summed: dict[tuple[str, str], ModelUsage] = {}
+    for total in totals:
+        for part in total.usage.by_model:
+            key = (total.agent, part.model)
+            summed[key] = summed[key] + part if key in summed else part
+    return summed
+
+
 class _State(Collector):
     """Gauges from the store's census, and the counts the Forge client and the executor keep."""
 
@@ -99,6 +111,7 @@ class _State(Collector):
         self._executor = executor
         self.census = Census({}, 0, 0)
         self.replicas = ReplicasView(ttl=0.0, max_running=0, replicas=[])
+        self.usage: dict[tuple[str, str], ModelUsage] = {}
 
     def collect(self) -> Iterator[Metric]:
         queued = GaugeMetricFamily("dispatchbot_queue_depth", "Runs waiting in the queue", labels=["pool"])
@@ -127,7 +140,27 @@ class _State(Collector):
             "dispatchbot_container_start_failures", "Containers that could not be created or started",
             value=self._executor.start_failures,
         )
+        yield from self._usage()
 
+    def _usage(self) -> Iterator[Metric]:
+        labels = ["agent", "model"]
+        calls = CounterMetricFamily("dispatchbot_model_calls", "Model calls the gateway metered", labels=labels)
+        tokens = CounterMetricFamily(
+            "dispatchbot_model_tokens", "Tokens of metered model calls: input (cached included), output "
+            "(reasoning included), cached, reasoning", labels=[*labels, "kind"],
+        )
+        cost = CounterMetricFamily(
+            "dispatchbot_model_cost_usd", "What metered model calls cost, in USD, from the price table "
+            "(a model with no price has none)", labels=labels,
+        )
+        for (agent, model), used in sorted(self.usage.items()):
+            calls.add_metric([agent, model], used.calls)
+            for kind, n in (("input", used.input_tokens), ("output", used.output_tokens),
+                            ("cached", used.cached_tokens), ("reasoning", used.reasoning_tokens)):
+                tokens.add_metric([agent, model, kind], n)
+            if used.cost_usd is not None:
+                cost.add_metric([agent, model], used.cost_usd)
+        yield from (calls, tokens, cost)
 
     def _replicas(self) -> Iterator[Metric]:
         count = GaugeMetricFamily("dispatchbot_replicas", "Replicas sharing the store, alive or lost", labels=["state"])

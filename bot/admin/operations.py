@@ -23,6 +23,7 @@ from bot.forge.client import ForgeError
 from bot.forge.paths import Repo
 from bot.report.links import links
 from bot.report.shown import shown
+from bot.admin.usage import UsageView
 from bot.logs import mask
 from bot.intake.payloads import PullRequest
 from bot.store.pools import PoolsView, pools_view
@@ -30,7 +31,7 @@ from bot.admin.replicas import ReplicasView, replicas_view
 from bot.runs.prompt import check_options
 from bot.runs.runner import Runner
 from bot.report import sentences
-from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest
+from bot.store import LIVE, RETRYABLE, STATES, Run, RunRequest, Usage
 from bot.workspace import layout
 
 API_USER = "api"  # requested_by of runs started through the API
@@ -124,11 +125,13 @@ class RunSummary(BaseModel):
     created_at: float
     started_at: float | None
     ended_at: float | None
+    usage: UsageView | None = None  # what its model calls used; listed and shown runs have it
 
     @classmethod
-    def of(cls, run: Run) -> RunSummary:
-        data = {name: getattr(run, name) for name in cls.model_fields if name not in ("repo", "agent")}
-        return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec)
+    def of(cls, run: Run, usage: Usage | None = None) -> RunSummary:
+        data = {name: getattr(run, name) for name in cls.model_fields if name not in ("repo", "agent", "usage")}
+        return cls(**data, repo=f"{run.owner}/{run.repo}", agent=run.agent_spec,
+                   usage=UsageView.of(usage) if usage is not None else None)
 
 
 class StateChangeView(BaseModel):
@@ -171,7 +174,8 @@ async def list_runs(
     runs = await services.store.runs(states=states, owner=owner, repo=name)
     if agent:
         runs = [r for r in runs if agent in (r.agent, r.agent_spec)]
-    return [RunSummary.of(r) for r in reversed(runs)]
+    used = await services.store.usages([r.id for r in runs])
+    return [RunSummary.of(r, used.get(r.id, Usage())) for r in reversed(runs)]
 
 
 async def _run(services: Services, run_id: int) -> Run:
@@ -188,7 +192,7 @@ async def show_run(services: Services, run_id: int) -> RunDetail:
         StateChangeView(from_state=c.from_state, to_state=c.to_state, reason=c.reason) for c in await store.history(run.id)
     ]
     return RunDetail(
-        **RunSummary.of(run).model_dump(), question=run.question, answer=run.answer, transitions=transitions,
+        **dict(RunSummary.of(run, await store.usage(run.id))), question=run.question, answer=run.answer, transitions=transitions,
         links=links(run, await shown(store, run.id), services.settings.forge_url), log_tail=await log_tail(services, run),
         egress=Egress.model_validate(run.result.egress),
     )

@@ -8,6 +8,7 @@ runs them in order: the review and the pull request first, so the status comment
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -17,9 +18,10 @@ from bot.forge.paths import Repo
 from bot.report import publish, sentences, stopwatch
 from bot.report.labels import Labels
 from bot.report.links import links
-from bot.report.shown import Pull, Shown, Spell, remember
+from bot.report.shown import Progress, Pull, Shown, Spell, remember
 from bot.settings import Settings
-from bot.store import AT_WORK, Run, Store
+from bot.store import AT_WORK, Run, Store, Usage
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class PullRequest:
                 and shown.pull is None)
 
     async def report(self, run: Run, shown: Shown) -> None:
-        pull = await publish.open_pull(self.forge, run, shown.comment_url)
+        pull = await publish.open_pull(self.forge, run, shown.comment_url, await self.store.usage(run.id))
         await remember(self.store, run.id, shown,
                        pull=Pull(pull["number"], pull.get("html_url") or pull.get("url", "")))
 
@@ -96,25 +98,48 @@ class Stopwatch:
 
 class StatusComment:
     """The run's one sticky status comment, found by its hidden marker and edited in place, posted
-    again if deleted."""
+    again if deleted.
+
+    While the agent works it shows the run's progress (time, model calls, tokens, cost, last
+    actions), edited only when more than the clock moved and at most every ``progress_interval``
+    seconds, so a long run costs the Forge a few calls a minute; a change of state is shown at once.
+    ``due`` holds the runs whose new progress is held back, and when it may be shown: the reporter
+    comes back to them then.
+    """
 
     name = "comment"
 
     def __init__(self, settings: Settings, forge: Forge, store: Store, login: Callable[[], Awaitable[str]]) -> None:
         self.settings, self.forge, self.store, self.login = settings, forge, store, login
+        self.due: dict[int, float] = {}
 
     def should_report(self, run: Run, shown: Shown) -> bool:
         return not run.on_ref  # whether the text changed is known once it is written out
 
     async def report(self, run: Run, shown: Shown) -> None:
-        await self.show(run, shown, await self.body(run, shown))
+        usage, now = await self.store.usage(run.id), time.time()
+        was = shown.progress
+        if run.state in AT_WORK and was is not None and was.state == run.state:
+            if await self.body(run, shown, usage=usage, now=was.at) == shown.comment_body:
+                return  # only the clock moved
+            if (allowed := was.at + self.settings.progress_interval) > now:
+                self.due[run.id] = allowed
+                return
+        await self.show(run, shown, await self.body(run, shown, usage=usage, now=now))
+        if run.state in AT_WORK:
+            await remember(self.store, run.id, shown, progress=Progress(run.state, now))
 
-    async def body(self, run: Run, shown: Shown, asked: str = "") -> str:
+    async def body(
+        self, run: Run, shown: Shown, asked: str = "", *, usage: Usage | None = None, now: float | None = None
+    ) -> str:
+        """The comment's text; its progress as of ``now`` (default: now)."""
         found = links(run, shown, self.settings.forge_url)
         return sentences.status_comment(
             run, queue=await self._queue_line(run),
             links=sentences.run_links(run, found, shown.pull.number if shown.pull else None),
             note=sentences.TIME_TRACKING_OFF if shown.stopwatch == stopwatch.DISABLED else "", asked=asked,
+            usage=usage if usage is not None else await self.store.usage(run.id),
+            now=time.time() if now is None else now,
         )
 
     async def show(self, run: Run, shown: Shown, body: str) -> None:
@@ -149,6 +174,7 @@ class StatusComment:
         return sentences.queue_line(
             frozen=await pools.bot_frozen(self.settings, self.store), pool=run.pool, paused_until=pool.paused_until,
             position=await self.store.queue_position(run.id), limit=pools.limit(self.settings, run.pool),
+            daily=await budgets.hold_line(self.settings, self.store, run, time.time()),
         )
 
 

@@ -11,7 +11,7 @@ import re
 from bot.report import sentences
 from bot.forge.client import Forge, ForgeError
 from bot.forge.paths import Repo
-from bot.store import Run
+from bot.store import Run, Usage
 
 # ``path:line: message`` as review agents print it (optionally with a column).
 FINDING_RE = re.compile(r"^\s*(?:[-*]\s+)?`?(?P<path>[\w./@+-][^\s:`]*)`?:(?P<line>\d+)(?::\d+)?:\s*(?P<msg>\S.*)$")
@@ -33,8 +33,9 @@ def _repo(run: Run) -> Repo:
     return Repo(run.owner, run.repo)
 
 
-async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
-    """The open PR for the run's branch: an existing one, or a new one that closes the issue."""
+async def open_pull(forge: Forge, run: Run, run_url: str, usage: Usage) -> dict:
+    """The open PR for the run's branch: an existing one, or a new one that closes the issue; its
+    footer says what the run's model calls used."""
     branch = run.result.branch or run.branch
     existing = await find_pull(forge, run, branch)
     if existing:
@@ -46,9 +47,10 @@ async def open_pull(forge: Forge, run: Run, run_url: str) -> dict:
     else:  # a branch or tag without an issue, dispatched through the admin API
         ref = f"{'tag ' if run.start_commit else ''}`{run.options['ref']}`"
         about, closes = f"{ref} (started through the admin API)", f"Task: {run.task}"
+    footer = f"{line}\n\n" if (line := sentences.usage_line(usage)) else ""
     body = (
         f"The agent `{run.agent_spec}` worked on {about}.\n\n"
-        f"{_summary(run)}{_commit_list(run)}\n\n{closes}\n\n{sentences.marker('pull', str(run.id))}"
+        f"{_summary(run)}{_commit_list(run)}\n\n{closes}\n\n{footer}{sentences.marker('pull', str(run.id))}"
     )
     data = {"head": branch, "base": run.result.base or run.base_branch, "title": pull_title(run), "body": body}
     try:

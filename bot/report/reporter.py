@@ -4,12 +4,15 @@ Two kinds of work, both retried with backoff and both safe to repeat: the outbox
 (``outbox``), and each changed run, shown facet by facet (``facets``), only the difference written.
 
 The reporter owns its cadence: its loop wakes when the store commits a change to runs, the outbox,
-pools or flags, when a backoff ends, and every ``schedule.drain`` seconds whatever happened; every
-``schedule.reconcile`` seconds it also removes stray stopwatches. Each run and each issue's outbox
-is worked on by one task at a time, side by side with the others, so one hanging call holds up only
-its own; a pass (the loop's, or one asked for with ``sync``) waits for its tasks, and two passes at
-once share the tasks at the same keys instead of writing twice. While the Forge gives no answer the loop only probes it; once it answers again,
-everything waiting out a backoff is retried at once.
+pools, flags or usage, when a backoff ends or held-back progress may be shown, and every
+``schedule.drain`` seconds whatever happened; every ``schedule.reconcile`` seconds it also removes
+stray stopwatches. Each run and each issue's outbox is worked on by one task at a time, side by
+side with the others, so one hanging call holds up only its own; a pass (the loop's, or one asked
+for with ``sync``) waits for its tasks, and two passes at once share the tasks at the same keys
+instead of writing twice. A change of usage (the gateway metered a model call) has every run at
+work looked at: its status comment decides whether and when its progress is shown
+(``facets.StatusComment``). While the Forge gives no answer the loop only probes it; once it
+answers again, everything waiting out a backoff is retried at once.
 
 Across replicas, a task holds the store's leases on its keys while it works (``leases.exclusive``),
 so each run and each issue's outbox is worked on by one replica at a time in the cluster: a
@@ -56,7 +59,9 @@ class Reporter:
             comment, facets.StateLabel(settings, forge, store, labels), facets.CommitStatus(forge, store),
         )
         self.outbox = Outbox(store, forge, labels, comment)
-        self._changes = store.subscribe("runs", "outbox", "pools", "flags")
+        self.comment = comment
+        self._changes = store.subscribe("runs", "outbox", "pools", "flags", "usage")
+        self._usage_changed = True  # look at the runs at work: at start, what changed before is unknown
         self._task: asyncio.Task[None] | None = None
         self._work: dict[Hashable, asyncio.Task[bool]] = {}  # run and issue keys -> the task at them
         self._retry_at: dict[int, float] = {}  # runs waiting out a backoff
@@ -87,14 +92,16 @@ class Reporter:
             except Exception:
                 log.exception("reporting failed")
             wait = min(await self._next_due(), self._every.reconcile - (time.monotonic() - reconciled))
-            await self._changes.wait(max(wait, 0.05))
+            if "usage" in await self._changes.wait(max(wait, 0.05)):
+                self._usage_changed = True
 
     async def _next_due(self) -> float:
         """Seconds until work not yet started falls due: a backoff ends, or the resync period."""
         if self._down:
             return PROBE_INTERVAL
         now = time.time()
-        times = [t for t in self._retry_at.values() if t > now]  # those due are under way or wait for a key
+        held = [*self._retry_at.values(), *self.comment.due.values()]
+        times = [t for t in held if t > now]  # those due are under way or wait for a key
         if (outbox := await self.store.next_outbox_at(after=now)) is not None:
             times.append(outbox)
         return min([t - now for t in times], default=self._every.drain)
@@ -137,10 +144,22 @@ class Reporter:
         for (owner, repo, number), items in issues.items():
             refreshed = [("run", item.run_id) for item in items if item.run_id is not None]  # ``/status``
             tasks.append(self._begin([("issue", owner, repo, number), *refreshed], self._deliver_all(items)))
-        for run in runs:
-            if self._retry_at.get(run.id, 0.0) <= now:
-                tasks.append(self._begin([("run", run.id)], self._report_run(run.id)))
+        changed = {run.id for run in runs}
+        for run_id in [*changed, *(i for i in await self._progress_due() if i not in changed)]:
+            if self._retry_at.get(run_id, 0.0) <= now:
+                tasks.append(self._begin([("run", run_id)], self._report_run(run_id, progress=run_id not in changed)))
         return [t for t in tasks if t is not None]
+
+    async def _progress_due(self) -> list[int]:
+        """Runs at work whose progress may be shown now: after a change of usage, all of them (each
+        status comment decides and keeps in ``due`` what it holds back); else those held back till now."""
+        now = time.time()
+        if self._usage_changed:
+            self._usage_changed = False
+            for run in await self.store.runs(states=AT_WORK):
+                if not run.on_ref:
+                    self.comment.due.setdefault(run.id, now)
+        return [run_id for run_id, at in self.comment.due.items() if at <= now]
 
     def _begin(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> asyncio.Task[bool] | None:
         if (task := self._work.get(keys[0])) is not None or any(k in self._work for k in keys):
@@ -159,8 +178,9 @@ class Reporter:
                 log.error("reporting failed", exc_info=t.exception())
             elif t.result():
                 self._failed = True
-            # What changed while it worked, and what waited for its keys, is due now.
-            self._changes.notify(set(self._changes.topics))
+            # What changed while it worked, and what waited for its keys, is due now. (Usage is
+            # not among them: a change of it is heard from the store, and a report changes none.)
+            self._changes.notify(set(self._changes.topics) - {"usage"})
 
         task.add_done_callback(done)
         return task
@@ -187,18 +207,24 @@ class Reporter:
 
     # Runs ---------------------------------------------------------------------------------
 
-    async def _report_run(self, run_id: int) -> bool:
-        """Report one run as it is now; True on a transient failure (retried after a backoff)."""
+    async def _report_run(self, run_id: int, *, progress: bool = False) -> bool:
+        """Report one run as it is now (with ``progress``, even if its state is as reported: its
+        usage changed); True on a transient failure (retried after a backoff)."""
         key = ("run", run_id)
         async with self._slots:
+            self.comment.due.pop(run_id, None)  # decided anew by this report
             run = await self.store.get(run_id)
-            if run is None or (await self.store.reported(run_id)).get("version") == run.version:
+            if run is None:
+                return False
+            if not progress and (await self.store.reported(run_id)).get("version") == run.version:
                 return False
             try:
                 await self.report(run)
             except ForgeError as e:
                 if e.transient:
                     self._retry_at[run.id] = time.time() + self._backoff(key)
+                    if progress:
+                        self.comment.due[run.id] = self._retry_at[run.id]
                     log.warning("run %s: report failed, retrying: %s", run.id, e)
                     return True
                 log.error("run %s: the Forge refused a report: %s", run.id, e)

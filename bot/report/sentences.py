@@ -7,7 +7,8 @@ import re
 import time
 
 from bot.intake.commands import USAGE
-from bot.store import AT_WORK
+from bot.report import usage as used
+from bot.store import AT_WORK, ModelUsage, Usage
 
 
 def marker(kind: str, key: str) -> str:
@@ -95,8 +96,12 @@ def status_asked(login: str, at: float) -> str:
     return f"Shown afresh at {format_time(at)} for @{login}'s `/status`."
 
 
-def status_comment(run, *, queue: str = "", links: str = "", note: str = "", asked: str = "") -> str:
-    """The one comment that shows a run's state; edited in place as the run moves on."""
+def status_comment(
+    run, *, queue: str = "", links: str = "", note: str = "", asked: str = "", usage: Usage | None = None,
+    now: float = 0.0,
+) -> str:
+    """The one comment that shows a run's state; edited in place as the run moves on: while the agent
+    works, its progress as of ``now``; once it is done, the outcome and the usage line."""
     lines = [
         f"**dispatchbot** run {run.id} · `{run.agent_spec}` · {STATE_TITLES[run.state]}",
         "",
@@ -107,6 +112,7 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines.append(queue)
     if run.started_at and run.state in AT_WORK:
         lines.append(f"Started at {format_time(run.started_at)} on branch `{run.branch}`.")
+        lines += ["", *progress_lines(usage or Usage(), now - run.started_at)]
     if run.state == "completed":
         lines.append(links or "The agent finished with no changes.")
         lines += _summary_lines(run)
@@ -124,6 +130,8 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
+    if run.state not in AT_WORK and usage and (line := usage_line(usage)):
+        lines += ["", line] if lines[-1] else [line]
     lines += egress_lines(run.result.egress)
     if note:
         lines += ["", f"_{note}_"]
@@ -131,6 +139,22 @@ def status_comment(run, *, queue: str = "", links: str = "", note: str = "", ask
         lines += ["", asked]
     lines += ["", marker("run", str(run.id))]
     return "\n".join(lines)
+
+
+def usage_line(usage: Usage) -> str:
+    """What a run's model calls used, for its final comment and its pull request; "" with no call."""
+    line = used.usage_line(usage)
+    return f"Usage: {line}." if line else ""
+
+
+def progress_lines(usage: Usage, elapsed: float) -> list[str]:
+    """A working run's progress: time, calls, tokens and cost so far, and the agent's last actions
+    (its model's text, masked and shortened by the gateway: fenced, so it adds no markup and
+    mentions nobody)."""
+    lines = [f"**{used.progress_line(usage, elapsed)}**"]
+    if usage.actions:
+        lines += ["", "Last actions:", fenced("\n".join(used.actions(usage)))]
+    return lines
 
 
 def fenced(text: str) -> str:
@@ -142,13 +166,34 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int) -> str:
-    """Why a queued run waits, for its status comment."""
+def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,
+               daily: str = "") -> str:
+    """Why a queued run waits, for its status comment (``daily``: a spent daily budget's sentence)."""
     if frozen:
         return "The bot is frozen; the run will start when it is unfrozen."
     if paused_until > time.time():
         return f"Pool `{pool}` is backing off after repeated quick failures until {format_time(paused_until)}."
+    if daily:
+        return daily
     return f"Position {position} in the queue; pool `{pool}` runs {limit} at a time."
+
+
+def budget_reached(cap: str, so_far: ModelUsage, priced_usd: float | None = None) -> str:
+    """Why a run was stopped at its budget (``cap``: "$2.00", "50,000 tokens", "30 model calls"),
+    with what it used: "budget of $2.00 reached after 31 model calls, $2.04 spent (…tokens)". With
+    calls of no price, ``priced_usd`` is what the others cost: "at least" that, or "cost unknown"."""
+    if so_far.cost_usd is not None:
+        spent = f"{used.cost(so_far.cost_usd)} spent"
+    else:
+        spent = f"at least {used.cost(priced_usd)} spent" if priced_usd else "cost unknown"
+    tokens = used.plural(so_far.input_tokens + so_far.output_tokens, "token")
+    return f"budget of {cap} reached after {used.plural(so_far.calls, 'model call')}, {spent} ({tokens})"
+
+
+def daily_budget_spent(whose: str, name: str, cap: float, spent: float, resets_at: float) -> str:
+    """Why a queued run waits for the next UTC day, for its status comment."""
+    return (f"{whose.capitalize()} `{name}` spent its daily budget of {used.cost(cap)} ({used.cost(spent)} today): the run"
+            f" starts when it resets at {format_time(resets_at)}, or once the budget is raised.")
 
 
 def run_links(run, found: dict[str, str], pull: int | None) -> str:

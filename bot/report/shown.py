@@ -22,6 +22,15 @@ class Spell:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """When the status comment last showed a working run's progress, and in which state: the next
+    edit that shows only progress waits ``progress_interval`` from then."""
+
+    state: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Pull:
     number: int
     url: str
@@ -38,12 +47,14 @@ class Shown:
     status: tuple[str, str] | None = None  # (sha, state) of the commit status
     review: int | None = None
     pull: Pull | None = None
+    progress: Progress | None = None
 
     @classmethod
     def of(cls, facets: Mapping[str, Any]) -> Shown:
         watch = facets.get("stopwatch")
         pull = facets.get("pull")
         status = facets.get("status")
+        progress = facets.get("progress")
         return cls(
             version=facets.get("version", 0),
             comment_id=facets.get("comment_id"),
@@ -54,6 +65,7 @@ class Shown:
             status=tuple(status) if status else None,
             review=facets.get("review"),
             pull=Pull(pull["number"], pull.get("url", "")) if pull else None,
+            progress=Progress(*progress) if progress else None,
         )
 
 
@@ -67,6 +79,8 @@ async def remember(store: Store, run_id: int, shown: Shown, **facets: Any) -> No
         setattr(shown, name, value)
         if isinstance(value, Spell):
             value = [value.action, value.spell]
+        elif isinstance(value, Progress):
+            value = [value.state, value.at]
         elif isinstance(value, Pull):
             value = {"number": value.number, "url": value.url}
         await store.set_reported(run_id, name, value)

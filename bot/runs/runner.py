@@ -20,6 +20,8 @@ from bot.runs.containers import ROLE_LABEL, RUN_LABEL, WORKSPACE_LABEL, containe
 from bot.settings import Settings
 from bot.store import ACTIVE, Run, Store
 from bot.store.policy import WorkspaceKey
+from bot.usage import budgets
+from bot.usage.budgets import Clock
 from bot.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,11 @@ Stage = Callable[[Run], Coroutine[Any, Any, None]]  # takes a run through the pi
 class Runner:
     def __init__(
         self, settings: Settings, store: Store, executor: DockerExecutor, workspaces: Workspaces,
-        *, launch: Stage, resume: Stage, replica: str,
+        *, launch: Stage, resume: Stage, clock: Clock, replica: str,
     ) -> None:
         """``launch`` takes a claimed run from the start, ``resume`` an adopted one from where it is
-        (``pipeline.flow``'s, bound to the parts they use). The runs it claims belong to ``replica``
-        (this machine): it adopts only those."""
+        (``pipeline.flow``'s, bound to the parts they use); ``clock`` is the time daily budgets count by.
+        The runs it claims belong to ``replica`` (this machine): it adopts only those."""
         self.settings = settings
         self.replica = replica
         self.store = store
@@ -42,9 +44,10 @@ class Runner:
         self.workspaces = workspaces
         self._launch = launch
         self._resume = resume
+        self.clock = clock
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._workspaces: dict[int, WorkspaceKey] = {}  # the workspace each supervised run works in
-        self._stopping: set[int] = set()  # cancelled runs whose containers are being stopped
+        self._stopping: set[int] = set()  # ended runs whose containers are being stopped
         self._kills: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: kills in flight live here
         self._changes = store.subscribe("runs", "pools", "flags")
         self._loop: asyncio.Task[None] | None = None
@@ -84,6 +87,8 @@ class Runner:
             held=await self._held(),
             replica=self.replica,
             replica_max_running=s.replica.max_running,
+            daily=budgets.daily(s),
+            now=self.clock.now(),
         )
         for run in claimed:
             self._supervise(run, self._launch(run))
@@ -114,7 +119,7 @@ class Runner:
                 if adopted_at is None or time.monotonic() - adopted_at >= self.settings.schedule.reconcile:
                     await self.adopt()
                     adopted_at = time.monotonic()
-                await self._stop_cancelled()
+                await self._stop_ended()
                 await self.drain()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
@@ -124,9 +129,13 @@ class Runner:
             await self._changes.wait(max(wait, 0.05))
 
     async def _next_wake(self) -> float:
-        """Sleep until the resync period ends, or earlier when a pool's spawn interval or pause ends."""
+        """Sleep until the resync period ends, or earlier when a pool's spawn interval or pause ends,
+        or the UTC day (and with it what daily budgets count) does."""
         now = time.time()
         wait = self.settings.schedule.drain
+        if budgets.daily(self.settings) is not None:
+            today = self.clock.now()
+            wait = min(wait, budgets.next_day(today) - today + 0.05)
         for pool in await self.store.pools():
             interval = self.settings.pool_of(pool.name).spawn_interval
             for at in (pool.paused_until, pool.last_spawn_at + interval if interval else 0.0):
@@ -153,18 +162,20 @@ class Runner:
 
     # Cancelling ---------------------------------------------------------------------------
 
-    async def _stop_cancelled(self) -> None:
-        """Stop every container (agent and QA) of a supervised run the store says is cancelled.
+    async def _stop_ended(self) -> None:
+        """Stop every container (agent and QA) of a supervised run the store says is over while
+        its task still works: cancelled, or failed from outside its task (its budget reached, see
+        ``bot.usage.metering``).
 
-        Level-triggered: a cancel is only a store write; the run's task then sees its containers
-        end, and each stage leaves a cancelled run as it is.
+        Level-triggered: a cancel or a budget's stop is only a store write; the run's task then sees
+        its containers end, and each stage leaves a run that moved on as it is.
         """
         if not self._tasks:
             return
         active = {run.id for run in await self.store.runs(states=ACTIVE)}
         for run_id in self._tasks.keys() - active - self._stopping:
             run = await self.store.get(run_id)
-            if run is not None and run.state == "cancelled":
+            if run is not None and run.state in ("cancelled", "failed"):
                 self._stopping.add(run_id)
                 task = asyncio.create_task(self._kill(run_id), name=f"kill-{run_id}")
                 self._kills.add(task)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.store.model import ACTIVE, AT_WORK, CANCELLABLE, LIVE, RETRYABLE, STATES, TERMINAL, TRANSITIONS, WAITING
 from bot.store.model import OutboxItem, PoolState, Pruned, Run, RunRequest, RunResult
-from bot.store.model import Census, ModelUsage, Replica, RunEvent, StateChange, Usage
+from bot.store.model import Census, ModelUsage, Replica, RunEvent, StateChange, Usage, UsageTotal, utc_day
 from bot.store.postgres import PostgresStore
 from bot.store.signals import Subscription
 from bot.store.sqlite import SqliteStore
@@ -35,5 +35,5 @@ async def open_store(location: str | Path) -> Store:
 __all__ = [
     "ACTIVE", "AT_WORK", "CANCELLABLE", "LIVE", "RETRYABLE", "STATES", "TERMINAL", "TRANSITIONS", "WAITING",
     "OutboxItem", "PoolState", "Pruned", "Run", "RunRequest", "RunResult", "Store", "Subscription",
-    "Census", "ModelUsage", "Replica", "Usage", "RunEvent", "StateChange", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
+    "Census", "ModelUsage", "Replica", "Usage", "UsageTotal", "utc_day", "RunEvent", "StateChange", "PostgresStore", "SqliteStore", "is_postgres", "open_store",
 ]

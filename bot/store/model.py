@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -316,6 +316,70 @@ class Usage:
         for part in self.by_model:
             total = total + part
         return total
+
+
+MAX_ACTIONS = 8  # the last actions a run's usage keeps
+
+# A usage row's columns, after its model: what ``add_usage`` adds up and ``model_usage`` reads back.
+USAGE_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
+              "unpriced", "wait_seconds")
+
+
+def utc_day(at: float) -> str:
+    """The UTC day of an epoch time, as usage is kept and daily budgets count: ``2026-12-06``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
+def usage_row(usage: ModelUsage) -> tuple[Any, ...]:
+    """``USAGE_SUMS`` of one addition; a call with no price adds to ``unpriced`` and nothing to the cost."""
+    unpriced = usage.cost_usd is None
+    return (usage.calls, usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens,
+            0.0 if unpriced else usage.cost_usd, max(usage.calls, 1) if unpriced else 0, usage.wait_seconds)
+
+
+def model_usage(row: Mapping[str, Any]) -> ModelUsage:
+    """A row of sums (``model`` and ``USAGE_SUMS``) as a model's usage: its cost unknown if any call had no price."""
+    return ModelUsage(
+        row["model"], row["calls"], row["input_tokens"], row["output_tokens"], row["cached_tokens"],
+        row["reasoning_tokens"], None if row["unpriced"] else row["cost_usd"], row["wait_seconds"],
+    )
+
+
+def kept_actions(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    return [*old, *new][-MAX_ACTIONS:]
+
+
+def usages(sums: Iterable[Mapping[str, Any]], actions: Iterable[Mapping[str, Any]]) -> dict[int, Usage]:
+    """Runs' usage from rows of sums per (run_id, model) and rows of (run_id, actions as JSON)."""
+    models: dict[int, list[ModelUsage]] = {}
+    for row in sums:
+        models.setdefault(row["run_id"], []).append(model_usage(row))
+    kept = {row["run_id"]: tuple(json.loads(row["actions"])) for row in actions}
+    return {run_id: Usage(tuple(models.get(run_id, ())), kept.get(run_id, ())) for run_id in sorted(set(models) | set(kept))}
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    """What the runs of one repository and agent used over a while, by model."""
+
+    repo: str  # owner/name
+    agent: str
+    runs: int
+    usage: Usage
+
+
+def usage_totals(found: Iterable[Mapping[str, Any]]) -> list[UsageTotal]:
+    """Rows of sums per (owner, repo, agent, run_id, model), as totals per repository and agent."""
+    models: dict[tuple[str, str], dict[str, ModelUsage]] = {}
+    runs: dict[tuple[str, str], set[int]] = {}
+    for row in found:
+        key = (f"{row['owner']}/{row['repo']}", row["agent"])
+        part = model_usage(row)
+        by_model = models.setdefault(key, {})
+        by_model[part.model] = by_model[part.model] + part if part.model in by_model else part
+        runs.setdefault(key, set()).add(row["run_id"])
+    return [UsageTotal(repo, agent, len(runs[(repo, agent)]), Usage(tuple(models[(repo, agent)].values())))
+            for repo, agent in sorted(models)]
 
 
 # What the dashboard and the metrics read ------------------------------------------------------

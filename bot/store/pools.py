@@ -1,4 +1,4 @@
-"""The pools as an operator sees them (limit, load, frozen, backoff): one answer for the dashboard,
+"""The pools as an operator sees them (limit, load, frozen, backoff, daily budget): one answer for the dashboard,
 the admin API and the status comment, with the frozen switches decided by the claim's own rule."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel
 
 from bot.settings import Settings
-from bot.store import ACTIVE, Store
+from bot.store import ACTIVE, Store, utc_day
 from bot.store.policy import is_frozen
 
 
@@ -19,6 +19,9 @@ class PoolView(BaseModel):
     queued: int
     frozen: bool
     backoff_until: float | None
+    daily_usd: float | None = None  # what the pool may spend per UTC day (budgets.pools.<name>.daily_usd)
+    spent_today_usd: float | None = None  # what it spent today, with a daily budget
+    daily_spent: bool = False  # its daily budget is spent: its queued runs wait for the next UTC day
 
 
 class PoolsView(BaseModel):
@@ -45,11 +48,14 @@ async def pools_view(settings: Settings, store: Store) -> PoolsView:
     views = []
     for name in names:
         state = recorded.get(name)
+        cap = settings.budgets.daily_for_pool(name)
+        spent = await store.spent(utc_day(now), pool=name) if cap is not None else None
         views.append(PoolView(
             name=name, limit=limit(settings, name),
             active=sum(n for (pool, s), n in census.live.items() if pool == name and s in ACTIVE),
             queued=census.live.get((name, "queued"), 0),
             frozen=is_frozen(state.frozen if state else None, settings.pool_of(name).frozen),
             backoff_until=state.paused_until if state and state.paused_until > now else None,
+            daily_usd=cap, spent_today_usd=spent, daily_spent=cap is not None and spent is not None and spent >= cap,
         ))
     return PoolsView(frozen=await bot_frozen(settings, store), max_running=settings.max_running, pools=views)

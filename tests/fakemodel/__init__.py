@@ -8,10 +8,11 @@ ollama's probes (codex, local), Anthropic's Messages API (claude, opencode), Gem
     await model.start()                    # model.url == "http://127.0.0.1:PORT"
     model.unauthorized = True              # every model call answers 401 like the vendor does
     model.calls("/v1/messages")            # what the CLI sent, headers included
+    model.sent                             # the usage each answer reported (Script.tokens, per turn)
     await model.close()
 """
 
-from .script import Append, Create, Script, hello, say
-from .server import FakeModel, Recorded
+from .script import Append, Create, Script, Tokens, hello, say
+from .server import FakeModel, Recorded, Sent
 
-__all__ = ["Append", "Create", "FakeModel", "Recorded", "Script", "hello", "say"]
+__all__ = ["Append", "Create", "FakeModel", "Recorded", "Script", "Sent", "Tokens", "hello", "say"]

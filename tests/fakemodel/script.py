@@ -37,13 +37,31 @@ Step = Create | Append
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """The usage one answer reports, each wire format in its vendor's own fields. ``input`` counts
+    every prompt token, ``cached`` ones included; ``output`` counts ``reasoning`` ones (Anthropic's
+    API reports no reasoning count: there it is sent as 0)."""
+
+    input: int = 100
+    output: int = 10
+    cached: int = 0
+    reasoning: int = 0
+
+
+@dataclass(frozen=True)
 class Script:
     steps: tuple[Step, ...]
     final: str
+    tokens: tuple[Tokens, ...] = ()  # per turn (the turn after n tool results); the last one repeats
+    side: Tokens = Tokens(40, 4)  # a side request's (structured output, no tools offered)
 
     def next(self, answered: int) -> Step | None:
         """The step after ``answered`` tool results, or None when the final message is due."""
         return self.steps[answered] if answered < len(self.steps) else None
+
+    def usage(self, answered: int) -> Tokens:
+        """What the turn after ``answered`` tool results reports."""
+        return self.tokens[min(answered, len(self.tokens) - 1)] if self.tokens else Tokens()
 
 
 def hello(path: str = "HELLO.md") -> Script:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .script import Script, hello, sample
+from .script import Script, Tokens, hello, sample
 from .tools import NoUsableTool, call_for
 from .wire import Chat, Gemini, Messages, Responses
 
@@ -28,6 +28,15 @@ class Recorded:
     body: Any  # parsed JSON, or None
 
 
+@dataclass(frozen=True)
+class Sent:
+    """The usage one answer reported, as the vendor counts it."""
+
+    path: str
+    model: str
+    tokens: Tokens
+
+
 class FakeModel:
     """Scripted model behind the APIs the CLIs call; every request is kept in ``requests``.
 
@@ -44,6 +53,7 @@ class FakeModel:
         self.models = models
         self.unauthorized = False
         self.requests: list[Recorded] = []
+        self.sent: list[Sent] = []  # the usage each model answer reported, in order
         self.errors: list[str] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -102,34 +112,48 @@ class FakeModel:
             if self.unauthorized:
                 return web.json_response(wire.unauthorized, status=401, headers={"x-should-retry": "false"})
             body = await request.json()
-            tool, text = self._next(wire, body)
+            tool, text, tokens = self._next(wire, body)
+            model = request.match_info.get("model") or body.get("model") or "fake"
+            self._sent(request, wire, body, tokens, model)
             if wire is Messages and not body.get("stream"):
-                return web.json_response(Messages.message(body, tool, text))
-            return await _stream(request, wire.turn(body, tool, text))
+                return web.json_response(Messages.message(body, tool, text, tokens))
+            if wire is Gemini:
+                return await _stream(request, Gemini.turn(body, tool, text, tokens, model))
+            return await _stream(request, wire.turn(body, tool, text, tokens))
 
         return handle
 
-    def _next(self, wire, body: dict[str, Any]) -> tuple[tuple[str, dict[str, Any]] | None, str]:
-        """The tool call or final text this turn. A side request asking for structured output gets
-        a minimal matching object; one offering no tools gets the final text."""
+    def _next(self, wire, body: dict[str, Any]) -> tuple[tuple[str, dict[str, Any]] | None, str, Tokens]:
+        """The tool call or final text this turn, and its usage. A side request asking for
+        structured output gets a minimal matching object; one offering no tools gets the final text."""
         schema = wire.schema(body)
         if schema is not None:
-            return None, json.dumps(sample(schema))
+            return None, json.dumps(sample(schema)), self.script.side
         offered = wire.offered(body)
-        step = self.script.next(wire.answered(body)) if offered else None
+        if not offered:
+            return None, self.script.final, self.script.side
+        answered = wire.answered(body)
+        step, tokens = self.script.next(answered), self.script.usage(answered)
         if step is None:
-            return None, self.script.final
+            return None, self.script.final, tokens
         try:
-            return call_for(step, offered, self.workdir), ""
+            return call_for(step, offered, self.workdir), "", tokens
         except NoUsableTool as e:
             self.errors.append(str(e))
-            return None, self.script.final
+            return None, self.script.final, tokens
+
+    def _sent(self, request: web.Request, wire, body: dict[str, Any], tokens: Tokens, model: str) -> None:
+        reported = wire.sent(body, tokens)
+        if reported is not None:
+            self.sent.append(Sent(request.path, model, reported))
 
     async def _gemini_once(self, request: web.Request) -> web.Response:
         if self.unauthorized:
             return web.json_response(Gemini.unauthorized, status=401)
-        tool, text = self._next(Gemini, await request.json())
-        return web.json_response(Gemini.response(tool, text))
+        body = await request.json()
+        tool, text, tokens = self._next(Gemini, body)
+        self._sent(request, Gemini, body, tokens, request.match_info["model"])
+        return web.json_response(Gemini.response(tool, text, tokens, request.match_info["model"]))
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})

@@ -37,6 +37,14 @@ RETRYABLE = (
 )
 
 
+async def keep_session(_db: asyncpg.Connection) -> None:
+    """The pool's reset of a connection handed back: nothing beyond asyncpg's own rollback of an
+    open transaction. Its default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`` every time, one more round trip per store call (the webhook's ack included), to undo
+    session state the store never creates: its locks are transaction-scoped, it declares no
+    cursors, sets nothing, and listens on a connection of its own (``ChangeFeed``)."""
+
+
 class ConnectionLost(ConnectionError):
     """The connection died under a transaction (asyncpg says so with an ``InterfaceError``)."""
 

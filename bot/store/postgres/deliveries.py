@@ -37,20 +37,16 @@ class DeliveryWriter(DeliveryBatches):
         return fresh
 
     async def record_outcomes(self, done: list[Outcome]) -> list[None]:
-        handled = [i for i, error, _, _ in done if error is None]
-        failed = [(i, error) for i, error, _, _ in done if error is not None]
+        """One statement, outside a transaction (no other replica listens for deliveries): a
+        handled delivery gets its time, a failed one another attempt and its error."""
 
         async def step(tx: Tx) -> None:
-            if handled:
-                await tx.execute(
-                    "UPDATE deliveries SET handled_at = $2 WHERE id = ANY($1::text[])", handled, done[-1][2]
-                )
-            if failed:
-                await tx.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, error = f.error"
-                    " FROM unnest($1::text[], $2::text[]) AS f (id, error) WHERE deliveries.id = f.id",
-                    [i for i, _ in failed], [e for _, e in failed],
-                )
+            await tx.execute(
+                "UPDATE deliveries SET handled_at = CASE WHEN f.error IS NULL THEN $3 ELSE handled_at END,"
+                " attempts = attempts + (f.error IS NOT NULL)::int, error = COALESCE(f.error, deliveries.error)"
+                " FROM unnest($1::text[], $2::text[]) AS f (id, error) WHERE deliveries.id = f.id",
+                [i for i, _, _, _ in done], [error for _, error, _, _ in done], done[-1][2],
+            )
 
-        await self._c.write(step, "deliveries")
+        await self._c.write(step, "deliveries", single=True)
         return [None] * len(done)

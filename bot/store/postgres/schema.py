@@ -139,6 +139,31 @@ MIGRATIONS: list[str] = [
         until DOUBLE PRECISION NOT NULL
     );
     """,
+    # What runs' model calls used: sums per run, UTC day and model (``unpriced`` counts the calls
+    # with no price, whose cost is unknown), kept as long as the run's row; each run's last actions.
+    """
+    CREATE TABLE usage (
+        run_id BIGINT NOT NULL,
+        day TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls INTEGER NOT NULL DEFAULT 0,
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        cached_tokens BIGINT NOT NULL DEFAULT 0,
+        reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+        unpriced INTEGER NOT NULL DEFAULT 0,
+        wait_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, day, model)
+    );
+    CREATE INDEX usage_day ON usage (day);
+    CREATE INDEX usage_at ON usage (at);
+    CREATE TABLE run_actions (
+        run_id BIGINT PRIMARY KEY,
+        actions TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -19,19 +19,25 @@ import asyncpg
 
 from bot.store import policy
 from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState, Pruned, Run
-from bot.store.model import RunRequest, allowed_from, move_changes
+from bot.store.model import RunRequest, allowed_from, move_changes, utc_day
 from bot.store.postgres import retention, rows
-from bot.store.postgres.connection import POOL_SIZE, Connections
+from bot.store.postgres.connection import POOL_SIZE, Connections, keep_session
 from bot.store.postgres.deliveries import DeliveryWriter
 from bot.store.postgres.feed import ChangeFeed
 from bot.store.postgres.rows import Tx
 from bot.store.postgres.schema import migrate
 from bot.store.postgres.replicas import Replicas
+from bot.store.postgres.usage import UsageRecords
 from bot.store.replicas import ReplicaRules
 from bot.store.signals import Subscription
 
 
-class PostgresStore(Replicas, ReplicaRules):
+# What each repository and pool spent on one UTC day, for a claim under daily budgets.
+SPENT = ("SELECT r.owner, r.repo, r.pool, sum(u.cost_usd) FROM usage u JOIN runs r ON r.id = u.run_id"
+         " WHERE u.day = $1 GROUP BY r.owner, r.repo, r.pool")
+
+
+class PostgresStore(Replicas, UsageRecords, ReplicaRules):
     def __init__(self, connections: Connections) -> None:
         self._c = connections
         self._deliveries = DeliveryWriter(connections)
@@ -39,7 +45,7 @@ class PostgresStore(Replicas, ReplicaRules):
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
         """Connect, bring the schema up to date (once in the cluster) and start listening."""
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, reset=keep_session)
         feed = ChangeFeed(url)
         try:
             async with pool.acquire() as db:
@@ -224,12 +230,13 @@ class PostgresStore(Replicas, ReplicaRules):
         held: frozenset[policy.WorkspaceKey] = frozenset(),
         replica: str = "",
         replica_max_running: int | None = None,
+        daily: policy.Daily | None = None,
         now: float | None = None,
     ) -> list[Run]:
         """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none onto
         a ``held`` workspace, for ``replica`` (see ``SqliteStore.claim``), exactly across all replicas: claims take turns on
         one advisory lock, and only a claim makes a run active, so each decides on every active
-        run there is."""
+        run there is, and on what every replica's runs spent today (``daily``)."""
         now = time.time() if now is None else now
 
         async def step(tx: Tx) -> list[Run]:
@@ -241,13 +248,14 @@ class PostgresStore(Replicas, ReplicaRules):
                 room = replica_max_running - await tx.fetchval(
                     "SELECT count(*) FROM runs WHERE replica = $1 AND state = ANY($2::text[])", replica, list(ACTIVE)
                 )
-            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room)
+            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room, daily)
+            spent = policy.Spent.of(await tx.fetch(SPENT, utc_day(now)) if daily is not None else [])
             live = await tx.fetch(
                 f"SELECT {', '.join(policy.LiveRun._fields)} FROM runs WHERE state = ANY($1::text[])", list(LIVE)
             )
             pools = {p["name"]: rows.pool_state(p) for p in await tx.fetch("SELECT * FROM pools")}
             claimed: list[Run] = []
-            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
+            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held, spent):
                 # A run cancelled since it was read stays cancelled: only a queued one moves.
                 moved = await tx.returning(
                     "UPDATE runs SET state = 'preparing', updated_at = $2, attempts = attempts + 1, replica = $3,"

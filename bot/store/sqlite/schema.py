@@ -154,6 +154,32 @@ MIGRATIONS: list[str] = [
         until REAL NOT NULL
     );
     """,
+    # What runs' model calls used (the gateway meters them): sums per run, UTC day and model
+    # (``unpriced`` counts the calls with no price, whose cost is unknown), kept as long as the run's
+    # row; and each run's last few actions, read from the model's tool calls.
+    """
+    CREATE TABLE usage (
+        run_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        unpriced INTEGER NOT NULL DEFAULT 0,
+        wait_seconds REAL NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, day, model)
+    );
+    CREATE INDEX usage_day ON usage (day);
+    CREATE INDEX usage_at ON usage (at);
+    CREATE TABLE run_actions (
+        run_id INTEGER PRIMARY KEY,
+        actions TEXT NOT NULL
+    );
+    """,
 ]
 
 

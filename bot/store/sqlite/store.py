@@ -21,7 +21,7 @@ import aiosqlite
 
 from bot.store import policy
 from bot.store.model import ACTIVE, CANCELLABLE, COLUMN_FACETS, LIVE, STATES, OutboxItem, PoolState
-from bot.store.model import Pruned, Run, RunRequest, allowed_from
+from bot.store.model import Pruned, Run, RunRequest, allowed_from, utc_day
 from bot.store.signals import Subscription
 from bot.store.sqlite import retention, rows
 from bot.store.sqlite.deliveries import DeliveryWriter
@@ -29,8 +29,14 @@ from bot.store.sqlite.rows import marks
 from bot.store.sqlite.schema import migrate
 from bot.store.replicas import ReplicaRules
 from bot.store.sqlite.replicas import Replicas
+from bot.store.sqlite.usage import UsageRecords
 
-class SqliteStore(Replicas, ReplicaRules):
+# What each repository and pool spent on one UTC day, for a claim under daily budgets.
+SPENT = ("SELECT r.owner, r.repo, r.pool, SUM(u.cost_usd) FROM usage u JOIN runs r ON r.id = u.run_id"
+         " WHERE u.day = ? GROUP BY r.owner, r.repo, r.pool")
+
+
+class SqliteStore(Replicas, UsageRecords, ReplicaRules):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
@@ -246,11 +252,13 @@ class SqliteStore(Replicas, ReplicaRules):
         held: frozenset[policy.WorkspaceKey] = frozenset(),
         replica: str = "",
         replica_max_running: int | None = None,
+        daily: policy.Daily | None = None,
         now: float | None = None,
     ) -> list[Run]:
         """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none
         onto a ``held`` workspace (``policy.claimable`` decides which), for ``replica``: it owns
-        them, and holds at most ``replica_max_running`` active runs."""
+        them, and holds at most ``replica_max_running`` active runs. A ``daily`` budget spent on the
+        UTC day of ``now`` keeps its repository's or pool's runs queued."""
         now = time.time() if now is None else now
         async with self._tx("runs", "transitions", "pools") as db:
             if policy.is_frozen(await rows.flag(db, "frozen"), frozen):
@@ -261,14 +269,15 @@ class SqliteStore(Replicas, ReplicaRules):
                     f"SELECT COUNT(*) FROM runs WHERE replica = ? AND state IN ({marks(ACTIVE)})", (replica, *ACTIVE)
                 )
                 room = replica_max_running - mine
-            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room)
+            limits = policy.Limits(max_running, pool_limits, spawn_intervals, frozen_pools, room, daily)
+            spent = policy.Spent.of(await db.execute_fetchall(SPENT, (utc_day(now),)) if daily is not None else [])
             # Only the live runs, and only the columns a decision needs.
             live = await db.execute_fetchall(
                 f"SELECT {', '.join(policy.LiveRun._fields)} FROM runs WHERE state IN ({marks(LIVE)})", LIVE
             )
             pools = {p.name: p for p in await rows.pools(db)}
             claimed: list[Run] = []
-            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held):
+            for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held, spent):
                 await rows.update_run(
                     db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1, "replica": replica}
                 )
