@@ -20,6 +20,7 @@ from bot.admin import dashboard
 from bot.forge import paths
 from bot.runs import preflight
 from bot.admin.api import mount_api
+from bot.admin.replicas import replicas_view
 from bot.engine import Engine
 from bot.forge.client import Forge
 from bot.intake.deliveries import Intake
@@ -68,12 +69,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         intake = None
         try:  # from here on whatever started is stopped again, also when a later step fails
-            app[METRICS] = await Metrics.create(store, forge, services.executor)
-            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, services.executor)
+            app[METRICS] = await Metrics.create(settings, store, forge, services.executor)
+            app[dashboard.DASHBOARD] = dashboard.Dashboard(settings, store, services.executor, services.replica)
             await engine.start()
             intake = app[INTAKE] = Intake(services, app[ROUTER])
             await intake.start()
-            engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver)
+            engine.scheduler.add("redeliver", intake.retry_pending, settings.schedule.redeliver, cluster=True)
             yield
         finally:
             if intake is not None:
@@ -134,6 +135,8 @@ async def healthz(request: web.Request) -> web.Response:
     A missing default image is reported (``"image": "missing"``) but keeps the answer 200: a
     restart cannot build it, and an orchestrator restarting the bot over it would take the webhook
     endpoint down too, losing deliveries Gitea never retries. The runs say what is missing.
+    So is the cluster (``"replica"``: this one's name; ``"replicas"``: each one, alive or lost), which
+    says nothing of this replica's health: a lost other one is no reason to take this one out.
     """
     services = request.app[SERVICES]
     checks = {
@@ -148,4 +151,8 @@ async def healthz(request: web.Request) -> web.Response:
     report = {name: (r is not False and not isinstance(r, BaseException)) for name, r in zip(checks, results, strict=True)}
     body = {name: "up" if ok else "down" for name, ok in report.items()}
     body["image"] = image_state if isinstance(image_state, str) else "unknown"
+    if report["store"]:
+        view = await replicas_view(services.settings, services.store, services.replica)
+        body["replica"] = services.replica
+        body["replicas"] = {r.id: "alive" if r.alive else "lost" for r in view.replicas}
     return web.json_response(body, status=200 if all(report.values()) else 503)

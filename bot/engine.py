@@ -1,4 +1,4 @@
-"""The workers: the runner, the reporter and the timed jobs, over the parts the app built once."""
+"""The workers: the heartbeat, the runner, the reporter and the timed jobs, over the parts the app built once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bot.runs.pipeline import flow
 from bot.gateway.service import GatewayError
 from bot.report.reporter import Reporter
 from bot.runs.runner import Runner
+from bot.upkeep.replicas import Heartbeat
 from bot.upkeep.sweeper import Scheduler
 from bot.services import Services
 
@@ -20,9 +21,11 @@ class Engine:
     def __init__(self, services: Services) -> None:
         s = services
         self.runner = Runner(s.settings, s.store, s.executor, s.workspaces,
-                             launch=partial(flow.launch, s), resume=partial(flow.resume, s), clock=s.clock)
-        self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login)
-        self.scheduler = Scheduler(s, self.runner)
+                             launch=partial(flow.launch, s), resume=partial(flow.resume, s), clock=s.clock,
+                             replica=s.replica)
+        self.reporter = Reporter(s.settings, s.store, s.forge, s.bot_login, s.replica)
+        self.heartbeat = Heartbeat(s.settings, s.store, s.replica)
+        self.scheduler = Scheduler(s, self.runner, self.heartbeat)
         self._services = s
 
     async def start(self) -> None:
@@ -37,6 +40,7 @@ class Engine:
             await self._services.gateway.ready()
         except GatewayError as e:
             log.error("%s; runs fail until it can", e)
+        await self.heartbeat.start()  # alive (again) before it adopts its runs
         await self.runner.start()
         await self.reporter.start()
         self.scheduler.start()
@@ -45,4 +49,5 @@ class Engine:
         self.scheduler.stop()
         await self.reporter.stop()
         await self.runner.stop()
+        await self.heartbeat.stop()
         await self._services.gateway.stop()

@@ -17,6 +17,7 @@ from bot.gateway.service import Gateway
 from bot.runs.preflight import Images
 from bot.settings import Settings
 from bot.store import Store
+from bot.upkeep.replicas import own_id
 from bot.usage.budgets import Clock
 from bot.usage.metering import Metering
 from bot.workspace import Workspaces
@@ -33,6 +34,7 @@ class Services:
     gateway: Gateway  # what a container may reach, and its model through it
     metering: Metering  # what the gateway's model calls use, held to the budgets
     clock: Clock  # the time budgets count by (a test moves it)
+    replica: str  # this replica's name in the store: it owns the runs it claims (``upkeep.replicas``)
     _login: str | None = None
     _login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -44,7 +46,7 @@ class Services:
         clock = Clock()
         metering = Metering(settings, store, clock)
         return cls(settings, store, forge, executor, Workspaces.from_settings(settings), Images(executor, settings),
-                   Gateway(settings, store, executor, metering), metering, clock)
+                   Gateway(settings, store, executor, metering), metering, clock, own_id(settings))
 
     async def close(self) -> None:
         await self.metering.close()

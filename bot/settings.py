@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -137,6 +138,27 @@ class Retention(BaseModel):
 
     bodies: float = 86400.0
     deliveries: float = 30 * 86400.0
+
+
+class Replica(BaseModel):
+    """This bot process among several sharing one PostgreSQL store (with SQLite, the only one).
+
+    ``id``: its name in the store, which owns the runs it claims (unset: the host name and a hash
+    of ``data_dir``, the same across restarts). ``max_running``: runs at once on this machine, on top
+    of the cluster-wide ``max_running`` and pool limits (unset: no own cap). It heartbeats every
+    ``heartbeat`` seconds; silent for ``ttl`` seconds, the others give up on it and on its runs.
+    """
+
+    id: str = ""
+    max_running: int | None = None
+    ttl: float = 300.0
+    heartbeat: float = 10.0
+
+    @model_validator(mode="after")
+    def _beats_within_ttl(self) -> Replica:
+        if self.ttl < 3 * self.heartbeat:
+            raise ValueError(f"replica.ttl ({self.ttl} s) must be at least 3 heartbeats ({self.heartbeat} s each)")
+        return self
 
 
 # The public package registries a run may reach through the gateway's proxy (npm, PyPI, Go modules,
@@ -312,6 +334,7 @@ class Settings(BaseSettings):
     sweep: Sweep = Sweep()
     schedule: Schedule = Schedule()
     retention: Retention = Retention()
+    replica: Replica = Replica()
 
     # The operator's side: the admin API at /api/ and MCP at /mcp are off without a token;
     # `api_url` is where the CLI client and `dispatchbot mcp` find the bot (default: this host's port).
@@ -335,6 +358,11 @@ class Settings(BaseSettings):
     def instance(self) -> str:
         """Tells this bot's containers from those of another bot on the same Docker engine."""
         return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's name in the store: as configured, else stable for this host and data_dir."""
+        return self.replica.id or f"{socket.gethostname()}-{self.instance[:6]}"
 
     @property
     def database(self) -> Path:

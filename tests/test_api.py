@@ -1,6 +1,7 @@
 """The admin API through the real HTTP server: auth on every route, the operations, bad input."""
 
 import json
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ NO_DAILY_BUDGET = {"daily_usd": None, "spent_today_usd": None, "daily_spent": Fa
 ROUTES = [
     ("GET", "/api/runs"), ("GET", "/api/runs/1"), ("GET", "/api/runs/1/log"), ("POST", "/api/runs/1/cancel"),
     ("POST", "/api/runs/1/retry"), ("POST", "/api/runs/1/answer"), ("GET", "/api/pools"), ("POST", "/api/freeze"),
-    ("POST", "/api/thaw"), ("POST", "/api/poke"), ("POST", "/api/dispatch"),
+    ("POST", "/api/thaw"), ("POST", "/api/poke"), ("POST", "/api/dispatch"), ("GET", "/api/replicas"),
 ]
 
 
@@ -131,6 +132,23 @@ async def test_freeze_and_thaw_globally_and_per_pool(api_bot, world):
     status, started = await call(api_bot, "POST", "/api/poke")
     assert status == 200 and started == []  # its pool is still frozen
     assert (await call(api_bot, "POST", "/api/thaw", {"pool": "gemini"}))[1]["pools"][0]["frozen"] is False
+
+
+async def test_the_replicas_view_shows_every_replica_its_heartbeat_limit_and_runs(api_bot, world):
+    store = api_bot.store
+    this = api_bot.services.replica
+    await call(api_bot, "POST", "/api/dispatch", {"repo": "acme/widgets", "issue": 1, "agent": "codex"})
+    await store.heartbeat("bot-9", "host-9", 3)  # another replica on this store, which claims the run
+    [theirs] = await store.claim(max_running=4, pool_limits={}, spawn_intervals={}, replica="bot-9",
+                                 replica_max_running=3)
+    await store.heartbeat("bot-8", "host-8", 2, now=1.0)  # silent for ages
+    status, view = await call(api_bot, "GET", "/api/replicas")
+    assert status == 200 and view["max_running"] == 4 and view["ttl"] == 300.0
+    shown = {r["id"]: (r["host"], r["alive"], r["max_running"], r["runs"], r["this"]) for r in view["replicas"]}
+    assert shown == {
+        this: (socket.gethostname(), True, 4, [], True), "bot-9": ("host-9", True, 3, [theirs.id], False),
+        "bot-8": ("host-8", False, 2, [], False),
+    }
 
 
 @pytest.mark.parametrize("path", ["/api/freeze", "/api/thaw"])

@@ -107,6 +107,19 @@ async def test_the_main_page_lists_the_queue_with_positions_and_the_pools(world,
     assert f'href="{world["forge"].url}/acme/widgets/issues/1"' in body
 
 
+async def test_the_main_page_lists_the_replicas_with_their_runs(world, make_bot):
+    bot = await make_bot(frozen=True, read_token=READ_TOKEN)
+    await dispatch(world, "/dispatch codex task", title="Issue")
+    await bot.settle()
+    await bot.store.heartbeat("bot-9", "host-9", 3)
+    [run] = await bot.store.claim(max_running=4, pool_limits={}, spawn_intervals={}, replica="bot-9")
+    status, body, _ = await get(bot.url + "/", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert status == 200
+    assert f"<td>{bot.services.replica} (this one)</td>" in body
+    assert '<td>bot-9</td><td>host-9</td><td><span class="pill running">alive</span></td>' in body
+    assert f'<span class="num">1 / 3</span></td><td><a href="/runs/{run.id}">#{run.id}</a></td>' in body
+
+
 async def test_a_run_on_a_branch_links_to_the_branch_not_to_an_issue(world, make_bot):
     forge = world["forge"]
     await forge.push_commit(world["repo"], "develop", {"DEVELOP.md": "wip\n"}, message="wip")

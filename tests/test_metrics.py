@@ -118,6 +118,21 @@ async def test_queue_depth_and_backlogs_are_read_from_the_store(world, make_bot)
     assert value(await scrape(bot), "dispatchbot_outbox_backlog") >= 1
 
 
+async def test_the_replicas_and_their_runs_are_read_from_the_store(world, make_bot):
+    bot = await make_bot(frozen=True)
+    await dispatch(world, "/dispatch codex task", title="Issue")
+    await bot.settle()
+    await bot.store.heartbeat("bot-9", "host-9", 3)
+    await bot.store.claim(max_running=4, pool_limits={}, spawn_intervals={}, replica="bot-9")
+    await bot.store.heartbeat("bot-8", "host-8", 2, now=1.0)  # long silent
+    samples = await scrape(bot)
+    assert value(samples, "dispatchbot_replicas", state="alive") == 2
+    assert value(samples, "dispatchbot_replicas", state="lost") == 1
+    assert value(samples, "dispatchbot_replica_active_runs", replica="bot-9") == 1
+    assert value(samples, "dispatchbot_replica_active_runs", replica=bot.services.replica) == 0
+    assert value(samples, "dispatchbot_replica_max_running", replica="bot-9") == 3
+
+
 async def test_refused_and_duplicate_deliveries_are_counted(world, make_bot):
     bot = await make_bot(frozen=True)
     async with aiohttp.ClientSession() as session:

@@ -215,7 +215,8 @@ async def healthz(bot) -> tuple[int, dict]:
 
 async def test_a_missing_default_image_is_logged_at_start_and_reported_by_healthz(make_bot, caplog):
     bot = await make_bot(frozen=True, image="dispatchbot-no-such-image:1")
-    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "missing"})
+    cluster = {"replica": bot.services.replica, "replicas": {bot.services.replica: "alive"}}
+    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "missing", **cluster})
     assert [r.getMessage() for r in caplog.records if "dispatchbot-no-such-image:1" in r.getMessage()] == [
         "the image `dispatchbot-no-such-image:1` is not present on the Docker host: build it with "
         "`dispatchbot image build`; until then every run on it fails"
@@ -224,5 +225,6 @@ async def test_a_missing_default_image_is_logged_at_start_and_reported_by_health
 
 async def test_a_present_default_image_is_reported_and_not_logged(make_bot, agent_image, caplog):
     bot = await make_bot(frozen=True, image=agent_image)
-    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "present"})
+    cluster = {"replica": bot.services.replica, "replicas": {bot.services.replica: "alive"}}
+    assert await healthz(bot) == (200, {"store": "up", "docker": "up", "forge": "up", "image": "present", **cluster})
     assert not [r for r in caplog.records if "is not present" in r.getMessage()]

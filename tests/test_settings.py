@@ -1,13 +1,16 @@
 """Settings from TOML and environment, and the errors a user sees when they are wrong."""
 
 import os
+import socket
 import subprocess
 import sys
 from importlib.resources import files
 
 import pytest
+from pydantic import ValidationError
 
 from bot.settings import Settings
+from bot.upkeep.replicas import own_id
 
 
 def run_cli(tmp_path, env, *args):
@@ -126,3 +129,17 @@ def test_the_store_is_the_sqlite_file_unless_a_postgresql_url_is_given_and_its_p
     monkeypatch.setenv("DISPATCHBOT_STORE_URL", "mysql://bot@db/bot")
     with pytest.raises(ValueError, match="must be a postgresql:// URL"):
         Settings()
+
+
+def test_a_replicas_name_is_configured_or_kept_in_its_data_dir_from_its_first_start(tmp_path):
+    first = own_id(Settings(data_dir=tmp_path / "data"))
+    assert first.startswith(socket.gethostname() + "-")
+    assert (tmp_path / "data" / "replica-id").read_text().strip() == first
+    (tmp_path / "data" / "replica-id").write_text("bot-7\n")  # as an earlier host name left it
+    assert own_id(Settings(data_dir=tmp_path / "data")) == "bot-7"
+    assert own_id(Settings(data_dir=tmp_path / "data", replica={"id": "bot-2"})) == "bot-2"
+
+
+def test_a_replica_ttl_shorter_than_three_heartbeats_is_refused():
+    with pytest.raises(ValidationError, match="at least 3 heartbeats"):
+        Settings(replica={"ttl": 20, "heartbeat": 10})

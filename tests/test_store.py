@@ -13,6 +13,7 @@ import pytest
 import asyncpg
 
 from bot.store import PoolState, RunRequest, RunResult, SqliteStore, is_postgres, open_store
+from bot.store.leases import cluster_turn, exclusive
 from bot.store.policy import Limits, LiveRun, claimable
 from bot.store.sqlite.schema import MIGRATIONS
 
@@ -416,3 +417,22 @@ async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(stor
     assert not await store.take_lease("retention", "bot-1", 60.0, now=now + 92)
     await store.drop_lease("retention", "bot-2")
     assert await store.take_lease("retention", "bot-1", 60.0, now=now + 93)
+
+
+async def test_work_under_leases_is_done_by_one_replica_at_a_time_and_all_or_none_of_its_keys(store):
+    ttl = 0.3  # renewed every 0.1 s while held
+    async with exclusive(store, ["report:run:1"], "bot-1", ttl) as held:
+        assert held
+        await asyncio.sleep(3 * ttl)  # past its TTL: it was renewed meanwhile
+        async with exclusive(store, ["report:issue:acme:widgets:1", "report:run:1"], "bot-2", ttl) as theirs:
+            assert not theirs
+        assert await store.take_lease("report:issue:acme:widgets:1", "bot-3", ttl)  # bot-2 kept none of it
+    async with exclusive(store, ["report:run:1"], "bot-2", ttl) as theirs:
+        assert theirs  # given back when the work ended
+
+
+async def test_a_cluster_job_keeps_to_the_replica_whose_turn_it_is(store):
+    assert await cluster_turn(store, "retention", "bot-1", 60.0)
+    assert not await cluster_turn(store, "retention", "bot-2", 60.0)
+    assert await cluster_turn(store, "retention", "bot-1", 60.0)  # its next interval: still its own
+    assert await cluster_turn(store, "lost-replicas", "bot-2", 60.0)  # each job has its own turn

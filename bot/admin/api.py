@@ -80,6 +80,7 @@ def create_api(get_services: ServicesGetter, get_runner: RunnerGetter, token: st
     api.router.add_post("/runs/{id}/answer", answer_run)
     api.router.add_get("/usage", usage)
     api.router.add_get("/pools", pools)
+    api.router.add_get("/replicas", replicas)
     api.router.add_post("/freeze", freeze)
     api.router.add_post("/thaw", thaw)
     api.router.add_post("/poke", poke)
@@ -194,6 +195,10 @@ class _PoolChoice(BaseModel):
 
 async def pools(request: web.Request) -> web.Response:
     return _json(await ops.pools(_services(request)))
+
+
+async def replicas(request: web.Request) -> web.Response:
+    return _json(await ops.replicas(_services(request)))
 
 
 async def freeze(request: web.Request) -> web.Response:

@@ -91,6 +91,9 @@ class ApiClient:
     async def pools(self) -> Any:
         return await self.request("GET", "/pools")
 
+    async def replicas(self) -> Any:
+        return await self.request("GET", "/replicas")
+
     async def freeze(self, frozen: bool, pool: str | None = None) -> Any:
         return await self.request("POST", "/freeze" if frozen else "/thaw", {"pool": pool})
 
@@ -103,7 +106,8 @@ class ApiClient:
 
 # The commands ---------------------------------------------------------------------------------
 
-COMMANDS = ("runs", "show", "logs", "cancel", "retry", "answer", "pools", "freeze", "thaw", "poke", "dispatch")
+COMMANDS = ("runs", "show", "logs", "cancel", "retry", "answer", "pools", "replicas", "freeze", "thaw", "poke",
+            "dispatch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     answer.add_argument("run", type=int)
     answer.add_argument("text")
     sub.add_parser("pools", parents=[common], help="pools: limits, load, frozen, backoff")
+    sub.add_parser("replicas", parents=[common], help="replicas: host, last heartbeat, alive or lost, limit, runs")
     for name in ("freeze", "thaw"):
         p = sub.add_parser(name, parents=[common], help=f"{name} the bot, or one pool")
         p.add_argument("pool", nargs="?")
@@ -172,6 +177,8 @@ async def _run(client: ApiClient, args: argparse.Namespace) -> int:
         answer = await client.answer(args.run, args.text)
     elif c == "pools":
         answer = await client.pools()
+    elif c == "replicas":
+        answer = await client.replicas()
     elif c in ("freeze", "thaw"):
         answer = await client.freeze(c == "freeze", args.pool)
     elif c == "poke":
@@ -225,6 +232,9 @@ def _render(command: str, answer: Any) -> str:
     if command in ("pools", "freeze", "thaw"):
         head = f"bot: {'FROZEN' if answer['frozen'] else 'running'}, at most {answer['max_running']} runs at once"
         return head + "\n" + _table(answer["pools"], ["name", "limit", "active", "queued", "frozen", "backoff_until"])
+    if command == "replicas":
+        head = f"cluster: at most {answer['max_running']} runs at once; a replica silent {answer['ttl']:.0f} s is lost"
+        return head + "\n" + _table(answer["replicas"], ["id", "host", "alive", "seen_at", "max_running", "runs", "this"])
     if command == "logs":
         return answer["log"]
     if command == "dispatch":

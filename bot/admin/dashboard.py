@@ -30,6 +30,7 @@ from bot.logs import mask
 from bot.admin.metrics import CONTENT_TYPE, METRICS
 from bot.admin.usage import usage_totals
 from bot.store.pools import pools_view
+from bot.admin.replicas import replicas_view
 from bot.admin.tokens import authorized, matches
 from bot.settings import Settings
 from bot.store import ACTIVE, LIVE, Run, Store
@@ -51,8 +52,9 @@ MAX_STREAMS = 32  # live logs served at once: each holds a request to the Docker
 class Dashboard:
     """What the pages read: settings, the store and the executor (live logs)."""
 
-    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor) -> None:
+    def __init__(self, settings: Settings, store: Store, executor: DockerExecutor, replica: str) -> None:
         self.settings = settings
+        self.replica = replica  # the replica serving the page
         self.store = store
         self.executor = executor
         self.streams: set[asyncio.Task[object]] = set()  # live logs being served, ended at shutdown
@@ -166,6 +168,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     active = await d.store.runs(states=ACTIVE)
     recent = await d.store.recent_ended(RECENT_SHOWN)
     view = await pools_view(s, d.store)
+    cluster = await replicas_view(s, d.store, d.replica)
     links = await _links(d, [*shown, *active, *recent])
     usage = await d.store.usages([r.id for r in (*active, *recent)])
     totals = await usage_totals(d.store, now)
@@ -175,6 +178,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         frozen=view.frozen,
         max_running=view.max_running,
         pools=view.pools,
+        replicas=cluster.replicas,
         queue=[(i, r, links[r.id]) for i, r in enumerate(shown, start=1)],
         holds=holds,
         resets_at=budgets.next_day(now),

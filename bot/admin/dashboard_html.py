@@ -12,6 +12,7 @@ import datetime
 import html
 from collections.abc import Iterable
 
+from bot.admin.replicas import ReplicaView
 from bot.admin.usage import UsageTotals
 from bot.report.usage import actions as usage_actions
 from bot.report.usage import brief, cost, count, duration, progress_line, usage_line, waited
@@ -179,6 +180,7 @@ def main_page(
     frozen: bool,
     max_running: int,
     pools: list[PoolView],
+    replicas: list[ReplicaView],
     queue: list[tuple[int, Run, Links]],
     holds: dict[int, Hold],
     resets_at: float,
@@ -216,6 +218,7 @@ def main_page(
     pools_table = _table(["pool", "active / limit", "queued", "daily budget", "state"], pool_rows,
                          "No pool has been used yet.")
     pools_html = _section("Pools", len(pools), pools_table)
+    replicas_html = _section("Replicas", len(replicas), _replicas_table(replicas, now))
     active_rows = [
         [
             _run_ref(run), _pill(run.state), _e(run.agent_spec), _target(run, links),
@@ -251,8 +254,21 @@ def main_page(
         "No run has ended yet.",
     )
     recent_html = _section("Recent outcomes", None, recent_table)
-    body = overview + pools_html + active_html + queue_html + recent_html + _totals_section(totals)
+    body = overview + pools_html + replicas_html + active_html + queue_html + recent_html + _totals_section(totals)
     return _page("overview", body, nonce, refresh=10)
+
+
+def _replicas_table(replicas: list[ReplicaView], now: float) -> str:
+    rows = [
+        [
+            _e(r.id) + (" (this one)" if r.this else ""), _e(r.host),
+            '<span class="pill running">alive</span>' if r.alive else '<span class="pill frozen">lost</span>',
+            f"{duration(now - r.seen_at)} ago", f'<span class="num">{len(r.runs)} / {r.max_running}</span>',
+            " ".join(f'<a href="/runs/{n}">#{n}</a>' for n in r.runs) or "—",
+        ]
+        for r in replicas
+    ]
+    return _table(["replica", "host", "state", "last heartbeat", "runs / limit", "its runs"], rows, "No replica yet.")
 
 
 def _held(hold: Hold | None, resets_at: float) -> str:

@@ -1,7 +1,7 @@
 """``GET /metrics``: the bot in Prometheus' text format, one registry per application.
 
-What is state (runs queued and active per pool, the outbox and delivery backlogs) is read from the
-store when scraped; so are the model calls, tokens and cost the gateway metered, summed per agent
+What is state (runs queued and active per pool and per replica, the replicas alive and lost, the
+outbox and delivery backlogs) is read from the store when scraped; so are the model calls, tokens and cost the gateway metered, summed per agent
 and model from the store's usage records, so that every replica sharing a store shows the cluster's. What is an event is counted where it happens, once: the front door counts
 deliveries, the Forge client its calls by status class, the executor its failed starts. Runs are
 counted from the store's transition log, the one record of every state change: each scrape reads
@@ -19,8 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.admin.replicas import ReplicasView, replicas_view
 from bot.executor.docker import DockerExecutor
 from bot.forge.client import Forge
+from bot.settings import Settings
 from bot.store import ACTIVE, TERMINAL, Census, ModelUsage, Store, UsageTotal
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -32,9 +34,11 @@ FORGE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
 
 class Metrics:
     def __init__(
-        self, store: Store, forge: Forge, executor: DockerExecutor, after_transition: tuple[float, int]
+        self, settings: Settings, store: Store, forge: Forge, executor: DockerExecutor,
+        after_transition: tuple[float, int],
     ) -> None:
         """``after_transition``: the last transition already stored, so only this process's are counted."""
+        self._settings = settings
         self._store = store
         self._cursor = after_transition
         self._lock = asyncio.Lock()  # two scrapes at once must not count a transition twice
@@ -63,14 +67,15 @@ class Metrics:
         registry.register(self._state)
 
     @classmethod
-    async def create(cls, store: Store, forge: Forge, executor: DockerExecutor) -> Metrics:
-        return cls(store, forge, executor, await store.last_transition())
+    async def create(cls, settings: Settings, store: Store, forge: Forge, executor: DockerExecutor) -> Metrics:
+        return cls(settings, store, forge, executor, await store.last_transition())
 
     async def render(self) -> bytes:
         """The scrape: catch up with the transition log, read the gauges, format everything."""
         async with self._lock:
             await self._count_transitions()
             self._state.census = await self._store.census()
+            self._state.replicas = await replicas_view(self._settings, self._store, "")
             self._state.usage = by_agent_and_model(await self._store.usage_totals(0.0))
             return generate_latest(self.registry)  # no await in between: this scrape's census
 
@@ -105,6 +110,7 @@ class _State(Collector):
         self._forge = forge
         self._executor = executor
         self.census = Census({}, 0, 0)
+        self.replicas = ReplicasView(ttl=0.0, max_running=0, replicas=[])
         self.usage: dict[tuple[str, str], ModelUsage] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -121,6 +127,7 @@ class _State(Collector):
             active.add_metric([pool], working)
         yield queued
         yield active
+        yield from self._replicas()
         yield GaugeMetricFamily("dispatchbot_outbox_backlog", "Forge writes not yet done", value=self.census.outbox)
         yield GaugeMetricFamily(
             "dispatchbot_deliveries_pending", "Recorded deliveries not yet handled", value=self.census.deliveries
@@ -154,6 +161,20 @@ class _State(Collector):
             if used.cost_usd is not None:
                 cost.add_metric([agent, model], used.cost_usd)
         yield from (calls, tokens, cost)
+
+    def _replicas(self) -> Iterator[Metric]:
+        count = GaugeMetricFamily("dispatchbot_replicas", "Replicas sharing the store, alive or lost", labels=["state"])
+        alive = self.replicas.alive
+        count.add_metric(["alive"], alive)
+        count.add_metric(["lost"], len(self.replicas.replicas) - alive)
+        yield count
+        running = GaugeMetricFamily("dispatchbot_replica_active_runs", "Active runs per replica", labels=["replica"])
+        limit = GaugeMetricFamily("dispatchbot_replica_max_running", "Each replica's own limit", labels=["replica"])
+        for r in self.replicas.replicas:
+            running.add_metric([r.id], len(r.runs))
+            limit.add_metric([r.id], r.max_running)
+        yield running
+        yield limit
 
 
 METRICS = web.AppKey("metrics", Metrics)  # owned by the app: the webhook counts deliveries, /metrics reads

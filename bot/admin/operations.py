@@ -27,6 +27,7 @@ from bot.admin.usage import UsageView
 from bot.logs import mask
 from bot.intake.payloads import PullRequest
 from bot.store.pools import PoolsView, pools_view
+from bot.admin.replicas import ReplicasView, replicas_view
 from bot.runs.prompt import check_options
 from bot.runs.runner import Runner
 from bot.report import sentences
@@ -289,6 +290,11 @@ async def _known_pools(services: Services) -> list[str]:
     settings = services.settings
     agents = {resolve(settings, name).pool for name in known_agents(settings)}
     return sorted(agents | {p.name for p in (await pools(services)).pools})
+
+
+async def replicas(services: Services) -> ReplicasView:
+    """Every replica sharing the store: host, last heartbeat, alive or lost, its limit, its runs."""
+    return await replicas_view(services.settings, services.store, services.replica)
 
 
 async def poke(runner: Runner) -> list[RunSummary]:

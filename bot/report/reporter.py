@@ -13,6 +13,11 @@ instead of writing twice. A change of usage (the gateway metered a model call) h
 work looked at: its status comment decides whether and when its progress is shown
 (``facets.StatusComment``). While the Forge gives no answer the loop only probes it; once it
 answers again, everything waiting out a backoff is retried at once.
+
+Across replicas, a task holds the store's leases on its keys while it works (``leases.exclusive``),
+so each run and each issue's outbox is worked on by one replica at a time in the cluster: a
+replica that finds a key held leaves that work to its holder, which does whatever became due
+meanwhile once its task ends. Stray stopwatches are looked for on one replica per interval.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from bot.report.outbox import Outbox
 from bot.report.shown import remember, shown
 from bot.settings import Settings
 from bot.store import AT_WORK, OutboxItem, Run, Store
+from bot.store.leases import cluster_turn, exclusive
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,10 @@ CONCURRENCY = 8  # runs and issues worked on at once
 
 
 class Reporter:
-    def __init__(self, settings: Settings, store: Store, forge: Forge, login: Callable[[], Awaitable[str]]) -> None:
-        self.store, self.forge = store, forge
+    def __init__(
+        self, settings: Settings, store: Store, forge: Forge, login: Callable[[], Awaitable[str]], replica: str
+    ) -> None:
+        self.store, self.forge, self.replica = store, forge, replica
         self._every = settings.schedule
         labels = Labels(forge)
         comment = facets.StatusComment(settings, forge, store, login)
@@ -78,7 +86,8 @@ class Reporter:
             try:
                 if time.monotonic() - reconciled >= self._every.reconcile:
                     reconciled = time.monotonic()
-                    await self.reconcile()
+                    if await cluster_turn(self.store, "stopwatches", self.replica, self._every.reconcile):
+                        await self.reconcile()
                 await self.sync()
             except Exception:
                 log.exception("reporting failed")
@@ -156,7 +165,7 @@ class Reporter:
         if (task := self._work.get(keys[0])) is not None or any(k in self._work for k in keys):
             work.close()  # never started
             return task
-        task = asyncio.create_task(work, name=f"report-{keys[0]}")
+        task = asyncio.create_task(self._leased(keys, work), name=f"report-{keys[0]}")
         self._work.update(dict.fromkeys(keys, task))
 
         def done(t: asyncio.Task[bool]) -> None:
@@ -175,6 +184,15 @@ class Reporter:
 
         task.add_done_callback(done)
         return task
+
+    async def _leased(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> bool:
+        """``work`` while this replica holds the keys' leases; nothing if another replica is at them."""
+        names = ["report:" + ":".join(map(str, key)) for key in keys]
+        try:
+            async with exclusive(self.store, names, self.replica) as held:
+                return await work if held else False
+        finally:
+            work.close()  # a no-op once it ran; else it never starts
 
     def _backoff(self, key: Hashable) -> float:
         """Seconds to wait before trying ``key`` again, growing with its failures since the Forge

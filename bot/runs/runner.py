@@ -32,11 +32,13 @@ Stage = Callable[[Run], Coroutine[Any, Any, None]]  # takes a run through the pi
 class Runner:
     def __init__(
         self, settings: Settings, store: Store, executor: DockerExecutor, workspaces: Workspaces,
-        *, launch: Stage, resume: Stage, clock: Clock,
+        *, launch: Stage, resume: Stage, clock: Clock, replica: str,
     ) -> None:
         """``launch`` takes a claimed run from the start, ``resume`` an adopted one from where it is
-        (``pipeline.flow``'s, bound to the parts they use); ``clock`` is the time daily budgets count by."""
+        (``pipeline.flow``'s, bound to the parts they use); ``clock`` is the time daily budgets count by.
+        The runs it claims belong to ``replica`` (this machine): it adopts only those."""
         self.settings = settings
+        self.replica = replica
         self.store = store
         self.executor = executor
         self.workspaces = workspaces
@@ -73,7 +75,8 @@ class Runner:
     # Claiming -----------------------------------------------------------------------------
 
     async def drain(self) -> list[Run]:
-        """Claim what the limits allow and launch it; returns the claimed runs."""
+        """Claim what the limits allow, the cluster's and this machine's, and launch it; returns the
+        claimed runs."""
         s = self.settings
         claimed = await self.store.claim(
             max_running=s.max_running,
@@ -82,6 +85,8 @@ class Runner:
             frozen=s.frozen,
             frozen_pools=frozenset(name for name, pool in s.pools.items() if pool.frozen),
             held=await self._held(),
+            replica=self.replica,
+            replica_max_running=s.replica.max_running,
             daily=budgets.daily(s),
             now=self.clock.now(),
         )
@@ -192,7 +197,8 @@ class Runner:
         A preparing run whose container exists goes on as running; one without a container is
         queued again (nothing was started, so it cannot start twice). A running run is watched
         again with its original deadline; one whose container is gone fails. Runs past the
-        agent (QA, harvesting) finish their pipeline, which is idempotent.
+        agent (QA, harvesting) finish their pipeline, which is idempotent. Only this replica's runs
+        (and those claimed before there were replicas): another's containers are on its machine.
         """
         store = self.store
         agents: dict[int, list[ContainerInfo]] = {}
@@ -200,7 +206,7 @@ class Runner:
             if info.labels.get(ROLE_LABEL, "agent") == "agent":
                 agents.setdefault(int(info.labels[RUN_LABEL]), []).append(info)
         for run in await store.runs(states=ACTIVE):
-            if run.id in self._tasks:
+            if run.id in self._tasks or run.replica not in (self.replica, ""):
                 continue
             mine = agents.get(run.id, [])
             if run.state == "preparing":
@@ -212,7 +218,8 @@ class Runner:
                     if adopted:
                         self._supervise(adopted, self._resume(adopted))
                 else:
-                    await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
+                    await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",),
+                                           replica="")
             elif run.state == "running":
                 if any(c.id == run.container_id for c in mine):
                     self._supervise(run, self._resume(run))

@@ -1,6 +1,8 @@
-"""Timed jobs on the app's event loop (APScheduler 3.11): sweep, reap, retention.
+"""Timed jobs on the app's event loop (APScheduler 3.11): sweep, reap, retention, lost replicas.
 
 The runner and the reporter own their cadences (re-adoption, stray stopwatches): nothing here calls them.
+A job on this machine (sweep its workspaces, reap its containers) runs on every replica; one on the
+shared store (retention, lost replicas, redelivery) on one replica per interval in the cluster.
 
 Cleanup follows Prow's sinker: never touch anything younger than 30 s, re-read the store right
 before deleting, and mark a workspace on one pass before deleting it on the next.
@@ -11,13 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.runs.containers import RUN_LABEL
 from bot.runs.runner import Runner
 from bot.services import Services
-from bot.store import ACTIVE, LIVE, Pruned
+from bot.store import ACTIVE, LIVE, Pruned, Run
+from bot.store.leases import cluster_turn
+from bot.upkeep import replicas
 from bot.workspace import remove_workspace, safe_write
 from bot.workspace import layout
 
@@ -27,16 +32,21 @@ MIN_AGE = 30.0
 
 
 class Scheduler:
-    def __init__(self, services: Services, runner: Runner) -> None:
+    def __init__(self, services: Services, runner: Runner, heartbeat: replicas.Heartbeat) -> None:
         self.services = services
         self.runner = runner  # what it supervises is never reaped
+        self.heartbeat = heartbeat  # whether this replica may judge others lost
         self._scheduler = AsyncIOScheduler()
         every = services.settings.schedule
         self.add("sweep", self.sweep, every.sweep)
         self.add("reap", self.reap, every.reap)
-        self.add("retention", self.prune, every.retention)
+        self.add("retention", self.prune, every.retention, cluster=True)
+        self.add("lost-replicas", self.reclaim_lost, services.settings.replica.heartbeat, cluster=True)
 
-    def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
+    def add(self, name: str, job: Callable[[], Awaitable[object]], seconds: float, *, cluster: bool = False) -> None:
+        """Run ``job`` every ``seconds``; a ``cluster`` job only on the replica whose turn it is."""
+        if cluster:
+            job = partial(self._in_turn, name, job, seconds)
         self._scheduler.add_job(
             job, "interval", seconds=float(seconds), id=name, coalesce=True, max_instances=1,
             misfire_grace_time=None,
@@ -48,6 +58,11 @@ class Scheduler:
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    async def _in_turn(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> object:
+        if await cluster_turn(self.services.store, name, self.services.replica, seconds):
+            return await job()
+        return None
 
     async def reap(self, min_age: float = MIN_AGE) -> list[str]:
         """Kill and remove our containers that belong to no active run; returns their ids."""
@@ -97,6 +112,10 @@ class Scheduler:
         pruned = await self.services.store.prune(bodies=ages.bodies, deliveries=ages.deliveries)
         log.info("pruned the store: %s", pruned)
         return pruned
+
+
+    async def reclaim_lost(self) -> list[Run]:
+        return await replicas.reclaim_lost(self.services.store, self.heartbeat, self.services.settings.replica.ttl)
 
 
 def _ended(run) -> float:

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "dispatchbot_changes"
 PING = 2.0  # seconds between checks that the listening connection is alive
 # Topics only the writing replica hears of: a replica's intake handles the deliveries it received,
-# and no worker on another replica waits for them (announcing costs a lock at every commit).
-LOCAL_TOPICS = frozenset({"deliveries"})
+# and no worker on another replica waits for them, nor for heartbeats and leases, which are read
+# when needed (announcing costs a lock at every commit).
+LOCAL_TOPICS = frozenset({"deliveries", "replicas", "leases"})
 
 
 class ChangeFeed:

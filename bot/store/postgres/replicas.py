@@ -17,7 +17,7 @@ class Replicas(Views):
             " ON CONFLICT (id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at,"
             " max_running = excluded.max_running, lost_at = NULL",
             replica, host, now, max_running,
-        ), "replicas")
+        ), "replicas", single=True)
 
     async def replicas(self) -> list[Replica]:
         return [Replica(*r) for r in await self._c.read(
@@ -40,9 +40,9 @@ class Replicas(Views):
             " SET holder = excluded.holder, until = excluded.until"
             " WHERE leases.holder = excluded.holder OR leases.until < $4",
             name, holder, now + ttl, now,
-        ), "leases") == 1
+        ), "leases", single=True) == 1
 
     async def drop_lease(self, name: str, holder: str) -> None:
         await self._c.write(lambda tx: tx.execute(
             "DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder
-        ), "leases")
+        ), "leases", single=True)
