@@ -320,3 +320,30 @@ def test_the_agents_actions_are_fenced_so_they_mention_nobody_and_add_no_markup(
     fence = block.split("Last actions:\n", 1)[1].split("\n", 1)[0]
     assert set(fence) == {"`"} and len(fence) > 4  # longer than any run of backticks inside
     assert block.endswith(fence) and hostile[0] in block
+
+
+@pytest.mark.docker
+async def test_a_queued_runs_comment_says_so_when_a_run_before_it_spends_the_daily_budget(world, engine_bot):
+    """The budget is spent after the second run was queued: its comment says so while it waits,
+    not only once the run itself changes."""
+    bot = await engine_bot(max_running=1, budgets={"daily_usd": 0.01})
+    await dispatch(world, "/dispatch codex wait a while scenario:slow-ok:20", title="First")
+    first = await bot.wait_for(lambda: running(bot))
+    second_issue = await dispatch(world, "/dispatch codex then this", title="Second")
+
+    async def second_queued():
+        found = [r for r in await bot.store.runs() if r.number == second_issue.number]
+        if not found or not (await bot.store.reported(found[0].id)).get("version") == found[0].version:
+            return None
+        return found[0]
+
+    second = await bot.wait_for(second_queued)
+    assert second.state == "queued" and "Position 1 in the queue" in comment_writes(world, second.id)[-1]
+    now = time.time()
+    await bot.store.add_usage(first.id, call(0, cost=0.02), day=utc_day(now), at=now)
+
+    async def says_spent():
+        return any("spent its daily budget of $0.01" in b for b in comment_writes(world, second.id))
+
+    await bot.wait_for(says_spent, timeout=10)
+    assert (await bot.store.get(second.id)).state == "queued"

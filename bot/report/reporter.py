@@ -11,7 +11,8 @@ side with the others, so one hanging call holds up only its own; a pass (the loo
 for with ``sync``) waits for its tasks, and two passes at once share the tasks at the same keys
 instead of writing twice. A change of usage (the gateway metered a model call) has every run at
 work looked at: its status comment decides whether and when its progress is shown
-(``facets.StatusComment``). While the Forge gives no answer the loop only probes it; once it
+(``facets.StatusComment``); under daily budgets the queued runs too, since what one run spends
+can keep them waiting. While the Forge gives no answer the loop only probes it; once it
 answers again, everything waiting out a backoff is retried at once.
 
 Across replicas, a task holds the store's leases on its keys while it works (``leases.exclusive``),
@@ -34,8 +35,9 @@ from bot.report.labels import Labels
 from bot.report.outbox import Outbox
 from bot.report.shown import remember, shown
 from bot.settings import Settings
-from bot.store import AT_WORK, OutboxItem, Run, Store
+from bot.store import AT_WORK, WAITING, OutboxItem, Run, Store
 from bot.store.leases import cluster_turn, exclusive
+from bot.usage import budgets
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Reporter:
     ) -> None:
         self.store, self.forge, self.replica = store, forge, replica
         self._every = settings.schedule
+        self._held = WAITING if budgets.daily(settings) is not None else ()  # runs a daily budget may hold
         labels = Labels(forge)
         comment = facets.StatusComment(settings, forge, store, login)
         self.facets: tuple[facets.Facet, ...] = (
@@ -152,11 +155,12 @@ class Reporter:
 
     async def _progress_due(self) -> list[int]:
         """Runs at work whose progress may be shown now: after a change of usage, all of them (each
-        status comment decides and keeps in ``due`` what it holds back); else those held back till now."""
+        status comment decides and keeps in ``due`` what it holds back) and, under daily budgets, the
+        queued ones (edited only if their text changed); else those held back till now."""
         now = time.time()
         if self._usage_changed:
             self._usage_changed = False
-            for run in await self.store.runs(states=AT_WORK):
+            for run in await self.store.runs(states=(*AT_WORK, *self._held)):
                 if not run.on_ref:
                     self.comment.due.setdefault(run.id, now)
         return [run_id for run_id, at in self.comment.due.items() if at <= now]
