@@ -178,9 +178,10 @@ class Reporter:
                     del self._work[key]
             if t.cancelled():
                 return
-            if t.exception():
+            if t.exception():  # a bug or a store gone: left to the next drain, never retried at once
                 log.error("reporting failed", exc_info=t.exception())
-            elif t.result():
+                return
+            if t.result():
                 self._failed = True
             # What changed while it worked, and what waited for its keys, is due now. (Usage is
             # not among them: a change of it is heard from the store, and a report changes none.)
