@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bot.forge.client import ForgeError
 from bot.intake.routing import Router
 from bot.intake.webhook import BadRequest, Event
+from bot import tasks
 
 if TYPE_CHECKING:  # the way in is below what it hands deliveries to
     from bot.services import Services
@@ -44,9 +45,7 @@ class Intake:
         await self.retry_pending()
 
     async def stop(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        await tasks.cancel([self._worker])
 
     def submit(self, event: Event) -> None:
         if event.delivery_id in self._queued:

@@ -38,6 +38,7 @@ from bot.settings import Settings
 from bot.store import AT_WORK, WAITING, OutboxItem, Run, Store
 from bot.store.leases import cluster_turn, exclusive
 from bot.usage import budgets
+from bot import tasks
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,7 @@ class Reporter:
         self._task = asyncio.create_task(self._loop(), name="reporter")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._work.values()) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await tasks.cancel([self._task, *self._work.values()])
 
     async def _loop(self) -> None:
         reconciled = time.monotonic()
@@ -143,15 +141,15 @@ class Reporter:
         for item in await self.store.due_outbox(now=now):
             issues.setdefault((item.owner, item.repo, item.number), []).append(item)
         runs = await self.store.runs_to_report()
-        tasks = []
+        started = []
         for (owner, repo, number), items in issues.items():
             refreshed = [("run", item.run_id) for item in items if item.run_id is not None]  # ``/status``
-            tasks.append(self._begin([("issue", owner, repo, number), *refreshed], self._deliver_all(items)))
+            started.append(self._begin([("issue", owner, repo, number), *refreshed], self._deliver_all(items)))
         changed = {run.id for run in runs}
         for run_id in [*changed, *(i for i in await self._progress_due() if i not in changed)]:
             if self._retry_at.get(run_id, 0.0) <= now:
-                tasks.append(self._begin([("run", run_id)], self._report_run(run_id, progress=run_id not in changed)))
-        return [t for t in tasks if t is not None]
+                started.append(self._begin([("run", run_id)], self._report_run(run_id, progress=run_id not in changed)))
+        return [t for t in started if t is not None]
 
     async def _progress_due(self) -> list[int]:
         """Runs at work whose progress may be shown now: after a change of usage, all of them (each

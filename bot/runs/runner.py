@@ -23,6 +23,7 @@ from bot.store.policy import WorkspaceKey
 from bot.usage import budgets
 from bot.usage.budgets import Clock
 from bot.workspace import Workspaces
+from bot import tasks
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ class Runner:
 
     async def stop(self) -> None:
         """Stop supervising; containers keep running and are re-adopted at the next start."""
-        tasks = [t for t in (self._loop, *self._tasks.values(), *self._kills) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await tasks.cancel([self._loop, *self._tasks.values(), *self._kills])
 
     @property
     def supervised(self) -> set[int]:

@@ -17,6 +17,7 @@ import time
 from bot.settings import Settings
 from bot.store import Run, Store
 from bot.workspace import safe_write
+from bot import tasks
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         """Stop beating; the others wait ``replica.ttl`` for this replica to come back."""
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await tasks.cancel([self._task])
 
     async def _loop(self) -> None:
         while True:
