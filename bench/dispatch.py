@@ -14,8 +14,9 @@ Nothing is mocked. The figures:
    ``queued`` transition (``request_run``), and each stage: webhook -> queued (intake: permission
    check, reaction, request), queued -> preparing (the runner's claim), preparing -> running
    (Forge reads, mirror fetch, ``git clone --local``, checkout, prompt, container create + start).
-   With ``--real-image``, measured again with the real agent image: the real codex runs, on the
-   host's network, against a scripted fake model (tests/fakemodel) that has it create and edit a file.
+   Measured in both egress modes, a bot each, in turns: ``gateway`` (the closed network) must stay
+   within 10 % of ``open`` at p50. With ``--real-image``, measured again with the real agent image:
+   the real codex runs against a scripted fake model (tests/fakemodel) that has it create and edit a file.
 
 2. **workspace preparation from the mirror vs a plain clone** (target >= 10x faster). A repository
    with ~50 MB of history is generated with ``git fast-import`` (commits rewriting files of random
@@ -95,6 +96,7 @@ from tests.harness import AGENT_KEYS  # noqa: E402
 from tests.process import BotProcess  # noqa: E402
 
 LATENCY_TARGET_S = 1.0
+EGRESS_RATIO_TARGET = 1.10  # figure 1 with egress = "gateway" within 10 % of "open"
 PREP_SPEEDUP_TARGET = 10.0
 IDLE_CPU_TARGET_PCT = 5.0
 IDLE_RSS_TARGET_MB = 150.0
@@ -288,15 +290,28 @@ async def remove_containers(tmp: Path) -> tuple[int, float]:
 @dataclass
 class Latency:
     image: str = ""
+    egress: str = "gateway"
     from_webhook: list[float] = field(default_factory=list)
     from_queued: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     failures: list[str] = field(default_factory=list)
 
 
-async def figure_latency(world: World, runs: int, image: str = "") -> Latency:
-    """With ``image`` (the real agent image), the real codex runs, talking to a scripted fake model
-    on the host's loopback that makes it create and edit a file (tests/fakemodel)."""
+@dataclass
+class Latencies:
+    """Figure 1 in both egress modes, measured in turns on the same machine at the same time."""
+
+    modes: dict[str, Latency]
+
+
+EGRESS_MODES = ("gateway", "open")
+
+
+async def figure_latency(world: World, runs: int, image: str = "") -> Latencies:
+    """One bot per egress mode, each with its own repository, dispatched in turns (the order flips
+    every round) so that both meet the same machine. With ``image`` (the real agent image), the
+    real codex runs, talking to a scripted fake model on the host's loopback that makes it create
+    and edit a file (tests/fakemodel)."""
     model = FakeModel()
     await model.start()
     real = {
@@ -304,41 +319,50 @@ async def figure_latency(world: World, runs: int, image: str = "") -> Latency:
         "DISPATCHBOT_BASE_URLS__CODEX": model.url, "DISPATCHBOT_DEFAULT_MODELS__CODEX": "fake-coder",
         "OPENAI_API_KEY": "sk-bench-not-a-real-key",
     }
-    repo = world.add_repo(f"widgets{'-real' if image else ''}")
-    bot = world.start_bot(f"latency{'-real' if image else ''}", repo, **(real if image else {}))
-    result = Latency(image=image or world.image)
-    await bot.start()
+    suffix = "-real" if image else ""
+    repos = {mode: world.add_repo(f"widgets{suffix}-{mode}") for mode in EGRESS_MODES}
+    bots = {mode: world.start_bot(f"latency{suffix}-{mode}", repos[mode], DISPATCHBOT_EGRESS=mode,
+                                  **(real if image else {}))
+            for mode in EGRESS_MODES}
+    result = Latencies({mode: Latency(image=image or world.image, egress=mode) for mode in EGRESS_MODES})
     try:
-        issues = await world.issues(repo, runs + 1, "Improve the widgets")
-        log(f"latency: warm-up run (fills the mirror), then {runs} measured runs")
-        for n, issue in enumerate(issues):
-
-            def moves() -> dict[str, float]:
-                return bot.transitions_of("acme", repo.name, issue.number)  # noqa: B023 (used in this pass)
-
-            scenario = "no-change" if n == 0 else "slow-ok:1"
-            t0 = time.time()
-            await world.comment(repo, issue, f"/dispatch codex improve widgets {n} scenario:{scenario}")
-            if not await until(lambda: "running" in moves(), 30):
-                result.failures.append(f"issue {issue.number}: not running after 30 s")
-                continue
-            at = moves()
-            if n > 0:
-                result.from_webhook.append(at["running"] - t0)
-                result.from_queued.append(at["running"] - at["queued"])
-                result.stages["webhook -> queued"].append(at["queued"] - t0)
-                result.stages["queued -> preparing"].append(at["preparing"] - at["queued"])
-                result.stages["preparing -> running"].append(at["running"] - at["preparing"])
-            # Let the run finish and the reporter settle, so the next one meets an idle bot.
-            ended = await until(lambda: not moves().keys().isdisjoint(TERMINAL), 60)
-            await until(bot.reporter_idle, 30)
-            final = bot.query("SELECT state, reason FROM runs WHERE repo = ? AND number = ?", repo.name, issue.number)
-            if not ended or final[0][0] != "completed":
-                result.failures.append(f"issue {issue.number}: {final}")
+        for bot in bots.values():
+            await bot.start()
+        issues = {mode: await world.issues(repos[mode], runs + 1, "Improve the widgets") for mode in EGRESS_MODES}
+        log(f"latency: a warm-up run per mode (fills the mirror), then {runs} measured runs per mode, in turns")
+        for n in range(runs + 1):
+            for mode in EGRESS_MODES if n % 2 else reversed(EGRESS_MODES):
+                await _one_latency(world, bots[mode], repos[mode], issues[mode][n], n, result.modes[mode])
     finally:
-        await bot.stop()
+        for bot in bots.values():
+            await bot.stop()
         await model.close()
     return result
+
+
+async def _one_latency(world: World, bot: Bot, repo: Repo, issue: Issue, n: int, result: Latency) -> None:
+    def moves() -> dict[str, float]:
+        return bot.transitions_of("acme", repo.name, issue.number)
+
+    scenario = "no-change" if n == 0 else "slow-ok:1"
+    t0 = time.time()
+    await world.comment(repo, issue, f"/dispatch codex improve widgets {n} scenario:{scenario}")
+    if not await until(lambda: "running" in moves(), 30):
+        result.failures.append(f"issue {issue.number}: not running after 30 s")
+        return
+    at = moves()
+    if n > 0:
+        result.from_webhook.append(at["running"] - t0)
+        result.from_queued.append(at["running"] - at["queued"])
+        result.stages["webhook -> queued"].append(at["queued"] - t0)
+        result.stages["queued -> preparing"].append(at["preparing"] - at["queued"])
+        result.stages["preparing -> running"].append(at["running"] - at["preparing"])
+    # Let the run finish and the reporter settle, so the next one meets an idle bot.
+    ended = await until(lambda: not moves().keys().isdisjoint(TERMINAL), 60)
+    await until(bot.reporter_idle, 30)
+    final = bot.query("SELECT state, reason FROM runs WHERE repo = ? AND number = ?", repo.name, issue.number)
+    if not ended or final[0][0] != "completed":
+        result.failures.append(f"issue {issue.number}: {final}")
 
 
 # Figure 2: workspace prep from the mirror vs a plain clone -------------------------------------
@@ -759,19 +783,26 @@ def s(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def report_latency(r: Latency) -> list[Row | Note]:
-    p50, p95 = percentile(r.from_webhook, 50), percentile(r.from_webhook, 95)
-    rows: list[Row | Note] = [
-        Row(f"1. webhook -> running, p50 ({len(r.from_webhook)} runs, {r.image})", s(p50), f"< {LATENCY_TARGET_S:g} s",
-            p50 < LATENCY_TARGET_S and not r.failures),
-        Row("   webhook -> running, p95", s(p95), "", None),
-        Row("   queued (request_run) -> running, p50 / p95",
-            f"{s(percentile(r.from_queued, 50))} / {s(percentile(r.from_queued, 95))}", "", None),
-    ]
-    for stage, values in r.stages.items():
-        rows.append(Row(f"   stage {stage}, p50 / p95", f"{s(percentile(values, 50))} / {s(percentile(values, 95))}",
-                        "", None))
-    rows += [Note(f"1. failed run: {failure}") for failure in r.failures]
+def report_latency(both: Latencies) -> list[Row | Note]:
+    rows: list[Row | Note] = []
+    for r in both.modes.values():
+        p50, p95 = percentile(r.from_webhook, 50), percentile(r.from_webhook, 95)
+        rows += [
+            Row(f"1. egress {r.egress}: webhook -> running, p50 ({len(r.from_webhook)} runs, {r.image})", s(p50),
+                f"< {LATENCY_TARGET_S:g} s", p50 < LATENCY_TARGET_S and not r.failures),
+            Row("   webhook -> running, p95", s(p95), "", None),
+            Row("   queued (request_run) -> running, p50 / p95",
+                f"{s(percentile(r.from_queued, 50))} / {s(percentile(r.from_queued, 95))}", "", None),
+        ]
+        for stage, values in r.stages.items():
+            rows.append(Row(f"   stage {stage}, p50 / p95", f"{s(percentile(values, 50))} / "
+                            f"{s(percentile(values, 95))}", "", None))
+        rows += [Note(f"1. failed run ({r.egress}): {failure}") for failure in r.failures]
+    closed, open_ = both.modes["gateway"], both.modes["open"]
+    if closed.from_webhook and open_.from_webhook:
+        ratio = percentile(closed.from_webhook, 50) / percentile(open_.from_webhook, 50)
+        rows.append(Row("1. closed network against open, p50", f"{ratio:.2f}x", f"<= {EGRESS_RATIO_TARGET:g}x",
+                        ratio <= EGRESS_RATIO_TARGET))
     return rows
 
 
@@ -902,7 +933,7 @@ async def run(plan: Plan, only: set[str], real_image: str, egress: str = "gatewa
             ("4", lambda: figure_overhead(world, plan.overhead_runs, plan.parallel)),
             ("3", lambda: figure_idle(world, plan.sleepers, plan.window, plan.stall)),
         ]
-        reports = {Prep: report_prep, Latency: report_latency, Drain: report_drain, Overhead: report_overhead,
+        reports = {Prep: report_prep, Latencies: report_latency, Drain: report_drain, Overhead: report_overhead,
                    Idle: report_idle}
         results: list[Any] = []
         try:
@@ -912,7 +943,7 @@ async def run(plan: Plan, only: set[str], real_image: str, egress: str = "gatewa
         finally:
             await remove_containers(tmp)
             await forge.close()
-        order = [Latency, Prep, Idle, Drain, Overhead]
+        order = [Latencies, Prep, Idle, Drain, Overhead]
         for kind in order:
             for result in results:
                 if isinstance(result, kind):
@@ -941,7 +972,7 @@ def main() -> int:
     parser.add_argument("--real-image", default="", metavar="IMAGE",
                         help="also measure figure 1 with this agent image and the real codex")
     parser.add_argument("--egress", choices=("gateway", "open"), default="gateway",
-                        help="the bot's egress mode (figure 1 with each, for the gateway's cost)")
+                        help="the bot's egress mode for figures 3 and 4 (figure 1 measures both)")
     args = parser.parse_args()
     return asyncio.run(run(QUICK if args.quick else FULL, set(args.only.split(",")), args.real_image, args.egress))
 

@@ -10,12 +10,14 @@ in this process, calls both. Figures:
 1. **added latency per call** (target p50 < 2 ms): ``--calls`` sequential small calls, direct and
    through the gateway, on kept-alive connections; p50 and p99 of each and of the difference.
 2. **throughput of a long streamed answer** (target >= 0.95 of direct), with 1 and 20 concurrent
-   streams: MB/s summed over the streams, in rounds of direct, gateway and a bare TCP relay in
-   Python back to back (the floor of any relay on this machine), medians; and the CPU time the
-   gateway and the relay spend per GB (a figure the other processes on the machine change less).
+   streams: MB/s summed over the streams, in rounds of direct, gateway, a bare TCP relay in
+   Python (the floor of any relay in Python on this machine) and a relay that never copies a byte
+   into user space (``splice(2)``: the floor of any third process in the path), back to back,
+   medians; and the CPU time the gateway and the Python relay spend per GB (a figure the other
+   processes on the machine change less).
 
-Figure 1 of bench/dispatch.py (webhook -> container running) covers ``egress = "gateway"`` there:
-run it with ``--egress open`` and ``--egress gateway`` to compare.
+Figure 1 of bench/dispatch.py (webhook -> container running) measures ``egress = "gateway"``
+against ``egress = "open"``.
 
     python bench/gateway.py [--calls 2000] [--stream-mb 64] [--rounds 5]
 
@@ -27,8 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -186,6 +190,38 @@ async def run_relay(model_url: str) -> None:
     await asyncio.Event().wait()
 
 
+def run_splice(model_url: str) -> None:
+    """A relay whose bytes never reach user space: socket -> pipe -> socket with ``splice(2)``, a
+    thread per direction (the call releases the GIL). What is left is the kernel's own work for a
+    third process in the path."""
+    host, port = model_url.removeprefix("http://").split(":")
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        read, write = os.pipe()
+        try:
+            while n := os.splice(src.fileno(), write, 1 << 20):
+                while n:
+                    n -= os.splice(read, dst.fileno(), n)
+        except OSError:
+            pass  # a side went away: the other one is shut below
+        finally:
+            os.close(read)
+            os.close(write)
+            for side in (dst, src):
+                try:
+                    side.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    server = socket.create_server(("127.0.0.1", 0))
+    print(f"http://127.0.0.1:{server.getsockname()[1]}/v1/messages", flush=True)
+    while True:
+        client, _ = server.accept()
+        upstream = socket.create_connection((host, int(port)))
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pump, args=(src, dst), daemon=True).start()
+
+
 async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE)
     line = (await process.stdout.readline()).decode().strip()  # type: ignore[union-attr]
@@ -198,6 +234,7 @@ async def main(calls: int, stream_mb: int, rounds_of: int) -> int:
     model, model_url = await spawn("--serve-model", "--stream-mb", str(stream_mb))
     gateway, via = await spawn("--serve-gateway", model_url)
     relay, bare = await spawn("--serve-relay", model_url)
+    splicer, spliced = await spawn("--serve-splice", model_url)
     direct = f"{model_url}/v1/messages"
     missed = 0
     try:
@@ -214,19 +251,22 @@ async def main(calls: int, stream_mb: int, rounds_of: int) -> int:
                 # Rounds of direct, gateway, relay back to back share the machine's noise (2 cores:
                 # the client, the model server and a relay compete); a round's ratios are its own.
                 rounds = [(await throughput(http, direct, streams), await throughput(http, via, streams, gateway.pid),
-                           await throughput(http, bare, streams, relay.pid)) for _ in range(rounds_of)]
-                ratio = statistics.median(g[0] / d[0] for d, g, _ in rounds)
-                floor = statistics.median(r[0] / d[0] for d, _, r in rounds)
+                           await throughput(http, bare, streams, relay.pid), await throughput(http, spliced, streams))
+                          for _ in range(rounds_of)]
+                ratio = statistics.median(g[0] / d[0] for d, g, _, _ in rounds)
+                floor = statistics.median(r[0] / d[0] for d, _, r, _ in rounds)
+                kernel = statistics.median(k[0] / d[0] for d, _, _, k in rounds)
                 print(f"2. {stream_mb} MB streamed x {streams}, median of {rounds_of} rounds: "
-                      f"direct {statistics.median(d[0] for d, _, _ in rounds):.0f} MB/s, "
-                      f"gateway {statistics.median(g[0] for _, g, _ in rounds):.0f} MB/s, "
+                      f"direct {statistics.median(d[0] for d, _, _, _ in rounds):.0f} MB/s, "
+                      f"gateway {statistics.median(g[0] for _, g, _, _ in rounds):.0f} MB/s, "
                       f"ratio {ratio:.2f} (target >= 0.95); "
-                      f"bare TCP relay in Python {statistics.median(r[0] for _, _, r in rounds):.0f} MB/s, "
-                      f"ratio {floor:.2f}; CPU per GB: gateway {statistics.median(g[1] for _, g, _ in rounds):.2f} s, "
-                      f"relay {statistics.median(r[1] for _, _, r in rounds):.2f} s")
+                      f"bare TCP relay in Python {statistics.median(r[0] for _, _, r, _ in rounds):.0f} MB/s, "
+                      f"ratio {floor:.2f}; splice relay {statistics.median(k[0] for *_, k in rounds):.0f} MB/s, "
+                      f"ratio {kernel:.2f}; CPU per GB: gateway {statistics.median(g[1] for _, g, _, _ in rounds):.2f} s, "
+                      f"relay {statistics.median(r[1] for _, _, r, _ in rounds):.2f} s")
                 missed += ratio < 0.95
     finally:
-        for process in (relay, gateway, model):
+        for process in (splicer, relay, gateway, model):
             process.terminate()
             await process.wait()
     return 1 if missed else 0
@@ -240,11 +280,14 @@ if __name__ == "__main__":
     parser.add_argument("--serve-model", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", metavar="MODEL_URL", help=argparse.SUPPRESS)
     parser.add_argument("--serve-relay", metavar="MODEL_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-splice", metavar="MODEL_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_model:
         asyncio.run(run_model(args.stream_mb))
     elif args.serve_relay:
         asyncio.run(run_relay(args.serve_relay))
+    elif args.serve_splice:
+        run_splice(args.serve_splice)
     elif args.serve_gateway:
         asyncio.run(run_gateway(args.serve_gateway))
     else:

@@ -176,6 +176,8 @@ class Gateway(BaseModel):
     ``port``/``proxy_port`` 0 pick free ports. ``network``: that network's name (one per bot data
     dir unless given). Sizes bound one model call's request and answer; ``read_timeout`` is the
     longest silence of an upstream mid-answer (a long call streams, so it does not time out early).
+    ``warm``: network namespaces on the closed network kept started ahead of the runs' containers
+    (see ``bot.gateway.holders``); 0 has each container join the network at its own start.
     """
 
     port: int = 8081
@@ -186,6 +188,7 @@ class Gateway(BaseModel):
     max_answer_bytes: int = 256 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    warm: int = Field(1, ge=0)
 
 
 class Price(BaseModel):

@@ -20,9 +20,10 @@ import pytest
 from aiohttp import web
 
 from bot.gateway import firewall
-from bot.executor.docker import DockerExecutor
+from bot.executor.docker import HOLDER_LABEL, DockerExecutor
 from bot.gateway.service import dismantle, network_names
 from bot.settings import Settings
+from bot.workspace import layout
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel
 from tests.helpers import wait_for
@@ -114,13 +115,15 @@ async def dispatch(world, agent: str, body: str = "Probe."):
     return issue
 
 
-@pytest.mark.parametrize("egress", ["gateway", "open"])
+@pytest.mark.parametrize(("egress", "warm"), [("gateway", 1), ("gateway", 0), ("open", 1)])
 async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, make_bot, real_agent_image, canaries,
-                                                                       egress):
-    """Agent and QA containers alike; "open" uses the host's network so that even loopback is in reach."""
+                                                                       egress, warm):
+    """Agent and QA containers alike, in a namespace made ready ahead or joining the network at their
+    start; "open" uses the host's network so that even loopback is in reach."""
     urls = [c.url for c in canaries] + ["http://169.254.169.254/latest/meta-data/"]
     bot = await make_bot(
         egress=egress, container_network="host" if egress == "open" else None, image=real_agent_image.tag,
+        gateway={"port": 0, "proxy_port": 0, "warm": warm},
         agents={"probe": {"argv": probe(urls)}}, qa={"acme/widgets": [probe(urls)]},
         limits={"memory": "512m", "cpus": 1.0, "pids": 256, "timeout": 100.0, "grace": 1.0},
     )
@@ -142,6 +145,53 @@ async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, ma
         # the agent's container and the QA container each reached every canary once
         assert [len(c.hits) for c in canaries] == [2, 2, 2], (log, run.reason)
         assert "Egress is open" in status(world["forge"], world["repo"], issue.number)
+
+
+def holders(instance: str) -> list[str]:
+    """The ids of this bot's network holders on the engine."""
+    out = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label={HOLDER_LABEL}={instance}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+async def test_a_runs_containers_each_join_a_namespace_made_ready_ahead_which_goes_with_them(
+        world, make_bot, real_agent_image):
+    """The agent's and the QA container's host names are those of two different holders (a joined
+    namespace's host name is its holder's), each removed with its container; one is ready again."""
+    show = ["sh", "-c", "echo host=$(hostname)"]
+    bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": show}}, qa={"acme/widgets": [show]})
+    instance = bot.settings.instance
+    ready = await wait_for(lambda: bot.services.gateway.holders.ready, timeout=30)
+    assert list(ready) == holders(instance)
+    await dispatch(world, "probe")
+    run = await finished(bot)
+    assert run.state == "completed", (run.reason, run.result.log_tail)
+    meta = bot.services.workspaces.directory("acme", "widgets", run.workspace_key).meta
+    agent_host = re.search(r"host=(\w+)", (meta / layout.CONTAINER_LOG).read_text())[1]
+    qa_host = re.search(r"host=(\w+)", (meta / layout.QA_LOG).read_text())[1]
+    assert ready[0].startswith(agent_host) and qa_host != agent_host
+    left = await wait_for(lambda: (h := holders(instance)) and not any(x.startswith((agent_host, qa_host)) for x in h)
+                          and h, timeout=30)
+    assert len(left) == 1  # the next run's, ready
+
+
+async def test_holders_a_crash_left_go_at_the_next_start_and_a_dead_one_is_not_used(world, make_bot,
+                                                                                      real_agent_image):
+    settings = Settings(data_dir=world["tmp"] / "bot")
+    network, _ = network_names(settings)
+    subprocess.run(["docker", "network", "create", "--internal", "-o",
+                    f"com.docker.network.bridge.name=dbot-{settings.instance}", "-o",
+                    "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
+    subprocess.run(["docker", "run", "-d", "--network", network, "--label", f"{HOLDER_LABEL}={settings.instance}",
+                            real_agent_image.tag, "sleep", "600"], capture_output=True, text=True, check=True)
+    bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": ["sh", "-c", "curl -s -o /dev/null -w 'gateway %{http_code}' $HTTPS_PROXY"]}})
+    ready = await wait_for(lambda: bot.services.gateway.holders.ready, timeout=30)
+    assert holders(settings.instance) == list(ready)  # the stray one is gone
+    subprocess.run(["docker", "kill", *ready], capture_output=True, check=True)  # the one ready dies
+    await dispatch(world, "probe")
+    run = await finished(bot)
+    assert run.state == "completed" and "gateway 4" in run.result.log_tail, (run.reason, run.result.log_tail)
+    assert ready[0] not in holders(settings.instance)
 
 
 async def test_only_the_gateways_ports_are_open_on_its_bridge(world, make_bot, real_agent_image):

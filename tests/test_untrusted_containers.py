@@ -137,7 +137,7 @@ async def test_a_run_writing_past_its_disk_limit_fails_with_the_reason_and_the_b
     print(f"disk overshoot ({where}): {held - 32:.1f} MiB past the 32 MiB limit at the kill")
     assert held < 32 + 64, "more than a second of writing past the limit"
     assert [r.state for r in runs if r.number == other.number] == ["completed"]
-    assert forge.deliveries and all(d.ok for d in forge.deliveries), [d.status for d in forge.deliveries]
+    assert forge.deliveries and all(d.ok for d in forge.deliveries), [(d.event, d.status, d.error) for d in forge.deliveries]
     assert await bot.engine.runner.containers() == []
     filled = bot.settings.data_dir / "workspaces/acme/widgets" / f"issue-{filler.number}"
     await bot.wait_for(lambda: not filled.exists(), timeout=10)  # a retry starts from the Forge

@@ -6,7 +6,8 @@ process so SIGTERM reaches the process, ``no-new-privileges``, all capabilities 
 configured ones, and the configured user. What a restart needs is in Docker, not in memory: ``wait``
 takes an absolute deadline so a container re-adopted after a restart keeps its original wall clock,
 and ``list`` finds containers by label. (Only ``_killed`` lives in memory: after a restart the exit
-code, 128+signal, tells the same.)
+code, 128+signal, tells the same.) A container may join the network namespace of a *holder* (a
+container labelled ``HOLDER_LABEL`` that only keeps a namespace up for it): the holder goes with it.
 
 aiodocker pitfalls handled here: its per-call timeouts only honour floats (we use ``asyncio.timeout``
 instead); a failed ``start`` leaves the created container behind (we remove it); its log reader decodes
@@ -38,6 +39,9 @@ API_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 KILL_SETTLE = 30.0
 # The json-file driver stores each line with JSON overhead; keep ~2x the raw budget, in two files.
 LOG_FILES = 2
+
+# A container that only holds a network namespace for one other, which joins it (``container:<id>``).
+HOLDER_LABEL = "dispatchbot.holder"
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s?([kmgtp]?)i?b?$", re.IGNORECASE)
@@ -100,6 +104,7 @@ class ContainerInfo:
     labels: dict[str, str]
     created: float  # epoch seconds
     running: bool
+    network: str = ""  # Docker's network mode: a network's name, or ``container:<id>`` of a holder
 
 
 def parse_bytes(size: str) -> int:
@@ -363,7 +368,8 @@ class DockerExecutor:
 
     async def remove(self, container_id: str) -> None:
         """Force-remove the container and its anonymous volumes, and return once it is gone: only
-        then is its workspace free. A gone container is fine."""
+        then is its workspace free. A gone container is fine. Its network holder goes too."""
+        holder = await self._holder(container_id)
         try:
             await self._docker.containers.container(container_id).delete(force=True, v=True)
         except aiodocker.DockerError as e:
@@ -372,6 +378,21 @@ class DockerExecutor:
             elif e.status != 404:
                 raise ExecutorError(f"cannot remove container {container_id[:12]}: {e.message}") from e
         self._killed.discard(container_id)
+        if holder is not None:
+            await self.remove(holder)
+
+    async def _holder(self, container_id: str) -> str | None:
+        """The holder whose network namespace the container joined, if it has one."""
+        try:
+            mode = (await self._docker.containers.get(container_id))["HostConfig"].get("NetworkMode") or ""
+            if not mode.startswith("container:"):
+                return None
+            holder = await self._docker.containers.get(mode.removeprefix("container:"))
+        except aiodocker.DockerError:
+            return None  # gone: nothing to remove with it
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ExecutorError(f"the Docker engine did not answer inspecting {container_id[:12]}: {e!r}") from e
+        return holder.id if HOLDER_LABEL in (holder["Config"].get("Labels") or {}) else None
 
     async def _gone(self, container_id: str) -> None:
         try:
@@ -393,6 +414,7 @@ class DockerExecutor:
                 labels=c["Labels"] or {},
                 created=float(c["Created"]),
                 running=c["State"] == "running",
+                network=((c["HostConfig"] if "HostConfig" in c else None) or {}).get("NetworkMode") or "",
             )
             for c in containers
         ]

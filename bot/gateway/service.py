@@ -2,9 +2,10 @@
 
 One Docker network per bot (internal, no inter-container traffic, a fixed bridge name); the gateway
 listens on the host's address on that bridge, and the firewall lets the bridge reach those two ports
-and nothing else. With ``egress = "open"`` containers stay on ``container_network`` as before, but
-still reach their model through the gateway (at the same address, routed by the host): keys never
-enter a container in either mode.
+and nothing else; a run's container joins a namespace made ready on that network ahead (``holders``).
+With ``egress = "open"`` containers stay on ``container_network`` as before, but still reach their
+model through the gateway (at the same address, routed by the host): keys never enter a container in
+either mode.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.executor.docker import DockerExecutor, ExecutorError
+from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError
 from bot.gateway import firewall
 from bot.gateway.grants import Grants, Holder, load_key
+from bot.gateway.holders import Holders
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
 from bot.gateway.proxy import Proxy
@@ -68,6 +70,7 @@ class Gateway:
         self.proxy = Proxy(self.grants, self._allowlist, settings.gateway.connect_timeout, self._refused)
         self.models = ModelProxy(settings, self.grants, observer or NoObserver(), self._upstream_failed, environ)
         self.network, self.bridge = network_names(settings)
+        self.holders = Holders(executor, settings, self.network)
         self.address = ""
         self.port = self.proxy_port = 0
         self._runner: web.AppRunner | None = None
@@ -99,6 +102,9 @@ class Gateway:
         self._proxy_server = await self.proxy.serve(self.address, self.settings.gateway.proxy_port)
         self.proxy_port = self._proxy_server.sockets[0].getsockname()[1]
         await firewall.close(self.bridge, self.address, [self.port, self.proxy_port])
+        if self.settings.egress == "gateway":
+            await self.holders.clean()
+            self.holders.refill()
         log.info("model gateway on %s:%d, proxy on :%d, network %s (egress %s)",
                  self.address, self.port, self.proxy_port, self.network, self.settings.egress)
 
@@ -115,11 +121,27 @@ class Gateway:
         (a run the next start re-adopts keeps its closed network)."""
         await self._close_listeners()
         await self.models.close()
+        await self.holders.close()
         if self._flusher is not None:
             self._flusher.cancel()
         await self.flush()
         if self.address:
             await dismantle(self.executor, self.settings)
+
+    async def start(self, spec: ContainerSpec) -> str:
+        """Start a run's container; on the closed network in a ready holder's namespace when there
+        is one (see ``holders``), joining the network itself otherwise or when that fails."""
+        holder = self.holders.take() if spec.network == self.network else None
+        if holder is None:
+            return await self.executor.start(spec)
+        try:
+            return await self.executor.start(replace(spec, network=f"container:{holder}"))
+        except ExecutorError as e:
+            log.warning("%s: could not join a ready network namespace, joining the network itself: %s", spec.name, e)
+            await self.executor.remove(holder)
+            return await self.executor.start(spec)
+        finally:
+            self.holders.refill()
 
     def revoke(self, run_id: int) -> None:
         """Refuse every later call of this run (e.g. its budget is spent)."""
@@ -211,8 +233,10 @@ class Gateway:
 
 
 async def dismantle(executor: DockerExecutor, settings: Settings) -> bool:
-    """Remove the bot's network and its firewall chain, unless a container still uses the network."""
+    """Remove the bot's network and its firewall chain, unless a container still uses the network
+    (its unused network holders go first)."""
     network, bridge = network_names(settings)
+    await Holders(executor, settings, network).clean()
     if not await executor.remove_network(network):
         return False
     await firewall.remove(bridge)

@@ -35,7 +35,7 @@ async def start(
     try:
         await gateway.ready()
         access = gateway.access(run, agent, "agent")
-        container = await executor.start(container_spec(settings, run, access, ws, access.agent.argv(prompt)))
+        container = await gateway.start(container_spec(settings, run, access, ws, access.agent.argv(prompt)))
     except (ExecutorError, GatewayError) as e:
         await store.transition(run.id, "failed", reason=str(e), expect=("preparing",))
         return None

@@ -35,7 +35,7 @@ async def run_qa(
     output: list[str] = []
     for index, argv in enumerate(wsmod.qa_commands(settings, run.owner, run.repo, ws.clone)):
         role = f"qa{index}"
-        container = await executor.start(container_spec(settings, run, gateway.access(run, agent, role), ws, argv, role))
+        container = await gateway.start(container_spec(settings, run, gateway.access(run, agent, role), ws, argv, role))
         try:
             current = await store.get(run.id)
             if current is None or current.state != "qa":  # cancelled while it started
