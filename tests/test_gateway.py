@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import subprocess
+import uuid
 
 import aiohttp
 import pytest
@@ -183,7 +184,7 @@ async def test_holders_a_crash_left_go_at_the_next_start_and_a_dead_one_is_not_u
                     f"com.docker.network.bridge.name=dbot-{settings.instance}", "-o",
                     "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
     subprocess.run(["docker", "run", "-d", "--network", network, "--label", f"{HOLDER_LABEL}={settings.instance}",
-                            real_agent_image.tag, "sleep", "600"], capture_output=True, text=True, check=True)
+                    real_agent_image.tag, "sleep", "600"], capture_output=True, text=True, check=True)
     bot = await make_bot(image=real_agent_image.tag, agents={"probe": {"argv": ["sh", "-c", "curl -s -o /dev/null -w 'gateway %{http_code}' $HTTPS_PROXY"]}})
     ready = await wait_for(lambda: bot.services.gateway.holders.ready, timeout=30)
     assert holders(settings.instance) == list(ready)  # the stray one is gone
@@ -192,6 +193,23 @@ async def test_holders_a_crash_left_go_at_the_next_start_and_a_dead_one_is_not_u
     run = await finished(bot)
     assert run.state == "completed" and "gateway 4" in run.result.log_tail, (run.reason, run.result.log_tail)
     assert ready[0] not in holders(settings.instance)
+
+
+async def test_holders_come_back_once_they_can_start_again(world, make_bot, real_agent_image):
+    """None can start while the default image is missing; the first run after it is there joins the
+    network itself, and a holder is ready for the next."""
+    tag = f"dispatchbot-holder-test:{uuid.uuid4().hex[:8]}"
+    bot = await make_bot(image=tag, agents={"probe": {"argv": ["true"]}})
+    assert bot.services.gateway.holders.ready == () and holders(bot.settings.instance) == []
+    subprocess.run(["docker", "tag", real_agent_image.tag, tag], capture_output=True, check=True)
+    try:
+        await dispatch(world, "probe")
+        run = await finished(bot)
+        assert run.state == "completed", (run.reason, run.result.log_tail)
+        ready = await wait_for(lambda: bot.services.gateway.holders.ready, timeout=30)
+        assert list(ready) == holders(bot.settings.instance)
+    finally:
+        subprocess.run(["docker", "rmi", tag], capture_output=True)
 
 
 async def test_only_the_gateways_ports_are_open_on_its_bridge(world, make_bot, real_agent_image):

@@ -370,6 +370,11 @@ class DockerExecutor:
         """Force-remove the container and its anonymous volumes, and return once it is gone: only
         then is its workspace free. A gone container is fine. Its network holder goes too."""
         holder = await self._holder(container_id)
+        await self._delete(container_id)
+        if holder is not None:
+            await self._delete(holder)
+
+    async def _delete(self, container_id: str) -> None:
         try:
             await self._docker.containers.container(container_id).delete(force=True, v=True)
         except aiodocker.DockerError as e:
@@ -378,8 +383,6 @@ class DockerExecutor:
             elif e.status != 404:
                 raise ExecutorError(f"cannot remove container {container_id[:12]}: {e.message}") from e
         self._killed.discard(container_id)
-        if holder is not None:
-            await self.remove(holder)
 
     async def _holder(self, container_id: str) -> str | None:
         """The holder whose network namespace the container joined, if it has one."""
@@ -414,7 +417,7 @@ class DockerExecutor:
                 labels=c["Labels"] or {},
                 created=float(c["Created"]),
                 running=c["State"] == "running",
-                network=((c["HostConfig"] if "HostConfig" in c else None) or {}).get("NetworkMode") or "",
+                network=(c["HostConfig"] if "HostConfig" in c else {}).get("NetworkMode", ""),
             )
             for c in containers
         ]

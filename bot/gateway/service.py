@@ -131,17 +131,20 @@ class Gateway:
     async def start(self, spec: ContainerSpec) -> str:
         """Start a run's container; on the closed network in a ready holder's namespace when there
         is one (see ``holders``), joining the network itself otherwise or when that fails."""
-        holder = self.holders.take() if spec.network == self.network else None
-        if holder is None:
+        if spec.network != self.network:
             return await self.executor.start(spec)
+        holder = self.holders.take()
         try:
-            return await self.executor.start(replace(spec, network=f"container:{holder}"))
-        except ExecutorError as e:
-            log.warning("%s: could not join a ready network namespace, joining the network itself: %s", spec.name, e)
-            await self.executor.remove(holder)
+            if holder is not None:
+                try:
+                    return await self.executor.start(replace(spec, network=f"container:{holder}"))
+                except ExecutorError as e:
+                    log.warning("%s: could not join a ready network namespace, joining the network itself: %s",
+                                spec.name, e)
+                    await self.executor.remove(holder)
             return await self.executor.start(spec)
         finally:
-            self.holders.refill()
+            self.holders.refill()  # also when none was ready: one that could not start may now
 
     def revoke(self, run_id: int) -> None:
         """Refuse every later call of this run (e.g. its budget is spent)."""
