@@ -108,6 +108,7 @@ async def test_a_replica_kept_down_past_the_ttl_fails_its_run_with_the_reason_an
     await forge.create_comment(repo, issue.number, bob, "/retry")
     [retried] = [r for r in await of_issue(cluster, issue.number, "completed", down=(owner,)) if r.retry_of == run.id]
     assert retried.replica == other.name
+    await reported(cluster, retried.id, "completed", down=(owner,))  # its pull request is the reporter's
     assert [p.head_branch for p in forge.pulls(repo)] == [retried.branch]
 
 
