@@ -9,7 +9,7 @@ import pytest
 from bot.settings import Settings
 
 from .browser import Browser
-from .helpers import dispatch
+from .helpers import dispatch, reported
 
 READ_TOKEN = "read-token-for-the-dashboard"
 ADMIN_TOKEN = "admin-token-for-the-operator"
@@ -166,12 +166,12 @@ async def test_recent_outcomes_link_to_the_pull_request_and_the_review(world, en
     await forge.create_comment(repo, pull.issue.number, bob, "/review")
     await dispatch(world, "/dispatch codex add notes scenario:edit-commit")
 
-    async def reported():
+    async def all_reported():
         runs = await bot.store.runs()
         facets = [await bot.store.reported(r.id) for r in runs]
         return len(runs) == 2 and "review" in facets[0] and "pull" in facets[1]
 
-    await bot.wait_for(reported, timeout=60)
+    await bot.wait_for(all_reported, timeout=60)
     status, body, _ = await get(bot.url + "/", headers={"Authorization": f"Bearer {READ_TOKEN}"})
     assert status == 200
     base = f"{forge.url}/acme/widgets"
@@ -215,6 +215,7 @@ async def test_chromium_shows_the_pages_and_the_log_tail_grows_while_the_run_liv
         # The stream ends with the run and the page reloads with its outcome and stored log.
         await browser.wait_for("document.querySelector('.pill.completed') !== null", within=60)
         assert "running" in await browser.evaluate("document.body.innerText")  # a transition listed
+        await reported(bot, live.id)  # its pull request is opened by the reporter, after the state
         [pull] = world["forge"].pulls(world["repo"])
         await browser.wait_for(f"document.querySelector('a[href$=\"/pulls/{pull.issue.number}\"]') !== null")
         await browser.screenshot("dashboard-run-ended")
