@@ -14,12 +14,18 @@ in this process, calls both. Figures:
    Python (the floor of any relay in Python on this machine) and a relay that never copies a byte
    into user space (``splice(2)``: the floor of any third process in the path), back to back,
    medians; and the CPU time the gateway and the Python relay spend per GB (a figure the other
-   processes on the machine change less).
+   processes on the machine change less). Bytes as fast as the machine makes them: a measure of
+   the machine's 2 cores shared by three processes, not of a model's stream.
+3. **a long streamed answer at a model's pace**, with 1 and 20 concurrent streams: the model server
+   sends ``--paced-events`` small events per second and stream (as a model streams its tokens,
+   far faster than any real one) for ``--paced-seconds``; events/s delivered, summed over the
+   streams, through the gateway against direct (target >= 0.95), and the delay the gateway adds to
+   each event (its send time, stamped by the server, to its arrival at the client), p50 and p99.
 
 Figure 1 of bench/dispatch.py (webhook -> container running) measures ``egress = "gateway"``
 against ``egress = "open"``.
 
-    python bench/gateway.py [--calls 2000] [--stream-mb 64] [--rounds 5]
+    python bench/gateway.py [--calls 2000] [--stream-mb 64] [--rounds 5] [--paced-events 200] [--paced-seconds 5]
 
 The exit status is 1 when a target is missed.
 """
@@ -49,6 +55,9 @@ from bot.settings import Settings  # noqa: E402
 from bot.store import RunRequest, open_store  # noqa: E402
 
 EVENT = b"event: content_block_delta\ndata: " + b"x" * (16 * 1024 - 40) + b"\n\n"
+# An Anthropic text delta of a few tokens (~200 bytes), its send time in "t".
+PACED = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"t":%d,'
+         b'"delta":{"type":"text_delta","text":"' + b"a few tokens " * 8 + b'"}}\n\n')
 ANSWER = b'{"type":"message","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":5,"output_tokens":1}}'
 
 
@@ -67,14 +76,28 @@ def model_app(stream_bytes: int) -> web.Application:
             return web.Response(body=ANSWER, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for _ in range(stream_bytes // len(EVENT)):
-            await response.write(EVENT)
+        if "paced" in body:
+            await paced(response, *body["paced"])
+        else:
+            for _ in range(stream_bytes // len(EVENT)):
+                await response.write(EVENT)
         await response.write_eof()
         return response
 
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
     return app
+
+
+async def paced(response: web.StreamResponse, per_second: int, seconds: float) -> None:
+    """Small events at a steady pace, each stamped with its send time (CLOCK_MONOTONIC: one clock
+    for every process on the machine); events that fell behind are sent at once, not dropped."""
+    started = time.monotonic()
+    for n in range(int(per_second * seconds)):
+        due = started + n / per_second
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        await response.write(PACED % time.monotonic_ns())
 
 
 async def latencies(http: aiohttp.ClientSession, url: str, calls: int) -> list[float]:
@@ -100,6 +123,30 @@ async def throughput(http: aiohttp.ClientSession, url: str, streams: int, relay:
     started = time.perf_counter()
     total = sum(await asyncio.gather(*(one() for _ in range(streams))))
     return total / (time.perf_counter() - started) / 1e6, (cpu_seconds(relay) - cpu) / total * 1e9
+
+
+async def paced_stream(http: aiohttp.ClientSession, url: str, streams: int, per_second: int,
+                       seconds: float) -> tuple[float, list[float]]:
+    """(events/s summed over ``streams`` concurrent paced streams, each event's delay in ms from its
+    send to its arrival)."""
+    delays: list[float] = []
+
+    async def one() -> int:
+        events, pending = 0, b""
+        async with http.post(url, json={"stream": True, "paced": [per_second, seconds]},
+                             headers={"x-api-key": "k"}) as answer:
+            async for chunk in answer.content.iter_any():
+                now = time.monotonic_ns()
+                *complete, pending = (pending + chunk).split(b"\n\n")
+                for event in complete:
+                    sent = int(event.split(b'"t":', 1)[1].split(b",", 1)[0])
+                    delays.append((now - sent) / 1e6)
+                events += len(complete)
+        return events
+
+    started = time.perf_counter()
+    events = sum(await asyncio.gather(*(one() for _ in range(streams))))
+    return events / (time.perf_counter() - started), delays
 
 
 def cpu_seconds(pid: int) -> float:
@@ -230,7 +277,7 @@ async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     return process, line
 
 
-async def main(calls: int, stream_mb: int, rounds_of: int) -> int:
+async def main(calls: int, stream_mb: int, rounds_of: int, paced_events: int, paced_seconds: float) -> int:
     model, model_url = await spawn("--serve-model", "--stream-mb", str(stream_mb))
     gateway, via = await spawn("--serve-gateway", model_url)
     relay, bare = await spawn("--serve-relay", model_url)
@@ -265,6 +312,19 @@ async def main(calls: int, stream_mb: int, rounds_of: int) -> int:
                       f"ratio {kernel:.2f}; CPU per GB: gateway {statistics.median(g[1] for _, g, _, _ in rounds):.2f} s, "
                       f"relay {statistics.median(r[1] for _, _, r, _ in rounds):.2f} s")
                 missed += ratio < 0.95
+            for streams in (1, 20):
+                rounds = [(await paced_stream(http, direct, streams, paced_events, paced_seconds),
+                           await paced_stream(http, via, streams, paced_events, paced_seconds))
+                          for _ in range(max(1, rounds_of // 2))]
+                ratio = statistics.median(g[0] / d[0] for d, g in rounds)
+                d_delays = sorted(x for d, _ in rounds for x in d[1])
+                g_delays = sorted(x for _, g in rounds for x in g[1])
+                print(f"3. {paced_events} events/s x {paced_seconds:g} s streamed x {streams}, median of {len(rounds)} rounds: "
+                      f"direct {statistics.median(d[0] for d, _ in rounds):.0f} events/s, "
+                      f"gateway {statistics.median(g[0] for _, g in rounds):.0f} events/s, ratio {ratio:.2f} "
+                      f"(target >= 0.95); delay per event (ms): direct p50 {pct(d_delays, 50):.2f} p99 {pct(d_delays, 99):.2f}, "
+                      f"gateway p50 {pct(g_delays, 50):.2f} p99 {pct(g_delays, 99):.2f}")
+                missed += ratio < 0.95
     finally:
         for process in (splicer, relay, gateway, model):
             process.terminate()
@@ -277,6 +337,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--stream-mb", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--paced-events", type=int, default=200)
+    parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--serve-model", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", metavar="MODEL_URL", help=argparse.SUPPRESS)
     parser.add_argument("--serve-relay", metavar="MODEL_URL", help=argparse.SUPPRESS)
@@ -291,4 +353,4 @@ if __name__ == "__main__":
     elif args.serve_gateway:
         asyncio.run(run_gateway(args.serve_gateway))
     else:
-        sys.exit(asyncio.run(main(args.calls, args.stream_mb, args.rounds)))
+        sys.exit(asyncio.run(main(args.calls, args.stream_mb, args.rounds, args.paced_events, args.paced_seconds)))

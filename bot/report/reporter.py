@@ -56,7 +56,7 @@ class Reporter:
         self.store, self.forge, self.replica = store, forge, replica
         self._every = settings.schedule
         self._held = WAITING if budgets.daily(settings) is not None else ()  # runs a daily budget may hold
-        labels = Labels(forge)
+        labels = Labels(forge, store, replica)
         comment = facets.StatusComment(settings, forge, store, login)
         self.facets: tuple[facets.Facet, ...] = (
             facets.Review(forge, store, login), facets.PullRequest(forge, store), facets.Stopwatch(forge, store, login),
