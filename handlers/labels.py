@@ -8,7 +8,8 @@ body, new delivery id) requests nothing twice, while the label added again later
 A trigger label is consumed once handled, whether a run was queued, one was live already, the
 agent is unknown or the sender was refused: the label is removed by its id as it arrived (never a
 name rebuilt from the agent and model), so a later edit of the issue's labels, even by a writer,
-finds no trigger left.
+finds no trigger left. Every delivery carrying the label removes it, also one whose key is not
+new (the label added again within the same second).
 """
 
 from __future__ import annotations
@@ -65,4 +66,5 @@ async def _trigger(
                 delivery_id=event.delivery_id,
                 unless_active=True,
             )
-        await remove_label(services, target, key, label.id)
+        # per delivery, not per key: a redelivery's removal of a label gone already is a no-op
+        await remove_label(services, target, f"{key}:{event.delivery_id}", label.id)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from .helpers import reported
+
 
 @pytest.fixture
 async def bot(make_bot):
@@ -25,12 +27,27 @@ async def test_a_trigger_label_requests_one_run_and_redeliver_adds_nothing(world
     [run] = await runs(bot)
     assert (run.agent, run.state, run.trigger, run.requested_by) == ("codex", "queued", "label", "bob")
     assert run.task == "Crash when saving settings"
+    await reported(bot, run.id)
+    assert "dispatch/queued" in forge.label_names(repo, issue.number)
     await forge.redeliver(forge.deliveries[-1].id)  # same body, new delivery id
-    await forge.set_labels(repo, issue.number, bob, ["kind/bug", "dispatch:codex", "prio/high"])  # still active
+    labels = ["kind/bug", "dispatch:codex", "dispatch/queued", "prio/high"]  # as the Forge's page sends them
+    await forge.set_labels(repo, issue.number, bob, labels)  # still active
     await bot.settle()
     assert len(await runs(bot)) == 1
     await bot.wait_for(lambda: _without(forge, repo, issue.number, "dispatch:codex"))  # accepted: label removed
     assert "dispatch/queued" in forge.label_names(repo, issue.number)
+
+
+async def test_a_trigger_label_added_again_within_the_same_second_is_removed_again(world, bot):
+    """Gitea's timestamps are whole seconds: a label added again in the second it was removed
+    comes with the same ``updated_at`` as before, and must not stay on the issue for good."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    issue = await forge.create_issue(repo, bob, title="Fix it", body="")
+    forge.state.clock.freeze()
+    for _ in range(2):
+        await forge.set_labels(repo, issue.number, bob, [*forge.label_names(repo, issue.number), "dispatch:codex"])
+        await bot.wait_for(lambda: _without(forge, repo, issue.number, "dispatch:codex"))
+    assert len(await runs(bot)) == 1  # the run it asked for is still queued
 
 
 async def test_two_trigger_labels_request_two_agents_and_model_variants_share_the_pool(world, bot):

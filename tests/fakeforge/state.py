@@ -45,10 +45,17 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self.frozen: datetime | None = None  # set by freeze(): all that follows happens within one second
 
     def now(self) -> datetime:
+        if self.frozen is not None:
+            return self.frozen
         # Gitea stores unix seconds; every timestamp it returns is whole seconds.
         return (datetime.now(timezone.utc) + self.offset).replace(microsecond=0)
+
+    def freeze(self) -> None:
+        """Stop the clock at this second: what a person or a program does within one second."""
+        self.frozen = self.now()
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
