@@ -17,7 +17,6 @@ from aiohttp import web
 from handlers import router as default_router
 
 from bot.admin import dashboard
-from bot.forge import paths
 from bot.runs import preflight
 from bot.admin.api import mount_api
 from bot.admin.replicas import replicas_view
@@ -142,7 +141,7 @@ async def healthz(request: web.Request) -> web.Response:
     checks = {
         "store": services.store.ping(),
         "docker": services.executor.ping(),
-        "forge": services.forge.getitem(paths.VERSION),
+        "forge": services.forge.answers(),  # one quick question: a probe is not retried
     }
     image = preflight.image_state(services.executor, services.settings.image)
     *results, image_state = await asyncio.gather(

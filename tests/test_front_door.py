@@ -112,3 +112,20 @@ async def test_healthz_reports_each_dependency(bot):
             assert resp.status == 200
             body = await resp.json()
             assert {k: body[k] for k in ("store", "docker", "forge")} == {"store": "up", "docker": "up", "forge": "up"}
+
+
+async def test_healthz_asks_a_forge_that_is_down_once_and_says_so(bot, world, caplog):
+    """An orchestrator probes /healthz every few seconds: while the Forge is down each probe is one
+    quick question to it, not retries with backoff (and a log line for each)."""
+    forge = world["forge"]
+    await forge.outage_start("503")
+    try:
+        asked = len([r for r in forge.requests if r.path.endswith("/version")])
+        async with aiohttp.ClientSession() as session:
+            async with session.get(bot.url + "/healthz") as resp:
+                assert resp.status == 503
+                assert (await resp.json())["forge"] == "down"
+        assert len([r for r in forge.requests if r.path.endswith("/version")]) == asked + 1
+        assert "retrying GET /version" not in caplog.text
+    finally:
+        await forge.outage_end()
