@@ -166,37 +166,58 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_CODE_SPAN = re.compile(r"(`+).+?\1")
+# CommonMark's rules, kept on the safe side: where this sees code, a renderer does too; where it
+# might not, the text is made inert all the same (at worst code shows an escape). A fence counts
+# only at a line's start (an indented one may belong to a list item that ends before it closes),
+# and a backtick fence's info string holds no backtick. A code span closes on a run of exactly its
+# length, within its line; spans are trusted only on a line whose backticks they all pair, with no
+# backslash before one, no "|" inside one (a table's cell ends there) and no unpaired run before it
+# in its paragraph (which a backtick of this line could close, pairing them differently).
+_FENCE = re.compile(r"^(`{3,}(?!.*`)|~{3,})")
+_CLOSING = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
 # What acts by itself once rendered: an image (every reader's browser fetches its address, which can
 # carry the private code out), raw HTML (Gitea keeps <img>, <details> and others), a mention.
-_ACTIVE = re.compile(r"(?<!\\)!(?=\[)|<|(?<![\w`\\])@[A-Za-z0-9](?:[\w.-]*[\w-])?")
+# "!" counts unless an odd run of backslashes escapes it; "@" unless a letter or digit is before it
+# (an e-mail address), whatever else is (an escaped "@", or one after "_x_", is still a mention).
+_ACTIVE = re.compile(r"(?<!\\)((?:\\\\)*)!(?=\[)|<|(?<![A-Za-z0-9])@")
+_INERT = {"!": "\\!", "<": "&lt;", "@": "\uff20"}  # a link to click, the sign shown, a full-width @
 
 
 def _inert_piece(match: re.Match[str]) -> str:
     found = match.group(0)
-    return {"!": "\\!", "<": "&lt;"}.get(found) or f"`{found}`"  # a link, the sign shown, a name in code
+    return found[:-1] + _INERT[found[-1]]
 
 
 def inert(text: str) -> str:
     """The agent's markdown as readable as it wrote it, with nothing active outside code: an image
-    becomes a link to click, HTML shows as text, ``@name`` names nobody. Code blocks and code
-    spans show as written (nothing in them is rendered)."""
-    out, fence = [], ""
+    becomes a link to click, HTML shows as text, ``@name`` (as ``＠name``) names nobody. Fenced code
+    and the code spans it can trust show as written (nothing in them is rendered)."""
+    out, fence, unpaired = [], "", False
     for line in text.split("\n"):
-        opener = _FENCE.match(line)
-        if fence or opener:
-            if not fence:
-                fence = opener.group(1)
-            elif opener and opener.group(1).startswith(fence) and not line.strip().strip(fence[0]):
-                fence = ""  # closed by a fence of its kind, at least as long, alone on its line
+        if fence:
+            closing = _CLOSING.match(line)
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+                fence = ""
             out.append(line)
-            continue
-        pos, pieces = 0, []
-        for span in _CODE_SPAN.finditer(line):
-            pieces += [_ACTIVE.sub(_inert_piece, line[pos:span.start()]), span.group(0)]
-            pos = span.end()
-        out.append("".join([*pieces, _ACTIVE.sub(_inert_piece, line[pos:])]))
+        elif opener := _FENCE.match(line):
+            fence, unpaired = opener.group(1), False
+            out.append(line)
+        else:
+            spans = [] if unpaired or "\\`" in line else list(_CODE_SPAN.finditer(line))
+            pieces, pos = [], 0  # text, span, text, ..., text
+            for span in spans:
+                pieces += [line[pos:span.start()], span.group(0)]
+                pos = span.end()
+            pieces.append(line[pos:])
+            if any("|" in span for span in pieces[1::2]) or any("`" in text for text in pieces[0::2]):
+                pieces = [line]  # not all paired as they seem: the whole line made inert
+                unpaired = True
+            pieces[0::2] = [_ACTIVE.sub(_inert_piece, text) for text in pieces[0::2]]
+            out.append("".join(pieces))
+            unpaired = unpaired and bool(line.strip())  # a blank line ends the paragraph
+    if fence:
+        out.append(fence)  # closed, so that the bot's own lines after it are not shown as code
     return "\n".join(out)
 
 
