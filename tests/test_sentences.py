@@ -29,11 +29,12 @@ def test_code_blocks_and_spans_show_as_written():
         "~~~", "<f>", "~~~", "after ＠g"]
 
 
-def test_the_agents_question_in_the_status_comment_is_inert():
+def test_the_agents_question_and_the_task_in_the_status_comment_are_inert():
     request = RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="", pool="codex",
                          review=False, task="", trigger="label", requested_by="bob")
     run = replace(Run.draft(request), state="blocked", question="Which API? ![x](http://evil.invalid/q.png) @rita <b>v2</b>")
-    body = sentences.status_comment(run)
+    body = sentences.status_comment(replace(run, task="Fix ![x](http://evil.invalid/t.png) for @rita"))
+    assert "Requested by @bob: “Fix \\![x](http://evil.invalid/t.png) for ＠rita”" in body  # a title is anyone's
     assert "> Which API? \\![x](http://evil.invalid/q.png) ＠rita &lt;b>v2&lt;/b>" in body
 
 

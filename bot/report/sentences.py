@@ -295,7 +295,7 @@ def _summary_lines(run) -> list[str]:
 
 def _quote_task(task: str) -> str:
     first = task.strip().splitlines()[0] if task.strip() else ""
-    return f"“{first[:200]}”"
+    return f"“{inert(first[:200])}”"  # an issue's title may be anyone's
 
 
 def _blockquote(text: str) -> str:
