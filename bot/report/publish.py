@@ -93,7 +93,7 @@ def parse_findings(output: str, changed: set[str]) -> tuple[list[dict], list[str
         match = FINDING_RE.match(line)
         path = match and match["path"].removeprefix("./")
         if match and path in changed and int(match["line"]) > 0:
-            comments.append({"path": path, "body": sentences.inert(match["msg"].strip()), "new_position": int(match["line"])})
+            comments.append({"path": path, "body": sentences.plain(match["msg"]), "new_position": int(match["line"])})
         else:
             rest.append(line)
     return comments, rest
@@ -109,8 +109,9 @@ async def post_review(forge: Forge, run: Run, bot: str) -> dict:
             return review
     changed = {f["filename"] async for f in forge.getiter(repo.pull_files(run.number))}
     comments, rest = parse_findings(run.result.review, changed)
-    text = sentences.inert("\n".join(rest).strip()) or "(no general remarks)"
-    body = f"**Review by `{run.agent_spec}`** (run {run.id})\n\n{text[:60000]}\n\n{marker}"
+    text = "\n".join(rest).strip()[:60000]
+    remarks = sentences.fenced(text) if text else "(no general remarks)"  # the agent's: shown, never rendered
+    body = f"**Review by `{run.agent_spec}`** (run {run.id})\n\n{remarks}\n\n{marker}"
     data: dict = {"event": "COMMENT", "body": body, "comments": comments}
     return await forge.post(repo.reviews(run.number), data)
 

@@ -121,12 +121,12 @@ def status_comment(
         lines += _summary_lines(run)
         tail_text = run.result.qa_log or run.result.log_tail
         if run.result.violations:
-            lines.append("\n".join(f"- {inert(v)}" for v in run.result.violations))  # paths the agent chose
+            lines.append(fenced("\n".join(run.result.violations)))  # they name paths the agent chose
         if tail_text:
             lines += ["", "<details><summary>Last lines of the log</summary>", "", fenced(tail_text), "</details>"]
         lines.append("Comment `/retry` to run it again.")
     if run.state == "blocked":
-        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(inert(run.question)), "",
+        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(fenced("\n".join(run.question.strip().splitlines()[:40]))), "",
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
@@ -159,66 +159,25 @@ def progress_lines(usage: Usage, elapsed: float) -> list[str]:
 
 def fenced(text: str) -> str:
     """Text in a code fence nothing inside it can close (longer than its longest run of backticks):
-    the agent's and users' text shows as it is, adds no markup around it, and names no issue for
-    the Forge to close (Gitea looks for closing keywords outside code only)."""
+    the agent's and users' text shows as it is, adds no markup around it (no image for a reader's
+    browser to fetch, no HTML, no mention), and names no issue for the Forge to close (Gitea looks
+    for closing keywords outside code only). Every line break is made a newline first, so the
+    renderer and the bot (which may quote the lines) see the same lines."""
+    text = "\n".join(text.splitlines())
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
 
 
-# CommonMark's rules, kept on the safe side: where this sees code, a renderer does too; where it
-# might not, the text is made inert all the same (at worst code shows an escape). A fence counts
-# only at a line's start (an indented one may belong to a list item that ends before it closes),
-# and a backtick fence's info string holds no backtick. A code span closes on a run of exactly its
-# length, within its line; spans are trusted only on a line whose backticks they all pair, with no
-# backslash before one, no "|" inside one (a table's cell ends there) and no unpaired run before it
-# in its paragraph (which a backtick of this line could close, pairing them differently).
-_FENCE = re.compile(r"^(`{3,}(?!.*`)|~{3,})")
-_CLOSING = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
-_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
-# What acts by itself once rendered: an image (every reader's browser fetches its address, which can
-# carry the private code out), raw HTML (Gitea keeps <img>, <details> and others), a mention.
-# "!" counts unless an odd run of backslashes escapes it; "@" unless a letter or digit is before it
-# (an e-mail address), whatever else is (an escaped "@", or one after "_x_", is still a mention).
-_ACTIVE = re.compile(r"(?<!\\)((?:\\\\)*)!(?=\[)|<|(?<![A-Za-z0-9])@")
-_INERT = {"!": "\\!", "<": "&lt;", "@": "\uff20"}  # a link to click, the sign shown, a full-width @
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # ASCII punctuation: CommonMark lets "\" escape each
 
 
-def _inert_piece(match: re.Match[str]) -> str:
-    found = match.group(0)
-    return found[:-1] + _INERT[found[-1]]
-
-
-def inert(text: str) -> str:
-    """The agent's markdown as readable as it wrote it, with nothing active outside code: an image
-    becomes a link to click, HTML shows as text, ``@name`` (as ``＠name``) names nobody. Fenced code
-    and the code spans it can trust show as written (nothing in them is rendered)."""
-    out, fence, unpaired = [], "", False
-    for line in text.split("\n"):
-        if fence:
-            closing = _CLOSING.match(line)
-            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
-                fence = ""
-            out.append(line)
-        elif opener := _FENCE.match(line):
-            fence, unpaired = opener.group(1), False
-            out.append(line)
-        else:
-            spans = [] if unpaired or "\\`" in line else list(_CODE_SPAN.finditer(line))
-            pieces, pos = [], 0  # text, span, text, ..., text
-            for span in spans:
-                pieces += [line[pos:span.start()], span.group(0)]
-                pos = span.end()
-            pieces.append(line[pos:])
-            if any("|" in span for span in pieces[1::2]) or any("`" in text for text in pieces[0::2]):
-                pieces = [line]  # not all paired as they seem: the whole line made inert
-                unpaired = True
-            pieces[0::2] = [_ACTIVE.sub(_inert_piece, text) for text in pieces[0::2]]
-            out.append("".join(pieces))
-            unpaired = unpaired and bool(line.strip())  # a blank line ends the paragraph
-    if fence:
-        out.append(fence)  # closed, so that the bot's own lines after it are not shown as code
-    return "\n".join(out)
+def plain(text: str) -> str:
+    """One line of someone else's text inside a sentence, shown as written with no effect: every
+    ASCII punctuation sign escaped (no markup, link, image, HTML or entity can form), on one line,
+    and ``@`` as a full-width ＠ (Gitea finds mentions in the rendered text, escaped or not)."""
+    line = " ".join(text.split())
+    return _PUNCTUATION.sub(lambda m: "\uff20" if m.group(0) == "@" else "\\" + m.group(0), line)
 
 
 def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,
@@ -295,11 +254,11 @@ def _summary_lines(run) -> list[str]:
 
 def _quote_task(task: str) -> str:
     first = task.strip().splitlines()[0] if task.strip() else ""
-    return f"“{inert(first[:200])}”"  # an issue's title may be anyone's
+    return f"“{plain(first[:200])}”"  # an issue's title may be anyone's
 
 
 def _blockquote(text: str) -> str:
-    return "\n".join(f"> {line}" for line in text.strip().splitlines()[:40])
+    return "\n".join(f"> {line}" for line in text.strip().splitlines())
 
 
 def format_time(at: float) -> str:
