@@ -42,11 +42,14 @@ def test_the_agents_text_is_one_code_fence_it_cannot_close_or_leave():
 
 
 def test_one_line_of_anyones_text_is_plain_text():
-    for text in [*HOSTILE, "Fix ![x](http://evil.invalid/t.png) for @rita <b>"]:
+    for text in [*HOSTILE, "Fix ![x](http://evil.invalid/t.png) for @rita <b>", "[[https://e/11.png]]", "a (b) [~ x"]:
         made = plain(text)
-        assert "\n" not in made and "@" not in made, made
-        assert re.search(r"(?<!\\)(?:\\\\)*[!-/:-?\[\]^_`{-~]", made.replace("\\\\", "")) is None, made
-    assert plain("Fix ![x](u) for @rita") == "Fix \\!\\[x\\]\\(u\\) for ＠rita"  # renders as it was typed
+        assert "\n" not in made and "@" not in made and "[[" not in made, made
+        bare = re.sub(r"&#\d+;", "", made.replace("\\\\", ""))  # what is left once escapes and entities are read
+        assert re.search(r"(?<!\\)[!-/:-?\[\]^_`{-~]", bare) is None, made
+    assert plain("Fix ![x](u) for @rita") == "Fix \\!&#91;x&#93;&#40;u&#41; for ＠rita"  # renders as typed
+    # Gitea links "[[…]]" after rendering (an image, if it ends in .png) and may read "\(" as math.
+    assert plain("[[x.png]] (b)") == "&#91;\u2060&#91;x\\.png&#93;&#93; &#40;b&#41;"
 
 
 def test_the_question_the_task_and_the_paths_in_the_status_comment_show_nothing_active():
@@ -56,7 +59,7 @@ def test_the_question_the_task_and_the_paths_in_the_status_comment_show_nothing_
     for question in HOSTILE:
         run = replace(Run.draft(request), state="blocked", question=question)
         body = sentences.status_comment(run)
-        assert "Requested by @bob: “Fix \\!\\[x\\]\\(http\\:\\/\\/evil\\.invalid\\/t\\.png\\) for ＠rita”" in body
+        assert f"Requested by @bob: “{plain(request.task)}”" in body
         quoted = [line for line in body.split("\n") if line.startswith(">")]
         assert lines_of_one_block("\n".join(line.removeprefix("> ") for line in quoted)) == question.strip().splitlines()
     violations = [f"protected path changed: {HOSTILE[1]}", "file over 1048576 bytes: <img src=//e/p.png>"]

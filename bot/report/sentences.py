@@ -170,14 +170,17 @@ def fenced(text: str) -> str:
 
 
 _PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # ASCII punctuation: CommonMark lets "\" escape each
+# Brackets as entities: Gitea may read "\(" and "\[" as math; "@" full-width: Gitea finds mentions
+# in the rendered text, escaped or not.
+_AS = {"(": "&#40;", ")": "&#41;", "[": "&#91;", "]": "&#93;", "@": "\uff20"}
 
 
 def plain(text: str) -> str:
     """One line of someone else's text inside a sentence, shown as written with no effect: every
-    ASCII punctuation sign escaped (no markup, link, image, HTML or entity can form), on one line,
-    and ``@`` as a full-width ＠ (Gitea finds mentions in the rendered text, escaped or not)."""
-    line = " ".join(text.split())
-    return _PUNCTUATION.sub(lambda m: "\uff20" if m.group(0) == "@" else "\\" + m.group(0), line)
+    ASCII punctuation sign escaped (no markup, link, image, HTML, entity or math can form), on one
+    line, and "[[" broken (Gitea makes "[[…]]" a link after rendering, an image if it ends in .png)."""
+    line = re.sub(r"\[(?=\[)", "[\u2060", " ".join(text.split()))
+    return _PUNCTUATION.sub(lambda m: _AS.get(m.group(0)) or "\\" + m.group(0), line)
 
 
 def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,
