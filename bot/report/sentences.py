@@ -126,7 +126,7 @@ def status_comment(
             lines += ["", "<details><summary>Last lines of the log</summary>", "", fenced(tail_text), "</details>"]
         lines.append("Comment `/retry` to run it again.")
     if run.state == "blocked":
-        lines += ["", "The agent needs an answer before it can go on:", "", _blockquote(fenced("\n".join(run.question.strip().splitlines()[:40]))), "",
+        lines += ["", "The agent needs an answer before it can go on:", "", _quoted_block(run.question), "",
                   "Reply with `/answer <your answer>` to resume on the same branch."]
     if run.state == "cancelled":
         lines.append(run.reason or "Cancelled.")
@@ -260,8 +260,11 @@ def _quote_task(task: str) -> str:
     return f"“{plain(first[:200])}”"  # an issue's title may be anyone's
 
 
-def _blockquote(text: str) -> str:
-    return "\n".join(f"> {line}" for line in text.strip().splitlines())
+def _quoted_block(text: str) -> str:
+    """The agent's text quoted, shown as written: its first 40 lines fenced, then quoted (cut
+    before fencing, so the fence closes inside the quote)."""
+    block = fenced("\n".join(text.strip().splitlines()[:40]))
+    return "\n".join(f"> {line}" for line in block.split("\n"))
 
 
 def format_time(at: float) -> str:
