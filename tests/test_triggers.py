@@ -43,7 +43,7 @@ async def test_a_trigger_label_added_again_within_the_same_second_is_removed_aga
     comes with the same ``updated_at`` as before, and must not stay on the issue for good."""
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     issue = await forge.create_issue(repo, bob, title="Fix it", body="")
-    forge.state.clock.freeze()
+    forge.freeze_clock()
     for _ in range(2):
         await forge.set_labels(repo, issue.number, bob, [*forge.label_names(repo, issue.number), "dispatch:codex"])
         await bot.wait_for(lambda: _without(forge, repo, issue.number, "dispatch:codex"))

@@ -133,6 +133,10 @@ class FakeForge:
         """Move the fake's clock (stopwatches, timestamps) forward without sleeping."""
         self.state.clock.advance(seconds)
 
+    def freeze_clock(self) -> None:
+        """Stop the fake's clock at this second: what follows happens within one second, as Gitea sees it."""
+        self.state.clock.freeze()
+
     # --- actions as a user (webhooks answered before they return) -----------------------------------
 
     async def create_issue(self, repo: Repo, author: User, title: str, body: str = "",
