@@ -110,8 +110,9 @@ async def latencies(http: aiohttp.ClientSession, url: str, calls: int) -> list[f
     return out
 
 
-async def throughput(http: aiohttp.ClientSession, url: str, streams: int, relay: int = 0) -> tuple[float, float]:
-    """(MB/s summed over ``streams`` concurrent streams, CPU seconds per GB of the ``relay`` process)."""
+async def throughput(http: aiohttp.ClientSession, url: str, streams: int, *pids: int) -> tuple[float, list[float]]:
+    """(MB/s summed over ``streams`` concurrent streams, CPU seconds per GB of each of ``pids``;
+    pid 0 is this process: the client)."""
     async def one() -> int:
         size = 0
         async with http.post(url, json={"stream": True}, headers={"x-api-key": "k"}) as answer:
@@ -119,10 +120,11 @@ async def throughput(http: aiohttp.ClientSession, url: str, streams: int, relay:
                 size += len(chunk)
         return size
 
-    cpu = cpu_seconds(relay)
+    cpu = [cpu_seconds(pid) for pid in pids]
     started = time.perf_counter()
     total = sum(await asyncio.gather(*(one() for _ in range(streams))))
-    return total / (time.perf_counter() - started) / 1e6, (cpu_seconds(relay) - cpu) / total * 1e9
+    elapsed = time.perf_counter() - started
+    return total / elapsed / 1e6, [(cpu_seconds(pid) - before) / total * 1e9 for pid, before in zip(pids, cpu, strict=True)]
 
 
 async def paced_stream(http: aiohttp.ClientSession, url: str, streams: int, per_second: int,
@@ -150,11 +152,17 @@ async def paced_stream(http: aiohttp.ClientSession, url: str, streams: int, per_
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (0 for none)."""
+    """User and system CPU time of a process so far, all its threads (pid 0: this process)."""
     if not pid:
-        return 0.0
+        return time.process_time()
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_of(measures: tuple[tuple[float, list[float]], ...]) -> tuple[float, list[float]]:
+    """The median MB/s and the median CPU per GB of each process, over rounds of one path."""
+    return (statistics.median(m[0] for m in measures),
+            [statistics.median(column) for column in zip(*(m[1] for m in measures), strict=True)])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -297,20 +305,26 @@ async def main(calls: int, stream_mb: int, rounds_of: int, paced_events: int, pa
             for streams in (1, 20):
                 # Rounds of direct, gateway, relay back to back share the machine's noise (2 cores:
                 # the client, the model server and a relay compete); a round's ratios are its own.
-                rounds = [(await throughput(http, direct, streams), await throughput(http, via, streams, gateway.pid),
-                           await throughput(http, bare, streams, relay.pid), await throughput(http, spliced, streams))
+                rounds = [(await throughput(http, direct, streams, model.pid, 0),
+                           await throughput(http, via, streams, gateway.pid),
+                           await throughput(http, bare, streams, relay.pid),
+                           await throughput(http, spliced, streams, splicer.pid))
                           for _ in range(rounds_of)]
-                ratio = statistics.median(g[0] / d[0] for d, g, _, _ in rounds)
-                floor = statistics.median(r[0] / d[0] for d, _, r, _ in rounds)
-                kernel = statistics.median(k[0] / d[0] for d, _, _, k in rounds)
+                d, g, r, k = (median_of(side) for side in zip(*rounds, strict=True))
+                ratio = statistics.median(b[0] / a[0] for a, b, _, _ in rounds)
+                floor = statistics.median(b[0] / a[0] for a, _, b, _ in rounds)
+                kernel = statistics.median(b[0] / a[0] for a, _, _, b in rounds)
                 print(f"2. {stream_mb} MB streamed x {streams}, median of {rounds_of} rounds: "
-                      f"direct {statistics.median(d[0] for d, _, _, _ in rounds):.0f} MB/s, "
-                      f"gateway {statistics.median(g[0] for _, g, _, _ in rounds):.0f} MB/s, "
-                      f"ratio {ratio:.2f} (target >= 0.95); "
-                      f"bare TCP relay in Python {statistics.median(r[0] for _, _, r, _ in rounds):.0f} MB/s, "
-                      f"ratio {floor:.2f}; splice relay {statistics.median(k[0] for *_, k in rounds):.0f} MB/s, "
-                      f"ratio {kernel:.2f}; CPU per GB: gateway {statistics.median(g[1] for _, g, _, _ in rounds):.2f} s, "
-                      f"relay {statistics.median(r[1] for _, _, r, _ in rounds):.2f} s")
+                      f"direct {d[0]:.0f} MB/s, gateway {g[0]:.0f} MB/s, ratio {ratio:.2f} (target >= 0.95); "
+                      f"bare TCP relay in Python {r[0]:.0f} MB/s, ratio {floor:.2f}; "
+                      f"splice relay {k[0]:.0f} MB/s, ratio {kernel:.2f}")
+                # Where the CPU goes: the direct path alone keeps most of the cores busy, and a third
+                # process in the path takes its share from the same cores.
+                cores = len(os.sched_getaffinity(0))
+                model_cpu, client_cpu = d[1]
+                print(f"   CPU per GB: direct keeps {(model_cpu + client_cpu) * d[0] / 1e3:.1f} of {cores} cores busy "
+                      f"(model server {model_cpu:.2f} s, client {client_cpu:.2f} s); in the path: gateway "
+                      f"{g[1][0]:.2f} s, bare relay {r[1][0]:.2f} s, splice relay {k[1][0]:.2f} s (the kernel's work)")
                 missed += ratio < 0.95
             for streams in (1, 20):
                 rounds = [(await paced_stream(http, direct, streams, paced_events, paced_seconds),

@@ -162,7 +162,7 @@ async def main(calls: int, stream_mb: int) -> None:
             print(f"1. latency per call, {calls} calls (ms): unmetered p50 {pct(p, 50):.3f} p99 {pct(p, 99):.3f};"
                   f" metered p50 {pct(m, 50):.3f} p99 {pct(m, 99):.3f};"
                   f" added p50 {pct(added, 50):.3f} p99 {pct(added, 99):.3f}")
-            (a, a_cpu), (b, b_cpu) = (await throughput(http, plain_url, 1, plain.pid),
+            (a, [a_cpu]), (b, [b_cpu]) = (await throughput(http, plain_url, 1, plain.pid),
                                       await throughput(http, metered_url, 1, metered.pid))
             print(f"2. {stream_mb} MB streamed: unmetered {a:.0f} MB/s, metered {b:.0f} MB/s, ratio {b / a:.2f};"
                   f" CPU per GB: unmetered {a_cpu:.2f} s, metered {b_cpu:.2f} s")
