@@ -4,9 +4,11 @@ view, and the gateway's refusal past a budget (the real CLIs: tests/test_usage_a
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import aiohttp
 import pytest
@@ -350,12 +352,20 @@ def test_a_misspelt_cap_or_price_is_refused_with_its_name():
         Settings(budgets={"run_calls": 0})
 
 
-async def test_the_gateway_refuses_the_call_after_the_one_that_reached_the_budget_and_ends_the_run(tmp_path, fake,
-                                                                                                  monkeypatch):
-    """Through the gateway's own handler, with a real store: the refusal is a 400 the CLIs show and
-    do not retry, and the run is failed with the reason in the same moment."""
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
-    settings = Settings(data_dir=tmp_path, base_urls={"claude": fake.url}, budgets={"run_calls": 2})
+@dataclass
+class Metered:
+    """The gateway's own handler in front of one upstream, for one running claude run, metered into a
+    real store."""
+
+    url: str  # the run's messages URL on the gateway
+    store: SqliteStore
+    run_id: int
+    metering: Metering
+
+
+@contextlib.asynccontextmanager
+async def metered_gateway(tmp_path, upstream: str, **settings):
+    settings = Settings(data_dir=tmp_path, base_urls={"claude": upstream}, **settings)
     store = await SqliteStore.open(tmp_path / "db.sqlite3")
     run = await store.request_run(RunRequest(
         owner="acme", repo="widgets", number=1, is_pull=False, agent="claude", model="", pool="claude",
@@ -369,24 +379,103 @@ async def test_the_gateway_refuses_the_call_after_the_one_that_reached_the_budge
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/claude/{grants.token(run, 'agent')}/v1/messages"
-    body = {"model": "claude-sonnet-4-5", "stream": True, "tools": [{"name": "Bash"}], "messages": []}
+    port = site._server.sockets[0].getsockname()[1]
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(2):
-                async with session.post(url, json=body, headers={"x-api-key": "token"}) as answer:
-                    assert answer.status == 200
-                    await answer.read()
-            async with session.post(url, json=body, headers={"x-api-key": "token"}) as refused:
-                assert refused.status == 400 and refused.headers["x-should-retry"] == "false"
-                message = (await refused.json())["error"]["message"]
-        assert message.startswith("dispatchbot gateway: budget of 2 model calls reached after 2 model calls")
-        assert len(fake.sent) == 2
-        ended = await store.get(run.id)
-        assert ended.state == "failed" and ended.reason == message.removeprefix("dispatchbot gateway: ")
-        await metering.close()
-        assert (await store.usage(run.id)).total.calls == 2
+        yield Metered(f"http://127.0.0.1:{port}/claude/{grants.token(run, 'agent')}/v1/messages", store, run.id, metering)
     finally:
         await runner.cleanup()
         await proxy.close()
+        await metering.close()
         await store.close()
+
+
+async def test_the_gateway_refuses_the_call_after_the_one_that_reached_the_budget_and_ends_the_run(tmp_path, fake,
+                                                                                                  monkeypatch):
+    """Through the gateway's own handler, with a real store: the refusal is a 400 the CLIs show and
+    do not retry, and the run is failed with the reason in the same moment."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    body = {"model": "claude-sonnet-4-5", "stream": True, "tools": [{"name": "Bash"}], "messages": []}
+    async with metered_gateway(tmp_path, fake.url, budgets={"run_calls": 2}) as gw, aiohttp.ClientSession() as session:
+        for _ in range(2):
+            async with session.post(gw.url, json=body, headers={"x-api-key": "token"}) as answer:
+                assert answer.status == 200
+                await answer.read()
+        async with session.post(gw.url, json=body, headers={"x-api-key": "token"}) as refused:
+            assert refused.status == 400 and refused.headers["x-should-retry"] == "false"
+            message = (await refused.json())["error"]["message"]
+        assert message.startswith("dispatchbot gateway: budget of 2 model calls reached after 2 model calls")
+        assert len(fake.sent) == 2
+        ended = await gw.store.get(gw.run_id)
+        assert ended.state == "failed" and ended.reason == message.removeprefix("dispatchbot gateway: ")
+        await gw.metering.close()
+        assert (await gw.store.usage(gw.run_id)).total.calls == 2
+
+
+async def _serve(handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_compressed_answer_is_metered_all_the_same(tmp_path, fake, monkeypatch):
+    """The vendors gzip a JSON answer for a client that accepts it, and every CLI says it does (an
+    agent may say so on purpose): read compressed, its usage would go unseen and no budget would
+    ever be reached. The gateway asks for the answer as it is, and decodes one compressed anyway."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    answer = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                         "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                         "usage": {"input_tokens": 700, "output_tokens": 7}}).encode()
+
+    async def compressing_anyway(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(answer), content_type="application/json",
+                            headers={"Content-Encoding": "gzip"})
+
+    runner, stubborn = await _serve(compressing_anyway)
+    body = {"model": "claude-sonnet-4-5", "tools": [{"name": "Bash"}], "messages": []}
+    try:
+        for upstream, tokens in ((fake.url, FAKE_TOKENS.input), (stubborn, 700)):
+            async with metered_gateway(tmp_path / str(tokens), upstream) as gw, \
+                    aiohttp.ClientSession(auto_decompress=False) as session:
+                async with session.post(gw.url, json=body, headers={"x-api-key": "token",
+                                                                    "Accept-Encoding": "gzip, deflate, br"}) as got:
+                    status, headers, raw = got.status, got.headers, await got.read()
+                await gw.metering.close()
+                used = (await gw.store.usage(gw.run_id)).total
+                assert (status, used.calls, used.input_tokens) == (200, 1, tokens)
+                assert "Content-Encoding" not in headers and json.loads(raw)["type"] == "message"  # read as it is
+        assert "gzip" not in fake.requests[-1].headers.get("Accept-Encoding", "")
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_the_upstream_breaks_off_reaches_the_cli_broken_not_short(tmp_path, monkeypatch):
+    """A stream cut in the middle must not look complete to the CLI (it would take half an answer
+    for the whole); what it reported so far is still counted."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    start = sse(("message_start", {"type": "message_start", "message": {
+        "model": "claude-sonnet-4-5", "usage": {"input_tokens": 900, "output_tokens": 1}}}))
+
+    async def breaking_off(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(start)
+        request.transport.close()  # no last chunk: the answer is broken
+        return response
+
+    runner, upstream = await _serve(breaking_off)
+    try:
+        async with metered_gateway(tmp_path, upstream) as gw, aiohttp.ClientSession() as session:
+            async with session.post(gw.url, json={"stream": True}, headers={"x-api-key": "token"}) as got:
+                assert got.status == 200
+                assert await got.content.readuntil(b"\n\n") == start.split(b"\n\n")[0] + b"\n\n"
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await got.read()
+            await gw.metering.close()
+            used = (await gw.store.usage(gw.run_id)).total
+            assert (used.calls, used.input_tokens) == (1, 900)
+    finally:
+        await runner.cleanup()

@@ -25,9 +25,11 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself. An answer is forwarded
+# decoded (its usage is read from it, and the budgets stand on that): asked for as it is, and
+# decoded when an upstream compresses it anyway, so no coding passes either way.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "host", "content-length"}
+        "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "content-encoding"}
 
 
 def refusal(status: int, message: str) -> web.Response:
@@ -76,7 +78,6 @@ class ModelProxy:
         self.environ = environ
         limits = settings.gateway
         self.session = aiohttp.ClientSession(
-            auto_decompress=False,  # bytes pass as the upstream sent them, Content-Encoding included
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout),
             connector=aiohttp.TCPConnector(limit=0),
         )
@@ -114,6 +115,7 @@ class ModelProxy:
                               if k.lower() not in _HOP and k.lower() not in AUTH_HEADERS)
         if upstream.value:
             headers[upstream.header] = upstream.value
+        headers["Accept-Encoding"] = "identity"
         query = [(k, v) for k, v in request.query.items() if k != "key"]  # gemini's key may come as ?key=
         api = api_of(path)
         meter = self.observer.meter(holder.grant, api, body)
@@ -147,7 +149,11 @@ class ModelProxy:
                 await response.write_eof()
                 complete = True
             return response
-        except (ConnectionError, aiohttp.ClientError):  # the CLI went away, or the upstream broke off
+        except (ConnectionError, aiohttp.ClientError) as e:  # the CLI went away, or the upstream broke off
+            log.warning("run %s: answer from %s broken off: %s %s", holder.grant.run_id, upstream.url,
+                        e.__class__.__name__, e)
+            if request.transport is not None:  # else aiohttp would end it cleanly: a short answer, not a broken one
+                request.transport.close()
             return response
         finally:
             answer.release()

@@ -63,7 +63,7 @@ class FakeModel:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._record], client_max_size=64 * 1024 * 1024)
+        app = web.Application(middlewares=[self._record, _compress], client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/api/version", self._version)
         app.router.add_get("/api/tags", self._tags)
@@ -167,6 +167,17 @@ class FakeModel:
 
     async def _hello(self, request: web.Request) -> web.Response:
         return web.Response()
+
+
+@web.middleware
+async def _compress(request: web.Request, handler) -> web.StreamResponse:
+    """As the vendors' fronts do (Cloudflare's for Anthropic and OpenAI, Google's own): an answer in
+    one JSON body is gzipped for a client that accepts it, as the CLIs' HTTP libraries say they do."""
+    response = await handler(request)
+    if (isinstance(response, web.Response) and response.content_type == "application/json"
+            and "gzip" in request.headers.get("Accept-Encoding", "")):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 async def _stream(request: web.Request, text: str) -> web.StreamResponse:
