@@ -75,3 +75,16 @@ async def test_unauthorized_answers_401_like_the_vendor_and_records_the_request(
 async def test_an_unknown_request_is_reported(model):
     status, _, _ = await post(model, "/v1/embeddings", {})
     assert status == 404 and model.errors == ["unexpected request POST /v1/embeddings"]
+
+
+async def test_an_answer_in_one_json_body_is_gzipped_only_for_a_client_that_accepts_it(model):
+    """As the vendors' fronts do; a stream is sent as it is."""
+    got = {}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        for accept in ("gzip, deflate", "identity"):
+            for stream in (False, True):
+                async with session.post(model.url + "/v1/messages", json={"stream": stream, "messages": []},
+                                        headers={"Accept-Encoding": accept}) as resp:
+                    got[accept, stream] = resp.headers.get("Content-Encoding")
+    assert got == {("gzip, deflate", False): "gzip", ("gzip, deflate", True): None,
+                   ("identity", False): None, ("identity", True): None}

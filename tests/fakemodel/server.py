@@ -43,7 +43,8 @@ class FakeModel:
     ``script`` is played in every conversation; ``unauthorized`` makes every model call answer 401
     with the vendor's error body and ``x-should-retry: false`` (the probes still answer; without that
     header claude retries a 401 for minutes). ``workdir`` is where the CLI runs, for
-    the absolute paths file tools demand. ``models`` are the names ollama's probes list.
+    the absolute paths file tools demand. ``models`` are the names ollama's probes list. An answer in
+    one JSON body is gzipped for a client that accepts it, as the vendors' are.
     """
 
     def __init__(self, script: Script | None = None, *, workdir: str = "/workspace/repo",
