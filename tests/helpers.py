@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from aiohttp import web
+
 from bot.store import ACTIVE
 
 T = TypeVar("T")
@@ -116,3 +118,14 @@ def example(name: str) -> tuple[dict[str, str], bytes]:
     """The headers and body of the example delivery ``name`` (``issues-labeled.json``, ...)."""
     meta = json.loads((PAYLOADS_DIR / f"headers-{name}").read_text())
     return meta["headers"], (PAYLOADS_DIR / meta["body_file"]).read_bytes()
+
+
+async def model_api(handler) -> tuple[web.AppRunner, str]:
+    """A model API of one route (``POST /v1/messages``) on the loopback: (its runner, its root URL)."""
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"

@@ -27,7 +27,7 @@ from bot.settings import Settings
 from bot.workspace import layout
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel
-from tests.helpers import wait_for
+from tests.helpers import model_api, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -323,15 +323,9 @@ async def test_answers_stream_through_chunk_by_chunk_and_requests_are_bounded(wo
         await response.write(b"data: second\n\n")
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/messages", slow)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    upstream = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    runner, url = await model_api(slow)
     try:
-        bot = await engine_bot(base_urls={"claude": upstream}, gateway={"port": 0, "proxy_port": 0,
+        bot = await engine_bot(base_urls={"claude": url}, gateway={"port": 0, "proxy_port": 0,
                                                                          "max_request_bytes": 4096})
         await dispatch(world, "claude", body="scenario:hang")
         run = await bot.wait_for(lambda: _running(bot))

@@ -24,6 +24,7 @@ from bot.usage import actions, budgets, prices
 from bot.usage.metering import Metering, model_call
 from bot.usage.reader import Reader
 from tests.fakemodel import FakeModel, Script, Tokens
+from tests.helpers import model_api
 
 
 def sse(*events: tuple[str | None, dict | str], crlf: bool = False) -> bytes:
@@ -411,16 +412,6 @@ async def test_the_gateway_refuses_the_call_after_the_one_that_reached_the_budge
         assert (await gw.store.usage(gw.run_id)).total.calls == 2
 
 
-async def _serve(handler) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_post("/v1/messages", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-
 async def test_a_compressed_answer_is_metered_all_the_same(tmp_path, fake, monkeypatch):
     """The vendors gzip a JSON answer for a client that accepts it, and every CLI says it does (an
     agent may say so on purpose): read compressed, its usage would go unseen and no budget would
@@ -434,7 +425,7 @@ async def test_a_compressed_answer_is_metered_all_the_same(tmp_path, fake, monke
         return web.Response(body=gzip.compress(answer), content_type="application/json",
                             headers={"Content-Encoding": "gzip"})
 
-    runner, stubborn = await _serve(compressing_anyway)
+    runner, stubborn = await model_api(compressing_anyway)
     body = {"model": "claude-sonnet-4-5", "tools": [{"name": "Bash"}], "messages": []}
     try:
         for upstream, tokens in ((fake.url, FAKE_TOKENS.input), (stubborn, 700)):
@@ -466,7 +457,7 @@ async def test_an_answer_the_upstream_breaks_off_reaches_the_cli_broken_not_shor
         request.transport.close()  # no last chunk: the answer is broken
         return response
 
-    runner, upstream = await _serve(breaking_off)
+    runner, upstream = await model_api(breaking_off)
     try:
         async with metered_gateway(tmp_path, upstream) as gw, aiohttp.ClientSession() as session:
             async with session.post(gw.url, json={"stream": True}, headers={"x-api-key": "token"}) as got:
