@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -122,9 +123,18 @@ def serve(settings: Settings) -> int:
     )
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)  # after the services started (the app's cleanup context)
+    app.on_shutdown.append(_stop_once)
     # No access log: refused deliveries are logged by the app, and a line per delivery costs throughput.
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
+
+
+async def _stop_once(_app: object) -> None:
+    """Once stopping, a further SIGTERM or Ctrl-C is noted, not obeyed: it would cut the stop short
+    and leave the network, its firewall chains and the holders until the next start."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, logging.getLogger("dispatchbot").info, "stopping already; a moment")
 
 
 async def _freeze_heap(_app: object) -> None:

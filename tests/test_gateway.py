@@ -392,6 +392,31 @@ async def test_the_network_and_its_firewall_go_when_the_bot_stops(world, make_bo
 
 
 
+async def test_a_second_sigterm_while_the_bot_stops_does_not_leave_its_network_behind(world):
+    """An impatient stop (a second SIGTERM, or Ctrl-C twice) used to cut the stop short: the network
+    and its iptables chains stayed until the next start."""
+    from tests.process import BotProcess
+
+    bot = BotProcess(world["forge"].url, world["bot"].token, world["tmp"] / "data")
+    await bot.start()
+    network, bridge = network_names(Settings(data_dir=bot.data_dir))
+    await wait_for(lambda: subprocess.run(["docker", "network", "inspect", network], capture_output=True).returncode == 0)
+    try:
+        bot.proc.terminate()
+        await asyncio.sleep(0.05)
+        bot.proc.terminate()
+        await asyncio.to_thread(bot.proc.wait, 30)
+        assert subprocess.run(["docker", "network", "inspect", network], capture_output=True).returncode != 0
+        assert bridge not in subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    finally:
+        await bot.stop()
+        executor = DockerExecutor()
+        try:
+            await dismantle(executor, Settings(data_dir=bot.data_dir))
+        finally:
+            await executor.close()
+
+
 async def test_refused_connections_survive_a_restart_of_the_bot_in_the_middle_of_a_run(world, real_agent_image):
     """Two refusals, kill -9 of the bot, a restart that re-adopts the run, a third refusal: the run's
     record has all three, because the first two reached the store while the run was going."""
