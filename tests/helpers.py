@@ -120,12 +120,17 @@ def example(name: str) -> tuple[dict[str, str], bytes]:
     return meta["headers"], (PAYLOADS_DIR / meta["body_file"]).read_bytes()
 
 
-async def model_api(handler) -> tuple[web.AppRunner, str]:
-    """A model API of one route (``POST /v1/messages``) on the loopback: (its runner, its root URL)."""
-    app = web.Application()
-    app.router.add_post("/v1/messages", handler)
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """``app`` served on the loopback, on a port of its own: (its runner, to clean up; its root URL)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def model_api(handler) -> tuple[web.AppRunner, str]:
+    """A model API of one route (``POST /v1/messages``) on the loopback: (its runner, its root URL)."""
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    return await serve(app)

@@ -24,7 +24,7 @@ from tests.fakeforge import FakeForge, Repo, User, api, hooks, spec
 from tests.fakeforge.gojson import encode, marshal_indent
 from tests.fakeforge.render import Renderer, Site
 from tests.fakeforge.state import Access, State
-from tests.helpers import git_async, wait_for
+from tests.helpers import git_async, serve, wait_for
 
 PAYLOADS = Path(__file__).parent / "fakeforge" / "data" / "payloads"
 SECRET = "s3cret"
@@ -53,11 +53,8 @@ async def receiver():
 
     app = web.Application()
     app.router.add_post("/webhook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rec.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook"
+    runner, url = await serve(app)
+    rec.url = f"{url}/webhook"
     yield rec
     await runner.cleanup()
 

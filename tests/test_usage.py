@@ -24,7 +24,7 @@ from bot.usage import actions, budgets, prices
 from bot.usage.metering import Metering, model_call
 from bot.usage.reader import Reader
 from tests.fakemodel import FakeModel, Script, Tokens
-from tests.helpers import model_api
+from tests.helpers import model_api, serve
 
 
 def sse(*events: tuple[str | None, dict | str], crlf: bool = False) -> bytes:
@@ -376,13 +376,9 @@ async def metered_gateway(tmp_path, upstream: str, **settings):
     grants = Grants(b"k" * 32, store)
     metering = Metering(settings, store, budgets.Clock())
     proxy = ModelProxy(settings, grants, metering, lambda run_id, reason: None)
-    runner = web.AppRunner(proxy.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, url = await serve(proxy.app())
     try:
-        yield Metered(f"http://127.0.0.1:{port}/claude/{grants.token(run, 'agent')}/v1/messages", store, run.id, metering)
+        yield Metered(f"{url}/claude/{grants.token(run, 'agent')}/v1/messages", store, run.id, metering)
     finally:
         await runner.cleanup()
         await proxy.close()

@@ -31,7 +31,7 @@ from bot.workspace import (
 
 from bot.workspace.git import git_env, run_git
 
-from .helpers import git
+from .helpers import git, serve
 
 TOKEN = "tok-5f3c1e9a77d24b0c"
 IDENTITY = GitIdentity(name="Dispatch Bot", email="bot@example.test")
@@ -356,13 +356,9 @@ async def test_token_travels_as_a_header_only(tmp_path):
         seen.append((str(request.rel_url), request.headers.get("Authorization")))
         return web.Response(status=404)
 
-    runner = web.AppRunner(_app(handler))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, url = await serve(_app(handler))
     try:
-        spaces = Workspaces(tmp_path / "data", f"http://127.0.0.1:{port}", SecretStr(TOKEN), IDENTITY)
+        spaces = Workspaces(tmp_path / "data", url, SecretStr(TOKEN), IDENTITY)
         with pytest.raises(GitError) as err:
             await spaces.tag_commit("acme", "widgets", "v1")  # the mirror is cloned first
     finally:

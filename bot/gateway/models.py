@@ -150,8 +150,8 @@ class ModelProxy:
                 complete = True
             return response
         except (ConnectionError, aiohttp.ClientError) as e:  # the CLI went away, or the upstream broke off
-            log.warning("run %s: answer from %s broken off: %s %s", holder.grant.run_id, upstream.url,
-                        e.__class__.__name__, e)
+            log.warning("run %s: the answer from %s ended early, the CLI or the upstream gone: %s %s",
+                        holder.grant.run_id, upstream.url, e.__class__.__name__, e)
             if request.transport is not None:  # else aiohttp would end it cleanly: a short answer, not a broken one
                 request.transport.close()
             return response
