@@ -179,6 +179,28 @@ async def test_state_survives_reopening_the_store(location):
         await s.close()
 
 
+async def test_a_write_cancelled_at_any_step_leaves_the_store_writable_and_what_followed_kept(location):
+    """A caller cancelled mid-write (a stop, a timeout) must not leave the connection inside its
+    transaction: every later write would fail, or sit uncommitted until the file is closed."""
+    s = await open_store(location)
+    try:
+        run = await s.request_run(request(), trigger_key="k")
+        for steps in range(12):
+            cut = asyncio.create_task(s.set_reported(run.id, "cut", steps))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            cut.cancel()
+            await asyncio.gather(cut, return_exceptions=True)
+            await s.set_reported(run.id, "after", steps)
+    finally:
+        await s.close()
+    s = await open_store(location)
+    try:
+        assert (await s.reported(run.id))["after"] == 11
+    finally:
+        await s.close()
+
+
 async def test_outbox_items_are_queued_once_per_key(store):
     assert await store.enqueue("reply:x", "comment", "acme", "widgets", 1, {"body": "hi"})
     assert not await store.enqueue("reply:x", "comment", "acme", "widgets", 1, {"body": "hi again"})

@@ -14,7 +14,7 @@ A run stopped so fails with the reason, and its workspace is deleted: what it wr
 against the next run on it, which starts again from the Forge.
 
 Overshoot: what the run writes between two measurements. The next one comes when even a writer of
-``WRITE_RATE`` could have reached the limit, at most ``MAX_INTERVAL`` and at least ``MIN_INTERVAL``
+``WRITE_RATE`` could have reached the limit or the reserve, at most ``MAX_INTERVAL`` and at least ``MIN_INTERVAL``
 apart (plus the time one measurement takes): a run far below its limit costs little to watch.
 """
 
@@ -113,8 +113,8 @@ class Watch:
                 await self.executor.kill(self.container_id, 0.0)
                 return
             before = held
-            wait = (self.limit - held) / WRITE_RATE
-            await asyncio.sleep(min(max(wait, MIN_INTERVAL), MAX_INTERVAL))
+            room = min([self.limit - held] + [left - self.reserve for left in map(free, places) if left is not None])
+            await asyncio.sleep(min(max(room / WRITE_RATE, MIN_INTERVAL), MAX_INTERVAL))
 
     def _breach(self, held: int, before: int | None, places: list[Path]) -> str:
         if held > self.limit:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,19 @@ from bot.store.sqlite.usage import UsageRecords
 # What each repository and pool spent on one UTC day, for a claim under daily budgets.
 SPENT = ("SELECT r.owner, r.repo, r.pool, SUM(u.cost_usd) FROM usage u JOIN runs r ON r.id = u.run_id"
          " WHERE u.day = ? GROUP BY r.owner, r.repo, r.pool")
+
+
+async def _through(statement: Awaitable[Any]) -> None:
+    """Await a statement that begins or ends a transaction to its end, even when the caller is
+    cancelled meanwhile (the cancel is raised after). aiosqlite runs it whatever happens to its
+    caller, so the connection's state is known only once it has run: a BEGIN left behind would make
+    every later write fail, and keep them all uncommitted."""
+    running = asyncio.ensure_future(statement)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 class SqliteStore(Replicas, UsageRecords, ReplicaRules):
@@ -79,13 +92,14 @@ class SqliteStore(Replicas, UsageRecords, ReplicaRules):
             if not atomic:
                 yield self._db
             else:
-                await self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    await _through(self._db.execute("BEGIN IMMEDIATE"))
                     yield self._db
                 except BaseException:
-                    await self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        await _through(self._db.execute("ROLLBACK"))
                     raise
-                await self._db.execute("COMMIT")
+                await _through(self._db.execute("COMMIT"))
             changed = self._db.total_changes != before
         if changed:
             for subscription in list(self._subscriptions):
