@@ -108,22 +108,23 @@ class Watch:
         while True:
             held = sum(await asyncio.gather(*(asyncio.to_thread(usage, p) for p in places)))
             self.peak = max(self.peak, held)
-            self.reason = self._breach(held, before, places)
+            lefts = [left for left in map(free, places) if left is not None]
+            self.reason = self._breach(held, before, lefts)
             if self.reason:
                 await self.executor.kill(self.container_id, 0.0)
                 return
             before = held
-            room = min([self.limit - held] + [left - self.reserve for left in map(free, places) if left is not None])
+            room = min([self.limit - held] + [left - self.reserve for left in lefts])
             await asyncio.sleep(min(max(room / WRITE_RATE, MIN_INTERVAL), MAX_INTERVAL))
 
-    def _breach(self, held: int, before: int | None, places: list[Path]) -> str:
+    def _breach(self, held: int, before: int | None, lefts: list[int]) -> str:
+        """Why to kill now, or "": ``lefts`` is what each file system the run writes to has free."""
         if held > self.limit:
             return (f"the run wrote past its disk limit: its workspace and its container's own file system"
                     f" held {_size(held)}, the limit is {_size(self.limit)} (limits.disk)")
         if before is not None and held > before:
-            for place in places:
-                left = free(place)
-                if left is not None and left < self.reserve:
+            for left in lefts:
+                if left < self.reserve:
                     return (f"the disk ran low while the run kept writing: {_size(left)} free, below the"
                             f" {_size(self.reserve)} kept for the bot (limits.disk_reserve)")
         return ""
