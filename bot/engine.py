@@ -46,7 +46,7 @@ class Engine:
         self.scheduler.start()
 
     async def stop(self) -> None:
-        self.scheduler.stop()
+        await self.scheduler.stop()
         await self.reporter.stop()
         await self.runner.stop()
         await self.heartbeat.stop()

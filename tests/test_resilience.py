@@ -2,6 +2,7 @@
 hits in the middle of the runs; every comment, status, label and PR still appears exactly once, and
 the final state within 10 s of the Forge's return."""
 
+import asyncio
 import collections
 import time
 
@@ -35,7 +36,9 @@ async def test_everything_appears_exactly_once_in_its_final_state(world, engine_
     await bot.wait_for(caught_up, timeout=240, interval=0.2)
     recovery = time.monotonic() - back
     print(f"\nfinal state {recovery:.1f} s after the Forge came back")
-    assert recovery < 10.0
+    calls = "\n".join(f"{r.began - back:6.2f} {r.ended - back:6.2f} {r.method:6} {r.status:3} {r.fault or '':12} {r.path}"
+                      for r in forge.requests if r.began > back - 1.5)
+    assert recovery < 10.0, f"the calls since the Forge came back (began, ended, in s):\n{calls}"
     forge.faults(0)
     assert len(forge.injected_faults) > 10
     issue_run = next(r for r in runs if not r.is_pull)
@@ -93,3 +96,32 @@ async def test_a_push_the_forge_refuses_fails_the_run_with_the_reason_at_once(wo
     [run] = await ended(bot)
     assert run.state == "failed" and "Not allowed to push to protected branch" in run.reason, run.reason
     assert time.time() - run.started_at < 20  # no waiting for an answer it already had
+
+
+async def test_a_forge_failing_while_a_run_prepares_is_not_asked_again_by_it_at_once(world, engine_bot):
+    """A run requeued because the Forge failed while it prepared waits before its next claim, longer
+    after each: each claim costs a clone's setup and several calls to a Forge that is struggling
+    (seen failing: claimed again every 1.5 s, as fast as the client's own retries ended)."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await engine_bot(forge_timeout=2.0)
+    issue = await forge.create_issue(repo, bob, title="Add notes", body="")
+    forge.faults(1.0, kinds=["before_502"], only=r"^/api/v1/repos/acme/widgets$")  # what preparing asks first
+    await forge.create_comment(repo, issue.number, bob, "/dispatch codex add notes scenario:edit-commit")
+
+    async def moves() -> list[str]:
+        return [m.to_state for m in await bot.store.history(1)]
+
+    await bot.wait_for(lambda: _has(moves, "preparing"), timeout=30)
+    first = time.monotonic()
+    await asyncio.sleep(8.0)  # a window to count in: what is measured is what did not happen
+    claims = (await moves()).count("preparing")
+    assert claims <= 2, f"claimed {claims} times in 8 s against a failing Forge"
+    forge.faults(0)
+    [run] = await ended(bot, timeout=120)
+    assert run.state == "completed", run.reason
+    assert any(m.reason.startswith("requeued") for m in await bot.store.history(run.id))
+    assert time.monotonic() - first < 90
+
+
+async def _has(moves, state):
+    return state in await moves()

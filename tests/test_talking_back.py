@@ -68,6 +68,35 @@ async def test_overlapping_reporter_passes_post_an_outbox_comment_once(world, ma
     assert len(bodies) == 2 and "only once" in bodies and any(f"dispatchbot:run:{run.id} " in b for b in bodies)
 
 
+async def test_a_run_another_replica_is_reporting_is_left_to_it_not_asked_for_again_and_again(world, make_bot):
+    """A replica that finds a run's lease held leaves the run to its holder until something changes
+    or the next drain: it does not spin on the lease (seen asking for it thousands of times a second)."""
+    forge, repo, bob = world["forge"], world["repo"], world["bob"]
+    bot = await make_bot(frozen=True, schedule={"drain": 30.0})
+    issue = await forge.create_issue(repo, bob, title="Hello", body="")
+    request = RunRequest("acme", "widgets", issue.number, False, "codex", "", "codex", False, "go", "comment", "bob")
+    asked: list[float] = []
+    take_lease = bot.store.take_lease
+
+    async def counted(name, holder, ttl):
+        if holder != "elsewhere" and name.startswith("report:run:"):
+            asked.append(time.monotonic())
+        return await take_lease(name, holder, ttl)
+
+    bot.store.take_lease = counted
+    assert await bot.store.take_lease("report:run:1", "elsewhere", 60.0)  # the other replica's
+    run = await bot.store.request_run(request, trigger_key="held")
+    assert run.id == 1
+    await bot.wait_for(lambda: _true(asked), timeout=5)
+    await asyncio.sleep(1.0)  # a window to count in: what is measured is what did not happen
+    assert len(asked) <= 2, f"the lease was asked for {len(asked)} times in 1 s"
+    assert forge.comments(repo, issue.number) == []  # left to its holder indeed
+
+
+async def _true(value):
+    return bool(value)
+
+
 async def test_a_hanging_forge_call_holds_up_only_its_own_issue(world, make_bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await make_bot(frozen=True, forge_timeout=20.0)

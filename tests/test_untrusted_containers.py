@@ -137,7 +137,9 @@ async def test_a_run_writing_past_its_disk_limit_fails_with_the_reason_and_the_b
     print(f"disk overshoot ({where}): {held - 32:.1f} MiB past the 32 MiB limit at the kill")
     assert held < 32 + 64, "more than a second of writing past the limit"
     assert [r.state for r in runs if r.number == other.number] == ["completed"]
-    assert forge.deliveries and all(d.ok for d in forge.deliveries), [(d.event, d.status, d.error) for d in forge.deliveries]
+    await forge.settle()  # the bot's own writes cause deliveries too, some still on their way
+    assert forge.deliveries and all(d.ok for d in forge.deliveries), [(d.event, d.status, d.error)
+                                                                      for d in forge.deliveries if not d.ok]
     assert await bot.engine.runner.containers() == []
     filled = bot.settings.data_dir / "workspaces/acme/widgets" / f"issue-{filler.number}"
     await bot.wait_for(lambda: not filled.exists(), timeout=10)  # a retry starts from the Forge
@@ -154,6 +156,7 @@ async def test_a_run_still_writing_when_the_disk_runs_low_is_stopped_whatever_it
     left = float(run.reason.split(": ")[1].split(" MiB free")[0])
     print(f"reserve overshoot: {reserve / (1 << 20) - left:.1f} MiB written into the reserve before the kill")
     assert left > reserve / (1 << 20) - 64, "more than a second of writing into the reserve"
+    await world["forge"].settle()  # the bot's own writes cause deliveries too, some still on their way
     deliveries = world["forge"].deliveries
-    assert deliveries and all(d.ok for d in deliveries), [(d.event, d.status, d.error) for d in deliveries]
+    assert deliveries and all(d.ok for d in deliveries), [(d.event, d.status, d.error) for d in deliveries if not d.ok]
     assert await bot.engine.runner.containers() == []

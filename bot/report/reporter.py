@@ -5,20 +5,22 @@ Two kinds of work, both retried with backoff and both safe to repeat: the outbox
 
 The reporter owns its cadence: its loop wakes when the store commits a change to runs, the outbox,
 pools, flags or usage, when a backoff ends or held-back progress may be shown, and every
-``schedule.drain`` seconds whatever happened; every ``schedule.reconcile`` seconds it also removes
-stray stopwatches. Each run and each issue's outbox is worked on by one task at a time, side by
-side with the others, so one hanging call holds up only its own; a pass (the loop's, or one asked
-for with ``sync``) waits for its tasks, and two passes at once share the tasks at the same keys
-instead of writing twice. A change of usage (the gateway metered a model call) has every run at
-work looked at: its status comment decides whether and when its progress is shown
-(``facets.StatusComment``); under daily budgets the queued runs too, since what one run spends
-can keep them waiting. While the Forge gives no answer the loop only probes it; once it
-answers again, everything waiting out a backoff is retried at once.
+``schedule.drain`` seconds whatever happened (and that long after an error, such as the store
+down); every ``schedule.reconcile`` seconds it also removes stray stopwatches, in a task of its own.
+Each run and each issue's outbox is worked on by one task at a time, side by side with the others:
+the loop starts the tasks due and goes on (each task's end wakes it), so one hanging call holds up
+only its own work, never another run's retry. A pass asked for with ``sync`` waits for its tasks,
+and two passes at once share the tasks at the same keys instead of writing twice. A change of
+usage (the gateway metered a model call) has every run at work looked at: its status comment
+decides whether and when its progress is shown (``facets.StatusComment``); under daily budgets the
+queued runs too, since what one run spends can keep them waiting. While the Forge gives no answer
+the loop only probes it; once it answers again, everything waiting out a backoff is retried at once.
 
 Across replicas, a task holds the store's leases on its keys while it works (``leases.exclusive``),
 so each run and each issue's outbox is worked on by one replica at a time in the cluster: a
 replica that finds a key held leaves that work to its holder, which does whatever became due
-meanwhile once its task ends. Stray stopwatches are looked for on one replica per interval.
+meanwhile once its task ends (the finder looks again at its next change or drain, not at once).
+Stray stopwatches are looked for on one replica per interval.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Reporter:
         self._changes = store.subscribe("runs", "outbox", "pools", "flags", "usage")
         self._usage_changed = True  # look at the runs at work: at start, what changed before is unknown
         self._task: asyncio.Task[None] | None = None
-        self._work: dict[Hashable, asyncio.Task[bool]] = {}  # run and issue keys -> the task at them
+        self._work: dict[Hashable, asyncio.Task[bool | None]] = {}  # run and issue keys -> the task at them
         self._retry_at: dict[int, float] = {}  # runs waiting out a backoff
         self._failures: dict[Hashable, int] = {}  # per run and item, counted since the Forge last came back
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -82,18 +84,18 @@ class Reporter:
         await tasks.cancel([self._task, *self._work.values()])
 
     async def _loop(self) -> None:
-        reconciled = time.monotonic()
+        reconcile_at = time.monotonic() + self._every.reconcile
         while True:
+            wait = self._every.drain  # after an error
             try:
-                if time.monotonic() - reconciled >= self._every.reconcile:
-                    reconciled = time.monotonic()
-                    if await cluster_turn(self.store, "stopwatches", self.replica, self._every.reconcile):
-                        await self.reconcile()
-                await self.sync()
+                if time.monotonic() >= reconcile_at:
+                    reconcile_at = time.monotonic() + self._every.reconcile
+                    self._begin([("stopwatches",)], self._stray_stopwatches())
+                await self._start_due()  # not awaited: each task's end wakes the loop
+                wait = await self._next_due()
             except Exception:
                 log.exception("reporting failed")
-            wait = min(await self._next_due(), self._every.reconcile - (time.monotonic() - reconciled))
-            if "usage" in await self._changes.wait(max(wait, 0.05)):
+            if "usage" in await self._changes.wait(max(min(wait, reconcile_at - time.monotonic()), 0.05)):
                 self._usage_changed = True
 
     async def _next_due(self) -> float:
@@ -110,10 +112,8 @@ class Reporter:
     async def sync(self) -> None:
         """One pass, awaited: every due outbox item and every run whose state changed since last
         reported, including work the loop already started."""
-        done = await asyncio.gather(*await self._start_due())
-        if any(done):
-            self._failed = True
-            await self._forge_answers()
+        await asyncio.gather(*await self._start_due())
+        await self._forge_answers()  # after a transient failure
 
     async def _forge_answers(self) -> bool:
         """Whether to write now: after a transient failure, or while the Forge is down, ask it."""
@@ -130,7 +130,7 @@ class Reporter:
             self._retry_all = True
         return not self._down
 
-    async def _start_due(self) -> list[asyncio.Task[bool]]:
+    async def _start_due(self) -> list[asyncio.Task[bool | None]]:
         """Start a task for each issue with due outbox items and each run to report, unless one
         is at it already (that one is returned); work whose keys are held waits for them."""
         if not await self._forge_answers():
@@ -163,14 +163,14 @@ class Reporter:
                     self.comment.due.setdefault(run.id, now)
         return [run_id for run_id, at in self.comment.due.items() if at <= now]
 
-    def _begin(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> asyncio.Task[bool] | None:
+    def _begin(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> asyncio.Task[bool | None] | None:
         if (task := self._work.get(keys[0])) is not None or any(k in self._work for k in keys):
             work.close()  # never started
             return task
         task = asyncio.create_task(self._leased(keys, work), name=f"report-{keys[0]}")
         self._work.update(dict.fromkeys(keys, task))
 
-        def done(t: asyncio.Task[bool]) -> None:
+        def done(t: asyncio.Task[bool | None]) -> None:
             for key in keys:
                 if self._work.get(key) is t:
                     del self._work[key]
@@ -178,6 +178,8 @@ class Reporter:
                 return
             if t.exception():  # a bug or a store gone: left to the next drain, never retried at once
                 log.error("reporting failed", exc_info=t.exception())
+                return
+            if t.result() is None:  # another replica is at it: left to it, or to the next drain
                 return
             if t.result():
                 self._failed = True
@@ -188,12 +190,12 @@ class Reporter:
         task.add_done_callback(done)
         return task
 
-    async def _leased(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> bool:
-        """``work`` while this replica holds the keys' leases; nothing if another replica is at them."""
+    async def _leased(self, keys: list[Hashable], work: Coroutine[Any, Any, bool]) -> bool | None:
+        """``work`` while this replica holds the keys' leases; None if another replica is at them."""
         names = ["report:" + ":".join(map(str, key)) for key in keys]
         try:
             async with exclusive(self.store, names, self.replica) as held:
-                return await work if held else False
+                return await work if held else None
         finally:
             work.close()  # a no-op once it ran; else it never starts
 
@@ -207,6 +209,13 @@ class Reporter:
         """No stopwatch of the bot may run on an issue without an active run."""
         active = {(r.owner, r.repo, r.number) for r in await self.store.runs(states=AT_WORK)}
         await stopwatch.reconcile(self.forge, active)
+
+    async def _stray_stopwatches(self) -> bool:
+        """``reconcile`` on one replica per interval, as a task of its own: a Forge that hangs on
+        it holds up no report."""
+        if await cluster_turn(self.store, "stopwatches", self.replica, self._every.reconcile):
+            await self.reconcile()
+        return False
 
     # Runs ---------------------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ A run stopped so fails with the reason, and its workspace is deleted: what it wr
 against the next run on it, which starts again from the Forge.
 
 Overshoot: what the run writes between two measurements. The next one comes when even a writer of
-``WRITE_RATE`` could have reached the limit or the reserve, at most ``MAX_INTERVAL`` and at least ``MIN_INTERVAL``
-apart (plus the time one measurement takes): a run far below its limit costs little to watch.
+``WRITE_RATE`` could have reached the limit or the reserve, at most ``MAX_INTERVAL`` and at least
+``MIN_INTERVAL`` apart (plus the time one measurement takes), and never sooner than ``WALKS_BETWEEN``
+times the last walk took: a run far below its limit costs little to watch, and a large tree on a
+nearly full disk is not walked without pause.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 from bot.executor.docker import DockerExecutor, ExecutorError, parse_bytes
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.5
 MAX_INTERVAL = 10.0
 WRITE_RATE = 1 << 30  # bytes/s a fast writer manages on a local disk
+WALKS_BETWEEN = 3  # a walk waits at least this many times as long as the last one took
 
 
 def usage(root: Path) -> int:
@@ -106,7 +110,9 @@ class Watch:
         places = [p for p in (self.workspace, layer) if p is not None]
         before = None
         while True:
+            walked = time.monotonic()
             held = sum(await asyncio.gather(*(asyncio.to_thread(usage, p) for p in places)))
+            walked = time.monotonic() - walked
             self.peak = max(self.peak, held)
             lefts = [left for left in map(free, places) if left is not None]
             self.reason = self._breach(held, before, lefts)
@@ -115,7 +121,8 @@ class Watch:
                 return
             before = held
             room = min([self.limit - held] + [left - self.reserve for left in lefts])
-            await asyncio.sleep(min(max(room / WRITE_RATE, MIN_INTERVAL), MAX_INTERVAL))
+            interval = min(max(room / WRITE_RATE, MIN_INTERVAL), MAX_INTERVAL)
+            await asyncio.sleep(max(interval, WALKS_BETWEEN * walked))
 
     def _breach(self, held: int, before: int | None, lefts: list[int]) -> str:
         """Why to kill now, or "": ``lefts`` is what each file system the run writes to has free."""

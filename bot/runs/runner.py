@@ -110,21 +110,24 @@ class Runner:
 
     async def _drain_loop(self) -> None:
         """The runner's own cadence: woken by the store, and every ``schedule.drain`` seconds
-        whatever happened; it adopts at start and every ``schedule.reconcile`` seconds."""
-        adopted_at: float | None = None
+        whatever happened (and that long after an error: a store or engine down is not asked again
+        at once); it adopts at start and every ``schedule.reconcile`` seconds, a failed adoption
+        again at the next drain."""
+        every = self.settings.schedule
+        adopt_at = 0.0  # monotonic time the next adoption is due
         while True:
+            wait = every.drain  # after an error
             try:
-                if adopted_at is None or time.monotonic() - adopted_at >= self.settings.schedule.reconcile:
+                if time.monotonic() >= adopt_at:
+                    adopt_at = time.monotonic() + every.drain  # tried again then if it fails
                     await self.adopt()
-                    adopted_at = time.monotonic()
+                    adopt_at = time.monotonic() + every.reconcile
                 await self._stop_ended()
                 await self.drain()
+                wait = await self._next_wake()
             except Exception:
                 log.exception("the runner could not drain the queue (is the Docker engine up?)")
-            wait = await self._next_wake()
-            if adopted_at is not None:
-                wait = min(wait, self.settings.schedule.reconcile - (time.monotonic() - adopted_at))
-            await self._changes.wait(max(wait, 0.05))
+            await self._changes.wait(max(min(wait, adopt_at - time.monotonic()), 0.05))
 
     async def _next_wake(self) -> float:
         """Sleep until the resync period ends, or earlier when a pool's spawn interval or pause ends,

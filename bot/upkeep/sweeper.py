@@ -10,6 +10,7 @@ before deleting, and mark a workspace on one pass before deleting it on the next
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from bot.runs.runner import Runner
 from bot.services import Services
 from bot.store import ACTIVE, LIVE, Pruned, Run
 from bot.store.leases import cluster_turn
+from bot import tasks
 from bot.upkeep import replicas
 from bot.workspace import remove_workspace, safe_write
 from bot.workspace import layout
@@ -37,6 +39,7 @@ class Scheduler:
         self.runner = runner  # what it supervises is never reaped
         self.heartbeat = heartbeat  # whether this replica may judge others lost
         self._scheduler = AsyncIOScheduler()
+        self._running: set[asyncio.Task[object] | None] = set()  # the jobs at work, ended at the stop
         every = services.settings.schedule
         self.add("sweep", self.sweep, every.sweep)
         self.add("reap", self.reap, every.reap)
@@ -48,16 +51,27 @@ class Scheduler:
         if cluster:
             job = partial(self._in_turn, name, job, seconds)
         self._scheduler.add_job(
-            job, "interval", seconds=float(seconds), id=name, coalesce=True, max_instances=1,
+            partial(self._tracked, job), "interval", seconds=float(seconds), id=name, coalesce=True, max_instances=1,
             misfire_grace_time=None,
         )
 
     def start(self) -> None:
         self._scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """No job starts after this, and none still works once it returns (the store closes next)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        await tasks.cancel(self._running)
+
+    async def _tracked(self, job: Callable[[], Awaitable[object]]) -> object:
+        """``job`` as one of those the stop ends (APScheduler's own stop cancels them, unawaited)."""
+        task = asyncio.current_task()  # APScheduler runs each job in a task of its own
+        self._running.add(task)
+        try:
+            return await job()
+        finally:
+            self._running.discard(task)
 
     async def _in_turn(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> object:
         if await cluster_turn(self.services.store, name, self.services.replica, seconds):

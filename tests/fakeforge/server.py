@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ class RequestRecord:
     status: int  # what the fake answered (0: it dropped the connection)
     body: Any  # the decoded JSON body, if any
     fault: str | None  # the injected fault kind ("after_500", ..., "outage_503", "outage_reset"), if any
+    began: float = 0.0  # time.monotonic() when it arrived
+    ended: float = 0.0  # and when its answer was given (or the connection dropped)
 
 
 @dataclass(frozen=True)
@@ -126,14 +129,14 @@ class ForgeServer:
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path[len(API_PREFIX):] or "/"
         record: dict[str, Any] = {"method": request.method, "path": request.path, "template": None,
-                                  "query": dict(request.query), "user": None, "body": None, "fault": None}
+                                  "query": dict(request.query), "user": None, "body": None, "fault": None, "began": time.monotonic()}
         status = 0
         try:
             response = await self._api(request, path, record)
             status = 0 if record["fault"] == "outage_reset" else response.status
             return response
         finally:
-            self.requests.append(RequestRecord(status=status, **record))
+            self.requests.append(RequestRecord(status=status, ended=time.monotonic(), **record))
 
     async def _api(self, request: web.Request, path: str, record: dict[str, Any]) -> web.StreamResponse:
         if self.faults.outage_mode in ("503", "reset"):

@@ -7,6 +7,7 @@ uses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import replace
@@ -27,6 +28,9 @@ from bot.workspace import layout
 
 log = logging.getLogger(__name__)
 
+REQUEUE_PAUSE = 5.0  # seconds a run waits, still preparing, before it is queued again after a Forge
+MAX_REQUEUE_PAUSE = 60.0  # failure; doubled with each claim of the run, up to the maximum
+
 
 async def launch(services: Services, run: Run) -> None:
     """A claimed (``preparing``) run through every stage to its end."""
@@ -42,7 +46,9 @@ async def launch(services: Services, run: Run) -> None:
         prepared = await prepare(services.forge, services.settings, services.workspaces, run, bot=await services.bot_login())
     except ForgeError as e:
         if e.transient:
-            log.warning("run %s: Forge unavailable while preparing, requeued: %s", run.id, e)
+            pause = min(REQUEUE_PAUSE * 2 ** (run.attempts - 1), MAX_REQUEUE_PAUSE)
+            log.warning("run %s: Forge unavailable while preparing, requeued in %.0f s: %s", run.id, pause, e)
+            await asyncio.sleep(pause)  # queued at once, it would be claimed at once, by every free slot
             await store.transition(run.id, "queued", reason=f"requeued: {e}", expect=("preparing",))
         else:
             await store.transition(run.id, "failed", reason=f"could not prepare: {e}", expect=("preparing",))
