@@ -114,3 +114,66 @@ async def test_metrics_never_skip_a_change_committed_after_a_later_one(replicas,
     finally:
         await slow.close()
     assert [e.to_state for e in seen] == ["queued", "cancelled"]
+
+
+COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+
+
+class CommitAnswerLost:
+    """A TCP relay in front of PostgreSQL that, once armed, cuts the connection instead of passing
+    on the answer to a COMMIT: the transaction is committed, the store never hears so."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.armed, self.cut = port, False, 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> "CommitAnswerLost":
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        self.server.close()
+
+    @property
+    def listening(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, client_r, client_w) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(r, w, answers: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if answers and self.armed and COMMITTED in data:
+                        self.armed, self.cut = False, self.cut + 1
+                        w.write(data[:data.index(COMMITTED)])
+                        break
+                    w.write(data)
+                    await w.drain()
+            finally:
+                for writer in (client_w, server_w):
+                    writer.close()
+
+        await asyncio.gather(pipe(client_r, server_w, False), pipe(server_r, client_w, True), return_exceptions=True)
+
+
+async def test_a_transition_whose_commit_answer_was_lost_returns_the_run_moved_and_wakes_the_workers(postgres_url):
+    """The retry after a lost answer to COMMIT finds its own change made: the caller gets the moved
+    run (not None, which ``agent.start`` reads as "cancelled while preparing" and kills a running
+    run for), and this replica's workers are woken as for any change."""
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    async with CommitAnswerLost(port) as relay:
+        store = await PostgresStore.open(postgres_url.replace(f":{port}/", f":{relay.listening}/"))
+        try:
+            run = await store.request_run(request(), trigger_key="k")
+            [claimed] = await store.claim(max_running=1, pool_limits={}, spawn_intervals={})
+            runs = store.subscribe("runs")
+            await runs.wait(0.01)  # what the claim announced
+            relay.armed = True
+            moved = await store.transition(claimed.id, "running", expect=("preparing",))
+            assert relay.cut == 1  # the answer was lost indeed
+            assert moved is not None and moved.state == "running" and moved.id == run.id
+            assert await runs.wait(1.0) == {"runs"}
+            assert [m.to_state for m in await store.history(run.id)].count("running") == 1
+        finally:
+            await store.close()

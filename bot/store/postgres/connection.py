@@ -91,11 +91,12 @@ class Connections:
         """``step`` in one transaction; once committed, every store that listens hears which tables
         it touched, if it changed any row. A ``single`` statement that no other replica needs to
         hear of runs without BEGIN and COMMIT: one round trip instead of three."""
-        changed = False
+        changed, attempts = False, 0
         announced = set(touched) - LOCAL_TOPICS
 
         async def attempt(db: asyncpg.Connection) -> T:
-            nonlocal changed
+            nonlocal changed, attempts
+            attempts += 1
             tx = Tx(db)
             if single and not announced:
                 result = await step(tx)
@@ -108,7 +109,7 @@ class Connections:
             return result
 
         result = await self.retrying(attempt)
-        if changed:
+        if changed or attempts > 1:  # an attempt before the last may have committed, its answer lost
             self.feed.wake(set(touched))
         return result
 
