@@ -97,6 +97,14 @@ def bot_comments(world, number):
     return [c for c in world["forge"].comments(world["repo"], number) if c.poster.login == "dispatchbot"]
 
 
+async def caught_up(bot) -> bool:
+    """Whether the reporter has shown every run's latest state and written every outbox item."""
+    for run in await bot.store.runs():
+        if (await bot.store.reported(run.id)).get("version") != run.version:
+            return False
+    return not await bot.store.due_outbox(now=float("inf"))
+
+
 async def reported(bot, run_id):
     """Wait until the reporter has shown the run's latest state on the Forge."""
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .helpers import ended
+from .helpers import caught_up, ended
 
 pytestmark = pytest.mark.docker
 
@@ -27,13 +27,7 @@ async def test_everything_appears_exactly_once_in_its_final_state(world, engine_
     runs = await ended(bot, count=2, timeout=240)
     assert sorted(r.state for r in runs) == ["completed", "completed"], [r.reason for r in runs]
 
-    async def caught_up():
-        for run in await bot.store.runs():
-            if (await bot.store.reported(run.id)).get("version") != run.version:
-                return False
-        return not await bot.store.due_outbox(now=float("inf"))
-
-    await bot.wait_for(caught_up, timeout=240, interval=0.2)
+    await bot.wait_for(lambda: caught_up(bot), timeout=240, interval=0.2)
     recovery = time.monotonic() - back
     print(f"\nfinal state {recovery:.1f} s after the Forge came back")
     calls = "\n".join(f"{r.began - back:6.2f} {r.ended - back:6.2f} {r.method:6} {r.status:3} {r.fault or '':12} {r.path}"

@@ -17,7 +17,7 @@ from bot.runs.containers import INSTANCE_LABEL, ROLE_LABEL, WORKSPACE_LABEL
 from bot.settings import Settings
 
 from .harness import AGENT_KEYS
-from .helpers import dispatch, ended, reported, wait_for
+from .helpers import caught_up, dispatch, ended, wait_for
 from .process import BotProcess
 
 pytestmark = pytest.mark.docker
@@ -137,7 +137,7 @@ async def test_a_run_writing_past_its_disk_limit_fails_with_the_reason_and_the_b
     print(f"disk overshoot ({where}): {held - 32:.1f} MiB past the 32 MiB limit at the kill")
     assert held < 32 + 64, "more than a second of writing past the limit"
     assert [r.state for r in runs if r.number == other.number] == ["completed"]
-    await _quiet(bot, forge, runs)
+    await _quiet(bot, forge)
     assert forge.deliveries and all(d.ok for d in forge.deliveries), [(d.event, d.status, d.error)
                                                                       for d in forge.deliveries if not d.ok]
     assert await bot.engine.runner.containers() == []
@@ -156,20 +156,14 @@ async def test_a_run_still_writing_when_the_disk_runs_low_is_stopped_whatever_it
     left = float(run.reason.split(": ")[1].split(" MiB free")[0])
     print(f"reserve overshoot: {reserve / (1 << 20) - left:.1f} MiB written into the reserve before the kill")
     assert left > reserve / (1 << 20) - 64, "more than a second of writing into the reserve"
-    await _quiet(bot, world["forge"], [run])
+    await _quiet(bot, world["forge"])
     deliveries = world["forge"].deliveries
     assert deliveries and all(d.ok for d in deliveries), [(d.event, d.status, d.error) for d in deliveries if not d.ok]
     assert await bot.engine.runner.containers() == []
 
 
-async def _quiet(bot, forge, runs) -> None:
+async def _quiet(bot, forge) -> None:
     """Until the bot has shown every run and written its outbox, and the deliveries its own writes
     caused (labels, comments) are answered: only then may all of them be said to be answered."""
-    for run in runs:
-        await reported(bot, run.id)
-    await bot.wait_for(lambda: _outbox_empty(bot))
+    await bot.wait_for(lambda: caught_up(bot))
     await forge.settle()
-
-
-async def _outbox_empty(bot) -> bool:
-    return not await bot.store.due_outbox(now=float("inf"))

@@ -110,9 +110,9 @@ class Watch:
         places = [p for p in (self.workspace, layer) if p is not None]
         before = None
         while True:
-            walked = time.monotonic()
+            began = time.monotonic()
             held = sum(await asyncio.gather(*(asyncio.to_thread(usage, p) for p in places)))
-            walked = time.monotonic() - walked
+            walked = time.monotonic() - began
             self.peak = max(self.peak, held)
             lefts = [left for left in map(free, places) if left is not None]
             self.reason = self._breach(held, before, lefts)

@@ -161,14 +161,15 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
         ``SqliteStore.transition``); the run's row is locked while it is decided."""
         assert to in STATES, to
         allowed = allowed_from(to, expect)
-        found: list[int] = []  # the version the first attempt read
+        first: int | None = None  # the version the first attempt read
 
         async def step(tx: Tx) -> Run | None:
+            nonlocal first
             run = await rows.get_run(tx, run_id, lock=True)
-            if run is not None and found and run.version == found[0] + 1 and run.state == to:
+            if run is not None and first is not None and run.version == first + 1 and run.state == to:
                 return run  # an attempt committed the move, and the answer to its COMMIT was lost
-            if run is not None and not found:
-                found.append(run.version)
+            if run is not None and first is None:
+                first = run.version
             if run is None or run.state not in allowed:
                 return None
             if trigger_key and not await rows.claim_trigger(tx, trigger_key, ""):
