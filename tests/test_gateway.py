@@ -89,9 +89,9 @@ async def canaries():
 
 def probe(urls: list[str]) -> list[str]:
     """A custom agent's argv: fetch each URL directly (no proxy), then resolve a public name."""
-    script = "".join(f"curl -s -m 2 --noproxy '*' -o /dev/null -w '{u} %{{http_code}}\\n' {u} || echo '{u} refused';"
+    script = "".join(f"curl -s -m 1 --noproxy '*' -o /dev/null -w '{u} %{{http_code}}\\n' {u} || echo '{u} refused';"
                      for u in urls)
-    return ["sh", "-c", script + "getent hosts pypi.org || echo 'dns: none'"]
+    return ["sh", "-c", script + "grep '^options' /etc/resolv.conf; getent hosts pypi.org || echo 'dns: none'"]
 
 
 async def finished(bot, within: float = 120.0):
@@ -138,6 +138,7 @@ async def test_canaries_on_this_host_are_reached_only_with_egress_open(world, ma
         try:
             assert [c.hits for c in canaries] == [[], [], []], log
             assert "dns: none" in log and "pypi.org" not in log.replace("getent hosts pypi.org", ""), log
+            assert "timeout:1 attempts:1" in log, log  # and a lookup fails soon
             assert run.result.egress["mode"] == "gateway"
             assert "Egress is open" not in status(world["forge"], world["repo"], issue.number)
         finally:
@@ -424,9 +425,11 @@ async def test_refused_connections_survive_a_restart_of_the_bot_in_the_middle_of
     from tests.process import BotProcess
     from tests.test_crash_engine import our_containers
 
+    up = 'curl -s -m 1 -o /dev/null "$HTTPS_PROXY"'  # the gateway answers (its port is open)
     script = ("curl -s -m 5 -o /dev/null https://paste.example.org/ || true;"
               "curl -s -m 5 -o /dev/null https://paste.example.org/again || true;"
-              "sleep 25; curl -s -m 5 -o /dev/null https://later.example.org/ || true")
+              f"while {up}; do sleep 0.2; done; until {up}; do sleep 0.2; done;"  # the bot gone, then back
+              "curl -s -m 5 -o /dev/null https://later.example.org/ || true")
     env = {"DISPATCHBOT_IMAGE": real_agent_image.tag, "DISPATCHBOT_LIMITS": json.dumps({"timeout": 120.0, "grace": 1.0}),
            "DISPATCHBOT_AGENTS": json.dumps({"probe": {"argv": ["sh", "-c", script]}}),
            # the same ports after the restart: the re-adopted container keeps its proxy address

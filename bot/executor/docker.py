@@ -74,6 +74,7 @@ class ContainerSpec:
     limits: Limits
     extra_hosts: list[str] = field(default_factory=lambda: ["host.docker.internal:host-gateway"])
     network: str | None = None
+    dns_options: list[str] = field(default_factory=list)  # resolv.conf's options (not with a joined network)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.network:
         host["NetworkMode"] = spec.network
+    if spec.dns_options:
+        host["DnsOptions"] = list(spec.dns_options)
     return {
         "Image": spec.image,
         # An empty Entrypoint drops the image's, so argv runs exactly as given.

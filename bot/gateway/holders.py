@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 HOLD = ["sleep", "2147483647"]  # GNU's and busybox's sleep both take it; "infinity" only GNU's
 LIMITS = Limits(memory="16m", cpus=0.1, pids=4, log_bytes=4096, user="65534:65534")
+# No name server answers on the closed network (Docker's embedded one forwards nothing from an
+# internal network): with these, a lookup fails after 2 s instead of 20, which a tool that ignores
+# the proxy would otherwise wait at each name.
+DNS_OPTIONS = ["timeout:1", "attempts:1"]
 
 
 class Holders:
@@ -57,7 +61,7 @@ class Holders:
         spec = ContainerSpec(
             name=f"dispatchbot-{self.instance}-holder-{secrets.token_hex(4)}", image=self.image, argv=HOLD,
             workdir="/", mounts=[], env={}, labels={HOLDER_LABEL: self.instance}, limits=LIMITS,
-            network=self.network, extra_hosts=[],
+            network=self.network, extra_hosts=[], dns_options=DNS_OPTIONS,
         )
         try:
             if await self.executor.image(self.image) is None:

@@ -22,7 +22,7 @@ from aiohttp import web
 from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError
 from bot.gateway import firewall
 from bot.gateway.grants import Grants, Holder, load_key
-from bot.gateway.holders import Holders
+from bot.gateway.holders import DNS_OPTIONS, Holders
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
 from bot.gateway.proxy import Proxy
@@ -142,7 +142,7 @@ class Gateway:
                     log.warning("%s: could not join a ready network namespace, joining the network itself: %s",
                                 spec.name, e)
                     await self.executor.remove(holder)
-            return await self.executor.start(spec)
+            return await self.executor.start(replace(spec, dns_options=DNS_OPTIONS))
         finally:
             self.holders.refill()  # also when none was ready: one that could not start may now
 
