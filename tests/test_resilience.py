@@ -107,7 +107,10 @@ async def test_a_forge_failing_while_a_run_prepares_is_not_asked_again_by_it_at_
 
     await bot.wait_for(lambda: _has(moves, "preparing"), timeout=30)
     first = time.monotonic()
-    await asyncio.sleep(8.0)  # a window to count in: what is measured is what did not happen
+    # The run's status comment says why it waits (the comments' path is not failing).
+    await bot.wait_for(lambda: _comment_says(forge, repo, issue.number, "Reason: the Forge failed while the "
+                                             "workspace was prepared"), timeout=8)
+    await asyncio.sleep(max(0.0, first + 8.0 - time.monotonic()))  # a window to count in: what did not happen
     claims = (await moves()).count("preparing")
     assert claims <= 2, f"claimed {claims} times in 8 s against a failing Forge"
     forge.faults(0)
@@ -119,3 +122,7 @@ async def test_a_forge_failing_while_a_run_prepares_is_not_asked_again_by_it_at_
 
 async def _has(moves, state):
     return state in await moves()
+
+
+async def _comment_says(forge, repo, number, text):
+    return any(text in c.body for c in forge.comments(repo, number))

@@ -396,6 +396,20 @@ async def test_a_claimed_run_belongs_to_its_replica_whose_machine_holds_its_own_
                                  replica_max_running=2)) == 1
 
 
+async def test_a_claim_clears_the_reason_a_run_waited_for_and_a_cancel_wins_over_a_conditional_update(store):
+    run = await store.request_run(request(), trigger_key="k")
+    [claimed] = await store.claim(**LIMITS)
+    await store.transition(run.id, "queued", reason="requeued after a restart", expect=("preparing",))
+    assert (await store.get(run.id)).reason == "requeued after a restart"
+    [claimed] = await store.claim(**LIMITS)
+    assert claimed.reason == "" and (await store.get(run.id)).reason == ""
+    assert "requeued after a restart" in [m.reason for m in await store.history(run.id)]
+    assert (await store.update(run.id, reason="waits", expect=("preparing",))).reason == "waits"
+    await store.transition(run.id, "cancelled", reason="by /cancel")
+    assert await store.update(run.id, reason="waits", expect=("preparing",)) is None  # a cancel in between wins
+    assert (await store.get(run.id)).reason == "by /cancel"
+
+
 async def test_past_the_ttl_a_silent_replicas_runs_fail_with_the_reason_or_queue_again_once(store):
     now = time.time()
     await store.heartbeat("bot-1", "host-a", 3, now=now - 400)

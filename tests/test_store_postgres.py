@@ -177,3 +177,25 @@ async def test_a_transition_whose_commit_answer_was_lost_returns_the_run_moved_a
             assert [m.to_state for m in await store.history(run.id)].count("running") == 1
         finally:
             await store.close()
+
+
+async def test_a_request_and_a_cancel_whose_commit_answers_were_lost_return_what_they_did(postgres_url):
+    """Their retries find their own trigger key claimed: each knows its own claim by its mark and
+    returns its run and its cancelled runs, not None (read as a replay of the trigger: no reply)."""
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    async with CommitAnswerLost(port) as relay:
+        store = await PostgresStore.open(postgres_url.replace(f":{port}/", f":{relay.listening}/"))
+        try:
+            relay.armed = True
+            run = await store.request_run(request(), trigger_key="comment:7", unless_active=True)
+            assert relay.cut == 1
+            assert run is not None and run.state == "queued"
+            assert [r.id for r in await store.runs()] == [run.id]
+            relay.armed = True
+            cancelled = await store.cancel([run.id], reason="by /cancel", trigger_key="cancel:8")
+            assert relay.cut == 2
+            assert [r.id for r in cancelled or []] == [run.id] and cancelled[0].state == "cancelled"
+            assert await store.request_run(request(), trigger_key="comment:7") is None  # a replay still is one
+            assert await store.cancel([run.id], reason="by /cancel", trigger_key="cancel:8") is None
+        finally:
+            await store.close()

@@ -108,6 +108,8 @@ def status_comment(
         ("Started through the admin API" if run.trigger == "api" else f"Requested by @{run.requested_by}")
         + (f": {_quote_task(run.task)}" if run.task else "."),
     ]
+    if run.state in ("queued", "preparing") and run.reason:  # why it waits (a claim clears it)
+        lines.append(f"Reason: {run.reason}")
     if run.state == "queued" and queue:
         lines.append(queue)
     if run.started_at and run.state in AT_WORK:
@@ -181,6 +183,11 @@ def plain(text: str) -> str:
     line, and "[[" broken (Gitea makes "[[…]]" a link after rendering, an image if it ends in .png)."""
     line = re.sub(r"\[(?=\[)", "[\u2060", " ".join(text.split()))
     return _PUNCTUATION.sub(lambda m: _AS.get(m.group(0)) or "\\" + m.group(0), line)
+
+
+def forge_pause(error: str, until: float) -> str:
+    """Why a run that was preparing waits (the reason its status comment shows meanwhile)."""
+    return f"the Forge failed while the workspace was prepared ({error}); the run is queued again at {format_time(until)}"
 
 
 def queue_line(*, frozen: bool, pool: str, paused_until: float, position: int | None, limit: int,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import replace
 
 from bot.runs import preflight
 from bot.runs.agents import resolve
 from bot.forge.client import ForgeError
 from bot.logs import mask
+from bot.report import sentences
 from bot.runs.pipeline import agent
 from bot.runs.pipeline.harvest import harvest
 from bot.runs.pipeline.judge import judge
@@ -48,6 +50,7 @@ async def launch(services: Services, run: Run) -> None:
         if e.transient:
             pause = min(REQUEUE_PAUSE * 2 ** (run.attempts - 1), MAX_REQUEUE_PAUSE)
             log.warning("run %s: Forge unavailable while preparing, requeued in %.0f s: %s", run.id, pause, e)
+            await store.update(run.id, reason=sentences.forge_pause(str(e), time.time() + pause), expect=("preparing",))
             await asyncio.sleep(pause)  # queued at once, it would be claimed at once, by every free slot
             await store.transition(run.id, "queued", reason=f"requeued: {e}", expect=("preparing",))
         else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import asyncpg
@@ -74,13 +73,18 @@ async def log_transition(tx: Tx, run_id: int, from_state: str | None, to_state: 
     )
 
 
-async def claim_trigger(tx: Tx, key: str, delivery_id: str) -> bool:
-    """Remember that ``key`` caused an effect; False if it already did (a redelivery). Two
+async def claim_trigger(tx: Tx, key: str, delivery_id: str, at: float) -> bool:
+    """Remember that ``key`` caused an effect at ``at``; False if it already did (a redelivery). Two
     transactions inserting one key at once: the second waits for the first, then finds it."""
     return await tx.execute(
         "INSERT INTO triggers (key, delivery_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
-        key, delivery_id, time.time(),
+        key, delivery_id, at,
     ) == 1
+
+
+async def trigger(tx: Tx, key: str) -> asyncpg.Record | None:
+    """A claimed trigger's row: when it was claimed and the run it queued, if any."""
+    return await tx.fetchrow("SELECT created_at, run_id FROM triggers WHERE key = $1", key)
 
 
 def pool_state(r: asyncpg.Record) -> PoolState:

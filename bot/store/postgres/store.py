@@ -96,8 +96,11 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
         self, req: RunRequest, *, trigger_key: str, delivery_id: str = "", unless_active: bool = False
     ) -> Run | None:
         """Queue a run unless its trigger was seen before, or (labels) one is not over yet (live or blocked)."""
+        trigger = _Trigger(trigger_key)
 
         async def step(tx: Tx) -> Run | None:
+            if (claimed := await trigger.lost_claim(tx)) is not None:
+                return await rows.get_run(tx, claimed["run_id"])
             if unless_active:
                 await tx.lock(rows.ISSUE, f"{req.owner}/{req.repo}#{req.number}")
                 live = await tx.fetchval(
@@ -107,7 +110,7 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
                 )
                 if live:
                     return None
-            if not await rows.claim_trigger(tx, trigger_key, delivery_id):
+            if not await trigger.claim(tx, delivery_id):
                 return None
             now = time.time()
             values = {**req.__dict__, "workspace_key": req.workspace_key, "state": "queued"}
@@ -172,7 +175,7 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
                 first = run.version
             if run is None or run.state not in allowed:
                 return None
-            if trigger_key and not await rows.claim_trigger(tx, trigger_key, ""):
+            if trigger_key and not await rows.claim_trigger(tx, trigger_key, "", time.time()):
                 return None
             return await _move(tx, run, to, reason, changes)
 
@@ -182,23 +185,31 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
         """Cancel those of the runs that still may be, once per trigger (see ``SqliteStore.cancel``):
         None when the trigger was seen before, so a replay of it cancels nothing."""
         allowed = allowed_from("cancelled")
+        trigger = _Trigger(trigger_key)
 
         async def step(tx: Tx) -> list[Run] | None:
-            if not await rows.claim_trigger(tx, trigger_key, ""):
+            if await trigger.lost_claim(tx) is not None:  # the runs it cancelled ended when it claimed
+                return [r for r in [await rows.get_run(tx, i) for i in sorted(run_ids)]
+                        if r is not None and r.state == "cancelled" and r.ended_at == trigger.at]
+            if not await trigger.claim(tx, ""):
                 return None
             cancelled = []
             for run_id in sorted(run_ids):  # rows locked in one order: two cancels never deadlock
                 run = await rows.get_run(tx, run_id, lock=True)
                 if run is not None and run.state in allowed:
-                    cancelled.append(await _move(tx, run, "cancelled", reason, {}))
+                    cancelled.append(await _move(tx, run, "cancelled", reason, {}, trigger.at))
             return cancelled
 
         return await self._c.write(step, "runs", "triggers", "transitions")
 
-    async def update(self, run_id: int, **changes: Any) -> Run | None:
-        """Change fields of a run without changing its state (branch, head sha, container id...)."""
+    async def update(self, run_id: int, *, expect: Iterable[str] | None = None, **changes: Any) -> Run | None:
+        """Change fields of a run without changing its state (see ``SqliteStore.update``)."""
 
         async def step(tx: Tx) -> Run | None:
+            if expect is not None:
+                run = await rows.get_run(tx, run_id, lock=True)
+                if run is None or run.state not in expect:
+                    return None
             await rows.update_run(tx, run_id, changes | {"updated_at": time.time()})
             return await rows.get_run(tx, run_id)
 
@@ -264,7 +275,7 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
             for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held, spent):
                 # A run cancelled since it was read stays cancelled: only a queued one moves.
                 moved = await tx.returning(
-                    "UPDATE runs SET state = 'preparing', updated_at = $2, attempts = attempts + 1, replica = $3,"
+                    "UPDATE runs SET state = 'preparing', reason = '', updated_at = $2, attempts = attempts + 1, replica = $3,"
                     " version = version + 1 WHERE id = $1 AND state = 'queued' RETURNING *",
                     run.id, now, replica,
                 )
@@ -420,11 +431,29 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
         )
 
 
-async def _move(tx: Tx, run: Run, to: str, reason: str, changes: dict[str, Any]) -> Run:
+async def _move(tx: Tx, run: Run, to: str, reason: str, changes: dict[str, Any], now: float | None = None) -> Run:
     """Move the locked ``run`` to ``to`` with ``changes``, logging the transition."""
-    now = time.time()
+    now = time.time() if now is None else now
     await rows.update_run(tx, run.id, move_changes(to, reason, changes, now))
     await rows.log_transition(tx, run.id, run.state, to, reason, now)
     moved = await rows.get_run(tx, run.id)
     assert moved is not None
     return moved
+
+
+class _Trigger:
+    """A write's claim of its trigger key, marked with the write's own time: when an attempt's
+    answer to COMMIT was lost, the retry finds the key claimed, and knows by the mark that the claim
+    was its own (a replay of the trigger is refused; this is not one)."""
+
+    def __init__(self, key: str) -> None:
+        self.key, self.at, self._tried = key, time.time(), False
+
+    async def claim(self, tx: Tx, delivery_id: str) -> bool:
+        return await rows.claim_trigger(tx, self.key, delivery_id, self.at)
+
+    async def lost_claim(self, tx: Tx) -> asyncpg.Record | None:
+        """On a retry, the trigger's row if an earlier attempt claimed it."""
+        tried, self._tried = self._tried, True
+        found = await rows.trigger(tx, self.key) if tried else None
+        return found if found is not None and found["created_at"] == self.at else None

@@ -230,9 +230,14 @@ class SqliteStore(Replicas, UsageRecords, ReplicaRules):
                     cancelled.append(await rows.move_run(db, run, "cancelled", reason, {}))
             return cancelled
 
-    async def update(self, run_id: int, **changes: Any) -> Run | None:
-        """Change fields of a run without changing its state (branch, head sha, container id...)."""
+    async def update(self, run_id: int, *, expect: Iterable[str] | None = None, **changes: Any) -> Run | None:
+        """Change fields of a run without changing its state (branch, head sha, container id...);
+        with ``expect``, only while it is in one of those states (else None)."""
         async with self._tx("runs") as db:
+            if expect is not None:
+                run = await rows.get_run(db, run_id)
+                if run is None or run.state not in expect:
+                    return None
             await rows.update_run(db, run_id, changes | {"updated_at": time.time()})
             return await rows.get_run(db, run_id)
 
@@ -272,7 +277,8 @@ class SqliteStore(Replicas, UsageRecords, ReplicaRules):
         """Atomically move as many queued runs to ``preparing`` as the limits allow, FIFO, none
         onto a ``held`` workspace (``policy.claimable`` decides which), for ``replica``: it owns
         them, and holds at most ``replica_max_running`` active runs. A ``daily`` budget spent on the
-        UTC day of ``now`` keeps its repository's or pool's runs queued."""
+        UTC day of ``now`` keeps its repository's or pool's runs queued. A claim clears the reason,
+        which said why the run waited."""
         now = time.time() if now is None else now
         async with self._tx("runs", "transitions", "pools") as db:
             if policy.is_frozen(await rows.flag(db, "frozen"), frozen):
@@ -293,7 +299,8 @@ class SqliteStore(Replicas, UsageRecords, ReplicaRules):
             claimed: list[Run] = []
             for run in policy.claimable([policy.LiveRun(*r) for r in live], pools, limits, now, held, spent):
                 await rows.update_run(
-                    db, run.id, {"state": "preparing", "updated_at": now, "attempts": run.attempts + 1, "replica": replica}
+                    db, run.id, {"state": "preparing", "reason": "", "updated_at": now, "attempts": run.attempts + 1,
+                     "replica": replica}
                 )
                 await rows.log_transition(db, run.id, "queued", "preparing", "claimed", now)
                 await db.execute(
