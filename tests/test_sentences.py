@@ -66,3 +66,9 @@ def test_the_question_the_task_and_the_paths_in_the_status_comment_show_nothing_
     failed = replace(Run.draft(request), state="failed", reason="branch rules",
                      result=replace(Run.draft(request).result, violations=violations))
     assert fenced("\n".join(violations)) in sentences.status_comment(failed)  # one block, as tested above
+    # Why a run waits quotes the Forge's answer (a proxy's HTML page) or names a user: plain text.
+    pause = sentences.forge_pause("GET /api/v1/repos/acme/widgets → 502: <h1>Bad Gateway</h1>", 0)
+    waiting = replace(Run.draft(request), state="preparing", reason=pause)
+    body = sentences.status_comment(waiting)
+    assert f"Reason: {plain(pause)}" in body and "<h1>" not in body
+    assert "＠rita" in sentences.status_comment(replace(waiting, state="queued", reason="answered by @rita"))

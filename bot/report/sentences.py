@@ -108,8 +108,8 @@ def status_comment(
         ("Started through the admin API" if run.trigger == "api" else f"Requested by @{run.requested_by}")
         + (f": {_quote_task(run.task)}" if run.task else "."),
     ]
-    if run.state in ("queued", "preparing") and run.reason:  # why it waits (a claim clears it)
-        lines.append(f"Reason: {run.reason}")
+    if run.state in ("queued", "preparing") and run.reason:  # why it waits (a claim clears it); it may
+        lines.append(f"Reason: {plain(run.reason)}")  # quote the Forge's answer or name a user
     if run.state == "queued" and queue:
         lines.append(queue)
     if run.started_at and run.state in AT_WORK:

@@ -50,9 +50,10 @@ async def launch(services: Services, run: Run) -> None:
         if e.transient:
             pause = min(REQUEUE_PAUSE * 2 ** (run.attempts - 1), MAX_REQUEUE_PAUSE)
             log.warning("run %s: Forge unavailable while preparing, requeued in %.0f s: %s", run.id, pause, e)
-            await store.update(run.id, reason=sentences.forge_pause(str(e), time.time() + pause), expect=("preparing",))
+            said = _said(services, run, str(e))
+            await store.update(run.id, reason=sentences.forge_pause(said, time.time() + pause), expect=("preparing",))
             await asyncio.sleep(pause)  # queued at once, it would be claimed at once, by every free slot
-            await store.transition(run.id, "queued", reason=f"requeued: {e}", expect=("preparing",))
+            await store.transition(run.id, "queued", reason=f"requeued: {said}", expect=("preparing",))
         else:
             await store.transition(run.id, "failed", reason=f"could not prepare: {e}", expect=("preparing",))
         return

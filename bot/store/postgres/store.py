@@ -110,9 +110,9 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
                 )
                 if live:
                     return None
-            if not await trigger.claim(tx, delivery_id):
-                return None
             now = time.time()
+            if not await trigger.claim(tx, delivery_id, now):
+                return None
             values = {**req.__dict__, "workspace_key": req.workspace_key, "state": "queued"}
             values["options"] = json.dumps(req.options)
             values |= {"created_at": now, "updated_at": now}
@@ -188,16 +188,17 @@ class PostgresStore(Replicas, UsageRecords, ReplicaRules):
         trigger = _Trigger(trigger_key)
 
         async def step(tx: Tx) -> list[Run] | None:
-            if await trigger.lost_claim(tx) is not None:  # the runs it cancelled ended when it claimed
-                return [r for r in [await rows.get_run(tx, i) for i in sorted(run_ids)]
-                        if r is not None and r.state == "cancelled" and r.ended_at == trigger.at]
-            if not await trigger.claim(tx, ""):
+            if (claimed := await trigger.lost_claim(tx)) is not None:  # its runs ended when it claimed
+                return [r for r in [await rows.get_run(tx, i) for i in sorted(set(run_ids))]
+                        if r is not None and r.state == "cancelled" and r.ended_at == claimed["created_at"]]
+            now = time.time()
+            if not await trigger.claim(tx, "", now):
                 return None
             cancelled = []
-            for run_id in sorted(run_ids):  # rows locked in one order: two cancels never deadlock
+            for run_id in sorted(set(run_ids)):  # rows locked in one order: two cancels never deadlock
                 run = await rows.get_run(tx, run_id, lock=True)
                 if run is not None and run.state in allowed:
-                    cancelled.append(await _move(tx, run, "cancelled", reason, {}, trigger.at))
+                    cancelled.append(await _move(tx, run, "cancelled", reason, {}, now))
             return cancelled
 
         return await self._c.write(step, "runs", "triggers", "transitions")
@@ -442,18 +443,19 @@ async def _move(tx: Tx, run: Run, to: str, reason: str, changes: dict[str, Any],
 
 
 class _Trigger:
-    """A write's claim of its trigger key, marked with the write's own time: when an attempt's
-    answer to COMMIT was lost, the retry finds the key claimed, and knows by the mark that the claim
-    was its own (a replay of the trigger is refused; this is not one)."""
+    """One write's claims of its trigger key, each attempt's marked with its own time: when an
+    attempt's answer to COMMIT was lost, the retry finds the key claimed, and knows by the time that
+    the claim was its own (a replay of the trigger is refused; this is not one)."""
 
     def __init__(self, key: str) -> None:
-        self.key, self.at, self._tried = key, time.time(), False
+        self.key = key
+        self._tried_at: set[float] = set()
 
-    async def claim(self, tx: Tx, delivery_id: str) -> bool:
-        return await rows.claim_trigger(tx, self.key, delivery_id, self.at)
+    async def claim(self, tx: Tx, delivery_id: str, at: float) -> bool:
+        self._tried_at.add(at)
+        return await rows.claim_trigger(tx, self.key, delivery_id, at)
 
     async def lost_claim(self, tx: Tx) -> asyncpg.Record | None:
-        """On a retry, the trigger's row if an earlier attempt claimed it."""
-        tried, self._tried = self._tried, True
-        found = await rows.trigger(tx, self.key) if tried else None
-        return found if found is not None and found["created_at"] == self.at else None
+        """The trigger's row if an earlier attempt of this write claimed it."""
+        found = await rows.trigger(tx, self.key) if self._tried_at else None
+        return found if found is not None and found["created_at"] in self._tried_at else None
