@@ -153,6 +153,24 @@ async def test_a_commit_that_would_close_another_issue_fails_the_run(world, engi
     assert not any(b.startswith("agent/") for b in world["repo"].branches)
 
 
+async def test_a_repository_nested_in_the_clone_never_makes_host_git_run_its_filter(world, engine_bot):
+    """Host git asks a nested repository for its status (a child git in it, reading its config):
+    a clean filter there would run on the host, as the bot's user. The run fails instead."""
+    bot = await engine_bot()
+    marker = world["tmp"] / "host-only" / "pwned"  # a directory the container does not have
+    marker.parent.mkdir()
+    await dispatch(world, script(
+        "mkdir sub && cd sub && git init -q && echo x >f && git add f && git commit -qm sub && cd ..",
+        "git add sub && git commit -qm 'a gitlink'",
+        f"git -C sub config filter.evil.clean \"sh -c 'id >{marker}; cat'\" && git -C sub config filter.evil.smudge cat",
+        "echo '* filter=evil' >sub/.gitattributes && echo z >sub/f && touch -d 2001-01-01 sub/f",
+    ))
+    [run] = await ended(bot)
+    assert not marker.exists(), marker.read_text()
+    assert run.state == "failed" and "sub/.git" in run.reason, (run.state, run.reason)
+    assert not any(b.startswith("agent/") for b in world["repo"].branches)
+
+
 async def test_a_log_that_closes_the_fence_stays_inside_it(world, engine_bot):
     bot = await engine_bot()
     issue = await dispatch(world, script(

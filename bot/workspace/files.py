@@ -25,6 +25,23 @@ def real_dir(path: Path) -> Path:
     return path
 
 
+def refuse_nested_repositories(clone: Path) -> None:
+    """Refuse a clone holding a git repository below its top: host git asks such a repository for
+    its status by running git in it, which reads that repository's config (a filter there is a
+    command). Walked without following symlinks; the agent's own ``.git`` is not looked into."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(real_dir(clone)):
+        if ".git" in dirnames + filenames and dirpath != str(clone):  # a directory, a file or a symlink
+            found.append(os.path.relpath(os.path.join(dirpath, ".git"), clone))
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        if len(found) == 3:  # enough to name
+            break
+    if found:
+        raise UnsafeWorkspace(f"the workspace holds a git repository of its own at {', '.join(sorted(found))}: "
+                              "the bot runs no git in it; remove it or make it a plain directory")
+
+
 def safe_write(path: Path, text: str) -> None:
     """Replace ``path`` atomically; a symlink planted there is replaced, never followed."""
     real_dir(path.parent)

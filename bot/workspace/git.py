@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bot.workspace.files import refuse_nested_repositories
 from bot.workspace.layout import Workspace
 
 GIT_TIMEOUT = 120.0
@@ -113,7 +114,10 @@ async def run_git(
 
 
 async def ws_git(ws: Workspace, *args: str, work_tree: bool = False, **kwargs: Any) -> tuple[int, bytes]:
-    """git in the bot's git dir of ``ws``; ``work_tree``: with the agent's clone as work tree."""
+    """git in the bot's git dir of ``ws``; ``work_tree``: with the agent's clone as work tree, which
+    must hold no repository of its own."""
+    if work_tree:
+        await asyncio.to_thread(refuse_nested_repositories, ws.clone)
     return await run_git(host_argv(ws.host_git, *args, work_tree=ws.clone if work_tree else None), **kwargs)
 
 
