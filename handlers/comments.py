@@ -96,8 +96,8 @@ async def on_comment(event: Event, services: Services) -> None:
 
 
 async def dispatch(ctx: Context, command: Command) -> None:
-    await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
-    if await ctx.may_write("dispatch agents"):
+    if await ctx.may_write("dispatch agents"):  # 👀 says the command was taken: not to those refused
+        await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
         await _request(ctx, command, command.agent_spec, review=False)
 
 
@@ -105,8 +105,8 @@ async def review(ctx: Context, command: Command) -> None:
     if not ctx.target.is_pull:
         await ctx.reply(command, sentences.review_needs_pull())
         return
-    await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
     if await ctx.may_write("request reviews"):
+        await react(ctx.services, ctx.target, ctx.comment_id, "eyes")
         await _request(ctx, command, command.agent_spec or ctx.services.settings.review_agent, review=True)
 
 

@@ -173,3 +173,18 @@ async def test_a_comment_with_more_commands_than_the_limit_says_the_rest_were_ig
     await world["forge"].create_comment(world["repo"], issue.number, world["bob"], "/help\n/status\n" * 20)
     [reply] = await _answered(bot, world, issue.number)
     assert "Commands" in reply.body and "no run to report on" in reply.body and "Only the first 10" in reply.body
+
+
+async def test_an_outsiders_command_gets_no_eyes_and_its_words_quoted_back_stay_plain(world, bot):
+    """A parse error quotes the word it could not read: written to close the bot's own code span,
+    it would mention, link or show an image in the bot's voice. And 👀 is for commands the bot takes."""
+    forge, repo, rita = world["forge"], world["repo"], world["rita"]
+    issue = await forge.create_issue(repo, rita, title="x", body="")
+    comment = await forge.create_comment(repo, issue.number, rita, "/dispatch x`@admin,![i](//e/1.png)`\n"
+                                         "/dispatch codex:`[sign&#32;in](https://evil.example/l)`\n/dispatch codex go")
+    [reply] = await _answered(bot, world, issue.number)
+    for active in ("@admin", "![i]", "](https://", "](//", "&#32;"):
+        assert active not in reply.body, reply.body
+    assert "is not an agent name" in reply.body and "has no valid model" in reply.body
+    assert "Sorry @rita, only users with write access" in reply.body
+    assert forge.reactions(comment.id) == []

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from bot.names import AGENT_NAME, MODEL_NAME
+from bot.report.markup import plain
 
 NAMES = ("dispatch", "review", "cancel", "retry", "status", "answer", "help")
 COMMAND_RE = re.compile(r"^[ \t]{0,3}/([A-Za-z][A-Za-z0-9_-]*)(?=\s|$)(.*)$")
@@ -79,10 +80,10 @@ def _parse_one(name: str, number: int, rest: str, following: list[str]) -> Comma
             return Command(name=name, line=number)
         return error("/dispatch needs an agent")
     agent, _, model = words[0].partition(":")
-    if not AGENT_NAME.fullmatch(agent):
-        return error(f"`{words[0][:40]}` is not an agent name")
+    if not AGENT_NAME.fullmatch(agent):  # the user's word quoted back: plain, it cannot close a code span
+        return error(f"{plain(words[0][:40])} is not an agent name")
     if ":" in words[0] and not MODEL_NAME.fullmatch(model):
-        return error(f"`{words[0][:80]}` has no valid model after the colon")
+        return error(f"{plain(words[0][:80])} has no valid model after the colon")
     text = "\n".join([words[1].strip() if len(words) > 1 else "", *following]).strip()
     if name == "review" and text:
         return error("/review takes only an agent")

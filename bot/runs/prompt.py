@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from bot.report.sentences import fenced
+from bot.report.markup import fenced
 from bot.settings import Settings
 from bot.store.model import on_ref
 from bot.workspace import Workspace, detect_project, recent_commits, safe_write
