@@ -143,13 +143,16 @@ async def test_a_commit_that_would_close_another_issue_fails_the_run(world, engi
     forge, repo = world["forge"], world["repo"]
     bot = await engine_bot()
     victim = await forge.create_issue(repo, world["bob"], title="Keep me open", body="")
+    other = await forge.create_issue(repo, world["bob"], title="Me too", body="")
+    link = f"{forge.url}/acme/widgets/issues/{other.number}"  # Gitea reads its own links as acme/widgets#N
     await dispatch(world, script(
         f"echo notes >>N.md && git add -A && git commit -q -m 'fix: notes' -m 'Resolves acme/widgets#{victim.number}'",
+        f"echo more >>N.md && git add -A && git commit -q -m 'fix: more' -m 'Fixes {link}'",
     ))
     [run] = await ended(bot)
     assert run.state == "failed", run.reason
-    [violation] = run.result.violations
-    assert f"would close or reopen #{victim.number}" in violation
+    closed = sorted(re.search(r"would close or reopen #(\d+)", v)[1] for v in run.result.violations)
+    assert closed == sorted([str(victim.number), str(other.number)]), run.result.violations
     assert not any(b.startswith("agent/") for b in world["repo"].branches)
 
 

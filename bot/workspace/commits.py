@@ -66,10 +66,12 @@ async def commits_since(ws: Workspace, base: str) -> list[Commit]:
     return [Commit(*line.split(" ", 1)) for line in out.decode("utf-8", "replace").splitlines()]
 
 
-# A keyword by which Gitea closes or reopens an issue that a commit names, once the commit is merged.
+# A keyword by which Gitea closes or reopens an issue that a commit names, once the commit is merged:
+# "#N", "owner/repo#N", or a link to the issue (Gitea reads links to itself as "owner/repo#N"; any
+# host is taken, since the Forge's own address may differ from the one the bot uses).
 _CLOSING = re.compile(
     r"(?i)(?<![\w-])(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?|reopen(?:s|ed)?)\b:?\s+"
-    r"(?:[\w.-]+/[\w.-]+)?#(\d+)\b"
+    r"(?:(?:[\w.-]+/[\w.-]+)?#|https?://\S+/[\w.-]+/[\w.-]+/(?:issues|pulls)/)(\d+)\b"
 )
 
 
