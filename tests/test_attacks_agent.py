@@ -172,6 +172,10 @@ async def test_a_repository_nested_in_the_clone_never_makes_host_git_run_its_fil
     assert not marker.exists(), marker.read_text()
     assert run.state == "failed" and "sub/.git" in run.reason, (run.state, run.reason)
     assert not any(b.startswith("agent/") for b in world["repo"].branches)
+    # The next run on the issue gets its workspace made afresh, not the failure again.
+    await world["forge"].create_comment(world["repo"], run.number, world["bob"], "/dispatch codex scenario:edit-commit")
+    _, again = await ended(bot, count=2)
+    assert again.state == "completed" and not marker.exists(), again.reason
 
 
 async def test_a_log_that_closes_the_fence_stays_inside_it(world, engine_bot):

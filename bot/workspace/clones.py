@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from bot.names import validate_branch, validate_key, validate_repo, validate_tag
 from bot.settings import MAX_HARVEST_BYTES, GitIdentity, Settings
 
-from bot.workspace.files import chown, safe_write
+from bot.workspace.files import UnsafeWorkspace, chown, safe_write
 from bot.workspace.git import NETWORK_TIMEOUT, GitError, commit_id, host_argv, mirror_argv, refs, run_git, ws_git
 from bot.workspace.handover import EXCLUDE, git_config, hand_out, take_in
 from bot.workspace.layout import WORKSPACES, Workspace, WorkspaceDir
@@ -168,8 +168,18 @@ class Workspaces:
         """A clone on ``branch``, ready for the container; a new branch starts from ``start`` if
         given, else from ``base``. Idempotent: an existing workspace is reused (resume) and keeps
         the agent's commits; it is fast-forwarded to the Forge when possible. Its ``.git`` is
-        written afresh by the bot each time."""
+        written afresh by the bot each time. One whose clone host git must not touch (an earlier
+        agent left a repository in it, say) is removed and made afresh: else no run could use it."""
         ws = self.existing(owner, repo, key, branch, base, start)
+        try:
+            return await self._prepare(ws, new_branch)
+        except UnsafeWorkspace as e:
+            log.warning("%s/%s %s: made afresh, since %s", owner, repo, key, e)
+            await remove_workspace(ws)
+            return await self._prepare(ws, new_branch)
+
+    async def _prepare(self, ws: Workspace, new_branch: bool) -> Workspace:
+        owner, repo = ws.owner, ws.repo
         async with self._lock(owner, repo):
             mirror = await self._update_mirror(owner, repo)
             ws.meta.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ def refuse_nested_repositories(clone: Path) -> None:
         if len(found) == 3:  # enough to name
             break
     if found:
-        raise UnsafeWorkspace(f"the workspace holds a git repository of its own at {', '.join(sorted(found))}: "
-                              "the bot runs no git in it; remove it or make it a plain directory")
+        raise UnsafeWorkspace(f"the workspace holds a git repository of its own at {', '.join(sorted(found))}, "
+                              "where host git would run under that repository's config")
 
 
 def safe_write(path: Path, text: str) -> None:
