@@ -3,12 +3,16 @@
 The webhook endpoint acknowledges fast and does nothing slow: verify the signature over the raw
 bytes, check the shape, record the delivery, answer. Gitea waits 5 s and never retries, so
 everything fallible happens afterwards, driven by what was stored.
+
+Both endpoints answer anyone, so neither lets a crowd of strangers cost much: a body must arrive in
+time and only so many are waited for at once, and the health check runs once for all its callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -40,6 +44,57 @@ INTAKE = web.AppKey("intake", Intake)
 ENGINE = web.AppKey("engine", Engine)
 
 
+class Arriving:
+    """How many webhook bodies are being waited for now, of at most ``cap``.
+
+    Reading a body holds it in memory until it is complete; a sender that stalls keeps that going
+    for as long as ``body_timeout`` lets it. The cap bounds what all such senders hold together
+    (``cap`` times ``max_body_bytes``) instead of letting a crowd of connections run the bot out of
+    memory; past it a delivery gets 503 at once, which Gitea shows in the hook's delivery log.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.count = 0
+
+
+HEALTH_REUSE = 1.0  # seconds a health check's answer is given again, to every probe
+
+
+class Health:
+    """``/healthz``'s answer, worked out by one check at a time and reused for ``HEALTH_REUSE`` s.
+
+    The endpoint needs no token, and each check asks the Forge, the Docker engine and the store. A
+    check per probe would let anyone turn the bot into an amplifier against the Forge and Docker,
+    and, with SQLite's one connection, queue the webhook's own store writes (its acknowledgement,
+    which Gitea waits 5 s for) behind thousands of reads. Probes arriving while a check is under
+    way wait for it and share its answer; one a probe gave up on (a cancelled request) goes on for
+    the others. A check that failed outright is not reused.
+    """
+
+    def __init__(self) -> None:
+        self._check: asyncio.Task[tuple[int, dict]] | None = None
+        self._answer: tuple[int, dict] | None = None
+        self._until = 0.0
+
+    async def answer(self, services: Services) -> tuple[int, dict]:
+        if self._check is None:
+            if self._answer is not None and time.monotonic() < self._until:
+                return self._answer
+            self._check = asyncio.create_task(_check_health(services))
+            self._check.add_done_callback(self._done)
+        return await asyncio.shield(self._check)
+
+    def _done(self, check: asyncio.Task[tuple[int, dict]]) -> None:
+        self._check = None
+        if not check.cancelled() and check.exception() is None:
+            self._answer, self._until = check.result(), time.monotonic() + HEALTH_REUSE
+
+
+ARRIVING = web.AppKey("arriving", Arriving)
+HEALTH = web.AppKey("health", Health)
+
+
 def create_app(settings: Settings, router: Router = default_router) -> web.Application:
     missing = settings.missing_for_serve()
     if missing:
@@ -47,6 +102,8 @@ def create_app(settings: Settings, router: Router = default_router) -> web.Appli
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ROUTER] = router
+    app[ARRIVING] = Arriving(settings.max_arriving_bodies)
+    app[HEALTH] = Health()
     app.router.add_post("/webhook", webhook)
     app.router.add_get("/healthz", healthz)
     mount_api(app, settings, lambda: app[SERVICES], lambda: app[ENGINE].runner)
@@ -105,10 +162,25 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
     settings = app[SETTINGS]
     if (request.content_length or 0) > settings.max_body_bytes:
         return "refused", _answer(413, f"body over {settings.max_body_bytes} bytes")
+    arriving = app[ARRIVING]
+    waits = not request.content.is_eof()  # a body that has all arrived holds no slot
+    if waits and arriving.count >= arriving.cap:
+        log.warning("refused a delivery from %s: %d bodies arriving already", request.remote, arriving.count)
+        return "refused", _answer(503, f"{arriving.count} deliveries arriving at once already; send it again")
+    arriving.count += waits
     try:
-        body = await request.read()
+        async with asyncio.timeout(settings.body_timeout):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return "refused", _answer(413, f"body over {settings.max_body_bytes} bytes")
+    except TimeoutError:
+        log.warning("refused a delivery from %s: body not received within %g s", request.remote, settings.body_timeout)
+        return "refused", _answer(408, f"body not received within {settings.body_timeout:g} s")
+    except ConnectionError:  # the sender hung up mid-body: nobody reads the answer
+        log.warning("refused a delivery from %s: the connection closed mid-body", request.remote)
+        return "refused", _answer(400, "connection closed mid-body")
+    finally:
+        arriving.count -= waits
     try:
         event_type, delivery_id = verify(request.headers, body, secret=settings.webhook_secret.get_secret_value())
     except WebhookError as e:
@@ -129,6 +201,11 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    status, body = await request.app[HEALTH].answer(request.app[SERVICES])
+    return web.json_response(body, status=status)
+
+
+async def _check_health(services: Services) -> tuple[int, dict]:
     """200 when the store, the Docker engine and the Forge answer, else 503; plus the default image.
 
     A missing default image is reported (``"image": "missing"``) but keeps the answer 200: a
@@ -137,7 +214,6 @@ async def healthz(request: web.Request) -> web.Response:
     So is the cluster (``"replica"``: this one's name; ``"replicas"``: each one, alive or lost), which
     says nothing of this replica's health: a lost other one is no reason to take this one out.
     """
-    services = request.app[SERVICES]
     checks = {
         "store": services.store.ping(),
         "docker": services.executor.ping(),
@@ -154,4 +230,4 @@ async def healthz(request: web.Request) -> web.Response:
         view = await replicas_view(services.settings, services.store, services.replica)
         body["replica"] = services.replica
         body["replicas"] = {r.id: "alive" if r.alive else "lost" for r in view.replicas}
-    return web.json_response(body, status=200 if all(report.values()) else 503)
+    return (200 if all(report.values()) else 503), body

@@ -277,6 +277,12 @@ class Settings(BaseSettings):
     # PostgreSQL database that several bot replicas share. A secret: the URL may hold a password.
     store_url: SecretStr | None = None
     max_body_bytes: int = 5 * 1024 * 1024
+    # A webhook body must have arrived within ``body_timeout`` seconds (else 408), and at most
+    # ``max_arriving_bodies`` are waited for at once (one more gets 503): without either, senders that
+    # stall mid-body hold up to max_body_bytes each for as long as they like, and the bot runs out of
+    # memory. Real deliveries (~20 kB) arrive in milliseconds, and one already complete takes no slot.
+    body_timeout: float = Field(10.0, gt=0)
+    max_arriving_bodies: int = Field(32, ge=1)
     forge_timeout: float = 15.0
 
     label_prefix: str = "dispatch:"
