@@ -22,11 +22,15 @@ from aiohttp import web
 
 from bot.gateway import firewall
 from bot.executor.docker import HOLDER_LABEL, DockerExecutor
+from bot.gateway.observer import Api
 from bot.gateway.service import dismantle, network_names
+from bot.gateway.vendors import route_of
+from bot.report.markup import plain
 from bot.settings import Settings
 from bot.workspace import layout
 from bot.store import ACTIVE
 from tests.fakemodel import FakeModel
+from tests.harness import AGENT_KEYS
 from tests.helpers import model_api, wait_for
 
 pytestmark = pytest.mark.docker
@@ -245,8 +249,8 @@ async def test_an_allowlisted_host_is_reached_through_the_proxy_and_others_are_r
         assert "registry 200" in run.result.log_tail
         blocked = {"paste.example.org:443": 2, f"127.0.0.1:{registry.port}": 1}
         assert run.result.egress["blocked"] == blocked
-        assert "Blocked: 2 connections to paste.example.org:443, 1 connection to 127.0.0.1" in status(
-            world["forge"], world["repo"], issue.number)
+        shown = f"Blocked: 2 connections to {plain('paste.example.org:443')}, 1 connection to {plain('127.0.0.1')}"
+        assert shown in status(world["forge"], world["repo"], issue.number)
         async with aiohttp.ClientSession() as http:  # the API's run view lists them too
             headers = {"Authorization": f"Bearer {ADMIN}"}
             async with http.get(f"{bot.url}/api/runs/{run.id}", headers=headers) as answer:
@@ -342,6 +346,118 @@ async def test_answers_stream_through_chunk_by_chunk_and_requests_are_bounded(wo
                 assert answer.status == 413
     finally:
         await runner.cleanup()
+
+
+# (agent, the key header its CLI sends, method, path): what a run token must not reach with the real
+# key. Batches run on after the run, unmetered and outside its budget; embeddings, images and the
+# legacy completions are model calls no meter reads; the rest read or change the whole account
+# (stored completions hold other runs' prompts and their repositories' code).
+NOT_MODEL_CALLS = [
+    ("mine", "x-api-key", "POST", "/v1/messages/batches"),
+    ("mine", "x-api-key", "GET", "/v1/messages/batches"),
+    ("mine", "x-api-key", "GET", "/v1/files"),
+    ("mine", "authorization", "POST", "/v1/batches"),
+    ("mine", "authorization", "GET", "/v1/files"),
+    ("mine", "authorization", "GET", "/v1/chat/completions"),
+    ("mine", "authorization", "GET", "/v1/responses/resp_1"),
+    ("mine", "authorization", "POST", "/v1/embeddings"),
+    ("mine", "authorization", "POST", "/v1/images/generations"),
+    ("mine", "authorization", "POST", "/v1/completions"),
+    ("mine", "x-goog-api-key", "POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent"),
+    ("mine", "x-goog-api-key", "POST", "/v1beta/models/gemini-2.5-flash:embedContent"),
+    ("mine", "x-goog-api-key", "GET", "/v1beta/files"),
+    ("local", "", "POST", "/api/pull"),
+    ("local", "", "DELETE", "/api/delete"),
+    ("local", "", "POST", "/v1/embeddings"),
+]
+# ...and what its CLI does need, which still reaches the model with the real key
+MODEL_CALLS = [
+    ("mine", "x-api-key", "POST", "/v1/messages"),
+    ("mine", "x-api-key", "HEAD", "/api/hello"),
+    ("mine", "authorization", "POST", "/v1/responses"),
+    ("mine", "authorization", "POST", "/v1/chat/completions"),
+    ("mine", "authorization", "GET", "/v1/models"),
+    ("mine", "x-goog-api-key", "POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+    ("local", "", "GET", "/api/tags"),
+    ("local", "", "POST", "/v1/responses"),
+]
+
+
+async def test_a_run_token_reaches_its_vendors_model_calls_and_nothing_else_of_its_api(world, engine_bot):
+    """A hostile agent holds its run's token: with it, the gateway forwards the calls its CLI makes
+    (a model call, a probe, a model list) and refuses everything else of the vendor's API before the
+    key is added, 404 with ``x-should-retry: false``; each refusal is counted in the run's record."""
+    model = FakeModel()
+    await model.start()
+    try:
+        bot = await engine_bot(base_urls={"mine": model.url}, ollama_url=model.url, agents={"mine": {
+            "argv": ["sleep", "60"], "env": ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"],
+            "base_url_env": "MINE_URL"}})
+        await dispatch(world, "mine")
+        await dispatch(world, "local", body="scenario:hang")
+        runs = await bot.wait_for(lambda: _all_running(bot, 2))
+        gateway = bot.services.gateway
+        base = f"http://{gateway.address}:{gateway.port}"
+        tokens = {run.agent: gateway.grants.token(run, "agent") for run in runs}
+        body = {"model": "m", "stream": True, "messages": [], "input": [], "contents": []}
+
+        async def call(http, agent, header, method, path):
+            headers = {header: ("Bearer " if header == "authorization" else "") + tokens[agent]} if header else {}
+            async with http.request(method, f"{base}/{agent}/{tokens[agent]}{path}", headers=headers,
+                                    json=None if method in ("GET", "HEAD") else body) as answer:
+                return answer.status, answer.headers, await answer.read()
+
+        async with aiohttp.ClientSession() as http:
+            refused = [await call(http, *c) for c in NOT_MODEL_CALLS]
+            allowed = [await call(http, *c) for c in MODEL_CALLS]
+        seen = {(r.method, r.path) for r in model.requests}
+        assert seen == {(m, p) for _, _, m, p in MODEL_CALLS}  # none of the others reached it
+        for (_, _, method, path), (status, headers, raw) in zip(NOT_MODEL_CALLS, refused, strict=True):
+            assert (status, headers.get("x-should-retry")) == (404, "false"), (method, path, status)
+            assert json.loads(raw)["error"]["message"].startswith("dispatchbot gateway: "), (method, path)
+        assert [status for status, _, _ in allowed] == [200] * len(MODEL_CALLS)
+        keys = {"x-api-key": AGENT_KEYS["ANTHROPIC_API_KEY"], "authorization": f"Bearer {AGENT_KEYS['OPENAI_API_KEY']}",
+                "x-goog-api-key": AGENT_KEYS["GEMINI_API_KEY"]}
+        for r in model.requests:  # with the real key, never the token
+            sent = {k.lower(): v for k, v in r.headers.items()}
+            assert all(sent.get(h, key) == key for h, key in keys.items()), r
+        mine = next(run for run in runs if run.agent == "mine")
+        expected = {f"{m} {p} ({v} API)": 1 for a, h, m, p in NOT_MODEL_CALLS if a == "mine"
+                    for v in [{"x-api-key": "anthropic", "authorization": "openai", "x-goog-api-key": "gemini"}[h]]}
+        recorded = await bot.wait_for(lambda: _blocked(bot, mine.id, len(expected)))
+        assert recorded == expected
+    finally:
+        await model.close()
+
+
+def test_a_call_is_forwarded_only_when_its_whole_path_is_one_the_cli_makes():
+    """What a client library would normalise before sending, as the gateway may see it (decoded)."""
+    assert route_of("anthropic", "POST", "/v1/messages").api is Api.ANTHROPIC_MESSAGES
+    assert route_of("gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent").api is Api.GEMINI
+    assert route_of("openai", "POST", "/chat/completions").api is Api.CHAT_COMPLETIONS  # /v1 in base_urls
+    assert route_of("openai", "GET", "/v1/models").api is Api.OTHER
+    assert route_of("ollama", "GET", "/v1/models/devstral:24b").api is Api.OTHER
+    for vendor, method, path in [
+        ("anthropic", "POST", "/v1/messages?x=1"), ("anthropic", "POST", "/v1/messages/"),
+        ("anthropic", "POST", "/v1/messages\n"), ("anthropic", "POST", "/x/v1/messages"),
+        ("anthropic", "post", "/v1/messages"), ("openai", "GET", "/v1/models/../files"),
+        ("openai", "GET", "/v1/models/.."), ("openai", "POST", "/v1/messages"),
+        ("gemini", "POST", "/v1beta/models/../../v1beta/files:generateContent"),
+        ("gemini", "POST", "/v1beta/models/m:batchGenerateContent:generateContent"),
+        ("coderabbit", "POST", "/v1/messages"),
+    ]:
+        assert route_of(vendor, method, path) is None, (vendor, method, path)
+
+
+async def _all_running(bot, count: int):
+    runs = [r for r in await bot.store.runs() if r.state == "running"]
+    return runs if len(runs) == count else None
+
+
+async def _blocked(bot, run_id: int, count: int):
+    run = await bot.store.get(run_id)
+    blocked = run.result.egress.get("blocked") or {}
+    return blocked if len(blocked) >= count else None
 
 
 async def connect(gateway, token: str, destination: str) -> bytes:

@@ -72,3 +72,11 @@ def test_the_question_the_task_and_the_paths_in_the_status_comment_show_nothing_
     body = sentences.status_comment(waiting)
     assert f"Reason: {plain(pause)}" in body and "<h1>" not in body
     assert "＠rita" in sentences.status_comment(replace(waiting, state="queued", reason="answered by @rita"))
+
+
+def test_what_the_gateway_refused_is_listed_as_plain_text():
+    """The agent chose the host it asked the proxy for (a CONNECT takes any text) and the path."""
+    lines = sentences.egress_lines({"blocked": {"![x](//e/1.png)@admin:443": 2, "POST /v1/files (openai API)": 1}})
+    text = "\n".join(lines)
+    assert "![x]" not in text and "@admin" not in text, text
+    assert "2 connections to " in text and f"1 call {plain('POST /v1/files (openai API)')}" in text, text

@@ -1,6 +1,10 @@
 """The gateway's model side: ``/<agent>/<run token>/<the API's own path>``, forwarded upstream with
 the real key in place of the token, the answer streamed back chunk by chunk as it arrives.
 
+Only the calls of the vendor's API that the CLIs make are forwarded (``vendors.ROUTES``): the rest
+of an API the real key opens (batches, files, stored completions...) is refused before the key is
+added, and counted in the run's record as the proxy's refusals are.
+
 What the CLI is told when the gateway refuses (a bad token, a refused call, an upstream it cannot
 reach) is one JSON body that reads as an error in each vendor's shape, with ``x-should-retry:
 false`` (claude would otherwise retry a 401 for minutes).
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -18,8 +23,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from bot.gateway.grants import Grants, Holder
-from bot.gateway.observer import Call, Observer
-from bot.gateway.vendors import AUTH_HEADERS, VENDORS, api_of, key_vendors, vendor_of_header
+from bot.gateway.observer import Api, Call, Observer
+from bot.gateway.vendors import AUTH_HEADERS, VENDORS, key_vendors, route_of, vendor_of_header
 from bot.runs.agents import UnknownAgent, resolve
 from bot.settings import Settings
 
@@ -33,15 +38,16 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
 
 
 def refusal(status: int, message: str) -> web.Response:
-    kind = {401: "authentication_error", 400: "invalid_request_error"}.get(status, "api_error")
-    body = {"type": "error", "error": {"type": kind,
-                                        "code": status, "status": "UNAUTHENTICATED" if status == 401 else "UNAVAILABLE",
+    kind = {401: "authentication_error", 400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    code = {401: "UNAUTHENTICATED", 404: "NOT_FOUND"}.get(status, "UNAVAILABLE")
+    body = {"type": "error", "error": {"type": kind, "code": status, "status": code,
                                         "message": f"dispatchbot gateway: {message}"}}
     return web.json_response(body, status=status, headers={"x-should-retry": "false"})
 
 
 @dataclass(frozen=True)
 class Upstream:
+    vendor: str  # whose API it is (``VENDORS``), for the calls it may be asked (``ROUTES``)
     url: str  # root URL, no trailing slash
     header: str  # where the key goes ("" for none)
     value: str  # the header's value ("" to send none)
@@ -55,7 +61,7 @@ def upstream_for(settings: Settings, agent_name: str, headers: Mapping[str, str]
     except (UnknownAgent, ValueError):
         return None
     if agent.name == "local":
-        return Upstream(agent.endpoint, "", "")
+        return Upstream("ollama", agent.endpoint, "", "")
     keys = key_vendors(agent)
     chosen = vendor_of_header(headers, tuple(dict.fromkeys(keys.values())))
     if chosen is None:
@@ -63,18 +69,20 @@ def upstream_for(settings: Settings, agent_name: str, headers: Mapping[str, str]
     vendor = VENDORS[chosen]
     key = next((environ[k] for k, v in keys.items() if v == chosen and environ.get(k)), "")
     url = agent.endpoint or vendor.upstream
-    return Upstream(url.rstrip("/"), vendor.header, vendor.prefix + key if key else "")
+    return Upstream(chosen, url.rstrip("/"), vendor.header, vendor.prefix + key if key else "")
 
 
 class ModelProxy:
     """The aiohttp handler; one client session for every upstream call."""
 
     def __init__(self, settings: Settings, grants: Grants, observer: Observer,
-                 failed: Callable[[int, str], None], environ: Mapping[str, str] = os.environ) -> None:
+                 failed: Callable[[int, str], None], environ: Mapping[str, str] = os.environ,
+                 refused: Callable[[int, str], None] = lambda run_id, call: None) -> None:
         self.settings = settings
         self.grants = grants
         self.observer = observer
         self.failed = failed  # (run id, reason): an upstream the gateway could not reach
+        self.refused = refused  # (run id, the call): one not forwarded, for the run's record
         self.environ = environ
         limits = settings.gateway
         self.session = aiohttp.ClientSession(
@@ -98,18 +106,23 @@ class ModelProxy:
         upstream = upstream_for(self.settings, agent, request.headers, self.environ)
         if upstream is None:
             return refusal(404, f"agent {agent!r} has no model API behind the gateway")
+        path = "/" + request.match_info["tail"]
+        route = route_of(upstream.vendor, request.method, path)
+        if route is None:
+            call = f"{request.method} {_shown(path)} ({upstream.vendor} API)"
+            log.info("run %s: refused a model API call, %s", holder.grant.run_id, call)
+            self.refused(holder.grant.run_id, call)
+            return refusal(404, f"{call} is not a call the gateway forwards (only the CLIs' model calls are)")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
-        path = "/" + request.match_info["tail"]
-        api = api_of(path)
-        reason = await self.observer.admit(holder.grant, api, body)
+        reason = await self.observer.admit(holder.grant, route.api, body)
         if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
             return refusal(400, reason)
-        return await self._forward(request, holder, upstream, path, self.observer.request(api, body))
+        return await self._forward(request, holder, upstream, path, route.api, self.observer.request(route.api, body))
 
-    async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str,
+    async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str, api: Api,
                        body: bytes) -> web.StreamResponse:
         headers = CIMultiDict((k, v) for k, v in request.headers.items()
                               if k.lower() not in _HOP and k.lower() not in AUTH_HEADERS)
@@ -117,7 +130,6 @@ class ModelProxy:
             headers[upstream.header] = upstream.value
         headers["Accept-Encoding"] = "identity"
         query = [(k, v) for k, v in request.query.items() if k != "key"]  # gemini's key may come as ?key=
-        api = api_of(path)
         meter = self.observer.meter(holder.grant, api, body)
         url = upstream.url + path
         try:
@@ -159,3 +171,8 @@ class ModelProxy:
             answer.release()
             meter.finish(Call(holder.grant, api, request.method, path, answer.status), complete=complete)
 
+
+def _shown(path: str) -> str:
+    """A refused path as the run's record and status comment show it: short, and plain text (the
+    agent chose it)."""
+    return re.sub(r"[^A-Za-z0-9/._:-]", "?", path[:80]) + ("…" if len(path) > 80 else "")

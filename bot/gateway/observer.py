@@ -21,7 +21,7 @@ class Api(StrEnum):
     ANTHROPIC_MESSAGES = "anthropic-messages"  # POST /v1/messages (claude, opencode)
     GEMINI = "gemini"  # POST /v1beta/models/<model>:(stream)generateContent
     OLLAMA = "ollama"  # ollama's own /api/*
-    OTHER = "other"  # anything else the CLI asks of its model API (model lists, version probes)
+    OTHER = "other"  # what else a CLI asks of its model API (model lists, token counts, probes)
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,8 @@ class Proxy:
             host, port = url.hostname, url.port or 80
         if not allowed(self.allowlist(holder), host, port):
             destination = f"{host}:{port}"
-            self.blocked.setdefault(holder.grant.run_id, Counter())[destination] += 1
             log.info("run %s: refused a connection to %s", holder.grant.run_id, destination)
-            self.refused()
+            self.count_refused(holder.grant.run_id, destination)
             writer.write(_answer("403 Forbidden", f"{destination} is not on this run's allowlist"))
             return
         try:
@@ -116,6 +115,12 @@ class Proxy:
         except (binascii.Error, UnicodeDecodeError):
             return None
         return await self.grants.check(token)
+
+    def count_refused(self, run_id: int, destination: str) -> None:
+        """One refusal for the run's record: a connection of the proxy's, or a call of the model
+        gateway's (``POST /v1/batches (openai API)``)."""
+        self.blocked.setdefault(run_id, Counter())[destination] += 1
+        self.refused()
 
     def take_blocked(self, run_id: int) -> dict[str, int]:
         """The refused destinations of a run since last taken (and forget them: the run's record keeps them)."""

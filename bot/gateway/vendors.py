@@ -1,8 +1,10 @@
-"""The model APIs the gateway forwards to: where each is, which header carries its key, and which
-hosts a CLI logged in with its own credentials (an OAuth subscription) needs to reach."""
+"""The model APIs the gateway forwards to: where each is, which header carries its key, which of its
+calls the gateway forwards (``ROUTES``), and which hosts a CLI logged in with its own credentials (an
+OAuth subscription) needs to reach."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,19 +54,66 @@ def key_vendors(agent: Agent) -> dict[str, str]:
 AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 
 
-def api_of(path: str) -> Api:
-    """The wire format of a call, from its path (``/v1/responses``, ``/v1beta/models/m:generateContent``)."""
-    if path.endswith("/responses"):
-        return Api.OPENAI_RESPONSES
-    if path.endswith("/chat/completions"):
-        return Api.CHAT_COMPLETIONS
-    if path.endswith("/messages"):
-        return Api.ANTHROPIC_MESSAGES
-    if "GenerateContent" in path or path.endswith(":generateContent"):
-        return Api.GEMINI
-    if path.startswith("/api/"):
-        return Api.OLLAMA
-    return Api.OTHER
+@dataclass(frozen=True)
+class Route:
+    """One call of a model API the gateway forwards: its method, its path (a full match), and how its
+    answer is read (``Api.OTHER``: not a model call, nothing to meter: a model list, a token count)."""
+
+    method: str
+    path: re.Pattern[str]
+    api: Api = Api.OTHER
+
+
+def _route(method: str, path: str, api: Api = Api.OTHER) -> Route:
+    return Route(method, re.compile(path), api)
+
+
+# The version may sit in a custom ``base_urls`` entry instead of the CLI's path; a model's name in a
+# path has no slash and is no dot segment (nor a colon, but for ollama's ``name:tag``).
+_V1 = "(?:/v1)?"
+_MODEL = "[A-Za-z0-9][A-Za-z0-9._-]*"
+_TAGGED = "[A-Za-z0-9][A-Za-z0-9._:-]*"
+_GEMINI = f"/v1(?:beta)?/models/{_MODEL}"
+
+# What each vendor's API is used for behind the gateway: the calls the CLIs make (model calls, token
+# counts, model lists, probes), and nothing else. A run's token carries the real key, and the rest of
+# a vendor's API is reached with the same key: batches (thousands of calls that go on after the run,
+# outside its budget), embeddings and images (never metered), stored completions, responses and files
+# (the whole account's: other runs' prompts, with other repositories' code), uploads, fine-tuning.
+# ollama has no key, but no run may pull, create or delete the models of the bot's ollama.
+ROUTES: dict[str, tuple[Route, ...]] = {
+    "anthropic": (
+        _route("POST", f"{_V1}/messages", Api.ANTHROPIC_MESSAGES),  # claude, opencode
+        _route("POST", f"{_V1}/messages/count_tokens"),
+        _route("GET", f"{_V1}/models(?:/{_MODEL})?"),
+        _route("HEAD", "/api/hello"),  # claude's check that its base URL answers
+    ),
+    "openai": (
+        _route("POST", f"{_V1}/responses", Api.OPENAI_RESPONSES),  # codex, opencode
+        _route("POST", f"{_V1}/responses/compact", Api.OPENAI_RESPONSES),  # codex compacting its history
+        _route("POST", f"{_V1}/chat/completions", Api.CHAT_COMPLETIONS),  # opencode, custom agents
+        _route("GET", f"{_V1}/models(?:/{_MODEL})?"),
+    ),
+    "gemini": (
+        _route("POST", f"{_GEMINI}:(?:streamGenerateContent|generateContent)", Api.GEMINI),
+        _route("POST", f"{_GEMINI}:countTokens"),
+        _route("GET", f"/v1(?:beta)?/models(?:/{_MODEL})?"),
+    ),
+    "ollama": (  # local: codex --oss (its probes, then the Responses API), and ollama's own API
+        _route("POST", "/api/(?:chat|generate)", Api.OLLAMA),
+        _route("POST", "/api/show"),
+        _route("GET", "/api/(?:tags|version)"),
+        _route("POST", "/v1/responses", Api.OPENAI_RESPONSES),
+        _route("POST", "/v1/chat/completions", Api.CHAT_COMPLETIONS),
+        _route("GET", f"/v1/models(?:/{_TAGGED})?"),
+    ),
+}
+
+
+def route_of(vendor: str, method: str, path: str) -> Route | None:
+    """The route of ``vendor``'s API a call is (``path`` as forwarded, query excluded), None for one
+    the gateway refuses."""
+    return next((r for r in ROUTES.get(vendor, ()) if r.method == method and r.path.fullmatch(path)), None)
 
 
 def vendor_of_header(headers: dict[str, str] | object, candidates: tuple[str, ...]) -> str | None:

@@ -221,10 +221,18 @@ def egress_lines(record: dict) -> list[str]:
         lines.append(f"Model gateway: {record['upstream']}.")
     if blocked := record.get("blocked"):
         counts = sorted(blocked.items(), key=lambda item: (-item[1], item[0]))
-        listed = ", ".join(f"{n} connection{'s' if n != 1 else ''} to {dest}" for dest, n in counts[:10])
+        listed = ", ".join(_refused(dest, n) for dest, n in counts[:10])
         more = f", and {len(counts) - 10} more destinations" if len(counts) > 10 else ""
         lines.append(f"Blocked: {listed}{more}.")
     return ["", *lines] if lines else []
+
+
+def _refused(what: str, n: int) -> str:
+    """A refusal the gateway counted: a proxy's connection (``host:port``) or a model API call it does
+    not forward (``POST /v1/files (openai API)``: a method, so a space). Plain: the agent chose both."""
+    if " " in what:
+        return f"{n} call{'s' if n != 1 else ''} {plain(what)}"
+    return f"{n} connection{'s' if n != 1 else ''} to {plain(what)}"
 
 
 def summary(text: str) -> str:
