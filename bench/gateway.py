@@ -178,7 +178,8 @@ async def run_model(stream_mb: int) -> None:
 async def run_gateway(model_url: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     os.environ["ANTHROPIC_API_KEY"] = "sk-ant-bench-0123456789abcdef"
-    settings = Settings(data_dir=tmp, base_urls={"claude": model_url})
+    # One run's token for every stream: as many calls of it in flight as the bench opens streams.
+    settings = Settings(data_dir=tmp, base_urls={"claude": model_url}, gateway={"run_model_calls": 64})
     store = await open_store(tmp / "store.sqlite3")
     run = await store.request_run(RunRequest(owner="acme", repo="widgets", number=1, is_pull=False, agent="claude",
                                              model="", pool="claude", review=False, task="bench", trigger="label",

@@ -8,14 +8,23 @@ added, and counted in the run's record as the proxy's refusals are.
 What the CLI is told when the gateway refuses (a bad token, a refused call, an upstream it cannot
 reach) is one JSON body that reads as an error in each vendor's shape, with ``x-should-retry:
 false`` (claude would otherwise retry a 401 for minutes).
+
+A call's body is read whole (up to ``max_request_bytes``, and the observer may copy it), so one
+run has at most ``gateway.run_model_calls`` calls in flight; the next ones wait their turn, their
+bodies unread (aiohttp stops reading a socket past a small buffer), rather than being refused,
+which the CLIs handle badly (claude goes by ``x-should-retry``, codex and gemini retry a 429 or a
+5xx whatever they are told): 200 parallel posts of one run hold 8 bodies, not 200 (6-13 GB). A
+waiting CLI that hangs up is noticed only at its turn, its socket being unread till then.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -72,6 +81,39 @@ def upstream_for(settings: Settings, agent_name: str, headers: Mapping[str, str]
     return Upstream(chosen, url.rstrip("/"), vendor.header, vendor.prefix + key if key else "")
 
 
+class RunSlots:
+    """At most ``most`` places per run at once; the other callers wait their turn (first come, first
+    served). A run is kept only while one of its calls holds or waits for a place, and a place is
+    given back on every way out (an answer, an error, a cancellation)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._runs: dict[int, _Places] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    @contextlib.asynccontextmanager
+    async def place(self, run_id: int) -> AsyncIterator[None]:
+        run = self._runs.setdefault(run_id, _Places(asyncio.Semaphore(self.most)))
+        run.users += 1
+        try:
+            async with run.places:
+                yield
+        finally:
+            run.users -= 1
+            if not run.users:
+                del self._runs[run_id]
+
+
+@dataclass
+class _Places:
+    """One run's places, and how many of its calls hold or wait for one."""
+
+    places: asyncio.Semaphore
+    users: int = 0
+
+
 class ModelProxy:
     """The aiohttp handler; one client session for every upstream call."""
 
@@ -85,6 +127,7 @@ class ModelProxy:
         self.refused = refused  # (run id, the call): one not forwarded, for the run's record
         self.environ = environ
         limits = settings.gateway
+        self.calls = RunSlots(limits.run_model_calls)  # each run's calls in flight (see the module)
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout),
             connector=aiohttp.TCPConnector(limit=0),
@@ -113,14 +156,18 @@ class ModelProxy:
             log.info("run %s: refused a model API call, %s", holder.grant.run_id, call)
             self.refused(holder.grant.run_id, call)
             return refusal(404, f"{call} is not a call the gateway forwards (only the CLIs' model calls are)")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
-        reason = await self.observer.admit(holder.grant, route.api, body)
-        if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
-            return refusal(400, reason)
-        return await self._forward(request, holder, upstream, path, route.api, self.observer.request(route.api, body))
+        async with self.calls.place(holder.grant.run_id):  # waited for before the body is read
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the CLI went away while it waited: nobody to answer
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
+            reason = await self.observer.admit(holder.grant, route.api, body)
+            if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
+                return refusal(400, reason)
+            return await self._forward(request, holder, upstream, path, route.api,
+                                       self.observer.request(route.api, body))
 
     async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str, api: Api,
                        body: bytes) -> web.StreamResponse:

@@ -4,6 +4,13 @@ to the hosts of a run's allowlist only, for containers that reach nothing else.
 A container authenticates with its run token as the proxy password (``HTTPS_PROXY=http://run:
 TOKEN@gateway:port``). Every refused connection is counted per run and destination, for the status
 comment; nothing else about the traffic is looked at (tunnels stay end-to-end TLS).
+
+A hostile agent must not take the bot's file descriptors through it (the Forge, store and Docker
+calls of every repository need them too): the proxy holds at most ``gateway.proxy_connections`` at
+once, one run at most ``proxy_run_connections`` of them, a head must arrive within
+``head_timeout`` and a tunnel that passes no byte either way for ``tunnel_idle_timeout`` is closed.
+Past the total, the connection waiting longest for its head is dropped for the new one: sockets
+that never send a head cannot lock out a run's real connections, whose heads come at once.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from bot.gateway.grants import Grants, Holder
+from bot.settings import Gateway as GatewaySettings
 
 log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024
-HEAD_TIMEOUT = 30.0
 CHUNK = 256 * 1024
 
 
@@ -44,28 +51,47 @@ def _answer(status: str, text: str = "", extra: str = "") -> bytes:
 
 
 class Proxy:
-    def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], connect_timeout: float,
+    def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], limits: GatewaySettings,
                  refused: Callable[[], None] = lambda: None) -> None:
         self.grants = grants
         self.allowlist = allowlist
-        self.connect_timeout = connect_timeout
+        self.limits = limits
         self.refused = refused  # told after each refusal, to keep the counts where a restart finds them
         self.blocked: dict[int, Counter[str]] = {}  # counted since last taken
+        self.open = 0  # connections held, whatever their stage
+        self.heads: dict[asyncio.BaseTransport, None] = {}  # those still sending their head, oldest first
+        self.runs: Counter[int] = Counter()  # each run's connections past their head (none kept at 0)
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, counted in ``open`` from here to its end on every path; past
+        ``proxy_connections`` the oldest one still waiting for its head makes room, else this one
+        is closed at once (without a byte: a client sees a refused connection and may retry)."""
+        if self.open >= self.limits.proxy_connections:
+            if not self.heads:
+                writer.transport.abort()
+                return
+            oldest = next(iter(self.heads))
+            del self.heads[oldest]
+            oldest.abort()  # its own task ends, and gives its place back, at once
+        self.open += 1
         try:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(HEAD_TIMEOUT):
-            head = await reader.readuntil(b"\r\n\r\n")
+        self.heads[writer.transport] = None
+        try:
+            async with asyncio.timeout(self.limits.head_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            self.heads.pop(writer.transport, None)
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, _version = request_line.split(" ", 2)
         headers = [line.split(":", 1) for line in header_lines if ":" in line]
@@ -74,6 +100,22 @@ class Proxy:
             writer.write(_answer("407 Proxy Authentication Required", "a live run token is needed as the proxy password",
                                  'Proxy-Authenticate: Basic realm="dispatchbot"\r\n'))
             return
+        run_id, most = holder.grant.run_id, self.limits.proxy_run_connections
+        if self.runs[run_id] >= most:
+            log.info("run %s: refused a connection past its %d open through the proxy", run_id, most)
+            writer.write(_answer("429 Too Many Requests", f"this run has {most} connections open through the "
+                                 "proxy, its most at once"))
+            return
+        self.runs[run_id] += 1
+        try:
+            await self._serve(holder, method, target, headers, reader, writer)
+        finally:
+            self.runs[run_id] -= 1
+            if not self.runs[run_id]:
+                del self.runs[run_id]
+
+    async def _serve(self, holder: Holder, method: str, target: str, headers: list[list[str]],
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if method == "CONNECT":
             host, _, port_text = target.rpartition(":")
             host, port = host.strip("[]"), int(port_text)
@@ -90,7 +132,7 @@ class Proxy:
             writer.write(_answer("403 Forbidden", f"{destination} is not on this run's allowlist"))
             return
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.limits.connect_timeout):
                 up_reader, up_writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as e:
             writer.write(_answer("502 Bad Gateway", f"cannot connect to {host}:{port}: {e}"))
@@ -102,7 +144,7 @@ class Proxy:
                 path = urlsplit(target)._replace(scheme="", netloc="").geturl() or "/"
                 kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in ("proxy-authorization", "proxy-connection", "connection")]
                 up_writer.write("\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""]).encode("latin-1"))
-            await _pipe_both(reader, writer, up_reader, up_writer)
+            await _pipe_both(reader, writer, up_reader, up_writer, self.limits.tunnel_idle_timeout)
         finally:
             up_writer.close()
 
@@ -127,9 +169,11 @@ class Proxy:
         return dict(self.blocked.pop(run_id, Counter()))
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: asyncio.Timeout,
+                idle: float) -> None:
     try:
         while chunk := await reader.read(CHUNK):
+            deadline.reschedule(asyncio.get_running_loop().time() + idle)
             writer.write(chunk)
             await writer.drain()
         if writer.can_write_eof():
@@ -139,7 +183,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _pipe_both(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
-                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
-    await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
+                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter, idle: float) -> None:
+    """Both ways until both are done, or TimeoutError once no byte has passed either way for
+    ``idle`` seconds: a silent tunnel would hold its two descriptors for ever."""
+    async with asyncio.timeout(idle) as deadline:
+        await asyncio.gather(_pipe(a_reader, b_writer, deadline, idle), _pipe(b_reader, a_writer, deadline, idle))
 
 

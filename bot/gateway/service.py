@@ -67,7 +67,7 @@ class Gateway:
         self.environ = environ
         self.store = store
         self.grants = Grants(load_key(settings.data_dir), store)
-        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway.connect_timeout, self._refused)
+        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway, self._refused)
         self.models = ModelProxy(settings, self.grants, observer or NoObserver(), self._upstream_failed, environ,
                                  refused=self.proxy.count_refused)
         self.network, self.bridge = network_names(settings)

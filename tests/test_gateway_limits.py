@@ -1,0 +1,260 @@
+"""What one run (or all of them together) may hold of the gateway: a hostile agent must not take the
+bot's file descriptors or memory through it. The gateway's own listeners on the loopback, a real
+store, no Docker: raw sockets that send nothing, tunnels that stay silent, and parallel model calls
+with one valid run token."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from bot.gateway.grants import Grants
+from bot.gateway.models import ModelProxy
+from bot.gateway.observer import NoObserver
+from bot.gateway.proxy import Proxy
+from bot.settings import Settings
+from bot.store import RunRequest, SqliteStore
+from tests.helpers import model_api, serve, wait_for
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: SqliteStore
+    grants: Grants
+    runs: list
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path, runs: int = 1, **gateway):
+    settings = Settings(data_dir=tmp_path, gateway={"port": 0, "proxy_port": 0, **gateway})
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    started = []
+    for number in range(1, runs + 1):
+        run = await store.request_run(RunRequest(
+            owner="acme", repo="widgets", number=number, is_pull=False, agent="claude", model="", pool="claude",
+            review=False, task="t", trigger="comment", requested_by="bob"), trigger_key=f"k{number}")
+        for state in ("preparing", "running"):
+            run = await store.transition(run.id, state)
+        started.append(run)
+    try:
+        yield World(settings, store, Grants(b"k" * 32, store), started)
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_on(w: World):
+    """The gateway's proxy on the loopback: (the proxy, its port); the tests allow every destination."""
+    proxy = Proxy(w.grants, lambda holder: [], w.settings.gateway)
+    server = await proxy.serve("127.0.0.1", 0)
+    try:
+        yield proxy, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def echo_server() -> tuple[asyncio.Server, int]:
+    async def echo(reader, writer):
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def tunnel(port: int, token: str, destination: str):
+    """``CONNECT destination`` with ``token``: (the proxy's answer line, reader, writer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = base64.b64encode(f"run:{token}".encode()).decode()
+    writer.write(f"CONNECT {destination} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+    line = await asyncio.wait_for(reader.readline(), 5)
+    if line.startswith(b"HTTP/1.1 200"):
+        assert await reader.readline() == b"\r\n"
+    return line, reader, writer
+
+
+async def closed(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the other end closed the connection within ``within`` seconds."""
+    try:
+        return await asyncio.wait_for(reader.read(1), within) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_sockets_that_send_nothing_cannot_take_every_connection_and_a_tokened_tunnel_still_works(
+        tmp_path, monkeypatch):
+    """Past ``proxy_connections``, the silent ones waiting longest are dropped at once (a real client
+    sends its head at once), so the proxy never holds more than its cap, and a run's tunnel gets in
+    meanwhile and carries its bytes."""
+    monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
+    async with world(tmp_path, proxy_connections=20, head_timeout=30.0) as w, proxy_on(w) as (proxy, port):
+        echo, echo_port = await echo_server()
+        try:
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]
+            shut = await asyncio.gather(*(closed(r, 1.0) for r, _ in silent))
+            assert sum(shut) >= 40 and not any(shut[-20:]), shut  # the oldest ones went, at once
+            assert proxy.open <= 20 and len(proxy.heads) <= 20
+            line, reader, writer = await tunnel(port, w.grants.token(w.runs[0], "agent"), f"127.0.0.1:{echo_port}")
+            assert line.startswith(b"HTTP/1.1 200"), line
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            writer.close()
+            for _, w_ in silent:
+                w_.close()
+            await wait_for(lambda: proxy.open == 0 and not proxy.heads and not proxy.runs, timeout=5)
+        finally:
+            echo.close()
+
+
+async def test_past_the_total_cap_of_tunnels_a_new_connection_is_closed_at_once_and_one_run_has_a_cap_of_its_own(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
+    async with world(tmp_path, runs=3, proxy_connections=5, proxy_run_connections=2) as w, \
+            proxy_on(w) as (proxy, port):
+        echo, echo_port = await echo_server()
+        try:
+            tokens = [w.grants.token(run, "agent") for run in w.runs]
+            destination = f"127.0.0.1:{echo_port}"
+            held = [await tunnel(port, tokens[0], destination) for _ in range(2)]
+            assert all(line.startswith(b"HTTP/1.1 200") for line, _, _ in held)
+            line, _, writer = await tunnel(port, tokens[0], destination)  # a third one of the same run
+            assert line.startswith(b"HTTP/1.1 429"), line
+            writer.close()
+            held += [await tunnel(port, t, destination) for t in (tokens[1], tokens[1], tokens[2])]
+            assert all(line.startswith(b"HTTP/1.1 200") for line, _, _ in held)  # five open: the cap
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await closed(reader, 1.0) and time.monotonic() - started < 1.0
+            writer.close()
+            for _, _, w_ in held[:2]:  # the first run's tunnels end: their slots come back
+                w_.close()
+            await wait_for(lambda: proxy.open <= 3, timeout=5)
+            again = [await tunnel(port, tokens[0], destination) for _ in range(2)]
+            assert all(line.startswith(b"HTTP/1.1 200") for line, _, _ in again), again
+            for _, _, w_ in held[2:] + again:
+                w_.close()
+            await wait_for(lambda: proxy.open == 0 and not proxy.runs, timeout=5)
+        finally:
+            echo.close()
+
+
+async def test_a_silent_head_and_a_silent_tunnel_are_closed_after_their_timeouts(tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
+    async with world(tmp_path, head_timeout=0.3, tunnel_idle_timeout=0.5) as w, proxy_on(w) as (proxy, port):
+        echo, echo_port = await echo_server()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await closed(reader, 2.0)
+            writer.close()
+            line, reader, writer = await tunnel(port, w.grants.token(w.runs[0], "agent"), f"127.0.0.1:{echo_port}")
+            assert line.startswith(b"HTTP/1.1 200")
+            for _ in range(4):  # bytes flowing keep it open past the idle timeout
+                await asyncio.sleep(0.2)
+                writer.write(b"x")
+                assert await asyncio.wait_for(reader.readexactly(1), 2) == b"x"
+            started = time.monotonic()
+            assert await closed(reader, 3.0)
+            assert 0.3 < time.monotonic() - started < 2.0
+            writer.close()
+            await wait_for(lambda: proxy.open == 0 and not proxy.runs, timeout=5)
+        finally:
+            echo.close()
+
+
+class Counting(NoObserver):
+    """Counts the calls whose body was read (``admit`` comes right after)."""
+
+    def __init__(self) -> None:
+        self.admitted = 0
+
+    async def admit(self, grant, api, body):
+        self.admitted += 1
+        return None
+
+
+async def test_one_runs_parallel_model_calls_past_its_cap_wait_unread_and_each_completes(tmp_path, monkeypatch):
+    """Each waiting call's body stays in the kernel's buffers, not in the bot's memory; a call whose
+    client goes away, whether waiting or answered, gives its place back."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    release = asyncio.Event()
+    now = peak = 0
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        try:
+            await release.wait()
+            return web.json_response({"type": "message", "content": []})
+        finally:
+            now -= 1
+
+    runner, upstream = await model_api(held)
+    async with world(tmp_path, run_model_calls=3) as w:
+        settings = w.settings.model_copy(update={"base_urls": {"claude": upstream}})
+        observer = Counting()
+        models = ModelProxy(settings, w.grants, observer, lambda run_id, reason: None)
+        gateway, url = await serve(models.app())
+        url = f"{url}/claude/{w.grants.token(w.runs[0], 'agent')}/v1/messages"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def call() -> int:
+                    async with http.post(url, data=b"x" * 1_000_000, headers={"x-api-key": "t"}) as answer:
+                        await answer.read()
+                        return answer.status
+
+                calls = [asyncio.ensure_future(call()) for _ in range(12)]
+                await wait_for(lambda: now == 3, timeout=5)
+                await asyncio.sleep(0.3)
+                assert (now, peak, observer.admitted) == (3, 3, 3)  # nine wait, their bodies unread
+                gone = calls.pop()  # a waiting client hangs up (its socket unread, noticed at its turn)
+                gone.cancel()
+                await asyncio.sleep(0.1)
+                release.set()
+                assert await asyncio.wait_for(asyncio.gather(*calls), 10) == [200] * 11
+                assert peak == 3 and observer.admitted in (11, 12)
+                await wait_for(lambda: not models.calls, timeout=5)  # every place given back
+                release.clear()
+                calls = [asyncio.ensure_future(call()) for _ in range(3)]
+                await wait_for(lambda: now == 3, timeout=5)
+                for c in calls:  # clients being answered hang up
+                    c.cancel()
+                release.set()
+                await wait_for(lambda: not models.calls, timeout=5)
+                assert await asyncio.wait_for(call(), 5) == 200
+        finally:
+            await gateway.cleanup()
+            await models.close()
+            await runner.cleanup()
+
+
+async def test_a_call_refused_or_failed_gives_its_place_back(tmp_path, monkeypatch):
+    """With one place per run: a body too large (413), then an upstream that cannot be reached (502),
+    each answered, and the next call gets the place."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    async with world(tmp_path, run_model_calls=1, max_request_bytes=1000) as w:
+        settings = w.settings.model_copy(update={"base_urls": {"claude": "http://127.0.0.1:9"}})
+        models = ModelProxy(settings, w.grants, NoObserver(), lambda run_id, reason: None)
+        gateway, url = await serve(models.app())
+        url = f"{url}/claude/{w.grants.token(w.runs[0], 'agent')}/v1/messages"
+        try:
+            async with aiohttp.ClientSession() as http:
+                for body, status in ((b"x" * 5000, 413), (b"{}", 502), (b"{}", 502)):
+                    async with http.post(url, data=body, headers={"x-api-key": "t"}) as answer:
+                        assert answer.status == status
+                    await wait_for(lambda: not models.calls, timeout=5)
+        finally:
+            await gateway.cleanup()
+            await models.close()
