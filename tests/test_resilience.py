@@ -16,11 +16,13 @@ pytestmark = pytest.mark.docker
 async def test_everything_appears_exactly_once_in_its_final_state(world, engine_bot):
     forge, repo, bob = world["forge"], world["repo"], world["bob"]
     bot = await engine_bot(forge_timeout=2.0, schedule={"drain": 1.0, "redeliver": 2.0})
-    issue = await forge.create_issue(repo, bob, title="Add notes scenario:slow-ok:8", body="")
+    # Agents of 30 s: the outage (60 s) begins once both run, and one requeued by a fault while it
+    # prepared (a pause of 5 s or more) must still find the other running; they end within the outage.
+    issue = await forge.create_issue(repo, bob, title="Add notes scenario:slow-ok:30", body="")
     pull = await forge.create_pull(repo, bob, head="feature", title="Feature", files={"f.py": "x = 1\n"})
     forge.faults(0.2, seed=7, hang_seconds=4.0)
     await forge.set_labels(repo, issue.number, bob, ["dispatch:codex"])
-    await forge.create_comment(repo, pull.issue.number, bob, "/dispatch claude polish scenario:slow-ok:8")
+    await forge.create_comment(repo, pull.issue.number, bob, "/dispatch claude polish scenario:slow-ok:30")
     await bot.wait_for(lambda: _both_running(bot), timeout=120)
     await forge.outage(60.0, mode="reset")
     back = time.monotonic() + 60.0
