@@ -31,7 +31,7 @@ def refuse_nested_repositories(clone: Path) -> None:
     command). Walked without following symlinks; the agent's own ``.git`` is not looked into."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(real_dir(clone)):
-        if ".git" in dirnames + filenames and dirpath != str(clone):  # a directory, a file or a symlink
+        if (".git" in dirnames or ".git" in filenames) and dirpath != str(clone):  # a directory, file or link
             found.append(os.path.relpath(os.path.join(dirpath, ".git"), clone))
         if ".git" in dirnames:
             dirnames.remove(".git")
