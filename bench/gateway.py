@@ -188,7 +188,8 @@ async def run_gateway(model_url: str) -> None:
         run = await store.transition(run.id, state)
     grants = Grants(b"k" * 32, store)
     proxy = ModelProxy(settings, grants, NoObserver(), lambda run_id, reason: None)
-    _, gw_url = await serve(proxy.app())
+    server = await proxy.serve("127.0.0.1", 0)  # as the gateway serves it: each connection counted
+    gw_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     print(f"{gw_url}/claude/{grants.token(run, 'agent')}/v1/messages", flush=True)
     await asyncio.Event().wait()
 

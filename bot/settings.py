@@ -181,12 +181,13 @@ class Gateway(BaseModel):
 
     What a hostile agent may hold of the bot's process through the gateway, each file descriptor
     and byte of it shared with every other repository's Forge, store and Docker calls:
-    ``proxy_connections`` open through the proxy at once, all runs together (a tunnel holds two
+    ``connections`` open on its two listeners at once, all runs together (a tunnel holds two
     descriptors: keep the bot's ``ulimit -n`` well above twice it); past it, the connection that
-    has waited longest for its request head is dropped for a new one (a real client sends its head
-    at once), or the new one is closed when none is waiting. ``proxy_run_connections`` of one run's
-    (its agent's and QA's tokens); one more gets 429. ``head_timeout``: how long a connection may
-    take to send its head; ``tunnel_idle_timeout``: how long a tunnel may pass no byte either way.
+    has waited longest for a request head is dropped for a new one (a real client sends its head
+    at once), or the new one is closed when none is waiting. ``run_connections`` of one run's past
+    their heads (its agent's and QA's: tunnels, model calls in flight or waiting); one more gets 429.
+    ``head_timeout``: how long a connection may take to send a head (also between the calls of a
+    kept-alive one); ``tunnel_idle_timeout``: how long a tunnel may pass no byte either way.
     ``run_model_calls``: one run's model calls in flight at once; more wait, their bodies unread
     (in the kernel's buffers, not the bot's memory), rather than being refused, which the CLIs
     retry badly; so a run holds at most this many request bodies.
@@ -201,11 +202,13 @@ class Gateway(BaseModel):
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     warm: int = Field(1, ge=0)
-    proxy_connections: int = Field(512, ge=1)
-    proxy_run_connections: int = Field(64, ge=1)
+    connections: int = Field(512, ge=1)
+    run_connections: int = Field(64, ge=1)
     head_timeout: float = Field(10.0, gt=0)
     tunnel_idle_timeout: float = Field(300.0, gt=0)
     run_model_calls: int = Field(8, ge=1)
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt cap is an error, never no cap
 
 
 class Price(BaseModel):

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from bot.gateway.grants import Grants
@@ -95,17 +96,17 @@ async def closed(reader: asyncio.StreamReader, within: float) -> bool:
 
 async def test_sockets_that_send_nothing_cannot_take_every_connection_and_a_tokened_tunnel_still_works(
         tmp_path, monkeypatch):
-    """Past ``proxy_connections``, the silent ones waiting longest are dropped at once (a real client
+    """Past ``connections``, the silent ones waiting longest are dropped at once (a real client
     sends its head at once), so the proxy never holds more than its cap, and a run's tunnel gets in
     meanwhile and carries its bytes."""
     monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
-    async with world(tmp_path, proxy_connections=20, head_timeout=30.0) as w, proxy_on(w) as (proxy, port):
+    async with world(tmp_path, connections=20, head_timeout=30.0) as w, proxy_on(w) as (proxy, port):
         echo, echo_port = await echo_server()
         try:
             silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]
             shut = await asyncio.gather(*(closed(r, 1.0) for r, _ in silent))
             assert sum(shut) >= 40 and not any(shut[-20:]), shut  # the oldest ones went, at once
-            assert proxy.open <= 20 and len(proxy.heads) <= 20
+            assert len(proxy.sockets.held) <= 20 and len(proxy.sockets.waiting) <= 20
             line, reader, writer = await tunnel(port, w.grants.token(w.runs[0], "agent"), f"127.0.0.1:{echo_port}")
             assert line.startswith(b"HTTP/1.1 200"), line
             writer.write(b"ping")
@@ -113,7 +114,7 @@ async def test_sockets_that_send_nothing_cannot_take_every_connection_and_a_toke
             writer.close()
             for _, w_ in silent:
                 w_.close()
-            await wait_for(lambda: proxy.open == 0 and not proxy.heads and not proxy.runs, timeout=5)
+            await wait_for(lambda: not proxy.sockets.held and not proxy.sockets.runs, timeout=5)
         finally:
             echo.close()
 
@@ -121,7 +122,7 @@ async def test_sockets_that_send_nothing_cannot_take_every_connection_and_a_toke
 async def test_past_the_total_cap_of_tunnels_a_new_connection_is_closed_at_once_and_one_run_has_a_cap_of_its_own(
         tmp_path, monkeypatch):
     monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
-    async with world(tmp_path, runs=3, proxy_connections=5, proxy_run_connections=2) as w, \
+    async with world(tmp_path, runs=3, connections=5, run_connections=2) as w, \
             proxy_on(w) as (proxy, port):
         echo, echo_port = await echo_server()
         try:
@@ -140,12 +141,12 @@ async def test_past_the_total_cap_of_tunnels_a_new_connection_is_closed_at_once_
             writer.close()
             for _, _, w_ in held[:2]:  # the first run's tunnels end: their slots come back
                 w_.close()
-            await wait_for(lambda: proxy.open <= 3, timeout=5)
+            await wait_for(lambda: len(proxy.sockets.held) <= 3, timeout=5)
             again = [await tunnel(port, tokens[0], destination) for _ in range(2)]
             assert all(line.startswith(b"HTTP/1.1 200") for line, _, _ in again), again
             for _, _, w_ in held[2:] + again:
                 w_.close()
-            await wait_for(lambda: proxy.open == 0 and not proxy.runs, timeout=5)
+            await wait_for(lambda: not proxy.sockets.held and not proxy.sockets.runs, timeout=5)
         finally:
             echo.close()
 
@@ -168,7 +169,7 @@ async def test_a_silent_head_and_a_silent_tunnel_are_closed_after_their_timeouts
             assert await closed(reader, 3.0)
             assert 0.3 < time.monotonic() - started < 2.0
             writer.close()
-            await wait_for(lambda: proxy.open == 0 and not proxy.runs, timeout=5)
+            await wait_for(lambda: not proxy.sockets.held and not proxy.sockets.runs, timeout=5)
         finally:
             echo.close()
 
@@ -258,3 +259,110 @@ async def test_a_call_refused_or_failed_gives_its_place_back(tmp_path, monkeypat
         finally:
             await gateway.cleanup()
             await models.close()
+
+
+def test_a_misspelt_or_renamed_limit_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="proxy_connections"):  # the name it had before it covered both listeners
+        Settings(gateway={"proxy_connections": 100})
+
+
+@contextlib.asynccontextmanager
+async def model_port(w: World, upstream: str):
+    """The gateway's model listener on the loopback, as the gateway serves it: (the model proxy, its root URL)."""
+    settings = w.settings.model_copy(update={"base_urls": {"claude": upstream}})
+    models = ModelProxy(settings, w.grants, NoObserver(), lambda run_id, reason: None)
+    server = await models.serve("127.0.0.1", 0)
+    try:
+        yield models, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await models.close()
+
+
+async def answered(request: web.Request) -> web.Response:
+    return web.json_response({"type": "message", "content": []})
+
+
+async def test_sockets_that_send_nothing_to_the_model_port_cannot_take_every_connection(tmp_path, monkeypatch):
+    """The model listener and the proxy share one cap: past it the silent sockets waiting longest go
+    at once, and a run's model call (and its tunnel) still gets in."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: True)
+    runner, upstream = await model_api(answered)
+    async with world(tmp_path, connections=20, head_timeout=30.0) as w, model_port(w, upstream) as (models, url):
+        try:
+            host, port = url.removeprefix("http://").split(":")
+            silent = [await asyncio.open_connection(host, int(port)) for _ in range(60)]
+            shut = await asyncio.gather(*(closed(r, 1.0) for r, _ in silent))
+            assert sum(shut) >= 40 and not any(shut[-20:]), shut  # the oldest ones went, at once
+            token = w.grants.token(w.runs[0], "agent")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{url}/claude/{token}/v1/messages", data=b"{}",
+                                     headers={"x-api-key": "t"}) as answer:
+                    assert answer.status == 200
+            assert len(models.sockets.held) <= 20
+            for _, writer in silent:
+                writer.close()
+            await wait_for(lambda: not models.sockets.held and not models.sockets.runs, timeout=5)
+        finally:
+            await runner.cleanup()
+
+
+async def test_the_model_port_closes_a_connection_that_sends_no_head_in_time_fresh_or_kept_alive(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    runner, upstream = await model_api(answered)
+    async with world(tmp_path, head_timeout=0.3) as w, model_port(w, upstream) as (models, url):
+        try:
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /claude/")  # half a head, then nothing
+            assert await closed(reader, 2.0)
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, int(port))
+            token = w.grants.token(w.runs[0], "agent")
+            writer.write(f"POST /claude/{token}/v1/messages HTTP/1.1\r\nHost: g\r\nx-api-key: t\r\n"
+                         "Content-Length: 2\r\n\r\n{}".encode())
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()  # kept alive after its answer, and silent
+            while await asyncio.wait_for(reader.read(65536), 3.0):
+                pass
+            assert time.monotonic() - started < 2.0
+            writer.close()
+            await wait_for(lambda: not models.sockets.held, timeout=5)
+        finally:
+            await runner.cleanup()
+
+
+async def test_one_runs_model_calls_past_its_connections_are_refused_and_another_run_still_calls(
+        tmp_path, monkeypatch):
+    """Calls waiting their turn hold a socket each: past ``run_connections`` (the proxy's tunnels and
+    the model calls of a run together) one more gets 429, at once, and other runs are not held up."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        await release.wait()
+        return await answered(request)
+
+    runner, upstream = await model_api(held)
+    async with world(tmp_path, runs=2, run_connections=4, run_model_calls=2) as w, \
+            model_port(w, upstream) as (models, url):
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+                async def call(run) -> int:
+                    async with http.post(f"{url}/claude/{w.grants.token(run, 'agent')}/v1/messages", data=b"{}",
+                                         headers={"x-api-key": "t"}) as answer:
+                        await answer.read()
+                        return answer.status
+
+                first = [asyncio.ensure_future(call(w.runs[0])) for _ in range(4)]
+                await wait_for(lambda: models.sockets.runs[w.runs[0].id] == 4, timeout=5)
+                assert await asyncio.wait_for(asyncio.gather(*(call(w.runs[0]) for _ in range(2))), 5) == [429, 429]
+                other = asyncio.ensure_future(call(w.runs[1]))
+                await wait_for(lambda: models.sockets.runs[w.runs[1].id] == 1, timeout=5)
+                release.set()
+                assert await asyncio.wait_for(asyncio.gather(*first, other), 10) == [200] * 5
+            await wait_for(lambda: not models.sockets.runs and not models.calls, timeout=5)
+        finally:
+            await runner.cleanup()

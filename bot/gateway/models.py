@@ -14,7 +14,9 @@ run has at most ``gateway.run_model_calls`` calls in flight; the next ones wait 
 bodies unread (aiohttp stops reading a socket past a small buffer), rather than being refused,
 which the CLIs handle badly (claude goes by ``x-should-retry``, codex and gemini retry a 429 or a
 5xx whatever they are told): 200 parallel posts of one run hold 8 bodies, not 200 (6-13 GB). A
-waiting CLI that hangs up is noticed only at its turn, its socket being unread till then.
+waiting CLI that hangs up is noticed only at its turn, its socket being unread till then. Each
+waiting call holds a socket, so a run's calls in flight and waiting count in its
+``run_connections`` (``sockets``), and one more gets 429.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -33,6 +35,7 @@ from multidict import CIMultiDict
 
 from bot.gateway.grants import Grants, Holder
 from bot.gateway.observer import Api, Call, Observer
+from bot.gateway.sockets import Sockets
 from bot.gateway.vendors import AUTH_HEADERS, VENDORS, key_vendors, route_of, vendor_of_header
 from bot.runs.agents import UnknownAgent, resolve
 from bot.settings import Settings
@@ -119,7 +122,8 @@ class ModelProxy:
 
     def __init__(self, settings: Settings, grants: Grants, observer: Observer,
                  failed: Callable[[int, str], None], environ: Mapping[str, str] = os.environ,
-                 refused: Callable[[int, str], None] = lambda run_id, call: None) -> None:
+                 refused: Callable[[int, str], None] = lambda run_id, call: None,
+                 sockets: Sockets | None = None) -> None:
         self.settings = settings
         self.grants = grants
         self.observer = observer
@@ -128,18 +132,48 @@ class ModelProxy:
         self.environ = environ
         limits = settings.gateway
         self.calls = RunSlots(limits.run_model_calls)  # each run's calls in flight (see the module)
+        self.sockets = sockets or Sockets(limits)  # shared with the proxy in the gateway
+        self._runner: web.AppRunner | None = None
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout),
             connector=aiohttp.TCPConnector(limit=0),
         )
 
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """The app on ``host:port``, each connection counted in ``sockets`` and given ``head_timeout``
+        for each request head (aiohttp's keep-alive timeout, which also runs from a connection's
+        start; its default is an hour). The caller closes the server, then ``unserve``."""
+        self._runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=self.settings.gateway.head_timeout)
+        await self._runner.setup()
+        connection = self._runner.server
+        assert connection is not None
+        return await asyncio.get_running_loop().create_server(lambda: self.sockets.protocol(connection()), host, port)
+
+    async def unserve(self) -> None:
+        """The served app's connections closed."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
     async def close(self) -> None:
+        await self.unserve()
         await self.session.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.gateway.max_request_bytes)
+        app = web.Application(client_max_size=self.settings.gateway.max_request_bytes, middlewares=[self._headed])
         app.router.add_route("*", "/{agent}/{token}/{tail:.*}", self.handle)
         return app
+
+    @web.middleware
+    async def _headed(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        """Past its head while its answer is made; waiting for its next one after (an answer returned
+        here is written out before the loop runs another connection's start, which could drop it)."""
+        self.sockets.headed(request.transport)
+        try:
+            return await handler(request)
+        finally:
+            self.sockets.idle(request.transport)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         agent, token = request.match_info["agent"], request.match_info["token"]
@@ -156,6 +190,14 @@ class ModelProxy:
             log.info("run %s: refused a model API call, %s", holder.grant.run_id, call)
             self.refused(holder.grant.run_id, call)
             return refusal(404, f"{call} is not a call the gateway forwards (only the CLIs' model calls are)")
+        with self.sockets.of_run(holder.grant.run_id) as placed:
+            if not placed:
+                return refusal(429, f"this run has {self.sockets.run_most} calls and connections open through "
+                               "the gateway, its most at once")
+            return await self._call(request, holder, upstream, path, route.api)
+
+    async def _call(self, request: web.Request, holder: Holder, upstream: Upstream, path: str, api: Api
+                    ) -> web.StreamResponse:
         async with self.calls.place(holder.grant.run_id):  # waited for before the body is read
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the CLI went away while it waited: nobody to answer
@@ -163,11 +205,10 @@ class ModelProxy:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
-            reason = await self.observer.admit(holder.grant, route.api, body)
+            reason = await self.observer.admit(holder.grant, api, body)
             if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
                 return refusal(400, reason)
-            return await self._forward(request, holder, upstream, path, route.api,
-                                       self.observer.request(route.api, body))
+            return await self._forward(request, holder, upstream, path, api, self.observer.request(api, body))
 
     async def _forward(self, request: web.Request, holder: Holder, upstream: Upstream, path: str, api: Api,
                        body: bytes) -> web.StreamResponse:

@@ -5,12 +5,9 @@ A container authenticates with its run token as the proxy password (``HTTPS_PROX
 TOKEN@gateway:port``). Every refused connection is counted per run and destination, for the status
 comment; nothing else about the traffic is looked at (tunnels stay end-to-end TLS).
 
-A hostile agent must not take the bot's file descriptors through it (the Forge, store and Docker
-calls of every repository need them too): the proxy holds at most ``gateway.proxy_connections`` at
-once, one run at most ``proxy_run_connections`` of them, a head must arrive within
-``head_timeout`` and a tunnel that passes no byte either way for ``tunnel_idle_timeout`` is closed.
-Past the total, the connection waiting longest for its head is dropped for the new one: sockets
-that never send a head cannot lock out a run's real connections, whose heads come at once.
+Its connections are counted with the model listener's (``sockets``: a cap on all of them, a
+head within ``head_timeout``, a cap per run); a tunnel that passes no byte either way for
+``tunnel_idle_timeout`` is closed.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from bot.gateway.grants import Grants, Holder
+from bot.gateway.sockets import Sockets
 from bot.settings import Gateway as GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -52,46 +50,33 @@ def _answer(status: str, text: str = "", extra: str = "") -> bytes:
 
 class Proxy:
     def __init__(self, grants: Grants, allowlist: Callable[[Holder], list[str]], limits: GatewaySettings,
-                 refused: Callable[[], None] = lambda: None) -> None:
+                 refused: Callable[[], None] = lambda: None, sockets: Sockets | None = None) -> None:
         self.grants = grants
         self.allowlist = allowlist
         self.limits = limits
         self.refused = refused  # told after each refusal, to keep the counts where a restart finds them
         self.blocked: dict[int, Counter[str]] = {}  # counted since last taken
-        self.open = 0  # connections held, whatever their stage
-        self.heads: dict[asyncio.BaseTransport, None] = {}  # those still sending their head, oldest first
-        self.runs: Counter[int] = Counter()  # each run's connections past their head (none kept at 0)
+        self.sockets = sockets or Sockets(limits)  # shared with the model listener in the gateway
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection, counted in ``open`` from here to its end on every path; past
-        ``proxy_connections`` the oldest one still waiting for its head makes room, else this one
-        is closed at once (without a byte: a client sees a refused connection and may retry)."""
-        if self.open >= self.limits.proxy_connections:
-            if not self.heads:
-                writer.transport.abort()
-                return
-            oldest = next(iter(self.heads))
-            del self.heads[oldest]
-            oldest.abort()  # its own task ends, and gives its place back, at once
-        self.open += 1
+        """One connection, counted in ``sockets`` from here to its end on every path."""
+        if not self.sockets.admit(writer.transport):
+            return
         try:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             pass
         finally:
-            self.open -= 1
+            self.sockets.gone(writer.transport)
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.heads[writer.transport] = None
-        try:
-            async with asyncio.timeout(self.limits.head_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        finally:
-            self.heads.pop(writer.transport, None)
+        async with asyncio.timeout(self.limits.head_timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+        self.sockets.headed(writer.transport)
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, _version = request_line.split(" ", 2)
         headers = [line.split(":", 1) for line in header_lines if ":" in line]
@@ -100,19 +85,14 @@ class Proxy:
             writer.write(_answer("407 Proxy Authentication Required", "a live run token is needed as the proxy password",
                                  'Proxy-Authenticate: Basic realm="dispatchbot"\r\n'))
             return
-        run_id, most = holder.grant.run_id, self.limits.proxy_run_connections
-        if self.runs[run_id] >= most:
-            log.info("run %s: refused a connection past its %d open through the proxy", run_id, most)
-            writer.write(_answer("429 Too Many Requests", f"this run has {most} connections open through the "
-                                 "proxy, its most at once"))
-            return
-        self.runs[run_id] += 1
-        try:
-            await self._serve(holder, method, target, headers, reader, writer)
-        finally:
-            self.runs[run_id] -= 1
-            if not self.runs[run_id]:
-                del self.runs[run_id]
+        with self.sockets.of_run(holder.grant.run_id) as placed:
+            if placed:
+                await self._serve(holder, method, target, headers, reader, writer)
+            else:
+                log.info("run %s: refused a connection past its %d open through the gateway",
+                         holder.grant.run_id, self.sockets.run_most)
+                writer.write(_answer("429 Too Many Requests", f"this run has {self.sockets.run_most} connections "
+                                     "open through the gateway, its most at once"))
 
     async def _serve(self, holder: Holder, method: str, target: str, headers: list[list[str]],
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

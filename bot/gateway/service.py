@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from bot.executor.docker import ContainerSpec, DockerExecutor, ExecutorError
 from bot.gateway import firewall
 from bot.gateway.grants import Grants, Holder, load_key
@@ -26,6 +24,7 @@ from bot.gateway.holders import DNS_OPTIONS, Holders
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
 from bot.gateway.proxy import Proxy
+from bot.gateway.sockets import Sockets
 from bot.gateway.vendors import VENDORS, key_vendors
 from bot.runs.agents import HOME, Agent, resolve
 from bot.settings import Settings
@@ -67,15 +66,15 @@ class Gateway:
         self.environ = environ
         self.store = store
         self.grants = Grants(load_key(settings.data_dir), store)
-        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway, self._refused)
+        self.sockets = Sockets(settings.gateway)  # both listeners' connections, counted together
+        self.proxy = Proxy(self.grants, self._allowlist, settings.gateway, self._refused, self.sockets)
         self.models = ModelProxy(settings, self.grants, observer or NoObserver(), self._upstream_failed, environ,
-                                 refused=self.proxy.count_refused)
+                                 refused=self.proxy.count_refused, sockets=self.sockets)
         self.network, self.bridge = network_names(settings)
         self.holders = Holders(executor, settings, self.network)
         self.address = ""
         self.port = self.proxy_port = 0
-        self._runner: web.AppRunner | None = None
-        self._proxy_server = None
+        self._servers: list[asyncio.Server] = []
         self._failures: dict[int, str] = {}
         self._lock = asyncio.Lock()
         self._records = asyncio.Lock()  # one writer of a run's egress record at a time
@@ -85,7 +84,7 @@ class Gateway:
         """Started, once: at the bot's start, or at the first container when Docker was away then.
         Raises GatewayError with the reason."""
         async with self._lock:
-            if self._runner is None:
+            if not self._servers:
                 try:
                     await self._start()
                 except (ExecutorError, firewall.FirewallError, OSError) as e:
@@ -95,13 +94,9 @@ class Gateway:
     async def _start(self) -> None:
         options = {"com.docker.network.bridge.name": self.bridge, "com.docker.network.bridge.enable_icc": "false"}
         self.address = await self.executor.network(self.network, options)
-        self._runner = web.AppRunner(self.models.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.settings.gateway.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._proxy_server = await self.proxy.serve(self.address, self.settings.gateway.proxy_port)
-        self.proxy_port = self._proxy_server.sockets[0].getsockname()[1]
+        self._servers.append(await self.models.serve(self.address, self.settings.gateway.port))
+        self._servers.append(await self.proxy.serve(self.address, self.settings.gateway.proxy_port))
+        self.port, self.proxy_port = (server.sockets[0].getsockname()[1] for server in self._servers)
         await firewall.close(self.bridge, self.address, [self.port, self.proxy_port])
         if self.settings.egress == "gateway":
             await self.holders.clean()
@@ -110,12 +105,10 @@ class Gateway:
                  self.address, self.port, self.proxy_port, self.network, self.settings.egress)
 
     async def _close_listeners(self) -> None:
-        if self._proxy_server is not None:
-            self._proxy_server.close()
-            self._proxy_server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        await self.models.unserve()
 
     async def stop(self) -> None:
         """Listeners go; the network and its firewall go too unless a container still uses them
