@@ -3,7 +3,8 @@ the real key in place of the token, the answer streamed back chunk by chunk as i
 
 Only the calls of the vendor's API that the CLIs make are forwarded (``vendors.ROUTES``): the rest
 of an API the real key opens (batches, files, stored completions...) is refused before the key is
-added, and counted in the run's record as the proxy's refusals are.
+added, and counted in the run's record as the proxy's refusals are. So is, with egress closed, a
+call whose body has the vendor reach out for the agent (``reach``: a URL to fetch, an MCP server).
 
 What the CLI is told when the gateway refuses (a bad token, a refused call, an upstream it cannot
 reach) is one JSON body that reads as an error in each vendor's shape, with ``x-should-retry:
@@ -35,6 +36,7 @@ from multidict import CIMultiDict
 
 from bot.gateway.grants import Grants, Holder
 from bot.gateway.observer import Api, Call, Observer
+from bot.gateway.reach import Refused, outbound
 from bot.gateway.sockets import Sockets
 from bot.gateway.vendors import AUTH_HEADERS, VENDORS, key_vendors, route_of, vendor_of_header
 from bot.runs.agents import UnknownAgent, resolve
@@ -205,6 +207,15 @@ class ModelProxy:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return refusal(413, f"request over {self.settings.gateway.max_request_bytes} bytes")
+            if self.settings.egress == "gateway":
+                try:
+                    body = outbound(upstream.vendor, body)
+                except Refused as e:
+                    call = f"{request.method} {_shown(path)} asking for {e} ({upstream.vendor} API)"
+                    log.info("run %s: refused a model API call, %s", holder.grant.run_id, call)
+                    self.refused(holder.grant.run_id, call)
+                    return refusal(400, f"{call} is not forwarded: egress is closed, and the model API would "
+                                   "reach out for the agent")
             reason = await self.observer.admit(holder.grant, api, body)
             if reason:  # 400: codex and gemini retry a 429 or a 5xx whatever the headers say
                 return refusal(400, reason)
