@@ -18,7 +18,8 @@ from aiohttp import web
 from bot.gateway.grants import Grants
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver
-from bot.gateway.proxy import Proxy
+from bot.gateway.proxy import BLOCKED_KEPT, ELSEWHERE, Proxy, add_refused
+from bot.report.sentences import egress_lines
 from bot.settings import Settings
 from bot.store import RunRequest, SqliteStore
 from tests.helpers import model_api, serve, wait_for
@@ -212,7 +213,8 @@ async def test_one_runs_parallel_model_calls_past_its_cap_wait_unread_and_each_c
         try:
             async with aiohttp.ClientSession() as http:
                 async def call() -> int:
-                    async with http.post(url, data=b"x" * 1_000_000, headers={"x-api-key": "t"}) as answer:
+                    async with http.post(url, data=b'{"pad": "' + b"x" * 1_000_000 + b'"}',
+                                         headers={"x-api-key": "t"}) as answer:
                         await answer.read()
                         return answer.status
 
@@ -366,3 +368,23 @@ async def test_one_runs_model_calls_past_its_connections_are_refused_and_another
             await wait_for(lambda: not models.sockets.runs and not models.calls, timeout=5)
         finally:
             await runner.cleanup()
+
+
+async def test_endless_refused_hosts_keep_a_runs_record_bounded_and_every_refusal_counted(tmp_path):
+    """A CONNECT may name any host: the record (in the store, the API's run view, the status comment)
+    keeps the first BLOCKED_KEPT apart and counts the rest together."""
+    async with world(tmp_path) as w, proxy_on(w) as (proxy, port):
+        token = w.grants.token(w.runs[0], "agent")
+        for batch in range(3):
+            answers = await asyncio.gather(*(tunnel(port, token, f"h{batch}-{i}.example.org:443") for i in range(100)))
+            assert all(line.startswith(b"HTTP/1.1 403") for line, _, _ in answers)
+            for _, _, writer in answers:
+                writer.close()
+        counted = proxy.take_blocked(w.runs[0].id)
+        assert len(counted) == BLOCKED_KEPT + 1 and sum(counted.values()) == 300
+        assert counted[ELSEWHERE] == 300 - BLOCKED_KEPT
+        record = dict(counted)
+        add_refused(record, "another.example.org:443", 5)  # a later flush into the stored record
+        assert len(record) == BLOCKED_KEPT + 1 and record[ELSEWHERE] == 300 - BLOCKED_KEPT + 5
+        [line] = [x for x in egress_lines({"blocked": record}) if x]
+        assert line.count("1 connection to") == 10 and line.endswith(f", and {300 - 10 + 5} more elsewhere."), line

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -28,6 +27,18 @@ log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024
 CHUNK = 256 * 1024
+# Destinations kept apart in a run's record: an agent may name endless hosts, and the record lives
+# in the store and the API's run view. The refusals past them are counted together, as ELSEWHERE
+# (a name no destination has: a connection's has a colon, a call's a space).
+BLOCKED_KEPT = 100
+ELSEWHERE = "elsewhere"
+
+
+def add_refused(blocked: dict[str, int], destination: str, count: int = 1) -> None:
+    """``count`` refusals of ``destination`` in a run's tally, or under ELSEWHERE once it is full."""
+    if destination not in blocked and len(blocked) >= BLOCKED_KEPT:
+        destination = ELSEWHERE
+    blocked[destination] = blocked.get(destination, 0) + count
 
 
 def allowed(allowlist: list[str], host: str, port: int) -> bool:
@@ -55,7 +66,7 @@ class Proxy:
         self.allowlist = allowlist
         self.limits = limits
         self.refused = refused  # told after each refusal, to keep the counts where a restart finds them
-        self.blocked: dict[int, Counter[str]] = {}  # counted since last taken
+        self.blocked: dict[int, dict[str, int]] = {}  # counted since last taken
         self.sockets = sockets or Sockets(limits)  # shared with the model listener in the gateway
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
@@ -141,12 +152,12 @@ class Proxy:
     def count_refused(self, run_id: int, destination: str) -> None:
         """One refusal for the run's record: a connection of the proxy's, or a call of the model
         gateway's (``POST /v1/batches (openai API)``)."""
-        self.blocked.setdefault(run_id, Counter())[destination] += 1
+        add_refused(self.blocked.setdefault(run_id, {}), destination)
         self.refused()
 
     def take_blocked(self, run_id: int) -> dict[str, int]:
         """The refused destinations of a run since last taken (and forget them: the run's record keeps them)."""
-        return dict(self.blocked.pop(run_id, Counter()))
+        return self.blocked.pop(run_id, {})
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: asyncio.Timeout,

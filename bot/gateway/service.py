@@ -23,7 +23,7 @@ from bot.gateway.grants import Grants, Holder, load_key
 from bot.gateway.holders import DNS_OPTIONS, Holders
 from bot.gateway.models import ModelProxy
 from bot.gateway.observer import NoObserver, Observer
-from bot.gateway.proxy import Proxy
+from bot.gateway.proxy import Proxy, add_refused
 from bot.gateway.sockets import Sockets
 from bot.gateway.vendors import VENDORS, key_vendors
 from bot.runs.agents import HOME, Agent, resolve
@@ -180,7 +180,7 @@ class Gateway:
         record = dict(run.result.egress)
         blocked = dict(record.get("blocked") or {})  # type: ignore[call-overload]
         for destination, count in self.proxy.take_blocked(run.id).items():
-            blocked[destination] = blocked.get(destination, 0) + count
+            add_refused(blocked, destination, count)
         if blocked:
             record["blocked"] = blocked
         if final and (failure := self._failures.pop(run.id, "")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import time
 
+from bot.gateway.proxy import ELSEWHERE
 from bot.intake.commands import USAGE
 from bot.report.markup import fenced, plain
 from bot.report import usage as used
@@ -219,10 +220,12 @@ def egress_lines(record: dict) -> list[str]:
                      "gateway) were inside its container.")
     if record.get("upstream"):
         lines.append(f"Model gateway: {record['upstream']}.")
-    if blocked := record.get("blocked"):
+    if blocked := dict(record.get("blocked") or {}):
+        elsewhere = blocked.pop(ELSEWHERE, 0)
         counts = sorted(blocked.items(), key=lambda item: (-item[1], item[0]))
         listed = ", ".join(_refused(dest, n) for dest, n in counts[:10])
-        more = f", and {len(counts) - 10} more destinations" if len(counts) > 10 else ""
+        rest = sum(n for _, n in counts[10:]) + elsewhere
+        more = f"{', and ' if listed else ''}{rest} more elsewhere" if rest else ""
         lines.append(f"Blocked: {listed}{more}.")
     return ["", *lines] if lines else []
 
