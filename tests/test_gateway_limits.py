@@ -1,7 +1,8 @@
-"""What one run (or all of them together) may hold of the gateway: a hostile agent must not take the
-bot's file descriptors or memory through it. The gateway's own listeners on the loopback, a real
-store, no Docker: raw sockets that send nothing, tunnels that stay silent, and parallel model calls
-with one valid run token."""
+"""What one run (or all of them together) may hold of the gateway, and where its proxy sends what
+it is asked: a hostile agent must not take the bot's file descriptors or memory through it, nor
+reach a host off its allowlist. The gateway's own listeners on the loopback, a real store, no
+Docker: raw sockets that send nothing, tunnels that stay silent, and parallel model calls with one
+valid run token."""
 
 from __future__ import annotations
 
@@ -388,3 +389,29 @@ async def test_endless_refused_hosts_keep_a_runs_record_bounded_and_every_refusa
         assert len(record) == BLOCKED_KEPT + 1 and record[ELSEWHERE] == 300 - BLOCKED_KEPT + 5
         [line] = [x for x in egress_lines({"blocked": record}) if x]
         assert line.count("1 connection to") == 10 and line.endswith(f", and {300 - 10 + 5} more elsewhere."), line
+
+
+async def test_a_plain_http_request_goes_to_the_host_it_names_whatever_its_host_header_says(tmp_path, monkeypatch):
+    """The allowlist is checked on the URL's host: a Host header naming another site would have a
+    shared front (a CDN) serve that other site instead (domain fronting)."""
+    monkeypatch.setattr("bot.gateway.proxy.allowed", lambda allowlist, host, port: host == "127.0.0.1")
+    seen: list[str] = []
+
+    async def site(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Host", ""))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", site)
+    runner, url = await serve(app)
+    async with world(tmp_path) as w, proxy_on(w) as (proxy, port):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            auth = base64.b64encode(f"run:{w.grants.token(w.runs[0], 'agent')}".encode()).decode()
+            writer.write(f"GET {url}/simple/ HTTP/1.1\r\nHost: paste.example.org\r\n"
+                         f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+            writer.close()
+            assert seen == [url.removeprefix("http://")]
+        finally:
+            await runner.cleanup()

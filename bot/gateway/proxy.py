@@ -26,6 +26,7 @@ from bot.settings import Gateway as GatewaySettings
 log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024
+_NOT_PASSED = ("proxy-authorization", "proxy-connection", "connection", "host")
 CHUNK = 256 * 1024
 # Destinations kept apart in a run's record: an agent may name endless hosts, and the record lives
 # in the store and the API's run view. The refusals past them are counted together, as ELSEWHERE
@@ -131,10 +132,14 @@ class Proxy:
         try:
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:  # origin-form, one request per connection, without what was meant for the proxy
+            else:  # origin-form, one request per connection, without what was meant for the proxy, and
+                # for the host checked: another Host would have a shared front (a CDN) serve another site
                 path = urlsplit(target)._replace(scheme="", netloc="").geturl() or "/"
-                kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in ("proxy-authorization", "proxy-connection", "connection")]
-                up_writer.write("\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""]).encode("latin-1"))
+                kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in _NOT_PASSED]
+                name = f"[{host}]" if ":" in host else host  # an IPv6 address
+                authority = name if port == 80 else f"{name}:{port}"
+                up_writer.write("\r\n".join([f"{method} {path} HTTP/1.1", f"Host: {authority}", *kept,
+                                              "Connection: close", "", ""]).encode("latin-1"))
             await _pipe_both(reader, writer, up_reader, up_writer, self.limits.tunnel_idle_timeout)
         finally:
             up_writer.close()
